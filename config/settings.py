@@ -1,0 +1,58 @@
+"""Runtime settings: one typed object, read from environment variables.
+
+Every variable is optional; the defaults run the whole system on one machine with an
+embedded Redis and a SQLite file under ``var/``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+
+    redis_url: str | None = Field(None, description="Redis URL; unset starts an embedded Redis under VAR_DIR")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; unset uses SQLite at VAR_DIR/gridwatch.db")
+    var_dir: Path = Field(ROOT / "var", description="where the embedded Redis, SQLite and archives live")
+    city_dir: Path = Field(ROOT / "config" / "city", description="the city: geography and reference data")
+    port: int = Field(8050, description="web port")
+    host: str = Field("127.0.0.1", description="web bind address")
+    timezone: str = Field("Asia/Shanghai", description="the city's time zone for display")
+    stream_prefix: str = Field("gw", description="prefix of every Redis key this system writes")
+    stream_maxlen: int = Field(1_000_000, description="approximate MAXLEN of each stream")
+    dead_maxlen: int = Field(100_000, description="approximate MAXLEN of the dead-letter stream")
+    consumer_group: str = Field("workers", description="consumer group name")
+    worker_batch: int = Field(50, description="entries read per XREADGROUP (an entry holds up to 100 records)")
+    worker_block_ms: int = Field(1000, description="longest wait for new entries")
+    claim_idle_ms: int = Field(30_000, description="pending entries idle this long are reclaimed from dead consumers")
+    max_payload_bytes: int = Field(64 * 1024, description="largest single record accepted")
+    max_push_bytes: int = Field(8 * 1024 * 1024, description="largest HTTP push body accepted")
+    max_push_items: int = Field(5000, description="most items in one HTTP push")
+    log_level: str = Field("INFO", description="logging level")
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            if url.startswith("postgres://"):
+                url = "postgresql+psycopg://" + url[len("postgres://"):]
+            elif url.startswith("postgresql://"):
+                url = "postgresql+psycopg://" + url[len("postgresql://"):]
+            return url
+        return f"sqlite:///{self.var_dir / 'gridwatch.db'}"
+
+    def key(self, *parts: str) -> str:
+        """A Redis key under this deployment's prefix: key('stream', 'cases') -> 'gw:stream:cases'."""
+        return ":".join((self.stream_prefix, *parts))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

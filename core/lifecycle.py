@@ -1,0 +1,154 @@
+"""The case lifecycle: which action may move a case from which status to which.
+
+上报 reported → 立案 registered → 派遣 dispatched → 签收 accepted → 处置 handling → 办结 resolved
+→ 核查结案 closed → 评价 evaluated, plus 现场处置 (resolved on the spot), 退回 (returned by a
+department), 吹哨 (whistle: summon several departments) and reopen.
+
+This is the one place the rule lives; the worker, the API and the screens all ask it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    REPORTED = "reported"
+    REGISTERED = "registered"
+    DISPATCHED = "dispatched"
+    ACCEPTED = "accepted"
+    HANDLING = "handling"
+    RESOLVED = "resolved"
+    CLOSED = "closed"
+    EVALUATED = "evaluated"
+
+
+class Action(StrEnum):
+    REPORT = "report"
+    REGISTER = "register"
+    DISPATCH = "dispatch"
+    WHISTLE = "whistle"
+    ACCEPT = "accept"
+    HANDLE = "handle"
+    RESOLVE = "resolve"
+    ONSITE = "onsite"
+    RETURN = "return"
+    CLOSE = "close"
+    EVALUATE = "evaluate"
+    REOPEN = "reopen"
+    # Annotations: recorded on the timeline, never change the status.
+    NOTE = "note"
+    OVERDUE = "overdue"
+
+
+STATUS_LABELS = {
+    Status.REPORTED: ("上报", "Reported"),
+    Status.REGISTERED: ("立案", "Registered"),
+    Status.DISPATCHED: ("派遣", "Dispatched"),
+    Status.ACCEPTED: ("签收", "Accepted"),
+    Status.HANDLING: ("处置", "Handling"),
+    Status.RESOLVED: ("办结", "Resolved"),
+    Status.CLOSED: ("核查结案", "Closed"),
+    Status.EVALUATED: ("评价", "Evaluated"),
+}
+
+ACTION_LABELS = {
+    Action.REPORT: ("上报", "Report"),
+    Action.REGISTER: ("立案", "Register"),
+    Action.DISPATCH: ("派遣", "Dispatch"),
+    Action.WHISTLE: ("吹哨", "Whistle"),
+    Action.ACCEPT: ("签收", "Accept"),
+    Action.HANDLE: ("处置", "Start handling"),
+    Action.RESOLVE: ("办结", "Resolve"),
+    Action.ONSITE: ("现场处置", "Resolve on the spot"),
+    Action.RETURN: ("退回", "Return"),
+    Action.CLOSE: ("核查结案", "Close"),
+    Action.EVALUATE: ("评价", "Evaluate"),
+    Action.REOPEN: ("重新办理", "Reopen"),
+    Action.NOTE: ("备注", "Note"),
+    Action.OVERDUE: ("超期", "Overdue"),
+}
+
+# action -> (statuses it may start from, status it leads to). None as a start means "no case yet".
+TRANSITIONS: dict[Action, tuple[frozenset[Status | None], Status]] = {
+    Action.REPORT: (frozenset({None}), Status.REPORTED),
+    Action.REGISTER: (frozenset({Status.REPORTED}), Status.REGISTERED),
+    Action.DISPATCH: (frozenset({Status.REGISTERED}), Status.DISPATCHED),
+    Action.WHISTLE: (
+        frozenset({Status.REGISTERED, Status.DISPATCHED, Status.ACCEPTED, Status.HANDLING}),
+        Status.DISPATCHED,
+    ),
+    Action.ACCEPT: (frozenset({Status.DISPATCHED}), Status.ACCEPTED),
+    Action.HANDLE: (frozenset({Status.ACCEPTED}), Status.HANDLING),
+    Action.RESOLVE: (frozenset({Status.ACCEPTED, Status.HANDLING}), Status.RESOLVED),
+    Action.ONSITE: (frozenset({Status.REPORTED, Status.REGISTERED}), Status.RESOLVED),
+    Action.RETURN: (frozenset({Status.DISPATCHED, Status.ACCEPTED}), Status.REGISTERED),
+    Action.CLOSE: (frozenset({Status.RESOLVED}), Status.CLOSED),
+    Action.EVALUATE: (frozenset({Status.CLOSED}), Status.EVALUATED),
+    Action.REOPEN: (frozenset({Status.RESOLVED, Status.CLOSED, Status.EVALUATED}), Status.REGISTERED),
+}
+
+ANNOTATIONS = frozenset({Action.NOTE, Action.OVERDUE})
+
+# A case is "open" (still the city's to do) until it is resolved.
+OPEN_STATUSES = frozenset(
+    {Status.REPORTED, Status.REGISTERED, Status.DISPATCHED, Status.ACCEPTED, Status.HANDLING}
+)
+# Actions that need departments named in the event.
+NEEDS_DEPARTMENTS = frozenset({Action.DISPATCH, Action.WHISTLE})
+
+
+class TransitionError(ValueError):
+    """An action that the case's current status does not allow."""
+
+    def __init__(self, action: Action, status: Status | None, reason: str):
+        super().__init__(reason)
+        self.action = action
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: Status
+    changed: bool  # False for annotations
+
+
+def apply(status: Status | None, action: Action | str) -> Outcome:
+    """The status after ``action`` on a case now in ``status`` (None: the case does not exist yet).
+
+    Raises TransitionError with a reason naming both when the move is not allowed.
+    """
+    try:
+        action = Action(action)
+    except ValueError:
+        raise TransitionError(action, status, f"unknown action {action!r}; use one of: {', '.join(a.value for a in Action)}") from None
+    status = Status(status) if status is not None else None
+    if action in ANNOTATIONS:
+        if status is None:
+            raise TransitionError(action, status, f"cannot record {action.value!r}: the case has not been reported")
+        return Outcome(status, False)
+    starts, target = TRANSITIONS[action]
+    if status in starts:
+        return Outcome(target, True)
+    if status is None:
+        reason = f"cannot {action.value}: the case has not been reported (a 'report' event must come first)"
+    elif action is Action.REPORT:
+        reason = "cannot report: the case already exists"
+    else:
+        allowed = ", ".join(sorted(s.value for s in starts if s is not None))
+        reason = f"cannot {action.value} a case that is {status.value}; allowed from: {allowed}"
+    raise TransitionError(action, status, reason)
+
+
+def allowed_actions(status: Status | None) -> list[Action]:
+    """Every action that may follow ``status`` (annotations included once the case exists)."""
+    out = [a for a, (starts, _) in TRANSITIONS.items() if status in starts]
+    if status is not None:
+        out += sorted(ANNOTATIONS)
+    return out
+
+
+def is_open(status: Status | str) -> bool:
+    return Status(status) in OPEN_STATUSES

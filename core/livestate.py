@@ -1,0 +1,150 @@
+"""The layout of the live state in Redis: what "now" looks like, readable in O(areas).
+
+Pure: key names, encodings and the server-side scripts as text. The worker runs the scripts
+(ingest/live.py); the views read the keys (dashboard/live.py).
+
+Keys (``P`` is the deployment prefix, default ``gw``):
+
+- ``P:live:case``      hash  case id → ``grid|grade|status|overdue`` (the case's counted state)
+- ``P:live:area:CODE`` hash  per district/street/community/grid code:
+    ``total`` cases, ``open``, ``g1``..``g4`` open by grade, ``overdue`` open and overdue,
+    ``s:STATUS`` cases by status, ``alarms`` active sensor alarms
+- ``P:live:alarm``     hash  device id → JSON of the active alarm (``grid`` inside)
+- ``P:live:device``    hash  device id → JSON of the last reading
+- ``P:live:feeds``     hash  source → ISO time of its last applied record
+- ``P:live:last_event_at``  ISO time of the newest applied record
+
+Counting is idempotent: the script compares the case's new state with the one it counted
+before and moves counters by the difference, so applying the same state twice changes nothing,
+and a worker that crashed after writing SQL but before Redis repairs the counters on redelivery.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.lifecycle import OPEN_STATUSES
+
+
+@dataclass(frozen=True)
+class LiveKeys:
+    prefix: str = "gw"
+
+    @property
+    def cases(self) -> str:
+        return f"{self.prefix}:live:case"
+
+    def area(self, code: str) -> str:
+        return f"{self.prefix}:live:area:{code}"
+
+    @property
+    def area_prefix(self) -> str:
+        return f"{self.prefix}:live:area:"
+
+    @property
+    def alarms(self) -> str:
+        return f"{self.prefix}:live:alarm"
+
+    @property
+    def devices(self) -> str:
+        return f"{self.prefix}:live:device"
+
+    @property
+    def feeds(self) -> str:
+        return f"{self.prefix}:live:feeds"
+
+    @property
+    def last_event_at(self) -> str:
+        return f"{self.prefix}:live:last_event_at"
+
+
+def encode_case_state(grid: str | None, grade: int, status: str, overdue: bool) -> str:
+    return f"{grid or ''}|{grade}|{status}|{1 if overdue else 0}"
+
+
+def decode_case_state(value: str | bytes) -> tuple[str | None, int, str, bool]:
+    if isinstance(value, bytes):
+        value = value.decode()
+    grid, grade, status, overdue = value.split("|")
+    return grid or None, int(grade), status, overdue == "1"
+
+
+def area_codes(grid: str | None, district: str) -> list[str]:
+    """The areas a case in ``grid`` counts in: district, street, community, grid (unlocated: district only)."""
+    if not grid:
+        return [district]
+    return [grid[:6], grid[:9], grid[:12], grid]
+
+
+_OPEN = ",".join(f'["{s.value}"]=true' for s in sorted(OPEN_STATUSES))
+
+# KEYS[1] case hash; ARGV: prefix, district code, then pairs (case id, new state).
+CASE_STATE_LUA = f"""
+local OPEN = {{{_OPEN}}}
+local prefix = ARGV[1]
+local district = ARGV[2]
+local function areas(grid)
+  if grid == '' then return {{district}} end
+  return {{string.sub(grid, 1, 6), string.sub(grid, 1, 9), string.sub(grid, 1, 12), grid}}
+end
+local function count(state, sign)
+  local grid, grade, status, overdue = string.match(state, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
+  for _, code in ipairs(areas(grid)) do
+    local key = prefix .. ':live:area:' .. code
+    redis.call('HINCRBY', key, 'total', sign)
+    redis.call('HINCRBY', key, 's:' .. status, sign)
+    if OPEN[status] then
+      redis.call('HINCRBY', key, 'open', sign)
+      redis.call('HINCRBY', key, 'g' .. grade, sign)
+      if overdue == '1' then redis.call('HINCRBY', key, 'overdue', sign) end
+    end
+  end
+end
+local changed = 0
+for i = 3, #ARGV, 2 do
+  local id, new = ARGV[i], ARGV[i + 1]
+  local old = redis.call('HGET', KEYS[1], id)
+  if old ~= new then
+    if old then count(old, -1) end
+    count(new, 1)
+    redis.call('HSET', KEYS[1], id, new)
+    changed = changed + 1
+  end
+end
+return changed
+"""
+
+# KEYS[1] alarm hash; ARGV: prefix, district code, then triples (device id, grid or '', alarm JSON or '' to clear).
+ALARM_STATE_LUA = """
+local prefix = ARGV[1]
+local district = ARGV[2]
+local function areas(grid)
+  if grid == '' then return {district} end
+  return {string.sub(grid, 1, 6), string.sub(grid, 1, 9), string.sub(grid, 1, 12), grid}
+end
+local function count(grid, sign)
+  for _, code in ipairs(areas(grid)) do
+    redis.call('HINCRBY', prefix .. ':live:area:' .. code, 'alarms', sign)
+  end
+end
+local changed = 0
+for i = 3, #ARGV, 3 do
+  local device, grid, alarm = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local old = redis.call('HGET', KEYS[1], device)
+  if alarm == '' then
+    if old then
+      local ok, prev = pcall(cjson.decode, old)
+      local pgrid = ''
+      if ok and type(prev) == 'table' and type(prev['grid']) == 'string' then pgrid = prev['grid'] end
+      count(pgrid, -1)
+      redis.call('HDEL', KEYS[1], device)
+      changed = changed + 1
+    end
+  elseif not old then
+    count(grid, 1)
+    redis.call('HSET', KEYS[1], device, alarm)
+    changed = changed + 1
+  end
+end
+return changed
+"""

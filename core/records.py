@@ -1,0 +1,309 @@
+"""Canonical records: the one shape every feed publishes and every worker applies.
+
+A feed turns its source's shape into a ``CaseEvent`` or a ``SensorReading`` (as a plain dict)
+and publishes it. The worker (and the HTTP push endpoint, to answer item by item) parses it
+with :func:`parse_case_event` / :func:`parse_sensor_reading`, which check types, ranges,
+lengths and control characters, and — given a :class:`Catalog` — that categories,
+departments, sensor types and grid codes exist. Every problem is reported as
+``field: problem`` so a dead letter says exactly what to fix.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from core.lifecycle import NEEDS_DEPARTMENTS, Action
+
+CITY_TZ = ZoneInfo("Asia/Shanghai")
+
+# Field limits (characters). Anything longer is rejected, not truncated: truncation would lose data silently.
+LIMITS = {
+    "source": 32,
+    "external_id": 128,
+    "event_id": 128,
+    "title": 200,
+    "description": 4000,
+    "address": 300,
+    "reporter_name": 64,
+    "reporter_phone": 32,
+    "actor": 64,
+    "note": 2000,
+    "device_id": 64,
+}
+MAX_DEPARTMENTS = 20
+MAX_FUTURE = timedelta(hours=24)  # clocks drift; a record from further in the future is an error
+MIN_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u2028\u2029]")
+_CONTROL_ONE_LINE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """What the city knows, for checking references. Empty collections mean "don't check"."""
+
+    categories: Mapping[str, Any] = field(default_factory=dict)
+    departments: Collection[str] = field(default_factory=frozenset)
+    sensor_types: Collection[str] = field(default_factory=frozenset)
+    grid_codes: Collection[str] = field(default_factory=frozenset)
+    default_grade: Mapping[str, int] = field(default_factory=dict)
+
+
+class RecordError(ValueError):
+    """A record that cannot be applied. ``problems`` is a list of "field: problem" strings."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+def _one_line(value: str, info: ValidationInfo) -> str:
+    if _CONTROL_ONE_LINE.search(value):
+        raise ValueError("contains control characters (newlines, tabs and other non-printing characters are not allowed here)")
+    return value
+
+
+def _multi_line(value: str, info: ValidationInfo) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("contains control characters (only newline and tab are allowed)")
+    return value
+
+
+def _strip(value: Any) -> Any:
+    return value.strip() if isinstance(value, str) else value
+
+
+def _aware_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        # A naive time is the city's local time (documented for every feed).
+        value = value.replace(tzinfo=CITY_TZ)
+    value = value.astimezone(UTC)
+    if value < MIN_TIME:
+        raise ValueError("is before 2000-01-01")
+    if value > datetime.now(UTC) + MAX_FUTURE:
+        raise ValueError("is more than 24 hours in the future")
+    return value
+
+
+def _text(limit: int, multiline: bool = False):
+    def check(value: str, info: ValidationInfo) -> str:
+        if len(value) > limit:
+            raise ValueError(f"is {len(value)} characters long; the limit is {limit}")
+        return (_multi_line if multiline else _one_line)(value, info)
+
+    return Annotated[str, BeforeValidator(_strip), AfterValidator(check)]
+
+
+# Identifiers: checked by the schema itself (no Python call per record), numbers accepted as text.
+Ident = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/#@+-]*$")]
+Time = Annotated[datetime, AfterValidator(_aware_utc)]
+Lon = Annotated[float, Field(ge=-180, le=180)]  # NaN and infinities are refused by allow_inf_nan=False
+Lat = Annotated[float, Field(ge=-90, le=90)]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True, allow_inf_nan=False,
+                              coerce_numbers_to_str=True)
+
+
+class CaseEvent(_Record):
+    """One thing that happened to one case, from one source.
+
+    The first event of a case is ``report`` and carries the case's fields; later events carry
+    only what they change. ``(source, external_id, event_id)`` identifies the event: applying it
+    twice changes nothing.
+    """
+
+    source: Annotated[Ident, Field(max_length=LIMITS["source"])]
+    external_id: Annotated[Ident, Field(max_length=LIMITS["external_id"])]
+    event: Action
+    event_id: Annotated[Ident, Field(max_length=LIMITS["event_id"])] | None = None
+    occurred_at: Time
+    actor: _text(LIMITS["actor"]) | None = None
+    # Case fields (report; category/grade/location may be corrected by later events).
+    category: Annotated[str, Field(max_length=8, pattern=r"^[0-9A-Za-z]+$")] | None = None
+    grade: Annotated[int, Field(ge=1, le=4)] | None = None
+    title: _text(LIMITS["title"]) | None = None
+    description: _text(LIMITS["description"], multiline=True) | None = None
+    address: _text(LIMITS["address"]) | None = None
+    reporter_name: _text(LIMITS["reporter_name"]) | None = None
+    reporter_phone: Annotated[str, Field(max_length=LIMITS["reporter_phone"], pattern=r"^[0-9+\-() ]*$")] | None = None
+    lon: Lon | None = None
+    lat: Lat | None = None
+    grid_code: Annotated[str, Field(pattern=r"^[0-9]{15}$")] | None = None
+    departments: Annotated[list[Annotated[str, Field(max_length=32)]], Field(max_length=MAX_DEPARTMENTS)] | None = None
+    due_at: Time | None = None
+    accept_due_at: Time | None = None
+    onsite: bool | None = None
+    note: _text(LIMITS["note"], multiline=True) | None = None
+    rating: Annotated[int, Field(ge=1, le=5)] | None = None
+
+    @field_validator("event", mode="before")
+    @classmethod
+    def _event_name(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = v.strip().lower()
+            if v not in Action._value2member_map_:
+                raise ValueError(f"unknown event {v!r}; use one of: {', '.join(a.value for a in Action)}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self, info: ValidationInfo) -> CaseEvent:
+        catalog: Catalog | None = (info.context or {}).get("catalog")
+        problems: list[str] = []
+        if self.event is Action.REPORT:
+            if not self.category:
+                problems.append("category: required for a report")
+            if not self.title:
+                problems.append("title: required for a report")
+        if self.event in NEEDS_DEPARTMENTS and not self.departments:
+            problems.append(f"departments: required for {self.event.value}")
+        if (self.lon is None) != (self.lat is None):
+            problems.append("lon/lat: give both or neither")
+        if catalog is not None:
+            if self.category and catalog.categories and self.category not in catalog.categories:
+                problems.append(f"category: unknown category {self.category!r} (see config/city/categories.yaml)")
+            if self.departments and catalog.departments:
+                unknown = [d for d in self.departments if d not in catalog.departments]
+                if unknown:
+                    problems.append(f"departments: unknown department(s) {', '.join(map(repr, unknown))} (see config/city/departments.yaml)")
+            if self.grid_code and catalog.grid_codes and self.grid_code not in catalog.grid_codes:
+                problems.append(f"grid_code: unknown grid {self.grid_code!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def key(self) -> str:
+        """The event's identity within its case."""
+        return self.event_id or f"{self.event.value}@{self.occurred_at.isoformat()}"
+
+
+class SensorReading(_Record):
+    """One reading from one device. A device is registered by its first reading."""
+
+    source: Annotated[Ident, Field(max_length=LIMITS["source"])] = "sensor"
+    device_id: Annotated[Ident, Field(max_length=LIMITS["device_id"])]
+    type: Annotated[str, Field(max_length=32)]
+    value: float
+    ts: Time
+    lon: Lon | None = None
+    lat: Lat | None = None
+    grid_code: Annotated[str, Field(pattern=r"^[0-9]{15}$")] | None = None
+    battery: Annotated[float, Field(ge=0, le=100)] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self, info: ValidationInfo) -> SensorReading:
+        catalog: Catalog | None = (info.context or {}).get("catalog")
+        problems = []
+        if (self.lon is None) != (self.lat is None):
+            problems.append("lon/lat: give both or neither")
+        if catalog is not None and catalog.sensor_types and self.type not in catalog.sensor_types:
+            problems.append(f"type: unknown sensor type {self.type!r}; use one of: {', '.join(sorted(catalog.sensor_types))}")
+        if catalog is not None and self.grid_code and catalog.grid_codes and self.grid_code not in catalog.grid_codes:
+            problems.append(f"grid_code: unknown grid {self.grid_code!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    out = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "record"
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field (remove it, or check its spelling)"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        if loc == "record" and ": " in msg:
+            out.extend(msg.split("; "))
+        else:
+            out.append(f"{loc}: {msg}")
+    return out
+
+
+def parse_case_event(raw: Any, catalog: Catalog | None = None) -> CaseEvent:
+    """A CaseEvent from a decoded JSON value, or RecordError naming each bad field."""
+    if not isinstance(raw, dict):
+        raise RecordError([f"record: expected a JSON object, got {type(raw).__name__}"])
+    try:
+        return CaseEvent.model_validate(raw, context={"catalog": catalog})
+    except ValidationError as exc:
+        raise RecordError(_problems(exc)) from None
+
+
+def parse_sensor_reading(raw: Any, catalog: Catalog | None = None) -> SensorReading:
+    """A SensorReading from a decoded JSON value, or RecordError naming each bad field."""
+    if not isinstance(raw, dict):
+        raise RecordError([f"record: expected a JSON object, got {type(raw).__name__}"])
+    try:
+        return SensorReading.model_validate(raw, context={"catalog": catalog})
+    except ValidationError as exc:
+        raise RecordError(_problems(exc)) from None
+
+
+_ADAPTERS = {}
+
+
+def _adapter(model):
+    from pydantic import TypeAdapter
+
+    if model not in _ADAPTERS:
+        _ADAPTERS[model] = (TypeAdapter(model), TypeAdapter(list[model]))
+    return _ADAPTERS[model]
+
+
+def parse_json_entry(raw: bytes, model: type[_Record], catalog: Catalog | None = None):
+    """Parse a stream entry's JSON: one record (an object) or a batch (an array).
+
+    Returns (records, rejects) where rejects are (index, raw item bytes, problems). The whole
+    batch is validated in one call; only a batch with a bad record is parsed again item by item.
+    """
+    import orjson
+
+    one, many = _adapter(model)
+    context = {"catalog": catalog}
+    stripped = raw.lstrip()
+    is_list = stripped[:1] == b"["
+    try:
+        if is_list:
+            return many.validate_json(raw, context=context), []
+        return [one.validate_json(raw, context=context)], []
+    except ValidationError:
+        pass
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return [], [(None, raw, [f"record: payload is not valid JSON ({exc})"])]
+    items = data if isinstance(data, list) else [data]
+    good, bad = [], []
+    parse = parse_case_event if model is CaseEvent else parse_sensor_reading
+    for i, item in enumerate(items):
+        try:
+            good.append(parse(item, catalog))
+        except RecordError as exc:
+            bad.append((i if is_list else None, orjson.dumps(item), exc.problems))
+    if is_list and not items:
+        bad.append((None, raw, ["record: empty batch"]))
+    return good, bad

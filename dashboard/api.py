@@ -1,0 +1,280 @@
+"""The JSON API (Flask blueprint): health, live figures, areas and cases.
+
+Every answer is JSON (orjson; times ISO 8601 UTC). Bad input gets a 4xx answer
+``{"error": "...", "parameter": "..."}`` naming the parameter and the fix — never a traceback,
+never silently all data.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from flask import Blueprint, Response, request
+from sqlalchemy import text
+from werkzeug.exceptions import HTTPException
+
+from core.geography import LEVELS, level_of
+from core.lifecycle import OPEN_STATUSES, Status
+from dashboard import context, live, queries
+
+log = logging.getLogger(__name__)
+
+LAG_DEGRADED = 10_000  # entries waiting in a stream before /healthz says "degraded"
+AREA_LEVELS = ("street", "community", "grid")
+STATUS_WORDS = {"open": sorted(s.value for s in OPEN_STATUSES)}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, parameter: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.parameter = parameter
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    return Response(
+        orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z, default=str),
+        status=status,
+        mimetype="application/json",
+    )
+
+
+def _error(status: int, message: str, parameter: str | None = None) -> Response:
+    body: dict[str, Any] = {"error": message}
+    if parameter:
+        body["parameter"] = parameter
+    return json_response(body, status)
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def _params(allowed: tuple[str, ...]) -> dict[str, str]:
+    """The query parameters, each at most once and all known."""
+    out: dict[str, str] = {}
+    for name in request.args:
+        if name not in allowed:
+            raise ApiError(400, f"unknown parameter {name!r}; this route takes: {', '.join(allowed) or 'none'}", name)
+        values = request.args.getlist(name)
+        if len(values) > 1:
+            raise ApiError(400, f"{name}: given {len(values)} times; give it once", name)
+        value = values[0].strip()
+        if value == "":
+            raise ApiError(400, f"{name}: empty; give a value or leave the parameter out", name)
+        out[name] = value
+    return out
+
+
+def _area(code: str, parameter: str = "area"):
+    """The Area for a code; 400 if malformed, 404 if no such area."""
+    try:
+        level_of(code)
+    except ValueError as exc:
+        raise ApiError(400, f"{parameter}: {exc}", parameter) from None
+    found = context.city().geography.get(code)
+    if found is None:
+        raise ApiError(404, f"{parameter}: no area with code {code!r}; list the codes with /api/v1/areas", parameter)
+    return found
+
+
+def _statuses(value: str) -> list[str]:
+    out: list[str] = []
+    for part in value.split(","):
+        part = part.strip().lower()
+        if part in STATUS_WORDS:
+            out += STATUS_WORDS[part]
+        elif part in Status._value2member_map_:
+            out.append(part)
+        else:
+            choices = ", ".join([*STATUS_WORDS, *(s.value for s in Status)])
+            raise ApiError(400, f"status: unknown status {part!r}; use one of: {choices} (several: comma-separated)", "status")
+    return sorted(set(out))
+
+
+def _category(value: str) -> str:
+    city = context.city()
+    if value in city.categories or any(g.code == value for g in city.groups):
+        return value
+    raise ApiError(
+        400,
+        f"category: unknown category {value!r}; use a 4-digit 小类 or 2-digit 大类 code from config/city/categories.yaml",
+        "category",
+    )
+
+
+def _limit(value: str | None) -> int:
+    if value is None:
+        return queries.DEFAULT_LIMIT
+    try:
+        n = int(value)
+    except ValueError:
+        raise ApiError(400, f"limit: {value!r} is not a whole number; use 1..{queries.MAX_LIMIT}", "limit") from None
+    if not 1 <= n <= queries.MAX_LIMIT:
+        raise ApiError(400, f"limit: {n} is out of range; use 1..{queries.MAX_LIMIT}", "limit")
+    return n
+
+
+def _cursor(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return queries.decode_cursor(value)
+    except queries.CursorError:
+        raise ApiError(
+            400, "cursor: not a cursor of this API; pass next_cursor from the previous page unchanged, or leave it out",
+            "cursor",
+        ) from None
+
+
+def _utc(iso: str | None) -> datetime | str | None:
+    """An ISO time stored in Redis as an aware datetime (serialised with Z); unparsable text as it is."""
+    if not iso:
+        return None
+    try:
+        value = datetime.fromisoformat(iso)
+    except ValueError:
+        return iso
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _grades(counts: dict[int, int]) -> dict[str, int]:
+    return {str(g): n for g, n in counts.items()}
+
+
+# --------------------------------------------------------------------------- routes
+
+
+def blueprint() -> Blueprint:
+    bp = Blueprint("api", __name__)
+
+    @bp.errorhandler(ApiError)
+    def _api_error(exc: ApiError):
+        return _error(exc.status, exc.message, exc.parameter)
+
+    @bp.app_errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        # JSON for API paths (unknown route, wrong method, unexpected error); the usual pages elsewhere.
+        if not (request.path.startswith("/api/") or request.path == "/healthz"):
+            return exc
+        if (exc.code or 500) >= 500:
+            return _error(exc.code or 500, f"{exc.name}: the server failed; see its log")
+        return _error(exc.code or 400, f"{exc.name}: {exc.description}")
+
+    @bp.get("/api/<path:rest>")
+    def unknown_route(rest: str):
+        # Without this, the Dash page's catch-all route would answer unknown API paths with HTML.
+        return _error(404, f"no API route /api/{rest}; the routes are /api/v1/summary, /api/v1/areas, "
+                           "/api/v1/cases and /api/v1/cases/<id>")
+
+    @bp.get("/healthz")
+    def healthz():
+        settings = context.settings()
+        body: dict[str, Any] = {"status": "ok", "redis": "ok", "database": "ok", "reasons": []}
+        down = False
+        try:
+            r = context.redis_client()
+            r.ping()
+        except Exception as exc:  # noqa: BLE001 - any failure means "unreachable"; report it as text
+            body["redis"] = f"error: {type(exc).__name__}: {exc}"
+            down = True
+            r = None
+        try:
+            with context.engine().connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:  # noqa: BLE001
+            body["database"] = f"error: {type(exc).__name__}: {exc}"
+            down = True
+        if r is not None:
+            try:
+                body["streams"] = live.streams(r, settings)
+                body["dead_letters"] = live.dead_letters(r, settings)
+                body["last_event_at"] = _utc(live.last_event_at(r, settings))
+                body["feeds"] = {source: _utc(at) for source, at in live.feeds(r, settings).items()}
+            except Exception as exc:  # noqa: BLE001
+                body["redis"] = f"error: {type(exc).__name__}: {exc}"
+                down = True
+        if down:
+            body["status"] = "down"
+            return json_response(body, 503)
+        for kind, info in body["streams"].items():
+            if kind == "dead":
+                continue
+            if info.get("pending") is None:
+                body["reasons"].append(f"stream {kind}: no consumer group {settings.consumer_group!r} (no worker has run)")
+            elif (info.get("lag") or 0) > LAG_DEGRADED:
+                body["reasons"].append(f"stream {kind}: {info['lag']} entries waiting for a worker")
+        if body["reasons"]:
+            body["status"] = "degraded"
+        body["as_of"] = datetime.now(UTC)
+        return json_response(body)
+
+    @bp.get("/api/v1/summary")
+    def summary():
+        p = _params(("area",))
+        city = context.city()
+        area = _area(p["area"]) if "area" in p else city.geography.district
+        data = live.summary(context.redis_client(), context.settings(), area.code)
+        data["by_grade"] = _grades(data["by_grade"])
+        data["last_event_at"] = _utc(data["last_event_at"])
+        return json_response({"area": area.code, "name": area.name, "level": area.level, **data})
+
+    @bp.get("/api/v1/areas")
+    def areas():
+        p = _params(("level", "parent"))
+        geo = context.city().geography
+        level = p.get("level")
+        if level is not None and level not in LEVELS:
+            raise ApiError(400, f"level: unknown level {level!r}; use one of: {', '.join(AREA_LEVELS)}", "level")
+        parent = _area(p["parent"], "parent") if "parent" in p else None
+        if parent is not None and level is not None:
+            if LEVELS.index(level) <= LEVELS.index(parent.level):
+                raise ApiError(
+                    400, f"level: a {parent.level} holds no {level} areas; use a level below {parent.level} "
+                         f"({', '.join(LEVELS[LEVELS.index(parent.level) + 1:]) or 'none'})", "level",
+                )
+            found = [a for a in geo.areas(level) if a.code.startswith(parent.code)]
+        elif parent is not None:
+            found = geo.children(parent.code)
+        elif level is not None:
+            found = geo.areas(level)
+        else:
+            found = geo.children(geo.district.code)
+        counts = live.area_counts(context.redis_client(), context.settings(), [a.code for a in found])
+        return json_response([
+            {
+                "code": a.code, "name": a.name, "level": a.level, "parent": a.parent, "kind": a.kind,
+                "total": counts[a.code]["total"], "open": counts[a.code]["open"],
+                "overdue": counts[a.code]["overdue"], "alarms": counts[a.code]["alarms"],
+                "by_grade": _grades(counts[a.code]["by_grade"]),
+            }
+            for a in found
+        ])
+
+    @bp.get("/api/v1/cases")
+    def cases():
+        p = _params(("area", "status", "category", "limit", "cursor"))
+        area = _area(p["area"]).code if "area" in p else None
+        statuses = _statuses(p["status"]) if "status" in p else None
+        category = _category(p["category"]) if "category" in p else None
+        limit = _limit(p.get("limit"))
+        after = _cursor(p.get("cursor"))
+        items, nxt = queries.list_cases(
+            context.engine(), area=area, statuses=statuses, category=category, limit=limit, after_id=after
+        )
+        return json_response({"items": items, "next_cursor": nxt})
+
+    @bp.get("/api/v1/cases/<case_id>")
+    def case(case_id: str):
+        _params(())
+        if not case_id.isascii() or not case_id.isdigit() or int(case_id) <= 0 or len(case_id) > 18:
+            raise ApiError(400, f"id: {case_id!r} is not a case id; a case id is a positive whole number", "id")
+        found = queries.get_case(context.engine(), int(case_id))
+        if found is None:
+            raise ApiError(404, f"id: no case with id {case_id}", "id")
+        return json_response(found)
+
+    return bp

@@ -1,0 +1,114 @@
+"""Reads of the live state in Redis (see core.livestate): "now", in O(areas), never SQL.
+
+Every function takes the Redis client and the settings; the area codes are the viewer's scope.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from config.settings import Settings
+from core.lifecycle import Status
+from core.livestate import LiveKeys
+from ingest.streams import KINDS, StreamNames, stream_stats
+
+GRADES = (1, 2, 3, 4)
+LAG_CAP = 100_000  # the fallback lag count (Redis < 7) stops here: "at least this many"
+
+
+def _s(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def parse_area_hash(raw: dict) -> dict[str, Any]:
+    """One ``P:live:area:CODE`` hash as counts (missing fields are 0)."""
+    h = {_s(k): _int(v) for k, v in (raw or {}).items()}
+    return {
+        "total": h.get("total", 0),
+        "open": h.get("open", 0),
+        "overdue": h.get("overdue", 0),
+        "alarms": h.get("alarms", 0),
+        "by_grade": {g: h.get(f"g{g}", 0) for g in GRADES},
+        "by_status": {s.value: h.get(f"s:{s.value}", 0) for s in Status},
+    }
+
+
+def area_counts(r: redis.Redis, settings: Settings, codes: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Counts per area code, read with one pipeline of HGETALL."""
+    codes = list(dict.fromkeys(codes))
+    keys = LiveKeys(settings.stream_prefix)
+    pipe = r.pipeline(transaction=False)
+    for code in codes:
+        pipe.hgetall(keys.area(code))
+    return {code: parse_area_hash(raw) for code, raw in zip(codes, pipe.execute(), strict=True)}
+
+
+def last_event_at(r: redis.Redis, settings: Settings) -> str | None:
+    return _s(r.get(LiveKeys(settings.stream_prefix).last_event_at))
+
+
+def feeds(r: redis.Redis, settings: Settings) -> dict[str, str]:
+    """Source → ISO time its last record was applied."""
+    return {_s(k): _s(v) for k, v in r.hgetall(LiveKeys(settings.stream_prefix).feeds).items()}
+
+
+def dead_letters(r: redis.Redis, settings: Settings) -> dict[str, int]:
+    """How many records were dead-lettered (ever, by the counter) and how many the dead stream holds now."""
+    names = StreamNames.of(settings)
+    pipe = r.pipeline(transaction=False)
+    pipe.get(names.dead_count)
+    pipe.xlen(names.dead)
+    count, length = pipe.execute()
+    return {"count": _int(count), "length": _int(length)}
+
+
+def _fallback_lag(r: redis.Redis, stream: str, group: str) -> int | None:
+    """Entries after the group's last-delivered id (what XINFO's ``lag`` says on Redis 7+), capped at LAG_CAP."""
+    try:
+        groups = r.xinfo_groups(stream)
+    except redis.ResponseError:
+        return None
+    for g in groups:
+        if _s(g.get("name")) == group:
+            last = _s(g.get("last-delivered-id")) or "0-0"
+            return len(r.xrange(stream, min=f"({last}", max="+", count=LAG_CAP))
+    return None
+
+
+def streams(r: redis.Redis, settings: Settings) -> dict[str, dict[str, Any]]:
+    """Length, pending and lag per stream (``stream_stats``), with the lag counted where Redis does not report it."""
+    stats = stream_stats(r, settings)
+    names = StreamNames.of(settings)
+    for kind in KINDS:
+        info = stats.get(kind) or {}
+        if info.get("lag") is None and info.get("pending") is not None:
+            info["lag"] = _fallback_lag(r, names.for_kind(kind), settings.consumer_group)
+    return stats
+
+
+def summary(r: redis.Redis, settings: Settings, code: str) -> dict[str, Any]:
+    """The figures of one area for the API and the wall."""
+    counts = area_counts(r, settings, [code])[code]
+    return {
+        "cases_total": counts["total"],
+        "cases_open": counts["open"],
+        "overdue_open": counts["overdue"],
+        "sensor_alarms_active": counts["alarms"],
+        "by_grade": counts["by_grade"],
+        "by_status": counts["by_status"],
+        "as_of": datetime.now(UTC),
+        "last_event_at": last_event_at(r, settings),
+    }

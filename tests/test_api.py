@@ -1,0 +1,401 @@
+"""The JSON API and the live page, against a real Redis and a real SQL store.
+
+A known set of cases and sensor readings goes through the real streams and worker; the expected
+figures are computed here with pandas from what the test published, not by the code under test.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pandas as pd
+import pytest
+
+from core.lifecycle import OPEN_STATUSES, Status
+from ingest.streams import Producer, ensure_groups
+from ingest.worker import Worker
+
+NOW = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=6)
+OPEN = {s.value for s in OPEN_STATUSES}
+
+# status reached → the events that lead there after the report
+PATHS = {
+    "reported": [],
+    "registered": ["register"],
+    "dispatched": ["register", "dispatch"],
+    "accepted": ["register", "dispatch", "accept"],
+    "handling": ["register", "dispatch", "accept", "handle"],
+    "resolved": ["register", "dispatch", "accept", "handle", "resolve"],
+    "onsite": ["onsite"],
+    "closed": ["register", "dispatch", "accept", "resolve", "close"],
+    "evaluated": ["onsite", "close", "evaluate"],
+}
+
+
+def drain(worker: Worker) -> None:
+    while worker.run_once(50):
+        pass
+
+
+def apply(city, settings, engine, r, cases=(), sensors=()) -> None:
+    ensure_groups(r, settings)
+    producer = Producer(r, settings, source="test")
+    if cases:
+        producer.cases(cases)
+    if sensors:
+        producer.sensors(sensors)
+    drain(Worker(city, settings, engine, r, name="t"))
+
+
+def t(minutes: int) -> str:
+    return (NOW + timedelta(minutes=minutes)).isoformat()
+
+
+def build_dataset(city) -> tuple[list[dict], list[dict], pd.DataFrame, int]:
+    """(case events, sensor readings, expected cases table, expected active alarms)."""
+    geo = city.geography
+    streets = geo.children(geo.district.code)
+    # Two grids in different communities of each of the first three streets, one grid of a fourth.
+    grids = []
+    for s in streets[:3]:
+        comms = geo.children(s.code)
+        grids += [geo.children(comms[0].code)[0], geo.children(comms[1].code)[0]]
+    grids.append(geo.grids_within(streets[3].code)[-1])
+    cats = [c for c in city.categories.values() if not c.sensor_only]
+    statuses = list(PATHS)
+    events: list[dict] = []
+    rows: list[dict] = []
+    n = 0
+    for gi, grid in enumerate(grids):
+        for k in range(3):
+            n += 1
+            ext = f"c{n:03d}"
+            cat = cats[(n * 7) % len(cats)]
+            grade = (n % 4) + 1
+            path = statuses[(gi * 3 + k) % len(statuses)]
+            minute = n * 10
+            rec = {"source": "test", "external_id": ext, "event": "report", "occurred_at": t(minute),
+                   "category": cat.code, "grade": grade, "title": f"案件 {ext}", "grid_code": grid.code,
+                   "reporter_name": "张三丰", "reporter_phone": "13800138000"}
+            events.append(rec)
+            for step, action in enumerate(PATHS[path], start=1):
+                e = {"source": "test", "external_id": ext, "event": action, "occurred_at": t(minute + step)}
+                if action == "dispatch":
+                    e["departments"] = [cat.department]
+                if action == "evaluate":
+                    e["rating"] = 5
+                events.append(e)
+            status = "resolved" if path == "onsite" else path
+            overdue = False
+            if n % 5 == 0:  # an overdue notice: counts only while the case is open
+                events.append({"source": "test", "external_id": ext, "event": "overdue", "occurred_at": t(minute + 9)})
+                overdue = status in OPEN
+            rows.append({"ext": ext, "source": "test", "grid": grid.code, "street": grid.code[:9],
+                         "community": grid.code[:12], "grade": grade, "category": cat.code, "status": status,
+                         "overdue": overdue})
+    # One case nobody could place: no grid, no coordinates.
+    events.append({"source": "test", "external_id": "lost", "event": "report", "occurred_at": t(900),
+                   "category": cats[0].code, "grade": 2, "title": "位置不明"})
+    rows.append({"ext": "lost", "source": "test", "grid": None, "street": None, "community": None, "grade": 2,
+                 "category": cats[0].code, "status": "reported", "overdue": False})
+
+    # Sensors: a smoke alarm that stays, a gas alarm that clears, a water sensor below threshold.
+    smoke, gas, water = city.sensor_types["smoke"], city.sensor_types["gas"], city.sensor_types["water_level"]
+    g_smoke, g_gas = grids[0], grids[4]
+    ts = (NOW + timedelta(minutes=500)).replace(microsecond=0)
+    readings = [
+        {"device_id": "smoke-1", "type": "smoke", "value": smoke.threshold + 1, "ts": ts.isoformat(), "grid_code": g_smoke.code},
+        {"device_id": "gas-1", "type": "gas", "value": gas.threshold + 5, "ts": ts.isoformat(), "grid_code": g_gas.code},
+        {"device_id": "gas-1", "type": "gas", "value": gas.clear_below - 1, "ts": (ts + timedelta(minutes=5)).isoformat(),
+         "grid_code": g_gas.code},
+        {"device_id": "water-1", "type": "water_level", "value": water.threshold - 1, "ts": ts.isoformat(),
+         "grid_code": grids[2].code},
+    ]
+    for device, stype, grid in (("smoke-1", smoke, g_smoke), ("gas-1", gas, g_gas)):
+        rows.append({"ext": f"{device}@{ts.strftime('%Y%m%dT%H%M%S')}", "source": "sensor", "grid": grid.code,
+                     "street": grid.code[:9], "community": grid.code[:12], "grade": stype.grade,
+                     "category": stype.category, "status": "reported", "overdue": False})
+    alarms = pd.DataFrame([{"grid": g_smoke.code, "street": g_smoke.code[:9], "community": g_smoke.code[:12]}])
+    return events, readings, pd.DataFrame(rows), alarms
+
+
+def expected_counts(df: pd.DataFrame, alarms: pd.DataFrame) -> dict:
+    open_ = df[df.status.isin(OPEN)]
+    return {
+        "total": len(df),
+        "open": len(open_),
+        "overdue": int(open_.overdue.sum()),
+        "alarms": len(alarms),
+        "by_grade": {str(g): int((open_.grade == g).sum()) for g in (1, 2, 3, 4)},
+        "by_status": {s.value: int((df.status == s.value).sum()) for s in Status},
+    }
+
+
+@pytest.fixture
+def loaded(city, settings, engine, r):
+    events, readings, df, alarms = build_dataset(city)
+    apply(city, settings, engine, r, cases=events, sensors=readings)
+    return df, alarms
+
+
+@pytest.fixture
+def client(settings, r, engine):
+    from app import create_app
+
+    app = create_app(settings)
+    return app.server.test_client()
+
+
+def get(client, url: str, status: int = 200):
+    resp = client.get(url)
+    assert resp.status_code == status, (url, resp.status_code, resp.data[:500])
+    assert resp.mimetype == "application/json", (url, resp.mimetype)
+    return orjson.loads(resp.data)
+
+
+def all_cases(client, query: str = "", limit: int = 500) -> list[dict]:
+    items, cursor, seen_cursors = [], None, set()
+    while True:
+        url = f"/api/v1/cases?limit={limit}" + (f"&{query}" if query else "") + (f"&cursor={cursor}" if cursor else "")
+        body = get(client, url)
+        items += body["items"]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return items
+        assert cursor not in seen_cursors
+        seen_cursors.add(cursor)
+
+
+# --------------------------------------------------------------------------- health
+
+
+def test_healthz_shape_and_ok(client, loaded):
+    body = get(client, "/healthz")
+    assert body["status"] == "ok", body
+    assert body["redis"] == "ok" and body["database"] == "ok"
+    for kind in ("cases", "sensors"):
+        info = body["streams"][kind]
+        assert {"length", "pending", "lag"} <= set(info)
+        assert info["length"] > 0 and info["pending"] == 0 and info["lag"] == 0
+    assert "dead" in body["streams"]
+    assert body["dead_letters"] == {"count": 0, "length": 0}
+    assert body["last_event_at"]
+    datetime.fromisoformat(body["last_event_at"])
+    assert set(body["feeds"]) >= {"test", "sensor"}
+
+
+def test_healthz_degraded_before_any_worker(settings, r, engine):
+    from app import create_app
+
+    resp = create_app(settings).server.test_client().get("/healthz")
+    body = orjson.loads(resp.data)
+    assert resp.status_code == 200 and body["status"] == "degraded"
+    assert any("consumer group" in reason for reason in body["reasons"])
+
+
+def test_healthz_down_when_redis_unreachable(settings, engine):
+    from app import create_app
+
+    broken = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
+    resp = create_app(broken).server.test_client().get("/healthz")
+    assert resp.status_code == 503
+    body = orjson.loads(resp.data)
+    assert body["status"] == "down" and body["redis"].startswith("error") and body["database"] == "ok"
+
+
+# --------------------------------------------------------------------------- live figures
+
+
+def test_summary_district_and_street(client, loaded, city):
+    df, alarms = loaded
+    district = city.geography.district.code
+    body = get(client, "/api/v1/summary")
+    exp = expected_counts(df, alarms)
+    assert body["area"] == district and body["name"] == city.geography.district.name
+    assert body["cases_total"] == exp["total"] == len(df)
+    assert body["cases_open"] == exp["open"]
+    assert body["overdue_open"] == exp["overdue"] > 0
+    assert body["sensor_alarms_active"] == exp["alarms"] == 1
+    assert body["by_grade"] == exp["by_grade"]
+    assert body["by_status"] == exp["by_status"]
+    assert datetime.fromisoformat(body["as_of"]).tzinfo is not None
+    explicit = get(client, f"/api/v1/summary?area={district}")
+    assert {k: v for k, v in explicit.items() if k != "as_of"} == {k: v for k, v in body.items() if k != "as_of"}
+
+    for street in df.street.dropna().unique():
+        body = get(client, f"/api/v1/summary?area={street}")
+        exp = expected_counts(df[df.street == street], alarms[alarms.street == street])
+        assert body["cases_total"] == exp["total"]
+        assert body["cases_open"] == exp["open"]
+        assert body["overdue_open"] == exp["overdue"]
+        assert body["sensor_alarms_active"] == exp["alarms"]
+        assert body["by_grade"] == exp["by_grade"]
+        assert body["by_status"] == exp["by_status"]
+
+
+def test_areas_children_and_levels(client, loaded, city):
+    df, alarms = loaded
+    geo = city.geography
+    # default: the streets of the district
+    streets = get(client, "/api/v1/areas")
+    assert [a["code"] for a in streets] == [s.code for s in geo.children(geo.district.code)]
+    assert get(client, "/api/v1/areas?level=street") == streets
+    for a in streets:
+        exp = expected_counts(df[df.street == a["code"]], alarms[alarms.street == a["code"]])
+        assert (a["open"], a["overdue"], a["alarms"], a["by_grade"]) == (exp["open"], exp["overdue"], exp["alarms"],
+                                                                         exp["by_grade"])
+        assert a["level"] == "street" and a["parent"] == geo.district.code and a["name"]
+
+    street = df.street.dropna().iloc[0]
+    comms = get(client, f"/api/v1/areas?parent={street}")
+    assert [a["code"] for a in comms] == [c.code for c in geo.children(street)]
+    for a in comms:
+        exp = expected_counts(df[df.community == a["code"]], alarms[alarms.community == a["code"]])
+        assert a["open"] == exp["open"] and a["by_grade"] == exp["by_grade"] and a["alarms"] == exp["alarms"]
+
+    grids = get(client, f"/api/v1/areas?parent={street}&level=grid")
+    assert [a["code"] for a in grids] == [g.code for g in geo.grids_within(street)]
+    by_code = {a["code"]: a for a in grids}
+    for grid, part in df[df.street == street].groupby("grid"):
+        exp = expected_counts(part, alarms[alarms.grid == grid])
+        assert by_code[grid]["open"] == exp["open"] and by_code[grid]["by_grade"] == exp["by_grade"]
+        assert by_code[grid]["kind"] and by_code[grid]["level"] == "grid"
+    assert len(get(client, "/api/v1/areas?level=grid")) == len(geo.areas("grid"))
+
+
+# --------------------------------------------------------------------------- cases
+
+
+def test_cases_filters_and_pagination(client, loaded, city):
+    df, _ = loaded
+    everything = all_cases(client, limit=7)
+    ids = [c["id"] for c in everything]
+    assert len(ids) == len(set(ids)) == len(df)
+    assert ids == sorted(ids, reverse=True)
+    assert {c["external_id"] for c in everything} == set(df.ext)
+    assert all_cases(client, limit=500) == everything
+
+    street = df.street.dropna().iloc[0]
+    community = df.community.dropna().iloc[-1]
+    grid = df.grid.dropna().iloc[3]
+    for query, expected in [
+        (f"area={city.geography.district.code}", df),
+        (f"area={street}", df[df.street == street]),
+        (f"area={community}", df[df.community == community]),
+        (f"area={grid}", df[df.grid == grid]),
+        ("status=resolved", df[df.status == "resolved"]),
+        ("status=open", df[df.status.isin(OPEN)]),
+        ("status=closed,evaluated", df[df.status.isin({"closed", "evaluated"})]),
+        (f"category={df.category.iloc[0]}", df[df.category == df.category.iloc[0]]),
+        (f"category={df.category.iloc[0][:2]}", df[df.category.str[:2] == df.category.iloc[0][:2]]),
+        (f"area={street}&status=open", df[(df.street == street) & df.status.isin(OPEN)]),
+    ]:
+        got = all_cases(client, query, limit=2)
+        assert sorted(c["external_id"] for c in got) == sorted(expected.ext), query
+        assert len(expected) > 0, query
+
+    one = get(client, "/api/v1/cases?limit=1")
+    assert len(one["items"]) == 1 and one["next_cursor"]
+    case = one["items"][0]
+    assert case["reporter"] == "hidden"
+    assert not {"reporter_name", "reporter_phone"} & set(case)
+    assert "张三丰" not in client.get("/api/v1/cases?limit=500").get_data(as_text=True)
+
+
+def test_case_detail_timeline_in_order(client, loaded):
+    df, _ = loaded
+    items = all_cases(client, "status=closed")
+    target = next(c for c in items if c["source"] == "test")
+    body = get(client, f"/api/v1/cases/{target['id']}")
+    assert body["external_id"] == target["external_id"] and body["status"] == "closed"
+    assert [e["action"] for e in body["timeline"]][: 1 + len(PATHS["closed"])] == ["report", *PATHS["closed"]]
+    times = [datetime.fromisoformat(e["occurred_at"]) for e in body["timeline"]]
+    assert times == sorted(times) and all(x.utcoffset() == timedelta(0) for x in times)
+    assert body["timeline"][0]["status_before"] is None and body["timeline"][-1]["status_after"] in ("closed",)
+    assert body["reporter"] == "hidden" and "reporter_phone" not in body and "张三丰" not in str(body)
+    assert body["reported_at"].endswith(("Z", "+00:00"))
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("url", "status", "parameter"),
+    [
+        ("/api/v1/summary?area=44031", 400, "area"),
+        ("/api/v1/summary?area=abcdef", 400, "area"),
+        ("/api/v1/summary?area=440311999", 404, "area"),
+        ("/api/v1/summary?area=", 400, "area"),
+        ("/api/v1/summary?area=440311&area=440311001", 400, "area"),
+        ("/api/v1/summary?zone=440311", 400, "zone"),
+        ("/api/v1/areas?level=city", 400, "level"),
+        ("/api/v1/areas?parent=12", 400, "parent"),
+        ("/api/v1/areas?parent=440311999", 404, "parent"),
+        ("/api/v1/areas?parent=440311001&level=street", 400, "level"),
+        ("/api/v1/cases?area=4403110010", 400, "area"),
+        ("/api/v1/cases?area=440311999999", 404, "area"),
+        ("/api/v1/cases?status=lost", 400, "status"),
+        ("/api/v1/cases?status=open,nope", 400, "status"),
+        ("/api/v1/cases?category=9999", 400, "category"),
+        ("/api/v1/cases?category=x", 400, "category"),
+        ("/api/v1/cases?limit=ten", 400, "limit"),
+        ("/api/v1/cases?limit=0", 400, "limit"),
+        ("/api/v1/cases?limit=501", 400, "limit"),
+        ("/api/v1/cases?limit=-3", 400, "limit"),
+        ("/api/v1/cases?cursor=zzz", 400, "cursor"),
+        ("/api/v1/cases?cursor=YzE6LTE", 400, "cursor"),
+        ("/api/v1/cases?stauts=open", 400, "stauts"),
+        ("/api/v1/cases/abc", 400, "id"),
+        ("/api/v1/cases/0", 400, "id"),
+        ("/api/v1/cases/987654321", 404, "id"),
+    ],
+)
+def test_bad_input_names_the_parameter(client, url, status, parameter):
+    body = get(client, url, status)
+    assert body["parameter"] == parameter
+    assert parameter in body["error"]
+    assert "Traceback" not in body["error"]
+
+
+def test_unknown_api_route_and_method_are_json(client):
+    body = get(client, "/api/v1/nothing-here", 404)
+    assert "error" in body
+    resp = client.post("/api/v1/summary")
+    assert resp.status_code == 405 and "error" in orjson.loads(resp.data)
+
+
+# --------------------------------------------------------------------------- the live page
+
+
+def test_live_page_and_dash_endpoints(client, loaded, settings, city):
+    df, alarms = loaded
+    resp = client.get("/")
+    assert resp.status_code == 200
+    assert "实时运行概览" in resp.get_data(as_text=True)
+    layout = client.get("/_dash-layout")
+    assert layout.status_code == 200
+    text = layout.get_data(as_text=True)
+    assert "live-interval" in text and "实时运行概览" in text
+    assert client.get("/_dash-dependencies").status_code == 200
+
+
+def test_live_refresh_reads_the_live_state(loaded, settings, r, engine, city):
+    from app import create_app
+    from dashboard import callbacks, i18n
+    from layouts.live import TILES
+
+    df, alarms = loaded
+    exp = expected_counts(df, alarms)
+    app = create_app(settings)
+    with app.server.test_request_context("/"):
+        out = callbacks.refresh("zh")
+        values = dict(zip(TILES, out[: len(TILES)], strict=True))
+        assert values == {"cases_total": f"{exp['total']:,}", "cases_open": f"{exp['open']:,}",
+                          "overdue_open": f"{exp['overdue']:,}", "alarms": f"{exp['alarms']:,}", "dead_letters": "0"}
+        table = str(out[len(TILES)])
+        for street in city.geography.children(city.geography.district.code):
+            assert street.name in table
+        assert i18n.TEXTS["zh"]["unlocated"] in table  # the unlocated case gets its own row
+        en = callbacks.refresh("en")
+        assert i18n.TEXTS["en"]["district_total"] in str(en[len(TILES)])

@@ -1,0 +1,85 @@
+"""Every (status, action) pair, checked against a table written out by hand from the process description."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from core import lifecycle
+from core.lifecycle import Action, Status, TransitionError
+
+# The process as the dispatch center describes it, written independently of core.lifecycle.TRANSITIONS:
+# (from, action) -> to. Anything not listed must be refused.
+R, G, D, A, H, V, C, E = (
+    "reported", "registered", "dispatched", "accepted", "handling", "resolved", "closed", "evaluated",
+)
+EXPECTED = {
+    (None, "report"): R,
+    (R, "register"): G,        # 立案
+    (G, "dispatch"): D,        # 派遣
+    (D, "accept"): A,          # 签收
+    (A, "handle"): H,          # 处置
+    (A, "resolve"): V,         # 办结 straight after accepting
+    (H, "resolve"): V,
+    (V, "close"): C,           # 核查结案
+    (C, "evaluate"): E,        # 评价
+    (R, "onsite"): V,          # 现场处置 by the grid worker
+    (G, "onsite"): V,
+    (D, "return"): G,          # 退回 by the department: back to be re-dispatched
+    (A, "return"): G,
+    (G, "whistle"): D,         # 吹哨: summon several departments
+    (D, "whistle"): D,
+    (A, "whistle"): D,
+    (H, "whistle"): D,
+    (V, "reopen"): G,
+    (C, "reopen"): G,
+    (E, "reopen"): G,
+}
+STATUSES = [None, R, G, D, A, H, V, C, E]
+MOVES = ["report", "register", "dispatch", "whistle", "accept", "handle", "resolve", "onsite", "return", "close",
+         "evaluate", "reopen"]
+
+
+@pytest.mark.parametrize(("status", "action"), list(itertools.product(STATUSES, MOVES)))
+def test_every_pair(status, action):
+    expected = EXPECTED.get((status, action))
+    if expected is None:
+        with pytest.raises(TransitionError) as exc:
+            lifecycle.apply(status, action)
+        # The reason names the action, and the current status when there is one.
+        assert action in exc.value.reason
+        if status is not None and action != "report":
+            assert status in exc.value.reason
+    else:
+        out = lifecycle.apply(status, action)
+        assert out.status == expected and out.changed
+
+
+@pytest.mark.parametrize("status", STATUSES)
+@pytest.mark.parametrize("note", ["note", "overdue"])
+def test_annotations_keep_status(status, note):
+    if status is None:
+        with pytest.raises(TransitionError):
+            lifecycle.apply(None, note)
+    else:
+        out = lifecycle.apply(status, note)
+        assert out.status == status and not out.changed
+
+
+def test_unknown_action_is_refused_with_the_list():
+    with pytest.raises(TransitionError, match="unknown action 'fly'.*report"):
+        lifecycle.apply(R, "fly")
+
+
+def test_allowed_actions_agree_with_table():
+    for status in STATUSES:
+        expected = {a for (s, a) in EXPECTED if s == status}
+        got = {a.value for a in lifecycle.allowed_actions(status)} - {"note", "overdue"}
+        assert got == expected, status
+
+
+def test_open_statuses():
+    assert {s for s in STATUSES if s and lifecycle.is_open(s)} == {R, G, D, A, H}
+    assert set(Status) == {Status(s) for s in STATUSES if s}
+    assert {a.value for a in Action} >= set(MOVES)

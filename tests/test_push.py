@@ -1,0 +1,226 @@
+"""HTTP push (POST /api/v1/ingest/cases and /sensors) through the real app, streams and worker.
+
+Every rejected item must be answered with errors naming the field and leave exactly one dead
+letter with its reason.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+
+from ingest.streams import ensure_groups, read_dead
+from ingest.worker import Worker
+
+NOW = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+CASES = "/api/v1/ingest/cases"
+SENSORS = "/api/v1/ingest/sensors"
+
+
+@pytest.fixture
+def make_client(settings, r, engine):
+    """A test client of an app built with ``settings`` (or an override of them)."""
+    from app import create_app
+
+    def make(s=None):
+        s = s or settings
+        return create_app(s).server.test_client()
+
+    return make
+
+
+@pytest.fixture
+def client(make_client):
+    return make_client()
+
+
+def report(ext: str, city, **extra) -> dict:
+    grid = city.geography.areas("grid")[5]
+    cat = next(c for c in city.categories.values() if not c.sensor_only)
+    rec = {"source": "push-test", "external_id": ext, "event": "report", "occurred_at": NOW.isoformat(),
+           "category": cat.code, "title": f"推送案件 {ext}", "grid_code": grid.code}
+    rec.update(extra)
+    return rec
+
+
+def post(client, url: str, body, content_type: str = "application/json"):
+    data = body if isinstance(body, bytes | str) else orjson.dumps(body)
+    return client.post(url, data=data, content_type=content_type)
+
+
+def drain(city, settings, engine, r) -> None:
+    ensure_groups(r, settings)
+    worker = Worker(city, settings, engine, r, name="t")
+    while worker.run_once(50):
+        pass
+
+
+def cases_by_ext(client) -> dict[str, dict]:
+    body = orjson.loads(client.get("/api/v1/cases?limit=500").data)
+    return {c["external_id"]: c for c in body["items"]}
+
+
+def assert_dead(r, settings, reasons: list[str]) -> list[dict]:
+    """One dead letter per rejection, each reason containing the expected text (in any order)."""
+    dead = read_dead(r, settings, count=1000)
+    assert len(dead) == len(reasons), [d["reason"] for d in dead]
+    got = sorted(d["reason"] for d in dead)
+    for want in reasons:
+        match = next((g for g in got if want in g), None)
+        assert match is not None, (want, got)
+        got.remove(match)
+    return dead
+
+
+def test_valid_batch_accepted_and_applied(client, city, settings, engine, r):
+    resp = post(client, CASES, [report("p1", city), report("p2", city, grade=3)])
+    assert resp.status_code == 200
+    body = orjson.loads(resp.data)
+    assert body["accepted"] == 2 and body["rejected"] == 0
+    assert [i["status"] for i in body["items"]] == ["accepted", "accepted"] and all(i["id"] for i in body["items"])
+    drain(city, settings, engine, r)
+    found = cases_by_ext(client)
+    assert set(found) == {"p1", "p2"} and found["p2"]["grade"] == 3 and found["p1"]["status"] == "reported"
+    assert read_dead(r, settings) == []
+    summary = orjson.loads(client.get("/api/v1/summary").data)
+    assert summary["cases_total"] == 2 and summary["cases_open"] == 2
+
+
+def test_single_object_body_is_one_item(client, city):
+    resp = post(client, CASES, report("solo", city))
+    assert resp.status_code == 200 and orjson.loads(resp.data)["accepted"] == 1
+
+
+def test_mixed_batch_is_207_with_errors_per_item(client, city, settings, engine, r):
+    good = report("m1", city)
+    bad = report("m2", city, category="9999")
+    resp = post(client, CASES, [good, bad])
+    assert resp.status_code == 207
+    body = orjson.loads(resp.data)
+    assert body["accepted"] == 1 and body["rejected"] == 1
+    item = body["items"][1]
+    assert item["index"] == 1 and item["status"] == "rejected"
+    assert any(e.startswith("category:") for e in item["errors"])
+    assert_dead(r, settings, ["category: unknown category '9999'"])
+    drain(city, settings, engine, r)
+    assert set(cases_by_ext(client)) == {"m1"}
+
+
+def test_all_bad_is_422(client, city, r, settings):
+    resp = post(client, CASES, [report("a1", city, category="9999"), report("a2", city, grade=9)])
+    assert resp.status_code == 422
+    body = orjson.loads(resp.data)
+    assert body["accepted"] == 0 and body["rejected"] == 2
+    assert any(e.startswith("grade:") for e in body["items"][1]["errors"])
+    assert_dead(r, settings, ["category:", "grade:"])
+
+
+def test_broken_json_is_400_and_dead_lettered(client, r, settings):
+    resp = post(client, CASES, b'[{"source": "x", "external_id": ')
+    assert resp.status_code == 400
+    assert "JSON" in orjson.loads(resp.data)["error"]
+    dead = assert_dead(r, settings, ["not valid JSON"])
+    assert dead[0]["raw"].startswith('[{"source"')
+
+
+def test_not_an_array_is_400(client, r, settings):
+    resp = post(client, CASES, b'"just a string"')
+    assert resp.status_code == 400
+    assert_dead(r, settings, ["JSON array"])
+
+
+def test_wrong_content_type_is_415(client, city, r, settings):
+    resp = post(client, CASES, orjson.dumps([report("w1", city)]), content_type="text/plain")
+    assert resp.status_code == 415
+    assert "application/json" in orjson.loads(resp.data)["error"]
+    assert_dead(r, settings, ["content type"])
+
+
+def test_body_over_limit_is_413_and_dead_lettered(make_client, city, r, settings):
+    small = settings.model_copy(update={"max_push_bytes": 2000})
+    client = make_client(small)
+    batch = [report(f"big{i}", city, description="长" * 100) for i in range(10)]
+    resp = post(client, CASES, batch)
+    assert resp.status_code == 413
+    assert "2000" in orjson.loads(resp.data)["error"]
+    assert_dead(r, settings, ["exceeds the limit of 2000 bytes"])
+
+
+def test_record_over_payload_limit_is_rejected(client, city, r, settings):
+    huge = report("huge", city, description="x" * (1024 * 1024))
+    resp = post(client, CASES, [huge, report("ok", city)])
+    assert resp.status_code == 207
+    item = orjson.loads(resp.data)["items"][0]
+    assert item["status"] == "rejected" and item["errors"][0].startswith("record:")
+    assert str(settings.max_payload_bytes) in item["errors"][0]
+    assert_dead(r, settings, ["per-record limit"])
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"category": "9999"}, "category"),
+        ({"lon": 200.0, "lat": 22.7}, "lon"),
+        ({"lon": 113.9, "lat": -95.0}, "lat"),
+        ({"lon": 113.9}, "lon/lat"),
+        ({"external_id": None}, "external_id"),
+        ({"occurred_at": None}, "occurred_at"),
+        ({"title": None}, "title"),
+        ({"grade": "high"}, "grade"),
+        ({"occurred_at": 12345}, "occurred_at"),
+        ({"departments": "cg"}, "departments"),
+        ({"onsite": "maybe"}, "onsite"),
+        ({"title": "井盖\x07缺失"}, "title"),
+        ({"title": "第一行\n第二行"}, "title"),
+        ({"title": "长" * 201}, "title"),
+        ({"address": "路" * 301}, "address"),
+        ({"description": "字" * 4001}, "description"),
+        ({"reporter_phone": "call me"}, "reporter_phone"),
+        ({"grid_code": "440311999999999"}, "grid_code"),
+        ({"occurred_at": (datetime.now(UTC) + timedelta(days=3)).isoformat()}, "occurred_at"),
+        ({"surprise": 1}, "surprise"),
+        ({"event": "explode"}, "event"),
+    ],
+)
+def test_bad_fields_are_named(client, city, r, settings, change, field):
+    rec = report("bad", city)
+    for k, v in change.items():
+        if v is None:
+            rec.pop(k)
+        else:
+            rec[k] = v
+    resp = post(client, CASES, [rec])
+    assert resp.status_code == 422, resp.data
+    errors = orjson.loads(resp.data)["items"][0]["errors"]
+    assert any(e.startswith(f"{field}:") for e in errors), errors
+    dead = assert_dead(r, settings, [f"{field}:"])
+    assert dead[0]["stream"] == settings.key("stream", "cases")
+
+
+def test_html_in_title_is_stored_verbatim(client, city, settings, engine, r):
+    title = '<script>alert("x")</script><b>井盖</b> & "quotes"'
+    resp = post(client, CASES, [report("html", city, title=title)])
+    assert resp.status_code == 200
+    drain(city, settings, engine, r)
+    case = cases_by_ext(client)["html"]
+    detail = client.get(f"/api/v1/cases/{case['id']}")
+    assert detail.mimetype == "application/json"
+    assert orjson.loads(detail.data)["title"] == title
+
+
+def test_sensor_push(client, city, settings, engine, r):
+    grid = city.geography.areas("grid")[7]
+    smoke = city.sensor_types["smoke"]
+    good = {"device_id": "sm-9", "type": "smoke", "value": smoke.threshold + 1, "ts": NOW.isoformat(),
+            "grid_code": grid.code}
+    bad = {"device_id": "xx-1", "type": "teleporter", "value": 1, "ts": NOW.isoformat()}
+    resp = post(client, SENSORS, [good, bad])
+    assert resp.status_code == 207
+    errors = orjson.loads(resp.data)["items"][1]["errors"]
+    assert any(e.startswith("type:") for e in errors)
+    assert_dead(r, settings, ["type: unknown sensor type"])
+    drain(city, settings, engine, r)
+    summary = orjson.loads(client.get(f"/api/v1/summary?area={grid.code}").data)
+    assert summary["sensor_alarms_active"] == 1 and summary["cases_open"] == 1
