@@ -119,6 +119,7 @@ def load_process(args) -> int:
         sleep = start + k / 20 - time.perf_counter()
         if sleep > 0:
             time.sleep(sleep)
+    print(f"LOAD {k * per_tick} {time.perf_counter() - start:.3f}", flush=True)
     return 0
 
 
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     from config.city import get_city
     from config.services import get_engine, get_redis, migrate, start_embedded_redis
     from ingest.streams import Producer, StreamNames
-    from ingest.worker import Worker
+    from ingest.worker import Worker, tune_gc
 
     tmp = Path(tempfile.mkdtemp(prefix="gridwatch-bench-"))
     redis_url = os.environ.get("REDIS_URL") or start_embedded_redis(tmp)
@@ -187,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     print("Sensor readings → live state")
     producer = Producer(r, settings, source="bench")
     worker = Worker(city, settings, engine, r, name="bench-1")
+    tune_gc()  # as `python -m ingest worker` does at start
     t = time.perf_counter()
     producer.sensors(recs)
     pub = time.perf_counter() - t
@@ -213,14 +215,12 @@ def main(argv: list[str] | None = None) -> int:
     wproc = subprocess.Popen([PY, "-m", "ingest", "worker"], cwd=ROOT, env=env)
     seconds = max(10.0, args.probes / 20 + 5)
     lproc = subprocess.Popen([PY, "-m", "bench.ingest", "--role", "load", "--rate", str(args.load),
-                              "--seconds", str(seconds)], cwd=ROOT, env=env)
+                              "--seconds", str(seconds)], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     time.sleep(3)  # let the worker start and the load settle
     lat = []
     dev_key = f"{settings.stream_prefix}:live:device"
     st = next(iter(city.sensor_types.values()))
     g = city.geography.areas("grid")[0]
-    len_before = {s: r.xlen(s) for s in (names.cases, names.sensors)}
-    t_load = time.perf_counter()
     for k in range(args.probes):
         dev = f"probe-{k}"
         rec = {"source": "bench", "device_id": dev, "type": st.code, "value": 0.001 * k,
@@ -233,9 +233,8 @@ def main(argv: list[str] | None = None) -> int:
                 break
         lat.append(time.perf_counter() - t)
         time.sleep(max(0.0, 0.05 - (time.perf_counter() - t)))
-    elapsed = time.perf_counter() - t_load
-    sent = sum(r.xlen(s) - len_before[s] for s in (names.cases, names.sensors))
-    lproc.wait()
+    out, _ = lproc.communicate()
+    sent, elapsed = next((int(x.split()[1]), float(x.split()[2])) for x in out.splitlines() if x.startswith("LOAD"))
     lat.sort()
     q = statistics.quantiles(lat, n=100)
     line("background load actually published", rate(sent, elapsed))

@@ -115,11 +115,18 @@ class Outcome:
     changed: bool  # False for annotations
 
 
+# (status, action) -> outcome of every legal move; str keys match the StrEnum members too.
+_MOVES = {(s, a): Outcome(target, True) for a, (starts, target) in TRANSITIONS.items() for s in starts}
+
+
 def apply(status: Status | None, action: Action | str) -> Outcome:
     """The status after ``action`` on a case now in ``status`` (None: the case does not exist yet).
 
     Raises TransitionError with a reason naming both when the move is not allowed.
     """
+    legal = _MOVES.get((status, action))
+    if legal is not None:
+        return legal
     try:
         action = Action(action)
     except ValueError:

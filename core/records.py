@@ -10,7 +10,7 @@ departments, sensor types and grid codes exist. Every problem is reported as
 
 from __future__ import annotations
 
-import re
+import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -20,14 +20,10 @@ from zoneinfo import ZoneInfo
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
     ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
 )
 
 from core.lifecycle import NEEDS_DEPARTMENTS, Action
@@ -52,8 +48,10 @@ MAX_DEPARTMENTS = 20
 MAX_FUTURE = timedelta(hours=24)  # clocks drift; a record from further in the future is an error
 MIN_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u2028\u2029]")
-_CONTROL_ONE_LINE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+# Text may not hold control characters (a multi-line field may hold newlines and tabs). Checked by the
+# schema's own regex engine, not a Python call per field; _problems() turns the errors into plain words.
+_ONE_LINE = r"^[^\x00-\x1f\x7f\u2028\u2029]*$"
+_MULTI_LINE = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u2028\u2029]*$"
 
 
 @dataclass(frozen=True)
@@ -75,20 +73,18 @@ class RecordError(ValueError):
         super().__init__("; ".join(problems))
 
 
-def _one_line(value: str, info: ValidationInfo) -> str:
-    if _CONTROL_ONE_LINE.search(value):
-        raise ValueError("contains control characters (newlines, tabs and other non-printing characters are not allowed here)")
-    return value
-
-
-def _multi_line(value: str, info: ValidationInfo) -> str:
-    if _CONTROL.search(value):
-        raise ValueError("contains control characters (only newline and tab are allowed)")
-    return value
-
-
 def _strip(value: Any) -> Any:
     return value.strip() if isinstance(value, str) else value
+
+
+_future = [0.0, MIN_TIME]  # (monotonic time it was computed, newest acceptable time), refreshed each second
+
+
+def _latest_acceptable() -> datetime:
+    now = time.monotonic()
+    if now - _future[0] > 1.0:
+        _future[0], _future[1] = now, datetime.now(UTC) + MAX_FUTURE
+    return _future[1]
 
 
 def _aware_utc(value: datetime) -> datetime:
@@ -98,18 +94,16 @@ def _aware_utc(value: datetime) -> datetime:
     value = value.astimezone(UTC)
     if value < MIN_TIME:
         raise ValueError("is before 2000-01-01")
-    if value > datetime.now(UTC) + MAX_FUTURE:
+    if value > _latest_acceptable():
         raise ValueError("is more than 24 hours in the future")
     return value
 
 
 def _text(limit: int, multiline: bool = False):
-    def check(value: str, info: ValidationInfo) -> str:
-        if len(value) > limit:
-            raise ValueError(f"is {len(value)} characters long; the limit is {limit}")
-        return (_multi_line if multiline else _one_line)(value, info)
-
-    return Annotated[str, BeforeValidator(_strip), AfterValidator(check)]
+    return Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, max_length=limit, pattern=_MULTI_LINE if multiline else _ONE_LINE),
+    ]
 
 
 # Identifiers: checked by the schema itself (no Python call per record), numbers accepted as text.
@@ -156,18 +150,8 @@ class CaseEvent(_Record):
     note: _text(LIMITS["note"], multiline=True) | None = None
     rating: Annotated[int, Field(ge=1, le=5)] | None = None
 
-    @field_validator("event", mode="before")
-    @classmethod
-    def _event_name(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            v = v.strip().lower()
-            if v not in Action._value2member_map_:
-                raise ValueError(f"unknown event {v!r}; use one of: {', '.join(a.value for a in Action)}")
-        return v
-
-    @model_validator(mode="after")
-    def _consistent(self, info: ValidationInfo) -> CaseEvent:
-        catalog: Catalog | None = (info.context or {}).get("catalog")
+    def problems(self, catalog: Catalog | None) -> list[str]:
+        """What is wrong beyond types and ranges: missing fields for the event, unknown references."""
         problems: list[str] = []
         if self.event is Action.REPORT:
             if not self.category:
@@ -187,9 +171,7 @@ class CaseEvent(_Record):
                     problems.append(f"departments: unknown department(s) {', '.join(map(repr, unknown))} (see config/city/departments.yaml)")
             if self.grid_code and catalog.grid_codes and self.grid_code not in catalog.grid_codes:
                 problems.append(f"grid_code: unknown grid {self.grid_code!r}")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
+        return problems
 
     @property
     def key(self) -> str:
@@ -210,9 +192,8 @@ class SensorReading(_Record):
     grid_code: Annotated[str, Field(pattern=r"^[0-9]{15}$")] | None = None
     battery: Annotated[float, Field(ge=0, le=100)] | None = None
 
-    @model_validator(mode="after")
-    def _consistent(self, info: ValidationInfo) -> SensorReading:
-        catalog: Catalog | None = (info.context or {}).get("catalog")
+    def problems(self, catalog: Catalog | None) -> list[str]:
+        """What is wrong beyond types and ranges: unknown sensor type or grid."""
         problems = []
         if (self.lon is None) != (self.lat is None):
             problems.append("lon/lat: give both or neither")
@@ -220,9 +201,7 @@ class SensorReading(_Record):
             problems.append(f"type: unknown sensor type {self.type!r}; use one of: {', '.join(sorted(catalog.sensor_types))}")
         if catalog is not None and self.grid_code and catalog.grid_codes and self.grid_code not in catalog.grid_codes:
             problems.append(f"grid_code: unknown grid {self.grid_code!r}")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
+        return problems
 
 
 def _problems(exc: ValidationError) -> list[str]:
@@ -232,9 +211,18 @@ def _problems(exc: ValidationError) -> list[str]:
         msg = err["msg"]
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
-        if err["type"] == "extra_forbidden":
+        kind = err["type"]
+        if kind == "extra_forbidden":
             msg = "unknown field (remove it, or check its spelling)"
-        elif err["type"] == "missing":
+        elif kind == "string_too_long":
+            msg = f"is longer than the limit of {err['ctx']['max_length']} characters"
+        elif kind == "string_pattern_mismatch":
+            pattern = err["ctx"]["pattern"]
+            if pattern == _ONE_LINE:
+                msg = "contains control characters (newlines, tabs and other non-printing characters are not allowed here)"
+            elif pattern == _MULTI_LINE:
+                msg = "contains control characters (only newline and tab are allowed)"
+        elif kind == "missing":
             msg = "required field is missing"
         if loc == "record" and ": " in msg:
             out.extend(msg.split("; "))
@@ -248,9 +236,13 @@ def parse_case_event(raw: Any, catalog: Catalog | None = None) -> CaseEvent:
     if not isinstance(raw, dict):
         raise RecordError([f"record: expected a JSON object, got {type(raw).__name__}"])
     try:
-        return CaseEvent.model_validate(raw, context={"catalog": catalog})
+        rec = CaseEvent.model_validate(raw)
     except ValidationError as exc:
         raise RecordError(_problems(exc)) from None
+    problems = rec.problems(catalog)
+    if problems:
+        raise RecordError(problems)
+    return rec
 
 
 def parse_sensor_reading(raw: Any, catalog: Catalog | None = None) -> SensorReading:
@@ -258,9 +250,13 @@ def parse_sensor_reading(raw: Any, catalog: Catalog | None = None) -> SensorRead
     if not isinstance(raw, dict):
         raise RecordError([f"record: expected a JSON object, got {type(raw).__name__}"])
     try:
-        return SensorReading.model_validate(raw, context={"catalog": catalog})
+        rec = SensorReading.model_validate(raw)
     except ValidationError as exc:
         raise RecordError(_problems(exc)) from None
+    problems = rec.problems(catalog)
+    if problems:
+        raise RecordError(problems)
+    return rec
 
 
 _ADAPTERS = {}
@@ -283,15 +279,14 @@ def parse_json_entry(raw: bytes, model: type[_Record], catalog: Catalog | None =
     import orjson
 
     one, many = _adapter(model)
-    context = {"catalog": catalog}
-    stripped = raw.lstrip()
-    is_list = stripped[:1] == b"["
+    is_list = raw.lstrip()[:1] == b"["
     try:
-        if is_list:
-            return many.validate_json(raw, context=context), []
-        return [one.validate_json(raw, context=context)], []
+        records = many.validate_json(raw) if is_list else [one.validate_json(raw)]
     except ValidationError:
         pass
+    else:
+        if not any(rec.problems(catalog) for rec in records):
+            return records, []
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

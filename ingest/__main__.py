@@ -10,6 +10,9 @@ import sys
 def _logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    # Routine chatter of libraries: every migration plugin, every scheduled job run.
+    for noisy in ("alembic.runtime.plugins", "apscheduler.executors.default", "apscheduler.scheduler"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def cmd_worker(args) -> int:
@@ -84,6 +87,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second (default 1)")
     d.add_argument("--web-workers", type=int, default=2, help="gunicorn worker processes (default 2)")
     d.add_argument("--no-simulator", action="store_true", help="start without the simulator")
+    d.add_argument("--backfill", type=float, default=2.0,
+                   help="hours of simulated history to publish first when the store is empty (default 2; 0 for none)")
     d.add_argument("--access-log", action="store_true", help="print web access logs")
     d.set_defaults(func=cmd_demo)
 

@@ -36,13 +36,16 @@ class Child:
         log.info("started %s (pid %s)", self.name, self.proc.pid)
 
 
-def children(args) -> list[Child]:
+def children(args, backfill_hours: float = 0) -> list[Child]:
     py = sys.executable
     settings = get_settings()
+    sim = [py, "-m", "ingest", "simulate", "--rate", str(args.rate), "--speed", str(args.speed)]
+    if backfill_hours:
+        sim += ["--backfill", str(backfill_hours)]
     out = [
         Child("worker", [py, "-m", "ingest", "worker"]),
         Child("scheduler", [py, "-m", "ingest", "scheduler"]),
-        Child("simulator", [py, "-m", "ingest", "simulate", "--rate", str(args.rate), "--speed", str(args.speed)]),
+        Child("simulator", sim),
         Child("web", [py, "-m", "gunicorn", "app:server", "--bind", f"{settings.host}:{settings.port}",
                       "--workers", str(args.web_workers), "--threads", "4", "--timeout", "60",
                       "--access-logfile", "-" if args.access_log else "/dev/null"]),
@@ -50,6 +53,16 @@ def children(args) -> list[Child]:
     if args.no_simulator:
         out = [c for c in out if c.name != "simulator"]
     return out
+
+
+def _store_is_empty() -> bool:
+    from sqlalchemy import func, select
+
+    from config.services import get_engine
+    from core.models import Case
+
+    with get_engine().connect() as conn:
+        return not conn.scalar(select(func.count()).select_from(select(Case.id).limit(1).subquery()))
 
 
 def run(args) -> int:
@@ -60,8 +73,12 @@ def run(args) -> int:
     log.info("Redis: %s", "embedded (" + url + ")" if not settings.redis_url else "REDIS_URL")
     log.info("database: %s", settings.sqlalchemy_url.split("@")[-1])
     migrate()
+    backfill = 0.0
+    if not args.no_simulator and args.backfill and _store_is_empty():
+        backfill = args.backfill
+        log.info("empty store: the simulator first publishes the last %g hours of history", backfill)
     env = {**os.environ, "REDIS_URL": url, "PYTHONUNBUFFERED": "1"}
-    kids = children(args)
+    kids = children(args, backfill)
     for c in kids:
         c.start(env)
     log.info("Gridwatch is up: http://%s:%s  (health: /healthz; Ctrl-C stops everything)", settings.host, settings.port)
@@ -84,6 +101,8 @@ def run(args) -> int:
                 c.backoff = 1.0 if now - c.started > 60 else min(c.backoff * 2, 30)
                 c.proc = None
             if c.proc is None and now >= c.next_start and not stopping:
+                if "--backfill" in c.argv:
+                    c.argv = c.argv[: c.argv.index("--backfill")]
                 c.restarts += 1
                 c.start(env)
     log.info("stopping…")

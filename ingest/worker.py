@@ -10,6 +10,7 @@ events are unique per case, and the live state moves by difference.
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -32,7 +33,7 @@ from core import lifecycle
 from core.geography import usable_point
 from core.lifecycle import Action, Status, TransitionError
 from core.livestate import LiveKeys, encode_case_state
-from core.models import Case, CaseEvent, Device, SensorAlarm
+from core.models import Case, CaseEvent, Device, SensorAlarm, UTCDateTime
 from core.records import CaseEvent as CaseRecord
 from core.records import Catalog, SensorReading, parse_json_entry
 from ingest.live import LiveWriter
@@ -68,9 +69,109 @@ _MUTABLE = (
     "category", "grade", "lon", "lat", "street_code", "community_code", "grid_code", "located", "status",
     "departments", "onsite", "overdue", "rating", "due_at", "accepted_at", "resolved_at", "closed_at", "updated_at",
 )
-_UPDATE_CASE = (
-    update(Case.__table__).where(Case.__table__.c.id == bindparam("_id")).values({k: bindparam(k) for k in _MUTABLE})
-)
+
+
+@dataclass
+class SensorBatch:
+    last: dict[str, dict]  # device → last reading (live state)
+    alarm_changes: list[tuple[str, str | None, dict | None]]  # (device, grid, alarm or None when cleared)
+    alarm_cases: list[tuple[Any, CaseRecord]]  # a report per opened alarm, in the order of ``opened``
+    new_devices: list[dict]
+    opened: list[dict]
+    cleared: list[tuple[str, datetime]]
+    registering: dict[str, tuple[str, str | None]]
+
+    @property
+    def needs_sql(self) -> bool:
+        return bool(self.new_devices or self.opened or self.cleared)
+
+
+class FastWriter:
+    """Plain DB-API executemany for the worker's two hot statements (timeline insert, case update).
+
+    SQLAlchemy's generic per-row parameter processing costs more than the database work itself at
+    10,000 events/s; here each value is converted once, by the same column types' own rules
+    (``UTCDateTime`` for times, JSON text for lists). Everything else goes through SQLAlchemy.
+    """
+
+    def __init__(self, dialect_name: str):
+        self.dialect = dialect_name
+        self.mark = "?" if dialect_name == "sqlite" else "%s"
+        self._time = UTCDateTime().process_bind_param
+
+    def _value(self, value):
+        t = type(value)
+        if t is datetime:
+            return self._time(value, self)
+        if t is list or t is dict:
+            return orjson.dumps(value).decode()
+        return value
+
+    # UTCDateTime.process_bind_param reads dialect.name
+    @property
+    def name(self) -> str:
+        return self.dialect
+
+    def time(self, value: datetime | None):
+        return None if value is None else self._time(value, self)
+
+    def insert(self, conn: Connection, table, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+               converted: bool = False) -> None:
+        """INSERT many rows; ``converted`` rows already hold database values (see ``time``)."""
+        if not rows:
+            return
+        sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) "
+               f"VALUES ({', '.join([self.mark] * len(columns))})")
+        if not converted:
+            v = self._value
+            rows = [tuple(v(x) for x in row) for row in rows]
+        conn.exec_driver_sql(sql, rows)
+
+    def select_cases(self, conn: Connection, keys: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+        """Whole case rows for (source, external id) keys, as Python values."""
+        out = []
+        names = _CASE_ALL
+        times = _CASE_TIMES
+        sqlite_ = self.dialect == "sqlite"
+        for i in range(0, len(keys), 400):
+            chunk = keys[i : i + 400]
+            values = ", ".join([f"({self.mark}, {self.mark})"] * len(chunk))
+            sql = f"SELECT {', '.join(names)} FROM cases WHERE (source, external_id) IN (VALUES {values})"
+            for row in conn.exec_driver_sql(sql, tuple(x for k in chunk for x in k)):
+                case = dict(zip(names, row, strict=True))
+                if sqlite_:
+                    for c in times:
+                        v = case[c]
+                        if v is not None:
+                            case[c] = datetime.fromisoformat(v).replace(tzinfo=UTC)
+                    for c in _CASE_BOOLS:
+                        case[c] = bool(case[c])
+                    case["departments"] = orjson.loads(case["departments"]) if case["departments"] else []
+                else:
+                    case["departments"] = case["departments"] or []
+                out.append(case)
+        return out
+
+    def update_by_id(self, conn: Connection, table, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """rows: values for ``columns`` followed by the id."""
+        if not rows:
+            return
+        sets = ", ".join(f"{c} = {self.mark}" for c in columns)
+        v = self._value
+        conn.exec_driver_sql(f"UPDATE {table.name} SET {sets} WHERE id = {self.mark}",
+                             [tuple(v(x) for x in row) for row in rows])
+
+
+_CASE_ALL = tuple(c.name for c in Case.__table__.columns)
+_CASE_COLUMNS = tuple(c for c in _CASE_ALL if c != "id")
+_CASE_TIMES = tuple(c.name for c in Case.__table__.columns if isinstance(c.type, UTCDateTime))
+_CASE_BOOLS = tuple(c.name for c in Case.__table__.columns if c.type.python_type is bool)
+_EVENT_COLUMNS = ("case_id", "event_key", "action", "source", "occurred_at", "received_at", "status_before",
+                  "status_after", "actor", "departments", "note")
+
+
+def _ts(reading: SensorReading) -> datetime:
+    return reading.ts
 
 
 def _item(entry_raw: bytes | None, key) -> bytes | None:
@@ -104,6 +205,8 @@ class Applier:
         self.district = city.county_code
         self.keys = LiveKeys(settings.stream_prefix)
         self.live = LiveWriter(r, settings.stream_prefix, self.district)
+        self.fast = FastWriter(engine.dialect.name)
+        self.registry: dict[str, tuple[str, str | None]] = {}  # device → (type, grid); set once, at registration
 
     # ---- locations -------------------------------------------------------------------------
     def locate(self, grid_code: str | None, lon: float | None, lat: float | None) -> str | None:
@@ -113,10 +216,24 @@ class Applier:
             return None
         return self.city.geography.locate(lon, lat)
 
+    def locate_many(self, records) -> list[str | None]:
+        """Grid codes for many records at once (given grid code first, then point-in-polygon)."""
+        out: list[str | None] = [None] * len(records)
+        todo = []
+        for i, rec in enumerate(records):
+            if rec.grid_code:
+                out[i] = rec.grid_code
+            elif rec.lon is not None and rec.lat is not None and usable_point(rec.lon, rec.lat):
+                todo.append(i)
+        if todo:
+            found = self.city.geography.locate_many([records[i].lon for i in todo], [records[i].lat for i in todo])
+            for i, grid in zip(todo, found, strict=True):
+                out[i] = grid
+        return out
+
     # ---- cases -------------------------------------------------------------------------------
-    def _new_case(self, ev: CaseRecord, now: datetime) -> dict[str, Any]:
+    def _new_case(self, ev: CaseRecord, now: datetime, grid: str | None) -> dict[str, Any]:
         cat = self.city.categories[ev.category]
-        grid = self.locate(ev.grid_code, ev.lon, ev.lat)
         provisional = False
         accept_due = ev.accept_due_at
         due = ev.due_at
@@ -205,12 +322,9 @@ class Applier:
         now = datetime.now(UTC)
         keys = list({(ev.source, ev.external_id) for _, ev in items})
         cases: dict[tuple[str, str], dict[str, Any]] = {}
-        for i in range(0, len(keys), 400):
-            rows = conn.execute(
-                select(Case.__table__).where(tuple_(Case.source, Case.external_id).in_(keys[i : i + 400]))
-            ).mappings()
-            for row in rows:
-                cases[(row["source"], row["external_id"])] = dict(row)
+        fast = self.fast if conn.dialect.name == self.fast.dialect else FastWriter(conn.dialect.name)
+        for row in fast.select_cases(conn, keys):
+            cases[(row["source"], row["external_id"])] = row
         seen: set[tuple[int, str]] = set()
         ids = [c["id"] for c in cases.values()]
         event_keys = list({ev.key for _, ev in items})
@@ -222,19 +336,24 @@ class Applier:
             )
             seen.update((r[0], r[1]) for r in rows)
 
+        now_db = self.fast.time(now)
+        to_db = self.fast.time
+        reports = [ev for _, ev in items if ev.event is Action.REPORT]
+        report_grids = {id(ev): g for ev, g in zip(reports, self.locate_many(reports), strict=True)}
         new_keys: list[tuple[str, str]] = []
         modified: set[tuple[str, str]] = set()  # existing cases that an applied event changed
         dirty: set[tuple[str, str]] = set()  # every case the batch names: its live state is re-asserted
-        events: list[tuple[tuple[str, str], dict[str, Any]]] = []
+        events: list[tuple[tuple[str, str], tuple]] = []
         applied_keys: set[tuple[tuple[str, str], str]] = set()
         for entry_id, ev in items:
             ck = (ev.source, ev.external_id)
+            key = ev.key
             case = cases.get(ck)
-            if case is not None and ((case["id"], ev.key) in seen or (ck, ev.key) in applied_keys):
+            if case is not None and ((case["id"], key) in seen or (ck, key) in applied_keys):
                 result.duplicates += 1
                 dirty.add(ck)  # a crash may have come between SQL and Redis: re-assert the live state
                 continue
-            status = Status(case["status"]) if case is not None else None
+            status = case["status"] if case is not None else None
             try:
                 outcome = lifecycle.apply(status, ev.event)
             except TransitionError as exc:
@@ -242,42 +361,36 @@ class Applier:
                              f"lifecycle: {exc.reason} (case {ev.source}/{ev.external_id})", ev.source))
                 continue
             if case is None:
-                case = self._new_case(ev, now)
+                case = self._new_case(ev, now, report_grids.get(id(ev)))
                 cases[ck] = case
                 new_keys.append(ck)
             elif case["id"] is not None:
                 modified.add(ck)
+            after = outcome.status.value
             self._change(case, ev, outcome.status)
-            case["status"] = outcome.status.value
+            case["status"] = after
             case["updated_at"] = now
             dirty.add(ck)
-            applied_keys.add((ck, ev.key))
-            events.append((ck, {
-                "event_key": ev.key,
-                "action": ev.event.value,
-                "source": ev.source,
-                "occurred_at": ev.occurred_at,
-                "received_at": now,
-                "status_before": status.value if status else None,
-                "status_after": outcome.status.value,
-                "actor": ev.actor,
-                "departments": ev.departments,
-                "note": ev.note,
-            }))
+            applied_keys.add((ck, key))
+            # the columns of _EVENT_COLUMNS after case_id
+            events.append((ck, (key, ev.event.value, ev.source, to_db(ev.occurred_at), now_db, status, after, ev.actor,
+                                orjson.dumps(ev.departments).decode() if ev.departments is not None else None, ev.note)))
             result.applied += 1
 
         if new_keys:
-            rows = [{k: v for k, v in cases[ck].items() if k != "id"} for ck in new_keys]
-            for i in range(0, len(rows), 500):
+            fast.insert(conn, Case.__table__, _CASE_COLUMNS, [tuple(cases[ck][c] for c in _CASE_COLUMNS) for ck in new_keys])
+            for i in range(0, len(new_keys), 400):
+                chunk = new_keys[i : i + 400]
                 for row in conn.execute(
-                    Case.__table__.insert().returning(Case.id, Case.source, Case.external_id), rows[i : i + 500]
+                    select(Case.id, Case.source, Case.external_id).where(tuple_(Case.source, Case.external_id).in_(chunk))
                 ):
                     cases[(row.source, row.external_id)]["id"] = row.id
         if modified:
-            conn.execute(_UPDATE_CASE, [{**{k: v for k, v in cases[ck].items() if k in _MUTABLE}, "_id": cases[ck]["id"]}
-                                        for ck in modified])
+            fast.update_by_id(conn, Case.__table__, _MUTABLE,
+                              [(*(cases[ck][k] for k in _MUTABLE), cases[ck]["id"]) for ck in modified])
         if events:
-            conn.execute(CaseEvent.__table__.insert(), [{**row, "case_id": cases[ck]["id"]} for ck, row in events])
+            fast.insert(conn, CaseEvent.__table__, _EVENT_COLUMNS,
+                        [(cases[ck]["id"], *row) for ck, row in events], converted=True)
         touched = {cases[ck]["id"]: cases[ck] for ck in dirty}
         result.cases_touched += len(touched)
         return touched
@@ -286,43 +399,51 @@ class Applier:
         return encode_case_state(case["grid_code"], case["grade"], case["status"], case["overdue"])
 
     # ---- sensors -----------------------------------------------------------------------------
-    def apply_sensors(
-        self, conn: Connection, readings: Sequence[tuple[Any, SensorReading]], result: BatchResult, dead: list
-    ) -> tuple[dict[str, dict], list[tuple[str, str | None, dict | None]], list[tuple[Any, CaseRecord]]]:
-        """Register new devices and open/clear alarms in SQL. Returns (last reading per device, alarm changes, alarm cases)."""
+    def apply_sensors(self, readings: Sequence[tuple[Any, SensorReading]], result: BatchResult, dead: list) -> SensorBatch:
+        """Work out what readings change: new devices, alarms opened and cleared, the last reading per device.
+
+        Touches no SQL: most batches change nothing there, and ``write_sensors`` does the rest when one does.
+        """
         by_device: dict[str, list[SensorReading]] = defaultdict(list)
         for _, rd in readings:
             by_device[rd.device_id].append(rd)
-        devices = list(by_device)
-        known_raw = self.r.hmget(self.keys.devices, devices) if devices else []
-        alarm_raw = self.r.hmget(self.keys.alarms, devices) if devices else []
+        registry = self.registry
+        missing = [d for d in by_device if d not in registry]
+        if missing:  # registered by another worker or an earlier run?
+            for device, known in zip(missing, self.r.hmget(self.keys.devices, missing), strict=True):
+                if known:
+                    prev = orjson.loads(known)
+                    registry[device] = (prev.get("t"), prev.get("g"))
+        active = {k.decode() for k in self.r.hkeys(self.keys.alarms)}  # few: only devices in alarm now
         last: dict[str, dict] = {}
         new_devices = []
         alarm_changes: list[tuple[str, str | None, dict | None]] = []
         alarm_cases: list[tuple[Any, CaseRecord]] = []
         opened_rows, cleared = [], []
-        for device, known, active in zip(devices, known_raw, alarm_raw, strict=True):
-            rds = sorted(by_device[device], key=lambda x: x.ts)
-            first = rds[0]
-            prev = orjson.loads(known) if known else None
-            if prev is None:
-                grid = self.locate(first.grid_code, first.lon, first.lat)
+        firsts = [(d, rds[0]) for d, rds in by_device.items() if d not in registry]
+        registering: dict[str, tuple[str, str | None]] = {}
+        if firsts:
+            grids = self.locate_many([f for _, f in firsts])
+            for (device, first), grid in zip(firsts, grids, strict=True):
                 new_devices.append({"id": device, "type": first.type, "source": first.source, "lon": first.lon,
                                     "lat": first.lat, "grid_code": grid, "first_seen": first.ts})
-            else:
-                grid = prev.get("g")
-                if first.type != prev.get("t"):
-                    for entry_id, rd in readings:
-                        if rd.device_id == device and rd.type != prev.get("t"):
-                            dead.append((entry_id, rd.model_dump(mode="json"),
-                                         f"type: device {device} is registered as {prev.get('t')!r}, not {rd.type!r}", rd.source))
-                    rds = [x for x in rds if x.type == prev.get("t")]
-                    if not rds:
-                        continue
-            stype = self.city.sensor_types[rds[0].type]
-            in_alarm = active is not None
+                registering[device] = (first.type, grid)
+        for device, rds in by_device.items():
+            if len(rds) > 1:
+                rds.sort(key=_ts)
+            dtype, grid = registry.get(device) or registering[device]
+            if any(x.type != dtype for x in rds):
+                for key, rd in readings:
+                    if rd.device_id == device and rd.type != dtype:
+                        dead.append((key, orjson.dumps(rd.model_dump(mode="json")),
+                                     f"type: device {device} is registered as {dtype!r}, not {rd.type!r}", rd.source))
+                rds = [x for x in rds if x.type == dtype]
+                if not rds:
+                    continue
+            stype = self.city.sensor_types[dtype]
+            in_alarm = device in active
+            result.readings += len(rds)
             for rd in rds:
-                result.readings += 1
                 if not in_alarm and rd.value >= stype.threshold:
                     in_alarm = True
                     alarm = {"type": rd.type, "since": rd.ts.isoformat(), "value": rd.value, "device": device}
@@ -342,22 +463,55 @@ class Applier:
                     cleared.append((device, rd.ts))
                     result.alarms_cleared += 1
             rd = rds[-1]
-            last[device] = {"t": rd.type, "v": rd.value, "ts": rd.ts.isoformat(), "g": grid, "a": int(in_alarm),
-                            "b": rd.battery}
-        if new_devices:
-            conn.execute(_insert(conn, Device.__table__).on_conflict_do_nothing(index_elements=["id"]), new_devices)
-        if opened_rows:
+            last[device] = {"t": dtype, "v": rd.value, "ts": rd.ts, "g": grid, "a": int(in_alarm), "b": rd.battery}
+        return SensorBatch(last, alarm_changes, alarm_cases, new_devices, opened_rows, cleared, registering)
+
+    def write_sensors(self, conn: Connection, batch: SensorBatch) -> None:
+        """The SQL part of a sensor batch: register devices, open and clear alarms."""
+        if batch.new_devices:
+            conn.execute(_insert(conn, Device.__table__).on_conflict_do_nothing(index_elements=["id"]), batch.new_devices)
+        if batch.opened:
             conn.execute(
                 _insert(conn, SensorAlarm.__table__).on_conflict_do_nothing(index_elements=["device_id", "opened_at"]),
-                opened_rows,
+                batch.opened,
             )
-        for device, ts in cleared:
+        for device, ts in batch.cleared:
             conn.execute(
                 update(SensorAlarm)
                 .where(SensorAlarm.device_id == device, SensorAlarm.cleared_at.is_(None), SensorAlarm.opened_at <= ts)
                 .values(cleared_at=ts)
             )
-        return last, alarm_changes, alarm_cases
+
+    def link_alarm_cases(self, conn: Connection, batch: SensorBatch, touched: dict[int, dict]) -> None:
+        """Point each newly opened alarm at the case it opened."""
+        if not batch.alarm_cases:
+            return
+        ids = {(c["source"], c["external_id"]): cid for cid, c in touched.items()}
+        rows = []
+        for (_, ev), alarm in zip(batch.alarm_cases, batch.opened, strict=True):
+            cid = ids.get((ev.source, ev.external_id))
+            if cid is not None:
+                rows.append({"cid": cid, "dev": alarm["device_id"], "at": alarm["opened_at"]})
+        if rows:
+            t = SensorAlarm.__table__
+            conn.execute(
+                update(t).where(t.c.device_id == bindparam("dev"), t.c.opened_at == bindparam("at"))
+                .values(case_id=bindparam("cid")),
+                rows,
+            )
+
+
+def tune_gc() -> None:
+    """Garbage-collector settings for a worker process.
+
+    A batch allocates tens of thousands of short-lived objects (records, rows, dicts) and no cycles
+    worth chasing; with the default thresholds the collector walks the whole heap — the city's
+    geometry included — many times per batch. Freeze what exists after start-up and collect the
+    young generation less often: about a third off the time per event, same memory in steady state.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 class Worker:
@@ -450,18 +604,26 @@ class Worker:
         last_readings: dict[str, dict] = {}
         alarm_changes: list = []
         touched: dict[int, dict] = {}
-        if case_items or sensor_items:
+        sensors: SensorBatch | None = None
+        if sensor_items:
+            sdead: list = []
+            sensors = self.applier.apply_sensors(sensor_items, result, sdead)
+            dead += [(self.names.sensors, *self._where(k), raw, reason, src) for k, raw, reason, src in sdead]
+            case_items = case_items + sensors.alarm_cases
+            last_readings, alarm_changes = sensors.last, sensors.alarm_changes
+        if case_items or (sensors is not None and sensors.needs_sql):
             with self.engine.begin() as conn:
-                if sensor_items:
-                    sdead: list = []
-                    last_readings, alarm_changes, alarm_cases = self.applier.apply_sensors(conn, sensor_items, result, sdead)
-                    dead += [(self.names.sensors, *self._where(k), raw, reason, src) for k, raw, reason, src in sdead]
-                    case_items = case_items + alarm_cases
+                if sensors is not None:
+                    self.applier.write_sensors(conn, sensors)
                 if case_items:
                     cdead: list = []
                     touched = self.applier.apply_cases(conn, case_items, result, cdead)
                     dead += [(self.names.cases, *self._where(k), _item(raws.get(k), k) or raw, reason, src)
                              for k, raw, reason, src in cdead]
+                if sensors is not None:
+                    self.applier.link_alarm_cases(conn, sensors, touched)
+        if sensors is not None:
+            self.applier.registry.update(sensors.registering)  # only once the devices are committed
         pipe = self.r.pipeline(transaction=False)
         if touched:
             self.applier.live.set_case_states(
@@ -541,6 +703,7 @@ class Worker:
         return sum(len(v) for v in batch.values())
 
     def run(self) -> None:
+        tune_gc()
         log.info("worker %s started (group %s, batch %d)", self.name, self.settings.consumer_group, self.settings.worker_batch)
         drained = self.drain_own_pending()
         if drained:

@@ -198,7 +198,7 @@ HOSTILE = [
     (orjson.dumps({"source": "test", "external_id": "t4", "event": "report", "occurred_at": NOW.isoformat(),
                    "category": "ZZ99", "title": "x"}), "unknown category"),
     (orjson.dumps({"source": "test", "external_id": "t5", "event": "report", "occurred_at": NOW.isoformat(),
-                   "category": "0101", "title": "长" * 201}), "limit is 200"),
+                   "category": "0101", "title": "长" * 201}), "limit of 200"),
     (orjson.dumps({"source": "test", "external_id": "t6", "event": "report", "occurred_at": NOW.isoformat(),
                    "category": "0101", "title": "bad\x00null\x1bescape"}), "control characters"),
     (orjson.dumps({"source": "test", "external_id": "t7", "event": "report", "occurred_at": NOW.isoformat(),
@@ -271,6 +271,7 @@ def test_sensor_alarms_open_cases_and_clear(settings, r, engine, city):
         cases = conn.execute(select(Case.source, Case.category, Case.grid_code)).all()
     assert sorted(a.device_id for a in alarms) == ["s1", "s3"]
     assert all(a.cleared_at is None for a in alarms)
+    assert all(a.case_id is not None for a in alarms)  # each alarm points at the case it opened
     assert sorted(cases) == sorted([("sensor", st.category, g.code)] * 2)
     assert live_area(r, settings, g.code)["alarms"] == 2
     assert live_area(r, settings, city.county_code)["alarms"] == 2
