@@ -231,32 +231,26 @@ def _problems(exc: ValidationError) -> list[str]:
     return out
 
 
-def parse_case_event(raw: Any, catalog: Catalog | None = None) -> CaseEvent:
-    """A CaseEvent from a decoded JSON value, or RecordError naming each bad field."""
+def parse_record(model: type[_Record], raw: Any, catalog: Catalog | None = None):
+    """A record of ``model`` from a decoded JSON value, or RecordError naming each bad field."""
     if not isinstance(raw, dict):
         raise RecordError([f"record: expected a JSON object, got {type(raw).__name__}"])
     try:
-        rec = CaseEvent.model_validate(raw)
+        rec = model.model_validate(raw)
     except ValidationError as exc:
         raise RecordError(_problems(exc)) from None
     problems = rec.problems(catalog)
     if problems:
         raise RecordError(problems)
     return rec
+
+
+def parse_case_event(raw: Any, catalog: Catalog | None = None) -> CaseEvent:
+    return parse_record(CaseEvent, raw, catalog)
 
 
 def parse_sensor_reading(raw: Any, catalog: Catalog | None = None) -> SensorReading:
-    """A SensorReading from a decoded JSON value, or RecordError naming each bad field."""
-    if not isinstance(raw, dict):
-        raise RecordError([f"record: expected a JSON object, got {type(raw).__name__}"])
-    try:
-        rec = SensorReading.model_validate(raw)
-    except ValidationError as exc:
-        raise RecordError(_problems(exc)) from None
-    problems = rec.problems(catalog)
-    if problems:
-        raise RecordError(problems)
-    return rec
+    return parse_record(SensorReading, raw, catalog)
 
 
 _ADAPTERS = {}
@@ -293,10 +287,9 @@ def parse_json_entry(raw: bytes, model: type[_Record], catalog: Catalog | None =
         return [], [(None, raw, [f"record: payload is not valid JSON ({exc})"])]
     items = data if isinstance(data, list) else [data]
     good, bad = [], []
-    parse = parse_case_event if model is CaseEvent else parse_sensor_reading
     for i, item in enumerate(items):
         try:
-            good.append(parse(item, catalog))
+            good.append(parse_record(model, item, catalog))
         except RecordError as exc:
             bad.append((i if is_list else None, orjson.dumps(item), exc.problems))
     if is_list and not items:

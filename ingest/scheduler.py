@@ -7,8 +7,8 @@ publish is idempotent — so a second scheduler during a restart does no harm.
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import signal
 from datetime import UTC, datetime
 
 from apscheduler.schedulers.blocking import BlockingScheduler
@@ -77,7 +77,13 @@ def build(settings: Settings | None = None) -> BlockingScheduler:
 
 def run(settings: Settings | None = None) -> None:
     sched = build(settings)
+
+    def stop(signum, _frame) -> None:
+        log.info("signal %s: stopping the scheduler", signum)
+        sched.shutdown(wait=False)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     log.info("scheduler started: %s", ", ".join(j.id for j in sched.get_jobs()))
-    with contextlib.suppress(KeyboardInterrupt, SystemExit):
-        sched.start()
+    sched.start()
     log.info("scheduler stopped")
