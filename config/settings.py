@@ -36,6 +36,13 @@ class Settings(BaseSettings):
     max_push_bytes: int = Field(8 * 1024 * 1024, description="largest HTTP push body accepted")
     max_push_items: int = Field(5000, description="most items in one HTTP push")
     log_level: str = Field("INFO", description="logging level")
+    # Feeds
+    mqtt_url: str | None = Field(None, description="MQTT broker, e.g. mqtt://user:pass@127.0.0.1:1883; unset: no MQTT feed")
+    mqtt_username: str | None = Field(None, description="MQTT user (overrides the URL's)")
+    mqtt_password: str | None = Field(None, description="MQTT password (overrides the URL's)")
+    mqtt_topic_root: str = Field("gridwatch", description="topics are ROOT/<district>/<device_type>/<device_id>")
+    feeds_file: Path = Field(ROOT / "config" / "feeds.yaml", description="pulling feeds (Open311 endpoints) and their mappings")
+    device_offline_factor: float = Field(2.0, description="a device is offline after this many heartbeats of silence")
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -12,6 +12,8 @@ Keys (``P`` is the deployment prefix, default ``gw``):
 - ``P:live:alarm``     hash  device id → JSON of the active alarm (``grid`` inside)
 - ``P:live:device``    hash  device id → JSON of the last reading
 - ``P:live:feeds``     hash  source → ISO time of its last applied record
+- ``P:live:feed_status`` hash feed → JSON health reported by pulling/subscribing feeds (ok, failures, error)
+- ``P:live:offline``   hash  device id → JSON of its open offline alarm (``grid`` inside); area field ``offline``
 - ``P:live:last_event_at``  ISO time of the newest applied record
 
 Counting is idempotent: the script compares the case's new state with the one it counted
@@ -52,6 +54,14 @@ class LiveKeys:
     @property
     def feeds(self) -> str:
         return f"{self.prefix}:live:feeds"
+
+    @property
+    def feed_status(self) -> str:
+        return f"{self.prefix}:live:feed_status"
+
+    @property
+    def offline(self) -> str:
+        return f"{self.prefix}:live:offline"
 
     @property
     def last_event_at(self) -> str:

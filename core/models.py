@@ -119,6 +119,7 @@ class Case(Base):
     overdue: Mapped[bool] = mapped_column(Boolean, default=False)
     due_provisional: Mapped[bool] = mapped_column(Boolean, default=False)
     rating: Mapped[int | None] = mapped_column(Integer)
+    flags: Mapped[list[str] | None] = mapped_column(JSON)  # data-quality flags from feeds
     reported_at: Mapped[datetime] = mapped_column(UTCDateTime)
     accept_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -173,6 +174,7 @@ class SensorAlarm(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"))
     type: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16), default="threshold", server_default="threshold")  # or "offline"
     grid_code: Mapped[str | None] = mapped_column(String(15))
     opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
     cleared_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

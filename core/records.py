@@ -14,7 +14,7 @@ import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import (
@@ -149,6 +149,8 @@ class CaseEvent(_Record):
     onsite: bool | None = None
     note: _text(LIMITS["note"], multiline=True) | None = None
     rating: Annotated[int, Field(ge=1, le=5)] | None = None
+    # Data-quality flags a feed raises about the case, e.g. "closed_before_created" (kept on the case, counted).
+    flags: Annotated[list[Annotated[str, Field(max_length=40, pattern=r"^[a-z0-9_]+$")]], Field(max_length=10)] | None = None
 
     def problems(self, catalog: Catalog | None) -> list[str]:
         """What is wrong beyond types and ranges: missing fields for the event, unknown references."""
@@ -185,7 +187,9 @@ class SensorReading(_Record):
     source: Annotated[Ident, Field(max_length=LIMITS["source"])] = "sensor"
     device_id: Annotated[Ident, Field(max_length=LIMITS["device_id"])]
     type: Annotated[str, Field(max_length=32)]
-    value: float
+    # "reading" carries a value; "offline" says the device has been silent past its heartbeat (from the device watch).
+    kind: Literal["reading", "offline"] = "reading"
+    value: float | None = None
     ts: Time
     lon: Lon | None = None
     lat: Lat | None = None
@@ -195,6 +199,8 @@ class SensorReading(_Record):
     def problems(self, catalog: Catalog | None) -> list[str]:
         """What is wrong beyond types and ranges: unknown sensor type or grid."""
         problems = []
+        if self.kind == "reading" and self.value is None:
+            problems.append("value: required for a reading")
         if (self.lon is None) != (self.lat is None):
             problems.append("lon/lat: give both or neither")
         if catalog is not None and catalog.sensor_types and self.type not in catalog.sensor_types:

@@ -194,6 +194,7 @@ def blueprint() -> Blueprint:
                 body["dead_letters"] = live.dead_letters(r, settings)
                 body["last_event_at"] = _utc(live.last_event_at(r, settings))
                 body["feeds"] = {source: _utc(at) for source, at in live.feeds(r, settings).items()}
+                body["feed_status"] = live.feed_status(r, settings)
             except Exception as exc:  # noqa: BLE001
                 body["redis"] = f"error: {type(exc).__name__}: {exc}"
                 down = True
@@ -207,6 +208,9 @@ def blueprint() -> Blueprint:
                 body["reasons"].append(f"stream {kind}: no consumer group {settings.consumer_group!r} (no worker has run)")
             elif (info.get("lag") or 0) > LAG_DEGRADED:
                 body["reasons"].append(f"stream {kind}: {info['lag']} entries waiting for a worker")
+        for feed, state in body.get("feed_status", {}).items():
+            if not state.get("ok"):
+                body["reasons"].append(f"feed {feed}: {state.get('error', 'failing')} ({state.get('failures', 1)} failures in a row)")
         if body["reasons"]:
             body["status"] = "degraded"
         body["as_of"] = datetime.now(UTC)

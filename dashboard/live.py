@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import redis
 
 from config.settings import Settings
@@ -63,6 +64,11 @@ def last_event_at(r: redis.Redis, settings: Settings) -> str | None:
 def feeds(r: redis.Redis, settings: Settings) -> dict[str, str]:
     """Source → ISO time its last record was applied."""
     return {_s(k): _s(v) for k, v in r.hgetall(LiveKeys(settings.stream_prefix).feeds).items()}
+
+
+def feed_status(r: redis.Redis, settings: Settings) -> dict[str, dict]:
+    """Feed → its reported health (see ingest/feedhealth.py)."""
+    return {_s(k): orjson.loads(v) for k, v in r.hgetall(LiveKeys(settings.stream_prefix).feed_status).items()}
 
 
 def dead_letters(r: redis.Redis, settings: Settings) -> dict[str, int]:

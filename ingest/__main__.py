@@ -81,6 +81,26 @@ def parser() -> argparse.ArgumentParser:
     add_arguments(sim)
     sim.set_defaults(func=cmd_simulate)
 
+    import importlib
+
+    for name, module, help_text in (
+        ("import", "spreadsheet", "import a CSV or XLSX export through a YAML mapping"),
+        ("replay", "replay", "play back an export or a stored period at N× speed, re-timed to now"),
+        ("export", "replay", "export a stored period as canonical records (JSON lines) for replay"),
+        ("open311", "open311", "pull an Open311 GeoReport v2 endpoint (once, or every N seconds)"),
+        ("mqtt", "mqtt", "subscribe to sensor readings over MQTT"),
+    ):
+        try:
+            feed = importlib.import_module(f"ingest.feeds.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"ingest.feeds.{module}":
+                raise
+            continue  # not built yet
+        sp = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+        add = getattr(feed, f"add_{name}_arguments", None) or feed.add_arguments
+        add(sp)
+        sp.set_defaults(func=getattr(feed, f"main_{name}", None) or feed.main)
+
     d = sub.add_parser("demo", help="run the whole system: embedded Redis, worker, scheduler, simulator, web",
                        description="Run everything in the foreground. Ctrl-C stops every part cleanly.")
     d.add_argument("--rate", type=float, default=2.0, help="simulated cases per second of simulated time (default 2)")

@@ -67,7 +67,7 @@ def catalog_of(city) -> Catalog:
 
 _MUTABLE = (
     "category", "grade", "lon", "lat", "street_code", "community_code", "grid_code", "located", "status",
-    "departments", "onsite", "overdue", "rating", "due_at", "accepted_at", "resolved_at", "closed_at", "updated_at",
+    "departments", "onsite", "overdue", "rating", "flags", "due_at", "accepted_at", "resolved_at", "closed_at", "updated_at",
 )
 
 
@@ -147,6 +147,7 @@ class FastWriter:
                     for c in _CASE_BOOLS:
                         case[c] = bool(case[c])
                     case["departments"] = orjson.loads(case["departments"]) if case["departments"] else []
+                    case["flags"] = orjson.loads(case["flags"]) if case["flags"] else None
                 else:
                     case["departments"] = case["departments"] or []
                 out.append(case)
@@ -267,6 +268,7 @@ class Applier:
             "overdue": False,
             "due_provisional": provisional,
             "rating": None,
+            "flags": sorted(set(ev.flags)) if ev.flags else None,
             "reported_at": ev.occurred_at,
             "accept_due_at": accept_due,
             "due_at": due,
@@ -300,6 +302,8 @@ class Applier:
             case["rating"] = None
         elif a is Action.OVERDUE:
             case["overdue"] = target in lifecycle.OPEN_STATUSES
+        if a is not Action.REPORT and ev.flags:
+            case["flags"] = sorted(set(case.get("flags") or []) | set(ev.flags))
         if a is not Action.REPORT:
             # Corrections any event may carry: regrading, reclassifying, relocating, a source's new deadline.
             if ev.grade is not None:
