@@ -124,21 +124,23 @@ end
 return changed
 """
 
-# KEYS[1] alarm hash; ARGV: prefix, district code, then triples (device id, grid or '', alarm JSON or '' to clear).
+# KEYS[1] alarm hash; ARGV: prefix, district code, area counter field ('alarms' or 'offline'),
+# then triples (device id, grid or '', alarm JSON or '' to clear).
 ALARM_STATE_LUA = """
 local prefix = ARGV[1]
 local district = ARGV[2]
+local field = ARGV[3]
 local function areas(grid)
   if grid == '' then return {district} end
   return {string.sub(grid, 1, 6), string.sub(grid, 1, 9), string.sub(grid, 1, 12), grid}
 end
 local function count(grid, sign)
   for _, code in ipairs(areas(grid)) do
-    redis.call('HINCRBY', prefix .. ':live:area:' .. code, 'alarms', sign)
+    redis.call('HINCRBY', prefix .. ':live:area:' .. code, field, sign)
   end
 end
 local changed = 0
-for i = 3, #ARGV, 3 do
+for i = 4, #ARGV, 3 do
   local device, grid, alarm = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local old = redis.call('HGET', KEYS[1], device)
   if alarm == '' then

@@ -70,8 +70,8 @@ def parser() -> argparse.ArgumentParser:
                                    "apply them to SQL and the live state, acknowledge. Run several for more throughput.")
     w.set_defaults(func=cmd_worker)
 
-    s = sub.add_parser("scheduler", help="run periodic jobs (SLA sweep)",
-                       description="Run the periodic jobs (SLA sweep every 30 s). Run exactly one, as its own process.")
+    s = sub.add_parser("scheduler", help="run periodic jobs (SLA sweep, device watch, feed polls)",
+                       description="Run the periodic jobs: SLA sweep (30 s), device watch (60 s), Open311 polls. Run exactly one, as its own process.")
     s.set_defaults(func=cmd_scheduler)
 
     from ingest.feeds.simulator import add_arguments

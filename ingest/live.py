@@ -31,12 +31,13 @@ class LiveWriter:
                 argv += [str(case_id), state]
             self._case(keys=[self.keys.cases], args=argv, client=target)
 
-    def set_alarms(self, changes: Iterable[tuple[str, str | None, dict | None]], pipe=None) -> None:
-        """(device id, grid, alarm dict or None to clear) triples."""
+    def set_alarms(self, changes: Iterable[tuple[str, str | None, dict | None]], pipe=None, offline: bool = False) -> None:
+        """(device id, grid, alarm dict or None to clear) triples; ``offline``: device-silence alarms."""
         changes = list(changes)
         target = pipe if pipe is not None else self.r
+        key, field = (self.keys.offline, "offline") if offline else (self.keys.alarms, "alarms")
         for i in range(0, len(changes), CHUNK):
-            argv: list[str] = [self.prefix, self.district]
+            argv: list[str] = [self.prefix, self.district, field]
             for device, grid, alarm in changes[i : i + CHUNK]:
                 argv += [device, grid or "", orjson.dumps({**alarm, "grid": grid or ""}).decode() if alarm else ""]
-            self._alarm(keys=[self.keys.alarms], args=argv, client=target)
+            self._alarm(keys=[key], args=argv, client=target)

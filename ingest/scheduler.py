@@ -67,10 +67,52 @@ def sla_sweep(settings: Settings | None = None, now: datetime | None = None) -> 
     return published
 
 
+def device_watch(settings: Settings | None = None, now: datetime | None = None, city=None) -> int:
+    """Publish an ``offline`` record for every device silent for longer than its type's heartbeat × factor.
+
+    Reads the live state (the last reading of each device) in pages; the worker opens the
+    device-offline alarm, and clears it when the device is heard from again. Devices already
+    offline are skipped here, and the worker ignores repeats, so running twice is harmless.
+    """
+    import orjson
+
+    from config.city import get_city
+    from config.services import get_redis
+    from core.livestate import LiveKeys
+
+    settings = settings or get_settings()
+    city = city or get_city()
+    now = now or datetime.now(UTC)
+    r = get_redis(settings)
+    keys = LiveKeys(settings.stream_prefix)
+    offline = {k.decode() for k in r.hkeys(keys.offline)}
+    limits = {code: t.heartbeat_s * settings.device_offline_factor for code, t in city.sensor_types.items()}
+    silent = []
+    for device, raw in r.hscan_iter(keys.devices, count=1000):
+        device = device.decode()
+        if device in offline:
+            continue
+        last = orjson.loads(raw)
+        limit = limits.get(last.get("t"))
+        if limit is None:
+            continue
+        seen = datetime.fromisoformat(last["ts"])
+        quiet = (now - seen).total_seconds()
+        if quiet > limit:
+            silent.append({"source": "watch", "device_id": device, "type": last["t"], "kind": "offline",
+                           "value": round(quiet), "ts": now.isoformat()})
+    if silent:
+        Producer(r, settings, source="watch").sensors(silent)
+        log.info("device watch: %d devices newly silent", len(silent))
+    return len(silent)
+
+
 def build(settings: Settings | None = None) -> BlockingScheduler:
     settings = settings or get_settings()
     sched = BlockingScheduler(timezone=settings.timezone)
     sched.add_job(sla_sweep, "interval", seconds=30, id="sla_sweep", kwargs={"settings": settings},
+                  max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
+    sched.add_job(device_watch, "interval", seconds=60, id="device_watch", kwargs={"settings": settings},
                   max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
     return sched
 

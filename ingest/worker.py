@@ -53,6 +53,7 @@ class BatchResult:
     readings: int = 0
     alarms_opened: int = 0
     alarms_cleared: int = 0
+    devices_offline: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -78,12 +79,14 @@ class SensorBatch:
     alarm_cases: list[tuple[Any, CaseRecord]]  # a report per opened alarm, in the order of ``opened``
     new_devices: list[dict]
     opened: list[dict]
-    cleared: list[tuple[str, datetime]]
+    cleared: list[tuple[str, datetime, str]]  # (device, when, alarm kind)
     registering: dict[str, tuple[str, str | None]]
+    offline_changes: list[tuple[str, str | None, dict | None]]  # like alarm_changes, for silent devices
+    offline_opened: list[dict]
 
     @property
     def needs_sql(self) -> bool:
-        return bool(self.new_devices or self.opened or self.cleared)
+        return bool(self.new_devices or self.opened or self.cleared or self.offline_opened)
 
 
 class FastWriter:
@@ -409,8 +412,12 @@ class Applier:
         Touches no SQL: most batches change nothing there, and ``write_sensors`` does the rest when one does.
         """
         by_device: dict[str, list[SensorReading]] = defaultdict(list)
+        silent: dict[str, SensorReading] = {}  # "offline" records from the device watch
         for _, rd in readings:
-            by_device[rd.device_id].append(rd)
+            if rd.kind == "offline":
+                silent[rd.device_id] = rd
+            else:
+                by_device[rd.device_id].append(rd)
         registry = self.registry
         missing = [d for d in by_device if d not in registry]
         if missing:  # registered by another worker or an earlier run?
@@ -419,6 +426,9 @@ class Applier:
                     prev = orjson.loads(known)
                     registry[device] = (prev.get("t"), prev.get("g"))
         active = {k.decode() for k in self.r.hkeys(self.keys.alarms)}  # few: only devices in alarm now
+        offline = {k.decode() for k in self.r.hkeys(self.keys.offline)}  # few: devices silent now
+        offline_changes: list[tuple[str, str | None, dict | None]] = []
+        offline_opened: list[dict] = []
         last: dict[str, dict] = {}
         new_devices = []
         alarm_changes: list[tuple[str, str | None, dict | None]] = []
@@ -447,13 +457,16 @@ class Applier:
             stype = self.city.sensor_types[dtype]
             in_alarm = device in active
             result.readings += len(rds)
+            if device in offline:  # heard from again
+                offline_changes.append((device, grid, None))
+                cleared.append((device, rds[0].ts, "offline"))
             for rd in rds:
                 if not in_alarm and rd.value >= stype.threshold:
                     in_alarm = True
                     alarm = {"type": rd.type, "since": rd.ts.isoformat(), "value": rd.value, "device": device}
                     alarm_changes.append((device, grid, alarm))
-                    opened_rows.append({"device_id": device, "type": rd.type, "grid_code": grid, "opened_at": rd.ts,
-                                        "peak_value": rd.value, "cleared_at": None})
+                    opened_rows.append({"device_id": device, "type": rd.type, "kind": "threshold", "grid_code": grid,
+                                        "opened_at": rd.ts, "peak_value": rd.value, "cleared_at": None})
                     cat = self.city.categories[stype.category]
                     alarm_cases.append((None, CaseRecord(
                         source="sensor", external_id=f"{device}@{rd.ts.strftime('%Y%m%dT%H%M%S')}", event=Action.REPORT,
@@ -464,25 +477,38 @@ class Applier:
                 elif in_alarm and rd.value < stype.clear_below:
                     in_alarm = False
                     alarm_changes.append((device, grid, None))
-                    cleared.append((device, rd.ts))
+                    cleared.append((device, rd.ts, "threshold"))
                     result.alarms_cleared += 1
             rd = rds[-1]
             last[device] = {"t": dtype, "v": rd.value, "ts": rd.ts, "g": grid, "a": int(in_alarm), "b": rd.battery}
-        return SensorBatch(last, alarm_changes, alarm_cases, new_devices, opened_rows, cleared, registering)
+        for device, rd in silent.items():
+            known = registry.get(device) or registering.get(device)
+            if known is None or device in offline or device in by_device:
+                continue  # unknown device, already offline, or it has just spoken
+            grid = known[1]
+            offline_changes.append((device, grid, {"type": known[0], "since": rd.ts.isoformat(), "device": device,
+                                                   "silent_s": rd.value}))
+            offline_opened.append({"device_id": device, "type": known[0], "kind": "offline", "grid_code": grid,
+                                   "opened_at": rd.ts, "peak_value": rd.value or 0.0, "cleared_at": None})
+            result.devices_offline += 1
+        return SensorBatch(last, alarm_changes, alarm_cases, new_devices, opened_rows, cleared, registering,
+                           offline_changes, offline_opened)
 
     def write_sensors(self, conn: Connection, batch: SensorBatch) -> None:
         """The SQL part of a sensor batch: register devices, open and clear alarms."""
         if batch.new_devices:
             conn.execute(_insert(conn, Device.__table__).on_conflict_do_nothing(index_elements=["id"]), batch.new_devices)
-        if batch.opened:
+        opened = batch.opened + batch.offline_opened
+        if opened:
             conn.execute(
                 _insert(conn, SensorAlarm.__table__).on_conflict_do_nothing(index_elements=["device_id", "opened_at"]),
-                batch.opened,
+                opened,
             )
-        for device, ts in batch.cleared:
+        for device, ts, kind in batch.cleared:
             conn.execute(
                 update(SensorAlarm)
-                .where(SensorAlarm.device_id == device, SensorAlarm.cleared_at.is_(None), SensorAlarm.opened_at <= ts)
+                .where(SensorAlarm.device_id == device, SensorAlarm.kind == kind, SensorAlarm.cleared_at.is_(None),
+                       SensorAlarm.opened_at <= ts)
                 .values(cleared_at=ts)
             )
 
@@ -558,7 +584,8 @@ class Worker:
             for stream, entries in batch.items():
                 for entry in entries:
                     sub = self.process({stream: [entry]})
-                    for f in ("applied", "duplicates", "dead", "cases_touched", "readings", "alarms_opened", "alarms_cleared"):
+                    for f in ("applied", "duplicates", "dead", "cases_touched", "readings", "alarms_opened", "alarms_cleared",
+                  "devices_offline"):
                         setattr(result, f, getattr(result, f) + getattr(sub, f))
         return result
 
@@ -637,6 +664,8 @@ class Worker:
             pipe.hset(self.applier.keys.devices, mapping={d: orjson.dumps(v) for d, v in last_readings.items()})
         if alarm_changes:
             self.applier.live.set_alarms(alarm_changes, pipe=pipe)
+        if sensors is not None and sensors.offline_changes:
+            self.applier.live.set_alarms(sensors.offline_changes, pipe=pipe, offline=True)
         for stream, entry_id, index, raw, reason, source in dead:
             dead_letter(pipe, self.names, self.settings, raw if isinstance(raw, bytes | str) else orjson.dumps(raw),
                         reason, stream=stream, source=source, entry_id=entry_id, index=index)
@@ -693,7 +722,8 @@ class Worker:
         return n
 
     def _account(self, res: BatchResult) -> None:
-        for f in ("applied", "duplicates", "dead", "cases_touched", "readings", "alarms_opened", "alarms_cleared"):
+        for f in ("applied", "duplicates", "dead", "cases_touched", "readings", "alarms_opened", "alarms_cleared",
+                  "devices_offline"):
             setattr(self.totals, f, getattr(self.totals, f) + getattr(res, f))
 
     def run_once(self, block_ms: int | None = None) -> int:

@@ -355,3 +355,37 @@ def test_sigkill_mid_batch_loses_nothing_and_duplicates_nothing(settings, r, eng
     assert dupes == []
     assert rescuer.totals.dead == 0
     assert_live_matches_sql(r, settings, engine, city)
+
+
+def test_silent_device_raises_offline_alarm_and_clears_when_heard(settings, r, engine, city):
+    from ingest.scheduler import device_watch
+
+    st = city.sensor_types["gas"]
+    g = city.geography.areas("grid")[7]
+    lon, lat = g.centroid
+    t0 = NOW - timedelta(hours=2)
+    p = Producer(r, settings, source="test")
+    p.sensors([
+        {"device_id": "quiet", "type": "gas", "value": 0.0, "ts": t0.isoformat(), "lon": lon, "lat": lat},
+        {"device_id": "chatty", "type": "gas", "value": 0.0, "ts": NOW.isoformat(), "lon": lon, "lat": lat},
+    ])
+    w = Worker(city, settings, engine, r, name="w1")
+    drain(w)
+    # Silent for 2 h; offline after heartbeat × factor seconds (computed here from the configuration).
+    limit = st.heartbeat_s * settings.device_offline_factor
+    assert limit < 2 * 3600
+    assert device_watch(settings, now=NOW, city=city) == 1
+    drain(w)
+    assert device_watch(settings, now=NOW, city=city) == 0  # already offline: nothing new
+    assert live_area(r, settings, g.code)["offline"] == 1
+    assert live_area(r, settings, city.county_code)["offline"] == 1
+    with engine.connect() as conn:
+        rows = conn.execute(select(SensorAlarm.device_id, SensorAlarm.kind, SensorAlarm.cleared_at)).all()
+    assert [(x.device_id, x.kind, x.cleared_at) for x in rows] == [("quiet", "offline", None)]
+    # Heard from again: the offline alarm clears; a normal reading opens no threshold alarm.
+    p.sensors([{"device_id": "quiet", "type": "gas", "value": 0.0, "ts": (NOW + timedelta(seconds=5)).isoformat()}])
+    drain(w)
+    assert live_area(r, settings, g.code)["offline"] == 0
+    with engine.connect() as conn:
+        cleared = conn.scalar(select(SensorAlarm.cleared_at).where(SensorAlarm.kind == "offline"))
+    assert cleared == NOW + timedelta(seconds=5)
