@@ -224,3 +224,21 @@ def test_sensor_push(client, city, settings, engine, r):
     drain(city, settings, engine, r)
     summary = orjson.loads(client.get(f"/api/v1/summary?area={grid.code}").data)
     assert summary["sensor_alarms_active"] == 1 and summary["cases_open"] == 1
+
+
+def test_gcj02_push_is_converted_at_the_edge(client, city, settings, engine, r):
+    """AMap (GCJ-02) coordinates pushed with ?crs=gcj02 land in the grid that holds the true (WGS84) point."""
+    from core.coords import from_wgs84
+
+    grid = city.geography.areas("grid")[40]
+    lon, lat = grid.centroid
+    glon, glat = from_wgs84(lon, lat, "gcj02")
+    rec = {k: v for k, v in report("amap-1", city).items() if k != "grid_code"}
+    resp = post(client, f"{CASES}?crs=gcj02", [{**rec, "lon": glon, "lat": glat}])
+    assert resp.status_code == 200
+    bad = post(client, f"{CASES}?crs=utm", [rec])
+    assert bad.status_code == 400 and "unknown coordinate system" in orjson.loads(bad.data)["error"]
+    drain(city, settings, engine, r)
+    case = cases_by_ext(client)["amap-1"]
+    assert case["grid_code"] == grid.code
+    assert abs(case["lon"] - lon) < 1e-5 and abs(case["lat"] - lat) < 1e-5

@@ -15,16 +15,29 @@ Response (200 when every item was accepted, 207 when some were rejected, 422 whe
 from __future__ import annotations
 
 import logging
+import math
 
 import orjson
 from flask import Blueprint, Response, request
 
+from core.coords import crs_name, to_wgs84
 from core.records import RecordError, parse_case_event, parse_sensor_reading
 from ingest.streams import Producer
 
 log = logging.getLogger(__name__)
 
 SOURCE_HEADER = "X-Gridwatch-Source"
+CRS_HEADER = "X-Gridwatch-CRS"  # or ?crs=: wgs84 (default), gcj02, bd09 — converted here, at the edge
+
+
+def _converted(item: dict, crs: str) -> dict:
+    """The item with lon/lat in WGS84; anything not a pair of numbers is left for validation to report."""
+    lon, lat = item.get("lon"), item.get("lat")
+    ok = all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in (lon, lat))
+    if not ok:
+        return item
+    wlon, wlat = to_wgs84(float(lon), float(lat), crs)
+    return {**item, "lon": wlon, "lat": wlat}
 
 
 def _json(body: dict, status: int) -> Response:
@@ -42,6 +55,10 @@ def blueprint(city_loader, redis_loader, settings_loader) -> Blueprint:
         producer = Producer(redis_loader(), settings, source="push")
         stream = producer.names.cases if kind == "cases" else producer.names.sensors
         source = (request.headers.get(SOURCE_HEADER) or "push")[:32]
+        try:
+            crs = crs_name(request.args.get("crs") or request.headers.get(CRS_HEADER) or "wgs84")
+        except ValueError as exc:
+            return _json({"error": f"crs: {exc}"}, 400)
         length = request.content_length
         if length is not None and length > settings.max_push_bytes:
             raw = request.stream.read(64 * 1024)
@@ -78,6 +95,8 @@ def blueprint(city_loader, redis_loader, settings_loader) -> Blueprint:
         for i, item in enumerate(body):
             if isinstance(item, dict) and "source" not in item:
                 item = {**item, "source": source}
+            if crs != "wgs84" and isinstance(item, dict):
+                item = _converted(item, crs)
             try:
                 item_raw = orjson.dumps(item)
             except TypeError:
