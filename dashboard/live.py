@@ -42,6 +42,7 @@ def parse_area_hash(raw: dict) -> dict[str, Any]:
         "open": h.get("open", 0),
         "overdue": h.get("overdue", 0),
         "alarms": h.get("alarms", 0),
+        "offline": h.get("offline", 0),
         "by_grade": {g: h.get(f"g{g}", 0) for g in GRADES},
         "by_status": {s.value: h.get(f"s:{s.value}", 0) for s in Status},
     }
@@ -113,6 +114,7 @@ def summary(r: redis.Redis, settings: Settings, code: str) -> dict[str, Any]:
         "cases_open": counts["open"],
         "overdue_open": counts["overdue"],
         "sensor_alarms_active": counts["alarms"],
+        "devices_offline": counts["offline"],
         "by_grade": counts["by_grade"],
         "by_status": counts["by_status"],
         "as_of": datetime.now(UTC),
