@@ -114,6 +114,11 @@ def build(settings: Settings | None = None) -> BlockingScheduler:
                   max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
     sched.add_job(device_watch, "interval", seconds=60, id="device_watch", kwargs={"settings": settings},
                   max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
+    from ingest.feeds.open311 import scheduled_polls
+
+    for name, seconds, poll in scheduled_polls(settings):
+        sched.add_job(poll, "interval", seconds=seconds, id=name, max_instances=1, coalesce=True,
+                      next_run_time=datetime.now(UTC))
     return sched
 
 

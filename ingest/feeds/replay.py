@@ -1,0 +1,696 @@
+"""Export a stored period as canonical records, and replay such a file at N× speed as a drill (演练).
+
+``python -m ingest export --since ISO [--until ISO] [--area CODE] --out FILE.jsonl[.gz]``
+    writes the cases reported in [since, until) — optionally within one area — as canonical case-event
+    records, one JSON object per line, in time order, after a header line
+    ``{"gridwatch_export": 1, "since": …, "until": …, "area": …}``. The records are rebuilt from the
+    ``cases`` and ``case_events`` tables: the ``report`` event carries the case's fields (as stored now:
+    category, grade and location after any correction, deadlines as computed), later events carry what the
+    timeline keeps (departments, actor, note; ``evaluate`` carries the case's rating). Every event keeps its
+    stored identity as ``event_id``. Events after ``until`` are left out, and so are cases reported before
+    ``since`` (their later events could not be replayed without their report). Sensor readings are not
+    stored individually, so an export holds case events only.
+
+``python -m ingest replay FILE [--speed 60] [--source drill] [--loop] [--dry-run]``
+    plays back an export (``.jsonl`` or ``.jsonl.gz``; case events and, if present, sensor readings,
+    told apart by their shape or by a ``"kind"`` key) re-timed so that the first record happens now and
+    the original spacing is divided by ``--speed``: every time field of a record (``occurred_at``,
+    ``due_at``, ``accept_due_at``, ``ts``) goes through the same mapping ``now + (t - t0) / speed``.
+    ``--speed 0`` publishes as fast as possible and keeps the original spacing of the times.
+
+Replayed records are drills. They never collide with or change the originals: ``source`` becomes the
+``--source`` value (default ``drill``), external ids become ``<run id>-<original source>-<original id>``
+and device ids ``<run id>-<original device>``, with a new run id for every run (and every ``--loop`` pass).
+An alarm a replayed reading raises opens a case of source ``sensor`` for the drill device (the worker
+names those), so it cannot collide either.
+
+Bad input never stops a replay: a line that is not JSON, a record of unknown shape, without a usable
+time or failing validation is dead-lettered (stream ``dead``, with the file, line and problems as the
+reason) and counted in :class:`ReplayReport.dead`; the replay carries on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import logging
+import os
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+
+log = logging.getLogger(__name__)
+
+CITY_TZ = ZoneInfo("Asia/Shanghai")
+EXPORT_VERSION = 1
+BATCH_WINDOW_S = 0.05  # records due within this many seconds of a batch's first record are published with it
+MAX_BATCH = 5000  # records per publish at most (a replay far behind schedule publishes in chunks this size)
+DEADLINE_MARGIN = timedelta(hours=23)  # the worker refuses times more than 24 h ahead of its clock
+CASE_TIMES = ("occurred_at", "due_at", "accept_due_at")
+SENSOR_TIMES = ("ts",)
+CASE_MARKS = frozenset({"case", "cases", "case_event"})
+SENSOR_MARKS = frozenset({"sensor", "sensors", "sensor_reading"})
+MAX_EXTERNAL_ID = 128
+MAX_DEVICE_ID = 64
+
+
+class ReplayError(Exception):
+    """Input the replay cannot start on (missing or unreadable file); the message says what to do."""
+
+
+# --------------------------------------------------------------------------------------- export
+
+
+def _area_filter(area: str):
+    from core.models import Case
+
+    column = {6: Case.district_code, 9: Case.street_code, 12: Case.community_code, 15: Case.grid_code}.get(len(area))
+    if column is None or not area.isdigit():
+        raise ValueError(f"area: {area!r} is not an area code (6, 9, 12 or 15 digits: district, street, community, grid)")
+    return column == area
+
+
+def _iso(t: datetime | None) -> str | None:
+    return None if t is None else t.astimezone(CITY_TZ).isoformat()
+
+
+def export_period(engine, since: datetime, until: datetime, area: str | None = None,
+                  redact: bool = False) -> Iterator[dict[str, Any]]:
+    """Canonical case-event records of the cases reported in [since, until) (within ``area``), in time order.
+
+    ``redact`` leaves out personal data (reporter name and phone).
+
+    Events are ordered by time; an event stored after a later-timed event of the same case (a late
+    arrival) keeps its place after it, so every case's sequence stays the one the store applied.
+    """
+    from sqlalchemy import func, select
+
+    from core.models import Case
+    from core.models import CaseEvent as Ev
+
+    if since.tzinfo is None or until.tzinfo is None:
+        raise ValueError("since and until must be timezone-aware")
+    where = [Case.reported_at >= since, Case.reported_at < until]
+    if area:
+        where.append(_area_filter(area))
+    # The running latest time within each case, in the order the store applied the events.
+    eff = func.max(Ev.occurred_at).over(partition_by=Ev.case_id, order_by=Ev.id)
+    events = (
+        select(Ev.id, Ev.case_id, Ev.event_key, Ev.action, Ev.occurred_at, Ev.actor, Ev.departments, Ev.note,
+               eff.label("eff"))
+        .join(Case, Case.id == Ev.case_id)
+        .where(*where, Ev.occurred_at < until)
+        .subquery()
+    )
+    query = (
+        select(events, Case.source, Case.external_id, Case.category, Case.grade, Case.title, Case.description,
+               Case.address, Case.reporter_name, Case.reporter_phone, Case.lon, Case.lat, Case.grid_code,
+               Case.onsite, Case.rating, Case.flags, Case.due_at, Case.accept_due_at)
+        .join(Case, Case.id == events.c.case_id)
+        .order_by(events.c.eff, events.c.id)
+    )
+    with engine.connect() as conn:
+        for row in conn.execution_options(yield_per=2000).execute(query):
+            rec: dict[str, Any] = {"source": row.source, "external_id": row.external_id, "event": row.action,
+                                   "event_id": row.event_key, "occurred_at": _iso(row.occurred_at)}
+            if row.action == "report":
+                rec.update(category=row.category, grade=row.grade, title=row.title, description=row.description,
+                           address=row.address, reporter_name=row.reporter_name, reporter_phone=row.reporter_phone,
+                           lon=row.lon, lat=row.lat, grid_code=row.grid_code, due_at=_iso(row.due_at),
+                           accept_due_at=_iso(row.accept_due_at), flags=row.flags or None)
+                if row.onsite:
+                    rec["onsite"] = True
+                if redact:
+                    del rec["reporter_name"], rec["reporter_phone"]
+            elif row.action == "evaluate":
+                rec["rating"] = row.rating
+            rec.update(actor=row.actor, departments=row.departments, note=row.note)
+            yield {k: v for k, v in rec.items() if v is not None}
+
+
+def _open_out(path: Path, gz: bool):
+    return gzip.open(path, "wb") if gz else open(path, "wb")  # noqa: SIM115
+
+
+def write_export(engine, out: str | Path, since: datetime, until: datetime, area: str | None = None,
+                 progress_every: int = 10_000, redact: bool = False) -> int:
+    """Write the export file (header line, then one record per line); returns the number of events.
+
+    Writes ``out.part`` and renames it when complete, so a failed export never leaves a half file behind.
+    """
+    out = Path(out)
+    part = out.with_name(out.name + ".part")
+    header = {"gridwatch_export": EXPORT_VERSION, "since": _iso(since), "until": _iso(until), "area": area,
+              "exported_at": _iso(datetime.now(UTC).replace(microsecond=0)), "redacted": redact}
+    n = 0
+    cases: set[tuple[str, str]] = set()
+    started = time.monotonic()
+    try:
+        with _open_out(part, out.name.endswith(".gz")) as fh:
+            fh.write(orjson.dumps(header) + b"\n")
+            for rec in export_period(engine, since, until, area, redact):
+                fh.write(orjson.dumps(rec) + b"\n")
+                n += 1
+                if rec["event"] == "report":
+                    cases.add((rec["source"], rec["external_id"]))
+                if progress_every and n % progress_every == 0:
+                    log.info("export: %d events of %d cases written, up to %s (%.1f s)", n, len(cases),
+                             rec["occurred_at"], time.monotonic() - started)
+        os.replace(part, out)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    log.info("export: done, %d events of %d cases in %s (%.1f s)", n, len(cases), out, time.monotonic() - started)
+    return n
+
+
+# --------------------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class Line:
+    """One line of an input file: a decoded JSON value, or the problem with it."""
+
+    no: int
+    record: Any = None
+    raw: bytes = b""
+    error: str | None = None
+
+
+def _open_in(path: Path):
+    if not path.exists():
+        raise ReplayError(f"no such file: {path} (give a Gridwatch export, .jsonl or .jsonl.gz, "
+                          "as written by `python -m ingest export`)")
+    if path.is_dir():
+        raise ReplayError(f"{path} is a folder, not an export file")
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(2)
+        return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise ReplayError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def read_export(path: str | Path) -> Iterator[Line]:
+    """The lines of an export file (plain or gzip, told by content), decoded; blank lines are left out.
+
+    Raises :class:`ReplayError` for a missing or unreadable file (also when it breaks off mid-way).
+    """
+    path = Path(path)
+    fh = _open_in(path)
+    no = 0
+    try:
+        with fh:
+            for no, raw in enumerate(fh, 1):  # noqa: B007 - no is used after the loop in the error message
+                raw = raw.rstrip(b"\r\n")
+                if no == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                    raw = raw[3:]
+                if not raw.strip():
+                    continue
+                try:
+                    yield Line(no, orjson.loads(raw), raw)
+                except orjson.JSONDecodeError as exc:
+                    yield Line(no, None, raw, f"not valid JSON ({exc})")
+    except (OSError, EOFError) as exc:
+        raise ReplayError(f"cannot read {path} after line {no}: {exc}") from None
+
+
+# --------------------------------------------------------------------------------------- replay
+
+
+@dataclass
+class ReplayReport:
+    """What a replay pass did."""
+
+    run_id: str
+    source: str
+    speed: float
+    published: int = 0
+    cases: int = 0  # case events published
+    readings: int = 0  # sensor readings published
+    dead: int = 0  # bad input records dead-lettered (or only counted, in a dry run), the replay carried on
+    headers: int = 0  # export header lines seen
+    batches: int = 0
+    deadlines_dropped: int = 0  # due_at / accept_due_at too far ahead for the worker: left to the SLA calendar
+    first_time: datetime | None = None  # original time of the first record
+    last_time: datetime | None = None  # original time of the latest record published
+    started_at: datetime | None = None  # the new time of the first record ("now")
+    max_lag_s: float = 0.0  # furthest behind schedule a batch was published
+    elapsed_s: float = 0.0
+    stopped: bool = False  # stopped by a signal / stop_event before the end
+    dry_run: bool = False
+    problems: list[str] = field(default_factory=list)  # the first few dead-letter reasons
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """A short id unique per replay run: D + local time to the second + 4 random hex digits."""
+    now = now or datetime.now(UTC)
+    return f"D{now.astimezone(CITY_TZ):%y%m%d%H%M%S}{secrets.token_hex(2)}"
+
+
+def _short(value: str, limit: int, prefix: str) -> str:
+    out = f"{prefix}-{value}"
+    if len(out) <= limit:
+        return out
+    return f"{prefix}-{hashlib.sha1(value.encode()).hexdigest()[:24]}"
+
+
+def drill_external_id(run_id: str, source: str, external_id: str) -> str:
+    """The external id a replayed case gets: unique per run, traceable to the original source and id."""
+    return _short(f"{source}-{external_id}", MAX_EXTERNAL_ID, run_id)
+
+
+def drill_device_id(run_id: str, device_id: str) -> str:
+    """The device id a replayed reading gets (a drill device, never the real one)."""
+    return _short(device_id, MAX_DEVICE_ID, run_id)
+
+
+def _time(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError("expected an ISO 8601 time")
+    try:
+        t = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(f"{value!r} is not an ISO 8601 time") from None
+    return t.replace(tzinfo=CITY_TZ) if t.tzinfo is None else t
+
+
+def _classify(rec: dict) -> str | None:
+    """'case', 'sensor', 'header' or None (unknown shape). Removes a "kind" marker that is not a record field."""
+    if "gridwatch_export" in rec:
+        return "header"
+    kind = rec.get("kind")
+    if isinstance(kind, str) and kind in CASE_MARKS:
+        del rec["kind"]
+        return "case"
+    if isinstance(kind, str) and kind in SENSOR_MARKS:
+        del rec["kind"]
+        return "sensor"
+    if "device_id" in rec or kind in ("reading", "offline"):
+        return "sensor"
+    if "external_id" in rec or "event" in rec:
+        return "case"
+    return None
+
+
+class _Replayer:
+    def __init__(self, producer, speed: float, now: datetime | None, stop: threading.Event, run_id: str,
+                 source: str, catalog, dry_run: bool, progress_s: float, label: str):
+        if speed < 0:
+            raise ValueError("speed must be >= 0 (0: as fast as possible)")
+        self.producer = producer
+        self.speed = speed
+        self.scale = 1.0 / speed if speed > 0 else 1.0  # new seconds per original second
+        self.now = (now or datetime.now(UTC)).astimezone(UTC)
+        self.stop = stop
+        self.catalog = catalog
+        self.dry_run = dry_run
+        self.progress_s = progress_s
+        self.label = label
+        self.report = ReplayReport(run_id=run_id, source=source, speed=speed, dry_run=dry_run, started_at=self.now)
+        self.t0: datetime | None = None
+        self.mono0 = time.monotonic()
+        self.last_progress = self.mono0
+        self.sched = float("-inf")  # seconds after start the latest record is due (never goes back)
+        self.batch: list[tuple[str, dict]] = []
+        self.batch_due = 0.0
+        self.batch_last_time: datetime | None = None
+
+    # ---- one record ------------------------------------------------------------------------
+    def map_time(self, t: datetime) -> datetime:
+        return self.now + (t - self.t0) * self.scale
+
+    def bad(self, line: Line, reason: str, kind: str | None = None) -> None:
+        rep = self.report
+        rep.dead += 1
+        where = f"{self.label}:{line.no}" if self.label else f"record {line.no}"
+        msg = f"replay {rep.run_id}, {where}: {reason}"
+        if len(rep.problems) < 20:
+            rep.problems.append(msg)
+        log.warning("%s", msg)
+        if self.producer is not None and not self.dry_run:
+            raw = line.raw or (orjson.dumps(line.record, default=str) if line.record is not None else b"")
+            stream = self.producer.names.sensors if kind == "sensor" else self.producer.names.cases
+            self.producer.dead(raw, msg, stream=stream, source=rep.source)
+
+    def rewrite(self, line: Line) -> tuple[str, dict, datetime] | None:
+        """(kind, drill record, original time) or None when the line was dead-lettered / skipped."""
+        from core.records import RecordError, parse_case_event, parse_sensor_reading
+
+        if line.error:
+            self.bad(line, line.error)
+            return None
+        rec = line.record
+        if not isinstance(rec, dict):
+            self.bad(line, f"record: expected a JSON object, got {type(rec).__name__}")
+            return None
+        rec = dict(rec)
+        kind = _classify(rec)
+        if kind == "header":
+            self.report.headers += 1
+            return None
+        if kind is None:
+            self.bad(line, "record: neither a case event (external_id, event) nor a sensor reading (device_id); "
+                           'add "kind": "case" or "kind": "sensor"')
+            return None
+        rep = self.report
+        main_field = "occurred_at" if kind == "case" else "ts"
+        times: dict[str, datetime] = {}
+        problems = []
+        for f in CASE_TIMES if kind == "case" else SENSOR_TIMES:
+            if rec.get(f) is None:
+                continue
+            try:
+                times[f] = _time(rec[f])
+            except ValueError as exc:
+                problems.append(f"{f}: {exc}")
+        if main_field not in times and not problems:
+            problems.append(f"{main_field}: required field is missing")
+        orig_source = rec.get("source", "sensor" if kind == "sensor" else None)
+        if kind == "case":
+            ext = rec.get("external_id")
+            if not isinstance(orig_source, str) or not orig_source:
+                problems.append("source: required field is missing")
+            if not isinstance(ext, str) or not ext:
+                problems.append("external_id: required field is missing")
+        elif not isinstance(rec.get("device_id"), str) or not rec.get("device_id"):
+            problems.append("device_id: required field is missing")
+        if problems:
+            self.bad(line, "; ".join(problems), kind)
+            return None
+        t = times[main_field]
+        if self.t0 is None:
+            self.t0 = t
+            rep.first_time = t
+        rec["source"] = rep.source
+        if kind == "case":
+            if not rec.get("event_id") and isinstance(rec.get("event"), str):
+                # Keep the original identity: the default key is made from the time, which the replay changes.
+                rec["event_id"] = f"{rec['event']}@{t.astimezone(UTC).isoformat()}"
+            rec["external_id"] = drill_external_id(rep.run_id, orig_source, rec["external_id"])
+        else:
+            rec["device_id"] = drill_device_id(rep.run_id, rec["device_id"])
+        new_main = self.map_time(t)
+        for f, value in times.items():
+            new = self.map_time(value)
+            if f != main_field and new - new_main > DEADLINE_MARGIN:
+                rec.pop(f)  # the worker would refuse it; it computes the deadline from the working calendar
+                rep.deadlines_dropped += 1
+                continue
+            rec[f] = new.astimezone(CITY_TZ).isoformat(timespec="microseconds")
+        try:
+            (parse_case_event if kind == "case" else parse_sensor_reading)(rec, self.catalog)
+        except RecordError as exc:
+            self.bad(line, "; ".join(exc.problems), kind)
+            return None
+        return kind, rec, t
+
+    # ---- batches ---------------------------------------------------------------------------
+    def add(self, kind: str, rec: dict, t: datetime) -> None:
+        due = ((t - self.t0).total_seconds() * self.scale) if self.speed > 0 else 0.0
+        self.sched = max(self.sched, due)
+        if self.batch and (self.sched - self.batch_due > BATCH_WINDOW_S or len(self.batch) >= MAX_BATCH):
+            self.flush()
+        if not self.batch:
+            self.batch_due = self.sched
+            if self.speed > 0 and not self.dry_run:
+                delay = self.mono0 + self.sched - time.monotonic()
+                if delay > 0 and self.stop.wait(delay):
+                    return  # stopped while waiting: this record was not due yet
+        self.batch.append((kind, rec))
+        self.batch_last_time = t if self.batch_last_time is None else max(self.batch_last_time, t)
+
+    def flush(self) -> None:
+        if not self.batch:
+            return
+        rep = self.report
+        cases = [rec for kind, rec in self.batch if kind == "case"]
+        readings = [rec for kind, rec in self.batch if kind == "sensor"]
+        if not self.dry_run:
+            if cases:
+                self.producer.cases(cases)
+            if readings:
+                self.producer.sensors(readings)
+            rep.published += len(cases) + len(readings)
+            if self.speed > 0:
+                rep.max_lag_s = max(rep.max_lag_s, time.monotonic() - (self.mono0 + self.batch_due))
+        rep.cases += len(cases)
+        rep.readings += len(readings)
+        rep.batches += 1
+        rep.last_time = self.batch_last_time if rep.last_time is None else max(rep.last_time, self.batch_last_time)
+        self.batch = []
+        self.batch_last_time = None
+        mono = time.monotonic()
+        if self.progress_s and mono - self.last_progress >= self.progress_s:
+            self.last_progress = mono
+            self.log_progress()
+
+    def log_progress(self) -> None:
+        rep = self.report
+        lag = max(0.0, time.monotonic() - (self.mono0 + self.batch_due)) if self.speed > 0 else 0.0
+        sim = rep.last_time.astimezone(CITY_TZ).strftime("%Y-%m-%d %H:%M:%S") if rep.last_time else "-"
+        log.info("replay %s: %d published (%d case events, %d readings), %d dead-lettered; simulated time %s; "
+                 "lag %.2f s", rep.run_id, rep.cases + rep.readings, rep.cases, rep.readings, rep.dead, sim, lag)
+
+    def run(self, records: Iterable[Any]) -> ReplayReport:
+        rep = self.report
+        for i, item in enumerate(records, 1):
+            if self.stop.is_set():
+                break
+            line = item if isinstance(item, Line) else Line(i, item)
+            out = self.rewrite(line)
+            if out is not None:
+                self.add(*out)
+        if self.stop.is_set():
+            rep.stopped = True
+        self.flush()
+        rep.elapsed_s = time.monotonic() - self.mono0
+        return rep
+
+
+def replay_records(records: Iterable[Any], producer, speed: float, now: datetime | None = None,
+                   stop_event: threading.Event | None = None, *, run_id: str | None = None, source: str = "drill",
+                   catalog=None, dry_run: bool = False, progress_s: float = 5.0, label: str = "") -> ReplayReport:
+    """Publish ``records`` (dicts, or :class:`Line` items from :func:`read_export`) as drills, re-timed.
+
+    The first record happens at ``now`` (default: the wall clock) and the rest follow at their original
+    spacing divided by ``speed`` (0: as fast as possible, times keep their original spacing). Records are
+    published when they fall due, those due within 50 ms of each other together. Records are taken in the
+    given order; one timed before its predecessor is published right after it. ``stop_event`` stops the
+    replay after the current batch. ``catalog`` (``ingest.worker.catalog_of(city)``) also checks references
+    before publishing. ``dry_run`` checks and rewrites everything without publishing or waiting.
+    """
+    if producer is None and not dry_run:
+        raise ValueError("a producer is needed unless dry_run")
+    run_id = run_id or new_run_id(now)
+    rp = _Replayer(producer, speed, now, stop_event or threading.Event(), run_id, source, catalog, dry_run,
+                   progress_s, label)
+    log.info("replay %s: drill run%s: source rewritten to %r, external ids prefixed %r, device ids prefixed %r; "
+             "the original cases are never touched; speed %s", run_id, " (dry run: nothing is published)" if dry_run
+             else "", source, f"{run_id}-<source>-", f"{run_id}-", f"{speed:g}×" if speed else "as fast as possible")
+    rep = rp.run(records)
+    if rep.deadlines_dropped:
+        log.info("replay %s: %d deadlines more than 23 h ahead left to the SLA calendar (the worker refuses times "
+                 "more than 24 h ahead)", run_id, rep.deadlines_dropped)
+    span = (rep.last_time - rep.first_time).total_seconds() if rep.first_time and rep.last_time else 0.0
+    log.info("replay %s: %s — %d case events, %d readings%s, %d dead-lettered, original span %.0f s, took %.1f s, "
+             "max lag %.2f s", run_id, "stopped" if rep.stopped else "done", rep.cases, rep.readings,
+             " checked" if dry_run else " published", rep.dead, span, rep.elapsed_s, rep.max_lag_s)
+    return rep
+
+
+# --------------------------------------------------------------------------------------- command line
+
+
+def _parse_when(value: str) -> datetime:
+    try:
+        return _time(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (e.g. 2025-03-04T08:00 or 2025-03-04T08:00:00+08:00; "
+                                         "a time without a zone is Asia/Shanghai)") from None
+
+
+def _speed(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not x >= 0 or x == float("inf"):
+        raise argparse.ArgumentTypeError("speed must be >= 0 (0: as fast as possible)")
+    return x
+
+
+def _source(value: str) -> str:
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:/#@+-]{0,31}", value):
+        raise argparse.ArgumentTypeError(f"{value!r}: a source is 1–32 letters, digits and _.:/#@+- "
+                                         "starting with a letter or digit")
+    return value
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("Write the cases reported in [--since, --until) as canonical case-event records, one JSON "
+                          "object per line in time order after a header line, for `python -m ingest replay`. "
+                          "Times without a zone are Asia/Shanghai.")
+    parser.add_argument("--since", type=_parse_when, required=True, help="start of the period (ISO 8601), inclusive")
+    parser.add_argument("--until", type=_parse_when, default=None, help="end of the period, exclusive (default: now)")
+    parser.add_argument("--area", default=None, help="only cases within this area (district, street, community or "
+                                                     "grid code)")
+    parser.add_argument("--out", required=True, help="the file to write; a name ending in .gz is gzip-compressed")
+    parser.add_argument("--progress-every", type=int, default=10_000, metavar="N",
+                        help="log progress every N events (default 10000; 0 for none)")
+    parser.add_argument("--redact", action="store_true",
+                        help="leave out personal data (reporter name and phone) — for files that leave the center")
+
+
+def main_export(args: argparse.Namespace) -> int:
+    from config.services import get_engine
+
+    until = args.until or datetime.now(UTC)
+    if args.since >= until:
+        print(f"export: --since ({_iso(args.since)}) must be before --until ({_iso(until)})", flush=True)
+        return 2
+    if args.area:
+        from config.city import get_city
+
+        if args.area not in get_city().geography:
+            print(f"export: --area {args.area}: no such area (give a 6/9/12/15-digit district, street, community "
+                  "or grid code of the city)", flush=True)
+            return 2
+    out = Path(args.out)
+    if not out.parent.exists():
+        print(f"export: --out {out}: the folder {out.parent} does not exist", flush=True)
+        return 2
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    try:
+        n = write_export(get_engine(), out, args.since, until, args.area, args.progress_every, args.redact)
+    except (OperationalError, ProgrammingError) as exc:
+        print(f"export: cannot read the store ({str(exc.orig).strip() or type(exc.orig).__name__}); check DATABASE_URL, "
+              "and start the worker once so it creates the tables", flush=True)
+        return 2
+    print(f"export: {n} events written to {out}" + ("" if n else " (no cases were reported in that period)"),
+          flush=True)
+    return 0
+
+
+def _spreadsheet_rows():
+    """The spreadsheet feed's file → records function, if that feed exposes one (it is optional).
+
+    The contract: ``fn(path, mapping_path)`` yields canonical case-event dicts in time order (rows it cannot
+    map are the spreadsheet feed's to dead-letter). ``--mapping`` appears only when such a function exists.
+    """
+    import importlib
+
+    try:
+        spreadsheet = importlib.import_module("ingest.feeds.spreadsheet")
+    except ModuleNotFoundError as exc:
+        if exc.name != "ingest.feeds.spreadsheet":
+            raise
+        return None
+    for name in ("read_records", "records_from_file", "iter_records"):
+        fn = getattr(spreadsheet, name, None)
+        if callable(fn):
+            return fn
+    return None
+
+
+def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("Play back a Gridwatch export (.jsonl or .jsonl.gz) at N× speed, re-timed so the first "
+                          "record happens now. Replayed records are drills: their source becomes --source and their "
+                          "ids get a per-run prefix, so they never touch the original cases. Ctrl-C stops cleanly.")
+    parser.add_argument("file", help="the export to replay (written by `python -m ingest export`)")
+    parser.add_argument("--speed", type=_speed, default=1.0,
+                        help="original seconds per real second (default 1; 60: an hour a minute; 0: as fast as possible)")
+    parser.add_argument("--source", type=_source, default="drill", help="source of the replayed records (default drill)")
+    parser.add_argument("--loop", action="store_true", help="start again at the end (a new run id each pass) until stopped")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="read, check and rewrite every record and print a summary; publish nothing")
+    parser.add_argument("--progress", type=float, default=5.0, metavar="SECONDS",
+                        help="seconds between progress lines (default 5; 0 for none)")
+    if _spreadsheet_rows() is not None:
+        parser.add_argument("--mapping", default=None, metavar="M.yaml",
+                            help="FILE is a spreadsheet export (CSV/XLSX) read through this mapping")
+
+
+def main_replay(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    if not getattr(args, "mapping", None):
+        try:
+            _open_in(path).close()  # a clear error before connecting to anything
+        except ReplayError as exc:
+            print(f"replay: {exc}", flush=True)
+            return 2
+    catalog = None
+    producer = None
+    try:
+        from config.city import get_city
+        from ingest.worker import catalog_of
+
+        catalog = catalog_of(get_city())
+    except Exception as exc:  # noqa: BLE001 - the worker checks references anyway
+        log.warning("replay: city not loaded (%s); references are checked by the worker only", exc)
+    if not args.dry_run:
+        from config.services import get_redis
+        from config.settings import get_settings
+        from ingest.streams import Producer
+
+        settings = get_settings()
+        producer = Producer(get_redis(settings), settings, source=args.source)
+    stop = threading.Event()
+
+    def _stop(signum, _frame):
+        log.info("replay: signal %s, stopping after the current batch", signum)
+        stop.set()
+
+    previous = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    passes = 0
+    total = 0
+    try:
+        while True:
+            if getattr(args, "mapping", None):
+                rows = _spreadsheet_rows()
+                records: Iterable[Any] = rows(path, args.mapping)
+            else:
+                records = read_export(path)
+            rep = replay_records(records, producer, args.speed, stop_event=stop, source=args.source,
+                                 catalog=catalog, dry_run=args.dry_run, progress_s=args.progress, label=str(path))
+            passes += 1
+            total += rep.cases + rep.readings
+            if rep.cases + rep.readings == 0 and rep.dead == 0:
+                print(f"replay: nothing to replay: {path} holds no records"
+                      + (" (only an export header: the exported period had no cases)" if rep.headers else ""),
+                      flush=True)
+                return 1
+            if args.dry_run:
+                span = (rep.last_time - rep.first_time) if rep.first_time and rep.last_time else timedelta(0)
+                real = span.total_seconds() / args.speed if args.speed else 0.0
+                print(f"replay (dry run): {rep.cases} case events and {rep.readings} readings would be published "
+                      f"as source {rep.source!r}, ids prefixed {rep.run_id}-; {rep.dead} bad records; original span "
+                      f"{span}, about {real:.0f} s at this speed", flush=True)
+            else:
+                print(f"replay {rep.run_id}: {'stopped' if rep.stopped else 'done'}: {rep.published} published "
+                      f"({rep.cases} case events, {rep.readings} readings), {rep.dead} dead-lettered "
+                      f"(`python -m ingest dead`)", flush=True)
+            if not args.loop or rep.stopped or stop.is_set() or args.dry_run:
+                break
+    except ReplayError as exc:
+        print(f"replay: {exc}", flush=True)
+        return 2
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    if passes > 1:
+        print(f"replay: {passes} passes, {total} records", flush=True)
+    return 0
