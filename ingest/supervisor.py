@@ -1,7 +1,8 @@
 """``python -m ingest demo``: the whole system in the foreground, for one machine.
 
 Starts the embedded Redis (unless REDIS_URL is set), migrates the database, then runs the
-worker, the scheduler, the simulator and the web app (gunicorn) as child processes; restarts a
+worker, the scheduler (SLA sweep, device watch, Open311 polls), the simulator, the MQTT feed when
+MQTT_URL is set, and the web app (gunicorn) as child processes; restarts a
 child that dies; Ctrl-C (or SIGTERM) stops every child cleanly, then Redis (saving its data).
 """
 
@@ -50,6 +51,8 @@ def children(args, backfill_hours: float = 0) -> list[Child]:
                       "--workers", str(args.web_workers), "--threads", "4", "--timeout", "60",
                       "--access-logfile", "-" if args.access_log else "/dev/null"]),
     ]
+    if settings.mqtt_url:
+        out.append(Child("mqtt", [py, "-m", "ingest", "mqtt"]))
     if args.no_simulator:
         out = [c for c in out if c.name != "simulator"]
     return out
