@@ -408,8 +408,14 @@ class _Replayer:
                 rep.deadlines_dropped += 1
                 continue
             rec[f] = new.astimezone(CITY_TZ).isoformat(timespec="microseconds")
+        # Check it as the worker will see it: at the moment it is published, when its main time is "now".
+        check = dict(rec)
+        shift = datetime.now(UTC) - new_main
+        for f in times:
+            if f in check:
+                check[f] = (self.map_time(times[f]) + shift).isoformat()
         try:
-            (parse_case_event if kind == "case" else parse_sensor_reading)(rec, self.catalog)
+            (parse_case_event if kind == "case" else parse_sensor_reading)(check, self.catalog)
         except RecordError as exc:
             self.bad(line, "; ".join(exc.problems), kind)
             return None
@@ -478,13 +484,33 @@ class _Replayer:
         return rep
 
 
+def _span(records: list[Any]) -> tuple[datetime | None, datetime | None]:
+    """(first record's time, latest time) over the records' main times (occurred_at / ts)."""
+    first = last = None
+    for item in records:
+        rec = item.record if isinstance(item, Line) else item
+        if not isinstance(rec, dict):
+            continue
+        value = rec.get("occurred_at") or rec.get("ts")
+        if value is None:
+            continue
+        try:
+            t = _time(value)
+        except (ValueError, TypeError):
+            continue
+        first = t if first is None else first
+        last = t if last is None else max(last, t)
+    return first, last
+
+
 def replay_records(records: Iterable[Any], producer, speed: float, now: datetime | None = None,
                    stop_event: threading.Event | None = None, *, run_id: str | None = None, source: str = "drill",
                    catalog=None, dry_run: bool = False, progress_s: float = 5.0, label: str = "") -> ReplayReport:
     """Publish ``records`` (dicts, or :class:`Line` items from :func:`read_export`) as drills, re-timed.
 
     The first record happens at ``now`` (default: the wall clock) and the rest follow at their original
-    spacing divided by ``speed`` (0: as fast as possible, times keep their original spacing). Records are
+    spacing divided by ``speed`` (0: as fast as possible, times keep their original spacing and the period is
+    placed so that it ends now). Records are
     published when they fall due, those due within 50 ms of each other together. Records are taken in the
     given order; one timed before its predecessor is published right after it. ``stop_event`` stops the
     replay after the current batch. ``catalog`` (``ingest.worker.catalog_of(city)``) also checks references
@@ -495,6 +521,13 @@ def replay_records(records: Iterable[Any], producer, speed: float, now: datetime
     run_id = run_id or new_run_id(now)
     rp = _Replayer(producer, speed, now, stop_event or threading.Event(), run_id, source, catalog, dry_run,
                    progress_s, label)
+    if speed == 0:
+        # As fast as possible: keep the original spacing but place the period so that it ends now —
+        # a period longer than a day would otherwise run into the future, which the worker refuses.
+        records = list(records)
+        first, last = _span(records)
+        if first is not None:
+            rp.now = rp.now - (last - first)
     log.info("replay %s: drill run%s: source rewritten to %r, external ids prefixed %r, device ids prefixed %r; "
              "the original cases are never touched; speed %s", run_id, " (dry run: nothing is published)" if dry_run
              else "", source, f"{run_id}-<source>-", f"{run_id}-", f"{speed:g}×" if speed else "as fast as possible")

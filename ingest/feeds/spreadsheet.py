@@ -1173,6 +1173,36 @@ def _run(chunks, mapping, ctx, report, seen, producer, r, settings, progress, pr
     report.seconds = time.perf_counter() - t0
 
 
+def iter_records(path: str | Path, mapping_path: str | Path, *, city=None, encoding: str | None = None) -> Iterator[dict]:
+    """The canonical case events of a spreadsheet export, in time order (for replaying an export as a drill).
+
+    Rows that cannot be mapped are left out (``import --dry-run`` lists them with reasons); a case's own events
+    keep their order, since each row's steps are never earlier than the one before.
+    """
+    from config.city import get_city
+
+    city = city or get_city()
+    mapping = load_mapping(mapping_path, city)
+    path = Path(path)
+    chunks, _ = read_chunks(path, mapping, encoding, DEFAULT_CHUNK_ROWS)
+    ctx = _context(mapping, city, mapping.source.value, path.name)
+    report = ImportReport(file=path.name, mapping=mapping.path, source=mapping.source.value, dry_run=True, encoding="")
+    records: list[dict] = []
+    seen: set[str] = set()
+    first = True
+    for chunk in chunks:
+        chunk.columns = [str(c).strip() for c in chunk.columns]
+        if first:
+            check_columns(mapping, list(chunk.columns), path.name)
+            first = False
+        if len(chunk):
+            events, _dead = map_chunk(chunk, ctx, report.rows_read + 1, report, seen)
+            report.rows_read += len(chunk)
+            records.extend(orjson.loads(e) for e in events)
+    records.sort(key=lambda rec: rec["occurred_at"])  # stable: equal times keep row order
+    return iter(records)
+
+
 # --------------------------------------------------------------------------- command line
 
 
