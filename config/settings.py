@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     dead_maxlen: int = Field(100_000, description="approximate MAXLEN of the dead-letter stream")
     consumer_group: str = Field("workers", description="consumer group name")
     worker_batch: int = Field(50, description="entries read per XREADGROUP (an entry holds up to 100 records)")
+    bulk_batch: int = Field(10, description="bulk-import entries applied per loop between live batches")
     worker_block_ms: int = Field(1000, description="longest wait for new entries")
     claim_idle_ms: int = Field(30_000, description="pending entries idle this long are reclaimed from dead consumers")
     max_payload_bytes: int = Field(64 * 1024, description="largest single record accepted")

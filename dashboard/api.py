@@ -202,8 +202,8 @@ def blueprint() -> Blueprint:
             body["status"] = "down"
             return json_response(body, 503)
         for kind, info in body["streams"].items():
-            if kind == "dead":
-                continue
+            if kind in ("dead", "bulk"):
+                continue  # a bulk import's backlog is work in progress, not a fault: it yields to live streams
             if info.get("pending") is None:
                 body["reasons"].append(f"stream {kind}: no consumer group {settings.consumer_group!r} (no worker has run)")
             elif (info.get("lag") or 0) > LAG_DEGRADED:

@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 
 CASES = "cases"
 SENSORS = "sensors"
+BULK = "bulk"  # case events from bulk imports: applied after live ones, so an import never holds up the wall
 DEAD = "dead"
-KINDS = (CASES, SENSORS)
+KINDS = (CASES, SENSORS, BULK)
 DEAD_RAW_LIMIT = 1024 * 1024  # raw payloads larger than this are kept truncated, with their size and hash
 
 
@@ -34,6 +35,7 @@ DEAD_RAW_LIMIT = 1024 * 1024  # raw payloads larger than this are kept truncated
 class StreamNames:
     cases: str
     sensors: str
+    bulk: str
     dead: str
     dead_count: str
 
@@ -42,12 +44,21 @@ class StreamNames:
         return cls(
             cases=settings.key("stream", CASES),
             sensors=settings.key("stream", SENSORS),
+            bulk=settings.key("stream", BULK),
             dead=settings.key("stream", DEAD),
             dead_count=settings.key("dead", "count"),
         )
 
     def for_kind(self, kind: str) -> str:
-        return {CASES: self.cases, SENSORS: self.sensors}[kind]
+        return {CASES: self.cases, SENSORS: self.sensors, BULK: self.bulk}[kind]
+
+    @property
+    def live(self) -> tuple[str, str]:
+        return (self.cases, self.sensors)
+
+    @property
+    def case_streams(self) -> tuple[str, str]:
+        return (self.cases, self.bulk)
 
 
 def dumps(record: Any) -> bytes:
@@ -94,6 +105,10 @@ class Producer:
     def cases(self, records: Iterable[Any]) -> list[bytes]:
         """Publish case events; returns the stream ids."""
         return self._publish(self.names.cases, records, self.settings.stream_maxlen)
+
+    def bulk(self, records: Iterable[Any]) -> list[bytes]:
+        """Publish case events of a bulk import (applied after live events; see BULK)."""
+        return self._publish(self.names.bulk, records, self.settings.stream_maxlen)
 
     def sensors(self, records: Iterable[Any]) -> list[bytes]:
         """Publish sensor readings; returns the stream ids."""
@@ -151,7 +166,7 @@ def ensure_groups(r: redis.Redis, settings: Settings | None = None) -> None:
     """Create the consumer group on each stream (idempotent, creates the streams too)."""
     settings = settings or get_settings()
     names = StreamNames.of(settings)
-    for stream in (names.cases, names.sensors):
+    for stream in (names.cases, names.sensors, names.bulk):
         try:
             r.xgroup_create(stream, settings.consumer_group, id="0", mkstream=True)
         except redis.ResponseError as exc:

@@ -612,7 +612,7 @@ class Worker:
         feeds: dict[str, str] = {}
         raws: dict[Any, bytes] = {}  # what a feed sent for each case event, kept for dead letters
         for stream, entries in batch.items():
-            is_cases = stream == self.names.cases
+            is_cases = stream in self.names.case_streams
             model = CaseRecord if is_cases else SensorReading
             target = case_items if is_cases else sensor_items
             for entry_id, fields in entries:
@@ -679,8 +679,8 @@ class Worker:
         pipe.execute()
 
     # ---- the loop ----------------------------------------------------------------------------
-    def _read(self, ids: str = ">", block: int | None = None, count: int | None = None):
-        streams = {self.names.cases: ids, self.names.sensors: ids}
+    def _read(self, ids: str = ">", block: int | None = None, count: int | None = None, streams=None):
+        streams = {s: ids for s in (streams or (*self.names.live, self.names.bulk))}
         resp = self.r.xreadgroup(self.settings.consumer_group, self.name, streams,
                                  count=count or self.settings.worker_batch, block=block)
         out = {}
@@ -705,7 +705,7 @@ class Worker:
     def claim_stale(self) -> int:
         """XAUTOCLAIM entries other consumers left pending longer than claim_idle_ms, and apply them."""
         n = 0
-        for stream in (self.names.cases, self.names.sensors):
+        for stream in (*self.names.live, self.names.bulk):
             start = "0-0"
             while True:
                 resp = self.r.xautoclaim(stream, self.settings.consumer_group, self.name,
@@ -731,10 +731,19 @@ class Worker:
         if now - self._last_claim > self.settings.claim_idle_ms / 2000:
             self._last_claim = now
             self.claim_stale()
-        batch = self._read(">", block=self.settings.worker_block_ms if block_ms is None else block_ms)
-        if batch:
-            self._account(self.process(batch))
-        return sum(len(v) for v in batch.values())
+        # Live streams first; then a bounded slice of the bulk stream, so an import of a million rows
+        # drains at full speed when the city is quiet and never holds live events back by more than a slice.
+        live = self._read(">", streams=self.names.live)
+        bulk = self._read(">", count=self.settings.bulk_batch, streams=(self.names.bulk,))
+        if not live and not bulk:
+            live = self._read(">", block=self.settings.worker_block_ms if block_ms is None else block_ms,
+                              count=self.settings.bulk_batch)
+        n = 0
+        for batch in (live, bulk):
+            if batch:
+                self._account(self.process(batch))
+                n += sum(len(v) for v in batch.values())
+        return n
 
     def run(self) -> None:
         tune_gc()

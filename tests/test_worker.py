@@ -389,3 +389,23 @@ def test_silent_device_raises_offline_alarm_and_clears_when_heard(settings, r, e
     with engine.connect() as conn:
         cleared = conn.scalar(select(SensorAlarm.cleared_at).where(SensorAlarm.kind == "offline"))
     assert cleared == NOW + timedelta(seconds=5)
+
+
+def test_live_events_overtake_a_bulk_import_backlog(settings, r, engine, city):
+    """An import's backlog never holds up live events: they are applied in the very next loop."""
+    bulk = random_history(city, 2000, seed=11)  # ~7,000 events of an import, queued first
+    p = Producer(r, settings, source="test")
+    p.bulk(bulk)
+    g = city.geography.areas("grid")[2]
+    p.cases([report(city, "live-1", grid=g)])
+    w = Worker(city, settings, engine, r, name="w1")
+    w.run_once(50)
+    with engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(Case).where(Case.external_id == "live-1")) == 1
+        applied = conn.scalar(select(func.count()).select_from(CaseEvent))
+    # One loop applied the live event and one bounded slice of the import (bulk_batch entries of 100 records).
+    assert applied <= 1 + settings.bulk_batch * 100 < len(bulk)
+    drain(w)
+    with engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(CaseEvent)) == len(bulk) + 1
+    assert_live_matches_sql(r, settings, engine, city)

@@ -1156,7 +1156,7 @@ def _run(chunks, mapping, ctx, report, seen, producer, r, settings, progress, pr
         report.rows_dead += len(dead)
         if producer is not None:
             if events:
-                producer.cases(events)
+                producer.bulk(events)  # after live events: an import never holds up the wall
             if dead:
                 pipe = r.pipeline(transaction=False)
                 for raw, reason in dead:
