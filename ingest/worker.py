@@ -10,6 +10,7 @@ events are unique per case, and the live state moves by difference.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import signal
@@ -55,6 +56,12 @@ class BatchResult:
     alarms_cleared: int = 0
     devices_offline: int = 0
     errors: list[str] = field(default_factory=list)
+
+    def add(self, other: BatchResult) -> None:
+        """Add another batch's counts to these."""
+        for f in dataclasses.fields(self):
+            if f.type == "int":
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
 def catalog_of(city) -> Catalog:
@@ -583,10 +590,7 @@ class Worker:
             log.warning("batch failed (%s: %s); applying its entries one by one", type(exc).__name__, exc)
             for stream, entries in batch.items():
                 for entry in entries:
-                    sub = self.process({stream: [entry]})
-                    for f in ("applied", "duplicates", "dead", "cases_touched", "readings", "alarms_opened", "alarms_cleared",
-                  "devices_offline"):
-                        setattr(result, f, getattr(result, f) + getattr(sub, f))
+                    result.add(self.process({stream: [entry]}))
         return result
 
     @staticmethod
@@ -722,9 +726,7 @@ class Worker:
         return n
 
     def _account(self, res: BatchResult) -> None:
-        for f in ("applied", "duplicates", "dead", "cases_touched", "readings", "alarms_opened", "alarms_cleared",
-                  "devices_offline"):
-            setattr(self.totals, f, getattr(self.totals, f) + getattr(res, f))
+        self.totals.add(res)
 
     def run_once(self, block_ms: int | None = None) -> int:
         now = time.monotonic()
