@@ -67,7 +67,8 @@ def parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("worker", help="apply the streams to the store and live state (one consumer of the group)",
                        description="Read cases and sensor readings from the Redis streams as one consumer of the group, "
-                                   "apply them to SQL and the live state, acknowledge. Run several for more throughput.")
+                                   "apply them to SQL and the live state, acknowledge. A second worker is a hot standby: it reclaims the "
+                                   "entries a dead worker left pending.")
     w.set_defaults(func=cmd_worker)
 
     s = sub.add_parser("scheduler", help="run periodic jobs (SLA sweep, device watch, feed polls)",
