@@ -15,7 +15,7 @@ import redis
 from config.settings import Settings
 from core.lifecycle import Status
 from core.livestate import LiveKeys
-from ingest.streams import KINDS, StreamNames, stream_stats
+from core.streams import DEAD, KINDS, StreamNames
 
 GRADES = (1, 2, 3, 4)
 LAG_CAP = 100_000  # the fallback lag count (Redis < 7) stops here: "at least this many"
@@ -93,6 +93,29 @@ def _fallback_lag(r: redis.Redis, stream: str, group: str) -> int | None:
             last = _s(g.get("last-delivered-id")) or "0-0"
             return len(r.xrange(stream, min=f"({last}", max="+", count=LAG_CAP))
     return None
+
+
+def stream_stats(r: redis.Redis, settings: Settings) -> dict[str, dict[str, Any]]:
+    """Length, pending and lag of each stream for the consumer group (for /healthz)."""
+    names = StreamNames.of(settings)
+    out: dict[str, dict[str, Any]] = {}
+    for kind in KINDS:
+        stream = names.for_kind(kind)
+        info: dict[str, Any] = {"length": r.xlen(stream), "pending": None, "lag": None, "consumers": 0}
+        try:
+            for g in r.xinfo_groups(stream):
+                name = g.get("name") or g.get(b"name")
+                if isinstance(name, bytes):
+                    name = name.decode()
+                if name == settings.consumer_group:
+                    info["pending"] = g.get("pending")
+                    info["lag"] = g.get("lag")
+                    info["consumers"] = g.get("consumers")
+        except redis.ResponseError:
+            pass  # stream does not exist yet
+        out[kind] = info
+    out[DEAD] = {"length": r.xlen(names.dead)}
+    return out
 
 
 def streams(r: redis.Redis, settings: Settings) -> dict[str, dict[str, Any]]:

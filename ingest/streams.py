@@ -12,7 +12,6 @@ import logging
 import os
 import socket
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,45 +19,11 @@ import orjson
 import redis
 
 from config.settings import Settings, get_settings
+from core.streams import BULK, CASES, DEAD, KINDS, SENSORS, StreamNames  # noqa: F401 - re-exported for feeds
 
 log = logging.getLogger(__name__)
 
-CASES = "cases"
-SENSORS = "sensors"
-BULK = "bulk"  # case events from bulk imports: applied after live ones, so an import never holds up the wall
-DEAD = "dead"
-KINDS = (CASES, SENSORS, BULK)
 DEAD_RAW_LIMIT = 1024 * 1024  # raw payloads larger than this are kept truncated, with their size and hash
-
-
-@dataclass(frozen=True)
-class StreamNames:
-    cases: str
-    sensors: str
-    bulk: str
-    dead: str
-    dead_count: str
-
-    @classmethod
-    def of(cls, settings: Settings) -> StreamNames:
-        return cls(
-            cases=settings.key("stream", CASES),
-            sensors=settings.key("stream", SENSORS),
-            bulk=settings.key("stream", BULK),
-            dead=settings.key("stream", DEAD),
-            dead_count=settings.key("dead", "count"),
-        )
-
-    def for_kind(self, kind: str) -> str:
-        return {CASES: self.cases, SENSORS: self.sensors, BULK: self.bulk}[kind]
-
-    @property
-    def live(self) -> tuple[str, str]:
-        return (self.cases, self.sensors)
-
-    @property
-    def case_streams(self) -> tuple[str, str]:
-        return (self.cases, self.bulk)
 
 
 def dumps(record: Any) -> bytes:
@@ -176,30 +141,6 @@ def ensure_groups(r: redis.Redis, settings: Settings | None = None) -> None:
 
 def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
-
-
-def stream_stats(r: redis.Redis, settings: Settings | None = None) -> dict[str, dict[str, Any]]:
-    """Length, pending and lag of each stream for the consumer group (for /healthz)."""
-    settings = settings or get_settings()
-    names = StreamNames.of(settings)
-    out: dict[str, dict[str, Any]] = {}
-    for kind in KINDS:
-        stream = names.for_kind(kind)
-        info: dict[str, Any] = {"length": r.xlen(stream), "pending": None, "lag": None, "consumers": 0}
-        try:
-            for g in r.xinfo_groups(stream):
-                name = g.get("name") or g.get(b"name")
-                if isinstance(name, bytes):
-                    name = name.decode()
-                if name == settings.consumer_group:
-                    info["pending"] = g.get("pending")
-                    info["lag"] = g.get("lag")
-                    info["consumers"] = g.get("consumers")
-        except redis.ResponseError:
-            pass  # stream does not exist yet
-        out[kind] = info
-    out[DEAD] = {"length": r.xlen(names.dead)}
-    return out
 
 
 def entry_source(fields: dict[bytes, bytes]) -> str:
