@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     mqtt_username: str | None = Field(None, description="MQTT user (overrides the URL's)")
     mqtt_password: str | None = Field(None, description="MQTT password (overrides the URL's)")
     mqtt_topic_root: str = Field("gridwatch", description="topics are ROOT/<district>/<device_type>/<device_id>")
+    holidays_file: Path = Field(ROOT / "config" / "holidays.yaml", description="holiday schedule for years chinesecalendar does not know")
     feeds_file: Path = Field(ROOT / "config" / "feeds.yaml", description="pulling feeds (Open311 endpoints) and their mappings")
     device_offline_factor: float = Field(2.0, description="a device is offline after this many heartbeats of silence")
 

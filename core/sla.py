@@ -45,7 +45,7 @@ a case is ``"warning"`` when the remaining share of ``due - start`` is
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
@@ -220,7 +220,8 @@ class WorkingCalendar:
     does not know yet, or local adjustments.
     """
 
-    def __init__(self, office: OfficeHours | None = None, extra_holidays: Mapping[date, bool] | None = None) -> None:
+    def __init__(self, office: OfficeHours | None = None, extra_holidays: Mapping[date, bool] | None = None,
+                 covered_years: Iterable[int] = ()) -> None:
         self.office = office if office is not None else OfficeHours()
         overrides: dict[date, bool] = {}
         for day, working in (extra_holidays or {}).items():
@@ -230,6 +231,8 @@ class WorkingCalendar:
                 raise ValueError(f"extra_holidays[{day}] must be True (working day) or False (day off)")
             overrides[day] = working
         self.extra_holidays: Mapping[date, bool] = MappingProxyType(overrides)
+        # Years whose whole schedule was given (a holiday file): days not listed are plain Mon-Fri, and known.
+        self.covered_years: frozenset[int] = frozenset(int(y) for y in covered_years)
         self._zone = self.office.zone
         self._intervals = tuple((_offset(s), _offset(e)) for s, e in self.office.intervals)
         self._first_start = self._intervals[0][0]
@@ -248,6 +251,8 @@ class WorkingCalendar:
             override = self.extra_holidays.get(d)
             if override is not None:
                 cached = (override, True)
+            elif d.year in self.covered_years:
+                cached = (d.weekday() < 5, True)
             else:
                 known = _library_workday(d)
                 cached = (known, True) if known is not None else (d.weekday() < 5, False)
@@ -265,6 +270,16 @@ class WorkingCalendar:
         if isinstance(d, datetime):
             d = d.date()
         return self._day(d)[1]
+
+    def first_uncovered(self, start: date, days: int) -> date | None:
+        """The first day in [start, start + days) the calendar does not know, or None."""
+        if isinstance(start, datetime):
+            start = start.date()
+        for i in range(days):
+            d = start + timedelta(days=i)
+            if not self._day(d)[1]:
+                return d
+        return None
 
     # ------------------------------------------------------------------ limits
 

@@ -43,6 +43,18 @@ def json_response(body: Any, status: int = 200) -> Response:
     )
 
 
+def _calendar_warning(settings) -> str | None:
+    """Whether the working calendar knows the next 60 days (a warning, not a fault: deadlines turn provisional)."""
+    from config.calendar import CalendarConfigError, coverage_warning, get_calendar
+    from core.records import CITY_TZ
+
+    try:
+        calendar = get_calendar(settings.holidays_file)
+    except CalendarConfigError as exc:
+        return f"working calendar: {exc.problems[0]}"
+    return coverage_warning(calendar, datetime.now(CITY_TZ).date())
+
+
 def _error(status: int, message: str, parameter: str | None = None) -> Response:
     body: dict[str, Any] = {"error": message}
     if parameter:
@@ -213,6 +225,8 @@ def blueprint() -> Blueprint:
                 body["reasons"].append(f"feed {feed}: {state.get('error', 'failing')} ({state.get('failures', 1)} failures in a row)")
         if body["reasons"]:
             body["status"] = "degraded"
+        warning = _calendar_warning(settings)
+        body["warnings"] = [warning] if warning else []
         body["as_of"] = datetime.now(UTC)
         return json_response(body)
 

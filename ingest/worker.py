@@ -205,14 +205,14 @@ class Applier:
     """Applies validated records to SQL and the live state. Used by the worker and by tests directly."""
 
     def __init__(self, city, settings: Settings, engine: Engine, r: redis.Redis):
-        from core.sla import WorkingCalendar
+        from config.calendar import get_calendar
 
         self.city = city
         self.settings = settings
         self.engine = engine
         self.r = r
         self.catalog = catalog_of(city)
-        self.calendar = WorkingCalendar()
+        self.calendar = get_calendar(settings.holidays_file)
         self.district = city.county_code
         self.keys = LiveKeys(settings.stream_prefix)
         self.live = LiveWriter(r, settings.stream_prefix, self.district)

@@ -1,0 +1,92 @@
+"""The working calendar: chinesecalendar's data plus config/holidays.yaml, validated at start."""
+
+from __future__ import annotations
+
+from datetime import date
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from config.settings import ROOT, get_settings
+from core.sla import WorkingCalendar
+
+COVERAGE_DAYS = 60  # /healthz warns when the calendar does not know this many days ahead
+
+
+class CalendarConfigError(ValueError):
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return path.name
+
+
+def load_calendar(path: Path | str | None = None) -> WorkingCalendar:
+    """The calendar with the holiday file's years; CalendarConfigError names the file, the entry and the fix."""
+    path = Path(path or get_settings().holidays_file)
+    where = _shown(path)
+    if not path.exists():
+        return WorkingCalendar()
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise CalendarConfigError([f"{where}: not valid YAML ({exc})"]) from None
+    problems: list[str] = []
+    years = data.get("years") if isinstance(data, dict) else None
+    if years is None:
+        years = {}
+    if not isinstance(years, dict):
+        raise CalendarConfigError([f"{where}: 'years' must be a mapping of year → {{holidays: [...], workdays: [...]}}"])
+    overrides: dict[date, bool] = {}
+    covered: list[int] = []
+    for year, spec in years.items():
+        if not isinstance(year, int) or not 2000 <= year <= 2100:
+            problems.append(f"{where}: years.{year}: a year must be a number like 2027")
+            continue
+        spec = spec or {}
+        if not isinstance(spec, dict) or set(spec) - {"holidays", "workdays"}:
+            problems.append(f"{where}: years.{year}: give only 'holidays' and 'workdays' lists of dates")
+            continue
+        for key, working in (("holidays", False), ("workdays", True)):
+            days = spec.get(key) or []
+            if not isinstance(days, list):
+                problems.append(f"{where}: years.{year}.{key}: must be a list of dates like [{year}-01-01]")
+                continue
+            for d in days:
+                if not isinstance(d, date):
+                    problems.append(f"{where}: years.{year}.{key}: {d!r} is not a date; write it as {year}-MM-DD")
+                elif d.year != year:
+                    problems.append(f"{where}: years.{year}.{key}: {d} is not in {year}; move it under years.{d.year}")
+                elif d in overrides and overrides[d] != working:
+                    problems.append(f"{where}: years.{year}: {d} is listed under both 'holidays' and 'workdays'; keep one")
+                else:
+                    overrides[d] = working
+        covered.append(year)
+    if problems:
+        raise CalendarConfigError(problems)
+    return WorkingCalendar(extra_holidays=overrides, covered_years=covered)
+
+
+@lru_cache(maxsize=4)
+def _cached(path: str) -> WorkingCalendar:
+    return load_calendar(path)
+
+
+def get_calendar(path: Path | str | None = None) -> WorkingCalendar:
+    return _cached(str(Path(path or get_settings().holidays_file).resolve()))
+
+
+def coverage_warning(calendar: WorkingCalendar, today: date, days: int = COVERAGE_DAYS) -> str | None:
+    """A warning when the next ``days`` days are not all known to the calendar, else None."""
+    gap = calendar.first_uncovered(today, days)
+    if gap is None:
+        return None
+    return (f"working calendar: {gap} onwards is not covered (chinesecalendar knows years up to "
+            f"{gap.year - 1}); deadlines after it use plain Mon–Fri and are marked provisional — add the "
+            f"official {gap.year} schedule to config/holidays.yaml")
