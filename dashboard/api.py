@@ -286,6 +286,26 @@ def blueprint() -> Blueprint:
         )
         return json_response({"items": items, "next_cursor": nxt})
 
+    @bp.get("/api/v1/sla")
+    def sla():
+        p = _params(("state", "area", "limit"))
+        states = {"warning", "overdue"}
+        if "state" in p:
+            states = set()
+            for part in p["state"].split(","):
+                part = part.strip().lower()
+                if part not in ("warning", "overdue"):
+                    raise ApiError(400, f"state: unknown SLA state {part!r}; use warning, overdue or both "
+                                        "(comma-separated)", "state")
+                states.add(part)
+        area = _area(p["area"]).code if "area" in p else None
+        limit = _limit(p.get("limit"))
+        now = datetime.now(UTC)
+        items = queries.sla_cases(context.engine(), now=now, states=states, area=area,
+                                  warn_share=context.settings().sla_warn_share, limit=limit)
+        return json_response({"as_of": now, "states": sorted(states), "warn_share": context.settings().sla_warn_share,
+                              "items": items})
+
     @bp.get("/api/v1/cases/<case_id>")
     def case(case_id: str):
         _params(())

@@ -113,3 +113,43 @@ def get_case(engine: Engine, case_id: int) -> dict[str, Any] | None:
         case = _case_row(row)
         case["timeline"] = [dict(e._mapping) for e in events]
     return case
+
+
+SLA_COLUMNS = [_CASE.c[n] for n in ("id", "source", "external_id", "category", "grade", "title", "status", "grid_code",
+                                    "street_code", "departments", "reported_at", "due_at", "due_provisional", "overdue")]
+
+
+def sla_cases(engine: Engine, *, now, states: Collection[str], area: str | None = None,
+              warn_share: float = 0.2, limit: int = DEFAULT_LIMIT) -> list[dict[str, Any]]:
+    """Open cases whose SLA state (core.sla.state) is in ``states``, nearest deadline first.
+
+    Overdue cases are found by the database (due_at < now); "warning" depends on each case's own window, so the
+    open cases due after now are read in deadline order and judged by the same rule the wall and briefings use.
+    """
+    from core.lifecycle import OPEN_STATUSES
+    from core.sla import state
+
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit must be 1..{MAX_LIMIT}")
+    q = select(*SLA_COLUMNS).where(_CASE.c.status.in_(sorted(s.value for s in OPEN_STATUSES)),
+                                   _CASE.c.due_at.is_not(None))
+    if area:
+        q = q.where(_AREA_COLUMN[level_of(area)] == area)
+    if "warning" not in states:
+        q = q.where(_CASE.c.due_at <= now)
+    elif "overdue" not in states:
+        q = q.where(_CASE.c.due_at >= now)
+    q = q.order_by(_CASE.c.due_at, _CASE.c.id)
+    out: list[dict[str, Any]] = []
+    with engine.connect() as conn:
+        for row in conn.execution_options(stream_results=True, yield_per=2000).execute(q):
+            case = dict(row._mapping)
+            case["sla_state"] = state(now, case["reported_at"], case["due_at"], warn_share)
+            if case["sla_state"] not in states:
+                continue
+            case["departments"] = list(case.get("departments") or [])
+            case["seconds_left"] = round((case["due_at"] - now).total_seconds())
+            out.append(case)
+            if len(out) >= limit:
+                break
+    return out

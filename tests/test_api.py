@@ -399,3 +399,62 @@ def test_live_refresh_reads_the_live_state(loaded, settings, r, engine, city):
         assert i18n.TEXTS["zh"]["unlocated"] in table  # the unlocated case gets its own row
         en = callbacks.refresh("en")
         assert i18n.TEXTS["en"]["district_total"] in str(en[len(TILES)])
+
+
+def test_sla_lists_warning_and_overdue_cases_nearest_deadline_first(settings, r, engine, city):
+    """Expected states are worked out here by plain arithmetic on each case's window, not by core.sla."""
+    from datetime import UTC, datetime, timedelta
+
+    from app import create_app
+    from ingest.streams import Producer
+    from ingest.worker import Worker
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    streets = city.geography.areas("street")
+    g1 = city.geography.grids_within(streets[0].code)[0]
+    g2 = city.geography.grids_within(streets[1].code)[0]
+    cat = next(c for c in city.categories.values() if not c.sensor_only).code
+    plan = {  # external id: (grid, reported hours ago, due in hours, resolved?)
+        "late": (g1, 10, -1, False),
+        "near": (g1, 10, 1, False),
+        "fresh": (g1, 1, 10, False),
+        "done-late": (g1, 10, -2, True),
+        "other-street": (g2, 10, -3, False),
+    }
+    recs = []
+    for ext, (grid, ago, due_in, done) in plan.items():
+        rep = now - timedelta(hours=ago)
+        recs.append({"source": "t", "external_id": ext, "event": "report", "occurred_at": rep.isoformat(),
+                     "category": cat, "title": ext, "grid_code": grid.code,
+                     "due_at": (now + timedelta(hours=due_in)).isoformat()})
+        if done:
+            recs.append({"source": "t", "external_id": ext, "event": "onsite", "occurred_at": rep.isoformat()})
+    Producer(r, settings, source="t").cases(recs)
+    w = Worker(city, settings, engine, r, name="t")
+    while w.run_once(50):
+        pass
+
+    def expected(area_grids, states):
+        out = []
+        for ext, (grid, ago, due_in, done) in sorted(plan.items(), key=lambda kv: kv[1][2]):
+            if done or grid.code not in area_grids:
+                continue
+            window, left = ago + due_in, due_in
+            st = "overdue" if left < 0 else ("warning" if left / window <= settings.sla_warn_share else "on_track")
+            if st in states:
+                out.append((ext, st))
+        return out
+
+    client = create_app(settings).server.test_client()
+    every = {g.code for g in city.geography.areas("grid")}
+    body = orjson.loads(client.get("/api/v1/sla").data)
+    assert [(c["external_id"], c["sla_state"]) for c in body["items"]] == expected(every, {"warning", "overdue"})
+    body = orjson.loads(client.get("/api/v1/sla?state=overdue").data)
+    assert [(c["external_id"], c["sla_state"]) for c in body["items"]] == expected(every, {"overdue"})
+    street = {g.code for g in city.geography.grids_within(streets[0].code)}
+    body = orjson.loads(client.get(f"/api/v1/sla?state=warning,overdue&area={streets[0].code}").data)
+    assert [(c["external_id"], c["sla_state"]) for c in body["items"]] == expected(street, {"warning", "overdue"})
+    assert all(c["seconds_left"] < 0 for c in body["items"] if c["sla_state"] == "overdue")
+    bad = client.get("/api/v1/sla?state=late")
+    assert bad.status_code == 400 and orjson.loads(bad.data)["parameter"] == "state"
+    assert client.get("/api/v1/sla?area=999999").status_code == 404
