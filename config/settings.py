@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     holidays_file: Path = Field(ROOT / "config" / "holidays.yaml", description="holiday schedule for years chinesecalendar does not know")
     feeds_file: Path = Field(ROOT / "config" / "feeds.yaml", description="pulling feeds (Open311 endpoints) and their mappings")
     sla_warn_share: float = Field(0.2, ge=0, le=1, description="a deadline is 'warning' when this share of its window is left")
+    sla_escalate_after_hours: float = Field(24.0, description="overdue this long escalates to the department head / district")
     device_offline_factor: float = Field(2.0, description="a device is offline after this many heartbeats of silence")
 
     @property

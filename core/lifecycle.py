@@ -40,6 +40,14 @@ class Action(StrEnum):
     # Annotations: recorded on the timeline, never change the status.
     NOTE = "note"
     OVERDUE = "overdue"
+    # SLA annotations: the clock, not the status.
+    WARNING = "warning"  # 临期: little of the window is left
+    REMIND = "remind"  # 催办: a reminder to the responsible departments
+    ESCALATE = "escalate"  # 升级: overdue past the margin, raised to the department head / district
+    EXTEND = "extend"  # 延期: an approved new deadline (due_at), with who and why
+    SUSPEND = "suspend"  # 挂起: the clock stops
+    RESUME = "resume"  # 恢复: the clock runs again; the deadline moves by the suspended time
+    CHECKIN = "checkin"  # 报到: a summoned department reports in after a whistle
 
 
 STATUS_LABELS = {
@@ -68,6 +76,13 @@ ACTION_LABELS = {
     Action.REOPEN: ("重新办理", "Reopen"),
     Action.NOTE: ("备注", "Note"),
     Action.OVERDUE: ("超期", "Overdue"),
+    Action.WARNING: ("临期", "Deadline near"),
+    Action.REMIND: ("催办", "Reminder"),
+    Action.ESCALATE: ("升级督办", "Escalated"),
+    Action.EXTEND: ("延期", "Extended"),
+    Action.SUSPEND: ("挂起", "Suspended"),
+    Action.RESUME: ("恢复", "Resumed"),
+    Action.CHECKIN: ("报到", "Reported in"),
 }
 
 # action -> (statuses it may start from, status it leads to). None as a start means "no case yet".
@@ -89,7 +104,13 @@ TRANSITIONS: dict[Action, tuple[frozenset[Status | None], Status]] = {
     Action.REOPEN: (frozenset({Status.RESOLVED, Status.CLOSED, Status.EVALUATED}), Status.REGISTERED),
 }
 
-ANNOTATIONS = frozenset({Action.NOTE, Action.OVERDUE})
+ANNOTATIONS = frozenset({
+    Action.NOTE, Action.OVERDUE, Action.WARNING, Action.REMIND, Action.ESCALATE, Action.EXTEND, Action.SUSPEND,
+    Action.RESUME, Action.CHECKIN,
+})
+# Annotations that change the clock, so only make sense while the case is still the city's to do. (The sweep's own
+# marks — overdue, warning, remind, escalate — may land just after a case was resolved; they are kept, harmlessly.)
+OPEN_ONLY = frozenset({Action.EXTEND, Action.SUSPEND, Action.RESUME})
 
 # A case is "open" (still the city's to do) until it is resolved.
 OPEN_STATUSES = frozenset(
@@ -135,6 +156,9 @@ def apply(status: Status | None, action: Action | str) -> Outcome:
     if action in ANNOTATIONS:
         if status is None:
             raise TransitionError(action, status, f"cannot record {action.value!r}: the case has not been reported")
+        if action in OPEN_ONLY and status not in OPEN_STATUSES:
+            raise TransitionError(action, status, f"cannot {action.value} a case that is {status.value}: "
+                                                  "its clock has stopped")
         return Outcome(status, False)
     starts, target = TRANSITIONS[action]
     if status in starts:
@@ -153,7 +177,7 @@ def allowed_actions(status: Status | None) -> list[Action]:
     """Every action that may follow ``status`` (annotations included once the case exists)."""
     out = [a for a, (starts, _) in TRANSITIONS.items() if status in starts]
     if status is not None:
-        out += sorted(ANNOTATIONS)
+        out += sorted(a for a in ANNOTATIONS if a not in OPEN_ONLY or status in OPEN_STATUSES)
     return out
 
 

@@ -118,6 +118,9 @@ class Case(Base):
     onsite: Mapped[bool] = mapped_column(Boolean, default=False)
     overdue: Mapped[bool] = mapped_column(Boolean, default=False)
     due_provisional: Mapped[bool] = mapped_column(Boolean, default=False)
+    suspended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # 挂起: the clock stopped at
+    warned: Mapped[bool] = mapped_column(Boolean, default=False)  # 临期 marked for the current deadline
+    escalated: Mapped[bool] = mapped_column(Boolean, default=False)  # 升级督办 for the current deadline
     rating: Mapped[int | None] = mapped_column(Integer)
     flags: Mapped[list[str] | None] = mapped_column(JSON)  # data-quality flags from feeds
     reported_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -160,6 +160,10 @@ class CaseEvent(_Record):
                 problems.append("category: required for a report")
             if not self.title:
                 problems.append("title: required for a report")
+        if self.event is Action.EXTEND and self.due_at is None:
+            problems.append("due_at: required for extend (the approved new deadline)")
+        if self.event is Action.CHECKIN and (not self.departments or len(self.departments) != 1):
+            problems.append("departments: checkin names exactly one department (the one reporting in)")
         if self.event in NEEDS_DEPARTMENTS and not self.departments:
             problems.append(f"departments: required for {self.event.value}")
         if (self.lon is None) != (self.lat is None):

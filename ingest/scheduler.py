@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 from sqlalchemy import select
@@ -24,47 +24,61 @@ log = logging.getLogger(__name__)
 SWEEP_BATCH = 5000
 
 
-def sla_sweep(settings: Settings | None = None, now: datetime | None = None) -> int:
-    """Publish an ``overdue`` event for every open case whose deadline has passed and is not yet marked.
+def _due_key(due: datetime) -> str:
+    return due.strftime("%Y%m%dT%H%M%S")
 
-    The event id carries the deadline, so a case that is extended and runs late again is marked again,
-    and a sweep that runs twice publishes nothing new to apply.
+
+def sla_sweep(settings: Settings | None = None, now: datetime | None = None) -> dict[str, int]:
+    """Turn SLA state changes into timeline events (the worker applies them; running twice publishes nothing new).
+
+    - overdue: open, running cases past their deadline → ``overdue`` and a reminder (催办) ``remind``;
+    - escalate: overdue for longer than ``SLA_ESCALATE_AFTER_HOURS`` → ``escalate`` (升级督办);
+    - warning: open, running cases with at most ``SLA_WARN_SHARE`` of their window left → ``warning`` (临期).
+
+    Event ids carry the deadline, so an extended (延期) or resumed case is marked again for its new deadline.
+    Suspended (挂起) cases are skipped: their clock stands still. Returns counts per kind.
     """
     from config.services import get_engine, get_redis
+    from core.sla import state
 
     settings = settings or get_settings()
     now = now or datetime.now(UTC)
     engine = get_engine(settings)
     producer = Producer(get_redis(settings), settings, source="scheduler")
-    published = 0
-    last_id = 0
-    while True:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                select(Case.id, Case.source, Case.external_id, Case.due_at)
-                .where(Case.status.in_([s.value for s in OPEN_STATUSES]), Case.overdue.is_(False),
-                       Case.due_at.is_not(None), Case.due_at <= now, Case.id > last_id)
-                .order_by(Case.id)
-                .limit(SWEEP_BATCH)
-            ).all()
-        if not rows:
-            break
-        producer.cases(
-            {
-                "source": r.source,
-                "external_id": r.external_id,
-                "event": Action.OVERDUE.value,
-                "event_id": f"overdue@{r.due_at.strftime('%Y%m%dT%H%M%S')}",
-                "occurred_at": r.due_at.isoformat(),  # the moment it became overdue
-                "actor": "system",
-            }
-            for r in rows
-        )
-        published += len(rows)
-        last_id = rows[-1].id
-    if published:
-        log.info("SLA sweep: %d cases newly overdue", published)
-    return published
+    open_ = [s.value for s in OPEN_STATUSES]
+    running = (Case.status.in_(open_), Case.suspended_at.is_(None), Case.due_at.is_not(None))
+    escalate_before = now - timedelta(hours=settings.sla_escalate_after_hours)
+    counts = {"overdue": 0, "escalate": 0, "warning": 0}
+
+    def mark(kind: str, actions: tuple[Action, ...], where, keep=None) -> None:
+        last_id = 0
+        while True:
+            with engine.connect() as conn:
+                rows = conn.execute(
+                    select(Case.id, Case.source, Case.external_id, Case.due_at, Case.reported_at)
+                    .where(*running, *where, Case.id > last_id).order_by(Case.id).limit(SWEEP_BATCH)
+                ).all()
+            if not rows:
+                return
+            last_id = rows[-1].id
+            rows = [r for r in rows if keep is None or keep(r)]
+            producer.cases(
+                {"source": r.source, "external_id": r.external_id, "event": action.value,
+                 "event_id": f"{action.value}@{_due_key(r.due_at)}",
+                 "occurred_at": (r.due_at if kind == "overdue" else now).isoformat(), "actor": "system"}
+                for r in rows for action in actions
+            )
+            counts[kind] += len(rows)
+
+    mark("overdue", (Action.OVERDUE, Action.REMIND), (Case.overdue.is_(False), Case.due_at <= now))
+    mark("escalate", (Action.ESCALATE,), (Case.overdue.is_(True), Case.escalated.is_(False),
+                                          Case.due_at <= escalate_before))
+    mark("warning", (Action.WARNING,), (Case.overdue.is_(False), Case.warned.is_(False), Case.due_at > now),
+         keep=lambda r: state(now, r.reported_at, r.due_at, settings.sla_warn_share) == "warning")
+    if any(counts.values()):
+        log.info("SLA sweep: %d newly overdue, %d escalated, %d near their deadline",
+                 counts["overdue"], counts["escalate"], counts["warning"])
+    return counts
 
 
 def device_watch(settings: Settings | None = None, now: datetime | None = None, city=None) -> int:

@@ -19,7 +19,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -75,7 +75,8 @@ def catalog_of(city) -> Catalog:
 
 _MUTABLE = (
     "category", "grade", "lon", "lat", "street_code", "community_code", "grid_code", "located", "status",
-    "departments", "onsite", "overdue", "rating", "flags", "due_at", "accepted_at", "resolved_at", "closed_at", "updated_at",
+    "departments", "onsite", "overdue", "rating", "flags", "due_at", "accept_due_at", "suspended_at", "warned",
+    "escalated", "due_provisional", "accepted_at", "resolved_at", "closed_at", "updated_at",
 )
 
 
@@ -277,6 +278,9 @@ class Applier:
             "onsite": bool(ev.onsite),
             "overdue": False,
             "due_provisional": provisional,
+            "suspended_at": None,
+            "warned": False,
+            "escalated": False,
             "rating": None,
             "flags": sorted(set(ev.flags)) if ev.flags else None,
             "reported_at": ev.occurred_at,
@@ -312,6 +316,25 @@ class Applier:
             case["rating"] = None
         elif a is Action.OVERDUE:
             case["overdue"] = target in lifecycle.OPEN_STATUSES
+        elif a is Action.WARNING:
+            case["warned"] = True
+        elif a is Action.ESCALATE:
+            case["escalated"] = True
+        elif a is Action.EXTEND:  # an approved new deadline: the clock's marks start over
+            case.update(due_at=ev.due_at, due_provisional=False, overdue=ev.due_at <= ev.occurred_at, warned=False,
+                        escalated=False)
+        elif a is Action.SUSPEND:
+            if case["suspended_at"] is None:
+                case["suspended_at"] = ev.occurred_at
+        elif a is Action.RESUME:
+            stopped = case["suspended_at"]
+            if stopped is not None:  # the deadlines move by the time the clock stood still
+                held = max(ev.occurred_at - stopped, timedelta(0))
+                for f in ("due_at", "accept_due_at"):
+                    if case[f] is not None:
+                        case[f] = case[f] + held
+                case["suspended_at"] = None
+                case["overdue"] = case["due_at"] is not None and case["due_at"] <= ev.occurred_at
         if a is not Action.REPORT and ev.flags:
             case["flags"] = sorted(set(case.get("flags") or []) | set(ev.flags))
         if a is not Action.REPORT:
@@ -320,13 +343,14 @@ class Applier:
                 case["grade"] = ev.grade
             if ev.category is not None:
                 case["category"] = ev.category
-            if ev.due_at is not None:
+            if ev.due_at is not None and a is not Action.EXTEND:
                 case["due_at"] = ev.due_at
             if ev.lon is not None or ev.grid_code is not None:
                 grid = self.locate(ev.grid_code, ev.lon, ev.lat)
                 case.update(lon=ev.lon, lat=ev.lat, grid_code=grid, street_code=grid and grid[:9],
                             community_code=grid and grid[:12], located=grid is not None)
-        if case["due_at"] is not None and target in lifecycle.OPEN_STATUSES and case["due_at"] <= ev.occurred_at:
+        if (case["due_at"] is not None and target in lifecycle.OPEN_STATUSES and case["suspended_at"] is None
+                and case["due_at"] <= ev.occurred_at):
             case["overdue"] = True
 
     def apply_cases(

@@ -295,9 +295,9 @@ def test_sla_sweep_marks_overdue_once(settings, r, engine, city):
     w = Worker(city, settings, engine, r, name="w1")
     drain(w)
     assert live_area(r, settings, g.code).get("overdue", 0) == 0
-    assert sla_sweep(settings) == 1
+    assert sla_sweep(settings)["overdue"] == 1
     drain(w)
-    assert sla_sweep(settings) == 0
+    assert sla_sweep(settings)["overdue"] == 0
     assert live_area(r, settings, g.code)["overdue"] == 1
     with engine.connect() as conn:
         assert conn.scalar(select(Case.overdue).where(Case.external_id == "late")) is True
@@ -319,28 +319,29 @@ def test_sigkill_mid_batch_loses_nothing_and_duplicates_nothing(settings, r, eng
     from ingest.streams import ensure_groups
 
     ensure_groups(r, settings)
-    proc = _worker_process(settings, "victim")
-    deadline = time.monotonic() + 120
     caught = False
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            # Kill it while it holds entries it has read but not acknowledged, after it has committed some.
-            with engine.connect() as conn:
-                stored = conn.scalar(select(func.count()).select_from(CaseEvent))
-            if stored and r.xpending(names.cases, settings.consumer_group)["pending"] > 0:
-                proc.send_signal(signal.SIGKILL)
-                caught = True
-                break
-            time.sleep(0.002)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
+    for _attempt in range(5):  # the kill can land just after an acknowledgement; then try again
+        proc = _worker_process(settings, "victim")
+        deadline = time.monotonic() + 120
+        try:
+            while time.monotonic() < deadline and proc.poll() is None:
+                # Kill it while it holds entries it has read but not acknowledged, after it has committed some.
+                with engine.connect() as conn:
+                    stored = conn.scalar(select(func.count()).select_from(CaseEvent))
+                if stored and r.xpending(names.cases, settings.consumer_group)["pending"] > 0:
+                    proc.send_signal(signal.SIGKILL)
+                    break
+                time.sleep(0.002)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        with engine.connect() as conn:
+            stored = conn.scalar(select(func.count()).select_from(CaseEvent))
+        if r.xpending(names.cases, settings.consumer_group)["pending"] > 0 and stored < len(events):
+            caught = True
+            break
     assert caught, "the worker was never caught holding unacknowledged entries"
-    pending = r.xpending(names.cases, settings.consumer_group)["pending"]
-    assert pending > 0
-    with engine.connect() as conn:
-        assert conn.scalar(select(func.count()).select_from(CaseEvent)) < len(events)
     time.sleep(0.6)  # longer than CLAIM_IDLE_MS: the dead consumer's entries are now reclaimable
     rescuer = Worker(city, settings, engine, r, name="rescuer")
     drain(rescuer)
