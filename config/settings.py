@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     feeds_file: Path = Field(ROOT / "config" / "feeds.yaml", description="pulling feeds (Open311 endpoints) and their mappings")
     sla_warn_share: float = Field(0.2, ge=0, le=1, description="a deadline is 'warning' when this share of its window is left")
     sla_escalate_after_hours: float = Field(24.0, description="overdue this long escalates to the department head / district")
+    whistle_report_minutes: int = Field(30, description="吹哨报到: a summoned department must check in within this many minutes")
     device_offline_factor: float = Field(2.0, description="a device is offline after this many heartbeats of silence")
 
     @property

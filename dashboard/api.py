@@ -8,7 +8,7 @@ never silently all data.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 
 from core.geography import LEVELS, level_of
 from core.lifecycle import OPEN_STATUSES, Status
+from core.whistle import whistle_reports
 from dashboard import context, live, queries
 
 log = logging.getLogger(__name__)
@@ -314,6 +315,8 @@ def blueprint() -> Blueprint:
         found = queries.get_case(context.engine(), int(case_id))
         if found is None:
             raise ApiError(404, f"id: no case with id {case_id}", "id")
+        limit = timedelta(minutes=context.settings().whistle_report_minutes)
+        found["whistle_reports"] = [w.as_dict() for w in whistle_reports(found["timeline"], datetime.now(UTC), limit)]
         return json_response(found)
 
     return bp

@@ -114,3 +114,27 @@ def test_clock_changes_on_a_closed_case_and_bad_checkins_are_refused(settings, r
     assert any("cannot extend a case that is resolved" in x for x in reasons)
     assert any("due_at: required for extend" in x for x in reasons)
     assert any("checkin names exactly one department" in x for x in reasons)
+
+
+def test_case_page_shows_each_summoned_departments_report(settings, r, engine, city):
+    import orjson
+
+    from app import create_app
+
+    m = timedelta(minutes=1)
+    t0 = NOW - 120 * m
+    p = Producer(r, settings, source="t")
+    p.cases([
+        rec(city, "w", "report", t0), rec(city, "w", "register", t0 + m),
+        rec(city, "w", "whistle", t0 + 2 * m, departments=["cg", "zj", "ga"]),
+        rec(city, "w", "checkin", t0 + 10 * m, departments=["cg"]),
+        rec(city, "w", "checkin", t0 + 50 * m, departments=["zj"]),
+    ])
+    drain(Worker(city, settings, engine, r, name="t"))
+    client = create_app(settings).server.test_client()
+    case_id = cases(engine)["w"]["id"]
+    body = orjson.loads(client.get(f"/api/v1/cases/{case_id}").data)
+    got = {w["department"]: w["status"] for w in body["whistle_reports"]}
+    # Limit 30 min from t0+2: cg at +8 min on time, zj at +48 late, ga never (and 118 min have passed): missing.
+    assert settings.whistle_report_minutes == 30
+    assert got == {"cg": "on_time", "zj": "late", "ga": "missing"}
