@@ -5,9 +5,10 @@ Pure: key names, encodings and the server-side scripts as text. The worker runs 
 
 Keys (``P`` is the deployment prefix, default ``gw``):
 
-- ``P:live:case``      hash  case id → ``grid|grade|status|overdue`` (the case's counted state)
+- ``P:live:case``      hash  case id → ``grid|grade|status|overdue|warning`` (the case's counted state)
 - ``P:live:area:CODE`` hash  per district/street/community/grid code:
-    ``total`` cases, ``open``, ``g1``..``g4`` open by grade, ``overdue`` open and overdue,
+    ``total`` cases, ``open``, ``g1``..``g4`` open by grade, ``overdue`` open and overdue, ``warning`` open and
+    near the deadline (临期, not yet overdue),
     ``s:STATUS`` cases by status, ``alarms`` active sensor alarms
 - ``P:live:alarm``     hash  device id → JSON of the active alarm (``grid`` inside)
 - ``P:live:device``    hash  device id → JSON of the last reading
@@ -68,15 +69,17 @@ class LiveKeys:
         return f"{self.prefix}:live:last_event_at"
 
 
-def encode_case_state(grid: str | None, grade: int, status: str, overdue: bool) -> str:
-    return f"{grid or ''}|{grade}|{status}|{1 if overdue else 0}"
+def encode_case_state(grid: str | None, grade: int, status: str, overdue: bool, warning: bool = False) -> str:
+    return f"{grid or ''}|{grade}|{status}|{1 if overdue else 0}|{1 if warning and not overdue else 0}"
 
 
-def decode_case_state(value: str | bytes) -> tuple[str | None, int, str, bool]:
+def decode_case_state(value: str | bytes) -> tuple[str | None, int, str, bool, bool]:
     if isinstance(value, bytes):
         value = value.decode()
-    grid, grade, status, overdue = value.split("|")
-    return grid or None, int(grade), status, overdue == "1"
+    parts = value.split("|")
+    grid, grade, status, overdue = parts[:4]
+    warning = len(parts) > 4 and parts[4] == "1"
+    return grid or None, int(grade), status, overdue == "1", warning
 
 
 def area_codes(grid: str | None, district: str) -> list[str]:
@@ -98,7 +101,7 @@ local function areas(grid)
   return {{string.sub(grid, 1, 6), string.sub(grid, 1, 9), string.sub(grid, 1, 12), grid}}
 end
 local function count(state, sign)
-  local grid, grade, status, overdue = string.match(state, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
+  local grid, grade, status, overdue, warning = string.match(state, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|?([^|]*)$')
   for _, code in ipairs(areas(grid)) do
     local key = prefix .. ':live:area:' .. code
     redis.call('HINCRBY', key, 'total', sign)
@@ -107,6 +110,7 @@ local function count(state, sign)
       redis.call('HINCRBY', key, 'open', sign)
       redis.call('HINCRBY', key, 'g' .. grade, sign)
       if overdue == '1' then redis.call('HINCRBY', key, 'overdue', sign) end
+      if warning == '1' then redis.call('HINCRBY', key, 'warning', sign) end
     end
   end
 end

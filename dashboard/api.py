@@ -267,7 +267,8 @@ def blueprint() -> Blueprint:
             {
                 "code": a.code, "name": a.name, "level": a.level, "parent": a.parent, "kind": a.kind,
                 "total": counts[a.code]["total"], "open": counts[a.code]["open"],
-                "overdue": counts[a.code]["overdue"], "alarms": counts[a.code]["alarms"],
+                "overdue": counts[a.code]["overdue"], "warning": counts[a.code]["warning"],
+                "alarms": counts[a.code]["alarms"],
                 "offline": counts[a.code]["offline"],
                 "by_grade": _grades(counts[a.code]["by_grade"]),
             }

@@ -434,7 +434,8 @@ class Applier:
         return touched
 
     def case_live_state(self, case: dict[str, Any]) -> str:
-        return encode_case_state(case["grid_code"], case["grade"], case["status"], case["overdue"])
+        return encode_case_state(case["grid_code"], case["grade"], case["status"], case["overdue"],
+                                 case["warned"] and case["suspended_at"] is None)
 
     # ---- sensors -----------------------------------------------------------------------------
     def apply_sensors(self, readings: Sequence[tuple[Any, SensorReading]], result: BatchResult, dead: list) -> SensorBatch:

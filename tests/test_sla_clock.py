@@ -66,6 +66,8 @@ def test_sweep_marks_overdue_reminds_escalates_and_warns_once(settings, r, engin
     assert c["near"]["warned"] and not c["near"]["overdue"]
     assert not c["fine"]["warned"] and not c["fine"]["overdue"]
     assert not c["held"]["overdue"]  # suspended: the clock stands still
+    live = {k.decode(): int(v) for k, v in r.hgetall(f"{settings.stream_prefix}:live:area:{city.county_code}").items()}
+    assert live["overdue"] == 2 and live["warning"] == 1  # late + very-late; near
     assert actions(engine, "late") == ["report", "overdue", "remind"]
     assert actions(engine, "very-late") == ["report", "overdue", "remind", "escalate"]
     assert read_dead(r, settings) == []
