@@ -108,7 +108,21 @@ def _text(limit: int, multiline: bool = False):
 
 # Identifiers: checked by the schema itself (no Python call per record), numbers accepted as text.
 Ident = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/#@+-]*$")]
-Time = Annotated[datetime, AfterValidator(_aware_utc)]
+_LATEST_DEADLINE = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def _deadline(value: datetime) -> datetime:
+    """A deadline may lie far ahead (working days, an approved extension), but not before 2000 or after 2100."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=CITY_TZ)
+    value = value.astimezone(UTC)
+    if value < MIN_TIME or value >= _LATEST_DEADLINE:
+        raise ValueError("must be between 2000-01-01 and 2100-01-01")
+    return value
+
+
+Time = Annotated[datetime, AfterValidator(_aware_utc)]  # when something happened: not in the future
+Deadline = Annotated[datetime, AfterValidator(_deadline)]  # when something is due
 Lon = Annotated[float, Field(ge=-180, le=180)]  # NaN and infinities are refused by allow_inf_nan=False
 Lat = Annotated[float, Field(ge=-90, le=90)]
 
@@ -144,8 +158,8 @@ class CaseEvent(_Record):
     lat: Lat | None = None
     grid_code: Annotated[str, Field(pattern=r"^[0-9]{15}$")] | None = None
     departments: Annotated[list[Annotated[str, Field(max_length=32)]], Field(max_length=MAX_DEPARTMENTS)] | None = None
-    due_at: Time | None = None
-    accept_due_at: Time | None = None
+    due_at: Deadline | None = None
+    accept_due_at: Deadline | None = None
     onsite: bool | None = None
     note: _text(LIMITS["note"], multiline=True) | None = None
     rating: Annotated[int, Field(ge=1, le=5)] | None = None

@@ -242,3 +242,16 @@ def test_gcj02_push_is_converted_at_the_edge(client, city, settings, engine, r):
     case = cases_by_ext(client)["amap-1"]
     assert case["grid_code"] == grid.code
     assert abs(case["lon"] - lon) < 1e-5 and abs(case["lat"] - lat) < 1e-5
+
+
+def test_a_deadline_days_ahead_is_accepted_but_an_event_from_the_future_is_not(client, city, settings, engine, r):
+    due = (datetime.now(UTC) + timedelta(days=10)).replace(microsecond=0)
+    resp = post(client, CASES, [report("due-later", city, due_at=due.isoformat()),
+                                report("from-future", city, occurred_at=(datetime.now(UTC) + timedelta(days=2)).isoformat())])
+    body = orjson.loads(resp.data)
+    assert resp.status_code == 207
+    assert body["items"][0]["status"] == "accepted"
+    assert body["items"][1]["status"] == "rejected" and "occurred_at" in body["items"][1]["errors"][0]
+    drain(city, settings, engine, r)
+    found = cases_by_ext(client)["due-later"]
+    assert datetime.fromisoformat(found["due_at"].replace("Z", "+00:00")) == due
