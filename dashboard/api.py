@@ -119,6 +119,35 @@ def _category(value: str) -> str:
     )
 
 
+def _when(name: str, value: str) -> datetime:
+    """An ISO 8601 time (a date alone means its midnight in the city's zone; no zone means the city's zone)."""
+    from core.records import CITY_TZ
+
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        raise ApiError(400, f"{name}: {value!r} is not an ISO 8601 date or time, e.g. 2026-11-20 or "
+                            "2026-11-20T08:00+08:00", name) from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=CITY_TZ)
+    return t.astimezone(UTC)
+
+
+def _period(p: dict[str, str]) -> tuple[datetime, datetime]:
+    """[since, until) from the parameters; default: today in the city's zone."""
+    from core.records import CITY_TZ
+
+    today = datetime.now(CITY_TZ).replace(hour=0, minute=0, second=0, microsecond=0)
+    since = _when("since", p["since"]) if "since" in p else today.astimezone(UTC)
+    until = _when("until", p["until"]) if "until" in p else (today + timedelta(days=1)).astimezone(UTC)
+    if until <= since:
+        raise ApiError(400, f"until: {until.isoformat()} is not after since {since.isoformat()}; give an until later "
+                            "than since", "until")
+    if until - since > timedelta(days=3 * 366):
+        raise ApiError(400, "until: the period is longer than three years; ask for a shorter one", "until")
+    return since, until
+
+
 def _limit(value: str | None) -> int:
     if value is None:
         return queries.DEFAULT_LIMIT
@@ -307,6 +336,29 @@ def blueprint() -> Blueprint:
                                   warn_share=context.settings().sla_warn_share, limit=limit)
         return json_response({"as_of": now, "states": sorted(states), "warn_share": context.settings().sla_warn_share,
                               "items": items})
+
+    @bp.get("/api/v1/kpis")
+    def kpis():
+        from core import kpis as k
+
+        p = _params(("area", "since", "until"))
+        area = _area(p["area"]) if "area" in p else context.city().geography.district
+        since, until = _period(p)
+        length = until - since
+        now = datetime.now(UTC)
+        engine = context.engine()
+        current = k.compute(queries.kpi_frame(engine, area=area.code, since=since, until=until), min(until, now))
+        previous = k.compute(queries.kpi_frame(engine, area=area.code, since=since - length, until=since), since)
+        return json_response({"area": area.code, "name": area.name, "since": since, "until": until,
+                              "previous": {"since": since - length, "until": since, "kpis": previous},
+                              "kpis": current, "change": k.change(current, previous)})
+
+    @bp.get("/api/v1/definitions")
+    def definitions():
+        from core import kpis as k
+
+        _params(())
+        return json_response({"kpis": k.DEFINITIONS})
 
     @bp.get("/api/v1/cases/<case_id>")
     def case(case_id: str):

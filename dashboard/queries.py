@@ -153,3 +153,30 @@ def sla_cases(engine: Engine, *, now, states: Collection[str], area: str | None 
             if len(out) >= limit:
                 break
     return out
+
+
+def kpi_frame(engine: Engine, *, area: str | None, since, until):
+    """One row per case reported in [since, until) in ``area``, with the columns core.kpis.compute reads."""
+    import pandas as pd
+    from sqlalchemy import func
+
+    from core.kpis import CASE_COLUMNS
+
+    def first(actions):
+        return (select(func.min(_EVENT.c.occurred_at)).where(_EVENT.c.case_id == _CASE.c.id, _EVENT.c.action.in_(actions))
+                .scalar_subquery())
+
+    q = select(
+        _CASE.c.reported_at, first(("dispatch", "whistle")).label("dispatched_at"), _CASE.c.resolved_at,
+        _CASE.c.closed_at, first(("evaluate",)).label("evaluated_at"), _CASE.c.due_at, _CASE.c.status,
+        _CASE.c.onsite, _CASE.c.escalated, _CASE.c.rating,
+    ).where(_CASE.c.reported_at >= since, _CASE.c.reported_at < until)
+    if area:
+        q = q.where(_AREA_COLUMN[level_of(area)] == area)
+    with engine.connect() as conn:
+        rows = conn.execute(q).all()
+    df = pd.DataFrame(rows, columns=list(CASE_COLUMNS))
+    for c in ("reported_at", "dispatched_at", "resolved_at", "closed_at", "evaluated_at", "due_at"):
+        df[c] = pd.to_datetime(df[c], utc=True)
+    df["rating"] = pd.to_numeric(df["rating"])
+    return df
