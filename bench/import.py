@@ -19,28 +19,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from config.settings import ROOT, Settings
+from bench.common import bench_env, line, rate
+from config.settings import ROOT
 
 SAMPLE = ROOT / "tests" / "data" / "import" / "la311_2018_sample.csv"
 MAPPING = ROOT / "config" / "mappings" / "la311.yaml"
 FMT = "%m/%d/%Y %I:%M:%S %p"
 
 
-def line(label: str, value: str) -> None:
-    print(f"  {label:<52} {value}", flush=True)
-
-
-def rate(n: int, seconds: float, unit: str = "/s") -> str:
-    return f"{n / seconds:>12,.0f} {unit}   ({n:,} in {seconds:.2f} s)"
 
 
 def _pending_bulk(r, names, settings) -> bool:
@@ -86,25 +78,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunk-rows", type=int, default=50_000, help="rows per import chunk (default 50,000)")
     args = ap.parse_args(argv)
 
-    from config.city import get_city
-    from config.services import get_engine, get_redis, migrate, start_embedded_redis
+    from config.services import get_redis
     from ingest.feeds.spreadsheet import import_file, load_mapping
     from ingest.streams import StreamNames
     from ingest.worker import Worker, tune_gc
 
-    tmp = Path(tempfile.mkdtemp(prefix="gridwatch-bench-import-"))
+    env = bench_env("bimp", stream_maxlen=5_000_000)
     try:
-        redis_url = os.environ.get("REDIS_URL") or start_embedded_redis(tmp)
-        db_url = os.environ.get("DATABASE_URL") or f"sqlite:///{tmp / 'bench.db'}"
-        settings = Settings(redis_url=redis_url, database_url=db_url, var_dir=tmp, stream_prefix="bimp" + uuid.uuid4().hex[:6],
-                            worker_block_ms=20, stream_maxlen=5_000_000)
-        r = get_redis(settings)
-        engine = get_engine(settings)
-        migrate(engine)
-        city = get_city()
+        tmp, settings, r, engine, city = env.tmp, env.settings, env.r, env.engine, env.city
         names = StreamNames.of(settings)
         print(f"Gridwatch import benchmark — {os.cpu_count()} cores, Redis {r.info()['redis_version']}"
-              f" ({'REDIS_URL' if os.environ.get('REDIS_URL') else 'embedded'}), {engine.dialect.name}", flush=True)
+              f" ({env.redis_label}), {engine.dialect.name}", flush=True)
 
         csv = tmp / "la311_big.csv"
         t = time.perf_counter()
@@ -195,12 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             line("live readings during the import: p50 / p95 / p99 (ms)",
                  f"{q[0]:8.1f} / {q[1]:.1f} / {q[2]:.1f}   ({len(live_lat)} probes)")
         print("Target: ≥ 20,000 rows/s to the streams; live data keeps flowing while the import is applied.")
-        for key in r.scan_iter(f"{settings.stream_prefix}:*", count=1000):
-            r.delete(key)
-        _ = names
-        engine.dispose()
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        env.close()
     return 0
 
 

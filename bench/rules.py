@@ -14,19 +14,12 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import tempfile
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from sqlalchemy import select
 
-from config.settings import Settings
-
-
-def line(label: str, value: str) -> None:
-    print(f"  {label:<56} {value}", flush=True)
+from bench.common import bench_env, line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,23 +27,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--open", type=int, default=20_000, help="open cases for the SLA sweep (default 20,000)")
     args = ap.parse_args(argv)
 
-    from config.city import get_city
-    from config.services import get_engine, get_redis, migrate, start_embedded_redis
     from core.lifecycle import OPEN_STATUSES
     from core.models import Case
     from ingest.scheduler import sla_sweep
     from ingest.streams import Producer
     from ingest.worker import Worker, tune_gc
 
-    tmp = Path(tempfile.mkdtemp(prefix="gridwatch-rules-"))
-    redis_url = os.environ.get("REDIS_URL") or start_embedded_redis(tmp)
-    db_url = os.environ.get("DATABASE_URL") or f"sqlite:///{tmp / 'rules.db'}"
-    settings = Settings(redis_url=redis_url, database_url=db_url, var_dir=tmp, stream_prefix="rules" + uuid.uuid4().hex[:6],
-                        worker_block_ms=20)
-    r = get_redis(settings)
-    engine = get_engine(settings)
-    migrate(engine)
-    city = get_city()
+    env = bench_env("rules")
+    settings, r, engine, city = env.settings, env.r, env.engine, env.city
     print(f"Gridwatch rules benchmark — {os.cpu_count()} cores, {engine.dialect.name}", flush=True)
 
     # N open cases: reported over the last 3 days, deadlines spread so some are overdue, some near, most on track.
@@ -88,8 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         if not any(counts.values()):
             break
     print("Target: sweep ≤ 1 s over 20,000 open cases.")
-    for key in r.scan_iter(f"{settings.stream_prefix}:*", count=1000):
-        r.delete(key)
+    env.close()
     return 0
 
 

@@ -1,0 +1,61 @@
+"""What every benchmark needs: a throwaway environment on the real parts, and one way to print a figure."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from config.settings import Settings
+
+
+def line(label: str, value: str, width: int = 52) -> None:
+    print(f"  {label:<{width}} {value}", flush=True)
+
+
+def rate(n: int, seconds: float, unit: str = "/s") -> str:
+    return f"{n / seconds:>12,.0f} {unit}   ({n:,} in {seconds:.2f} s)"
+
+
+@dataclass
+class BenchEnv:
+    tmp: Path
+    settings: Settings
+    r: Any
+    engine: Any
+    city: Any
+
+    @property
+    def redis_label(self) -> str:
+        return "REDIS_URL" if os.environ.get("REDIS_URL") else "embedded"
+
+    def close(self) -> None:
+        """Delete this run's Redis keys and temporary files."""
+        keys = list(self.r.scan_iter(f"{self.settings.stream_prefix}:*", count=1000))
+        for i in range(0, len(keys), 1000):
+            self.r.delete(*keys[i : i + 1000])
+        self.engine.dispose()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def bench_env(name: str, **overrides: Any) -> BenchEnv:
+    """REDIS_URL / DATABASE_URL when set, else an embedded Redis and a SQLite file in a temporary folder.
+
+    Keys get a prefix of their own, so a benchmark never touches a running system's data.
+    """
+    from config.city import get_city
+    from config.services import get_engine, get_redis, migrate, start_embedded_redis
+
+    tmp = Path(tempfile.mkdtemp(prefix=f"gridwatch-{name}-"))
+    redis_url = os.environ.get("REDIS_URL") or start_embedded_redis(tmp)
+    db_url = os.environ.get("DATABASE_URL") or f"sqlite:///{tmp / 'bench.db'}"
+    settings = Settings(redis_url=redis_url, database_url=db_url, var_dir=tmp,
+                        stream_prefix=name[:6] + uuid.uuid4().hex[:6], worker_block_ms=20, **overrides)
+    r = get_redis(settings)
+    engine = get_engine(settings)
+    migrate(engine)
+    return BenchEnv(tmp, settings, r, engine, get_city())
