@@ -34,6 +34,19 @@ NAMING = {
 }
 
 
+def to_db_time(value: datetime | None, dialect_name: str):
+    """An aware datetime as the database stores it: UTC; on SQLite fixed-width text (see UTCDateTime)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    if dialect_name == "sqlite":
+        return value.isoformat(" ", "microseconds")[:26]
+    return value
+
+
 class UTCDateTime(TypeDecorator):
     """Aware datetimes stored as UTC; read back as aware UTC datetimes on every backend.
 
@@ -51,15 +64,7 @@ class UTCDateTime(TypeDecorator):
         return dialect.type_descriptor(DateTime(timezone=True))
 
     def process_bind_param(self, value, dialect):
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        if value.tzinfo is not UTC:
-            value = value.astimezone(UTC)
-        if dialect.name == "sqlite":
-            return value.isoformat(" ", "microseconds")[:26]
-        return value
+        return to_db_time(value, dialect.name)
 
     def process_result_value(self, value, dialect):
         if value is None:

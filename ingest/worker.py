@@ -34,7 +34,7 @@ from core import lifecycle
 from core.geography import usable_point
 from core.lifecycle import Action, Status, TransitionError
 from core.livestate import LiveKeys, encode_case_state
-from core.models import Case, CaseEvent, Device, SensorAlarm, UTCDateTime
+from core.models import Case, CaseEvent, Device, SensorAlarm, UTCDateTime, to_db_time
 from core.records import CaseEvent as CaseRecord
 from core.records import Catalog, SensorReading, parse_json_entry
 from ingest.live import LiveWriter
@@ -102,29 +102,23 @@ class FastWriter:
 
     SQLAlchemy's generic per-row parameter processing costs more than the database work itself at
     10,000 events/s; here each value is converted once, by the same column types' own rules
-    (``UTCDateTime`` for times, JSON text for lists). Everything else goes through SQLAlchemy.
+    (``to_db_time`` — the rule ``UTCDateTime`` applies — for times, JSON text for lists). Everything else goes through SQLAlchemy.
     """
 
     def __init__(self, dialect_name: str):
         self.dialect = dialect_name
         self.mark = "?" if dialect_name == "sqlite" else "%s"
-        self._time = UTCDateTime().process_bind_param
 
     def _value(self, value):
         t = type(value)
         if t is datetime:
-            return self._time(value, self)
+            return to_db_time(value, self.dialect)
         if t is list or t is dict:
             return orjson.dumps(value).decode()
         return value
 
-    # UTCDateTime.process_bind_param reads dialect.name
-    @property
-    def name(self) -> str:
-        return self.dialect
-
     def time(self, value: datetime | None):
-        return None if value is None else self._time(value, self)
+        return to_db_time(value, self.dialect)
 
     def insert(self, conn: Connection, table, columns: Sequence[str], rows: Sequence[Sequence[Any]],
                converted: bool = False) -> None:
@@ -609,7 +603,7 @@ class Worker:
                     for entry_id, fields in entries:
                         log.exception("entry %s on %s could not be applied", entry_id, stream)
                         self._dead_and_ack(stream, entry_id, fields.get(b"d", b""), f"apply failed: {type(exc).__name__}: {exc}",
-                                           (fields.get(b"s") or b"unknown").decode("utf-8", "replace"))
+                                           entry_source(fields))
                         result.dead += 1
                 return result
             log.warning("batch failed (%s: %s); applying its entries one by one", type(exc).__name__, exc)
@@ -617,14 +611,6 @@ class Worker:
                 for entry in entries:
                     result.add(self.process({stream: [entry]}))
         return result
-
-    @staticmethod
-    def _where(key) -> tuple[Any, int | None]:
-        """(entry id, index in the entry) of a record's key; alarm-made cases have none."""
-        if key is None:
-            return None, None
-        entry_id, index = key
-        return entry_id, index
 
     def _dead_and_ack(self, stream: str, entry_id, raw, reason: str, source: str) -> None:
         pipe = self.r.pipeline(transaction=False)
@@ -668,7 +654,8 @@ class Worker:
         if sensor_items:
             sdead: list = []
             sensors = self.applier.apply_sensors(sensor_items, result, sdead)
-            dead += [(self.names.sensors, *self._where(k), raw, reason, src) for k, raw, reason, src in sdead]
+            dead += [(self.names.sensors, *(k or (None, None)), raw, reason, src)
+                     for k, raw, reason, src in sdead]  # k: (entry id, index in it); None for alarm-made cases
             case_items = case_items + sensors.alarm_cases
             last_readings, alarm_changes = sensors.last, sensors.alarm_changes
         if case_items or (sensors is not None and sensors.needs_sql):
@@ -678,7 +665,7 @@ class Worker:
                 if case_items:
                     cdead: list = []
                     touched = self.applier.apply_cases(conn, case_items, result, cdead)
-                    dead += [(self.names.cases, *self._where(k), _item(raws.get(k), k) or raw, reason, src)
+                    dead += [(self.names.cases, *(k or (None, None)), _item(raws.get(k), k) or raw, reason, src)
                              for k, raw, reason, src in cdead]
                 if sensors is not None:
                     self.applier.link_alarm_cases(conn, sensors, touched)
