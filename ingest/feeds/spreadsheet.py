@@ -1143,17 +1143,7 @@ def _run(chunks, mapping, ctx, report, seen, producer, r, settings, progress, pr
         names = StreamNames.of(settings)
     t0 = time.perf_counter()
     next_progress = progress_rows
-    first = True
-    for chunk in chunks:
-        chunk.columns = [str(c).strip() for c in chunk.columns]
-        if first:
-            check_columns(mapping, list(chunk.columns), label)
-            first = False
-        if not len(chunk):
-            continue
-        events, dead = map_chunk(chunk, ctx, report.rows_read + 1, report, seen)
-        report.rows_read += len(chunk)
-        report.rows_dead += len(dead)
+    for events, dead in _mapped_chunks(chunks, mapping, ctx, report, seen):
         if producer is not None:
             if events:
                 producer.bulk(events)  # after live events: an import never holds up the wall
@@ -1168,9 +1158,25 @@ def _run(chunks, mapping, ctx, report, seen, producer, r, settings, progress, pr
         if progress is not None and report.rows_read >= next_progress:
             progress(report)
             next_progress = (report.rows_read // progress_rows + 1) * progress_rows
+    report.seconds = time.perf_counter() - t0
+
+
+def _mapped_chunks(chunks, mapping, ctx, report, seen) -> Iterator[tuple[list[bytes], list[tuple[dict, str]]]]:
+    """(events, rejected rows) chunk by chunk; checks the header first and counts rows read and rejected."""
+    first = True
+    for chunk in chunks:
+        chunk.columns = [str(c).strip() for c in chunk.columns]
+        if first:
+            check_columns(mapping, list(chunk.columns), ctx.file_label)
+            first = False
+        if not len(chunk):
+            continue
+        events, dead = map_chunk(chunk, ctx, report.rows_read + 1, report, seen)
+        report.rows_read += len(chunk)
+        report.rows_dead += len(dead)
+        yield events, dead
     if first:
         raise ImportFileError("the file has no header row")
-    report.seconds = time.perf_counter() - t0
 
 
 def iter_records(path: str | Path, mapping_path: str | Path, *, city=None, encoding: str | None = None) -> Iterator[dict]:
@@ -1187,18 +1193,7 @@ def iter_records(path: str | Path, mapping_path: str | Path, *, city=None, encod
     chunks, _ = read_chunks(path, mapping, encoding, DEFAULT_CHUNK_ROWS)
     ctx = _context(mapping, city, mapping.source.value, path.name)
     report = ImportReport(file=path.name, mapping=mapping.path, source=mapping.source.value, dry_run=True, encoding="")
-    records: list[dict] = []
-    seen: set[str] = set()
-    first = True
-    for chunk in chunks:
-        chunk.columns = [str(c).strip() for c in chunk.columns]
-        if first:
-            check_columns(mapping, list(chunk.columns), path.name)
-            first = False
-        if len(chunk):
-            events, _dead = map_chunk(chunk, ctx, report.rows_read + 1, report, seen)
-            report.rows_read += len(chunk)
-            records.extend(orjson.loads(e) for e in events)
+    records = [orjson.loads(e) for events, _dead in _mapped_chunks(chunks, mapping, ctx, report, set()) for e in events]
     records.sort(key=lambda rec: rec["occurred_at"])  # stable: equal times keep row order
     return iter(records)
 
