@@ -60,8 +60,9 @@ class BatchResult:
     def add(self, other: BatchResult) -> None:
         """Add another batch's counts to these."""
         for f in dataclasses.fields(self):
-            if f.type == "int":
-                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+            mine = getattr(self, f.name)
+            if isinstance(mine, int):
+                setattr(self, f.name, mine + getattr(other, f.name))
 
 
 def catalog_of(city) -> Catalog:
@@ -215,13 +216,6 @@ class Applier:
         self.registry: dict[str, tuple[str, str | None]] = {}  # device → (type, grid); set once, at registration
 
     # ---- locations -------------------------------------------------------------------------
-    def locate(self, grid_code: str | None, lon: float | None, lat: float | None) -> str | None:
-        if grid_code:
-            return grid_code
-        if lon is None or lat is None or not usable_point(lon, lat):
-            return None
-        return self.city.geography.locate(lon, lat)
-
     def locate_many(self, records) -> list[str | None]:
         """Grid codes for many records at once (given grid code first, then point-in-polygon)."""
         out: list[str | None] = [None] * len(records)
@@ -340,7 +334,7 @@ class Applier:
             if ev.due_at is not None and a is not Action.EXTEND:
                 case["due_at"] = ev.due_at
             if ev.lon is not None or ev.grid_code is not None:
-                grid = self.locate(ev.grid_code, ev.lon, ev.lat)
+                grid = self.locate_many([ev])[0]
                 case.update(lon=ev.lon, lat=ev.lat, grid_code=grid, street_code=grid and grid[:9],
                             community_code=grid and grid[:12], located=grid is not None)
         if (case["due_at"] is not None and target in lifecycle.OPEN_STATUSES and case["suspended_at"] is None
