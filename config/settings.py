@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     mqtt_topic_root: str = Field("gridwatch", description="topics are ROOT/<district>/<device_type>/<device_id>")
     holidays_file: Path = Field(ROOT / "config" / "holidays.yaml", description="holiday schedule for years chinesecalendar does not know")
     feeds_file: Path = Field(ROOT / "config" / "feeds.yaml", description="pulling feeds (Open311 endpoints) and their mappings")
+    rankings_file: Path = Field(ROOT / "config" / "rankings.yaml", description="department rankings: composite weights, minimum volume, list size")
     sla_warn_share: float = Field(0.2, ge=0, le=1, description="a deadline is 'warning' when this share of its window is left")
     sla_escalate_after_hours: float = Field(24.0, description="overdue this long escalates to the department head / district")
     whistle_report_minutes: int = Field(30, description="吹哨报到: a summoned department must check in within this many minutes")

@@ -159,6 +159,7 @@ class CaseEvent(Base):
     actor: Mapped[str | None] = mapped_column(String(64))
     departments: Mapped[list[str] | None] = mapped_column(JSON)
     note: Mapped[str | None] = mapped_column(Text)
+    rating: Mapped[int | None] = mapped_column(Integer)  # evaluate: the rating given (1–5)
 
 
 class Device(Base):
@@ -188,3 +189,33 @@ class SensorAlarm(Base):
     cleared_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     peak_value: Mapped[float] = mapped_column(Float)
     case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"))
+
+
+class CaseAssignment(Base):
+    """A department's part in a case (core/assignments.py projects these from the timeline): the rankings' input."""
+
+    __tablename__ = "case_assignments"
+    __table_args__ = (
+        Index("ix_case_assignments_case", "case_id"),
+        Index("ix_case_assignments_assigned", "assigned_at"),
+        Index("ix_case_assignments_resolved", "resolved_at"),
+        Index("ix_case_assignments_evaluated", "evaluated_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"))
+    department: Mapped[str] = mapped_column(String(32))
+    role: Mapped[str] = mapped_column(String(8))  # lead (主办) | whistle (吹哨报到)
+    grid_code: Mapped[str | None] = mapped_column(String(15))  # the case's grid when assigned: the area scope
+    assigned_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # acknowledge by: 签收 (lead), 报到 (whistle)
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    accepted_on_time: Mapped[bool | None] = mapped_column(Boolean)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resolved_on_time: Mapped[bool | None] = mapped_column(Boolean)
+    returned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reopened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    checked_in_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    rating: Mapped[int | None] = mapped_column(Integer)
+    evaluated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -8,7 +8,7 @@ never silently all data.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -210,7 +210,8 @@ def blueprint() -> Blueprint:
     def unknown_route(rest: str):
         # Without this, the Dash page's catch-all route would answer unknown API paths with HTML.
         return _error(404, f"no API route /api/{rest}; the routes are /api/v1/summary, /api/v1/areas, "
-                           "/api/v1/cases and /api/v1/cases/<id>")
+                           "/api/v1/cases, /api/v1/cases/<id>, /api/v1/sla, /api/v1/kpis, /api/v1/rankings and "
+                           "/api/v1/definitions")
 
     @bp.get("/healthz")
     def healthz():
@@ -353,12 +354,58 @@ def blueprint() -> Blueprint:
                               "previous": {"since": since - length, "until": since, "kpis": previous},
                               "kpis": current, "change": k.change(current, previous)})
 
+    @bp.get("/api/v1/rankings")
+    def rankings():
+        from config.rankings import get_rules
+        from core import rankings as rk
+        from core.records import CITY_TZ
+
+        p = _params(("period", "date", "since", "until", "area"))
+        city = context.city()
+        area = _area(p["area"]) if "area" in p else city.geography.district
+        kind = p.get("period", "week").lower()
+        if kind not in rk.PERIODS:
+            raise ApiError(400, f"period: unknown period {kind!r}; use one of: {', '.join(rk.PERIODS)}", "period")
+        now = datetime.now(UTC)
+        if kind == "custom":
+            if "date" in p:
+                raise ApiError(400, "date: not used with period=custom; give since and until", "date")
+            for name in ("since", "until"):
+                if name not in p:
+                    raise ApiError(400, f"{name}: period=custom needs both since and until", name)
+            since, until = _period(p)
+            current = rk.period("custom", since.date(), CITY_TZ, since, until)
+        else:
+            for name in ("since", "until"):
+                if name in p:
+                    raise ApiError(400, f"{name}: only used with period=custom; use date= to pick the {kind}", name)
+            day = datetime.now(CITY_TZ).date()
+            if "date" in p:
+                try:
+                    day = date.fromisoformat(p["date"])
+                except ValueError:
+                    raise ApiError(400, f"date: {p['date']!r} is not an ISO 8601 date, e.g. 2026-11-20", "date") from None
+            current = rk.period(kind, day, CITY_TZ)
+        previous = current.previous(CITY_TZ)
+        rules = get_rules(context.settings().rankings_file)
+        result = queries.ranking(context.engine(), departments=city.departments, rules=rules, current=current,
+                                 previous=previous, now=now, area=None if area.level == "district" else area.code)
+        return json_response({
+            "area": area.code, "name": area.name, "period": current.kind, "label": current.label,
+            "since": current.since.astimezone(UTC), "until": current.until.astimezone(UTC), "as_of": min(now, current.until),
+            "previous": {"label": previous.label, "since": previous.since.astimezone(UTC),
+                         "until": previous.until.astimezone(UTC)},
+            "rules": {"weights": dict(rules.weights), "min_volume": rules.min_volume, "list_size": rules.list_size},
+            **result,
+        })
+
     @bp.get("/api/v1/definitions")
     def definitions():
         from core import kpis as k
+        from core import rankings as rk
 
         _params(())
-        return json_response({"kpis": k.DEFINITIONS})
+        return json_response({"kpis": k.DEFINITIONS, "rankings": rk.DEFINITIONS})
 
     @bp.get("/api/v1/cases/<case_id>")
     def case(case_id: str):

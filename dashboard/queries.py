@@ -180,3 +180,153 @@ def kpi_frame(engine: Engine, *, area: str | None, since, until):
         df[c] = pd.to_datetime(df[c], utc=True)
     df["rating"] = pd.to_numeric(df["rating"])
     return df
+
+
+def department_metrics(engine: Engine, *, since, until, as_of, area: str | None = None,
+                       percentiles: bool = True) -> dict[str, dict[str, Any]]:
+    """Each department's ranking figures for [since, until), judged at ``as_of`` (≤ until): core.rankings.DEFINITIONS.
+
+    Aggregated in SQL over the assignment rows (core/assignments.py), a few grouped statements on indexed time
+    ranges — never one row per case into Python. ``area`` limits them to cases located in that area (the district:
+    all, unlocated included).
+    """
+    from sqlalchemy import and_, case, func, or_
+
+    from core.models import CaseAssignment
+    from core.rankings import SATISFIED, quantile, ratio
+
+    a = CaseAssignment.__table__
+    lead = a.c.role == "lead"
+    scope = []
+    if area and level_of(area) != "district":
+        scope.append(a.c.grid_code.like(f"{area}%"))
+    end = min(until, as_of)
+
+    def count_if(cond):
+        return func.sum(case((cond, 1), else_=0))
+
+    out: dict[str, dict[str, Any]] = {}
+
+    def put(rows, names):
+        for row in rows:
+            d = out.setdefault(row[0], {})
+            for name, value in zip(names, row[1:], strict=True):
+                d[name] = int(value or 0)
+
+    accepted = and_(a.c.accepted_at.is_not(None), a.c.accepted_at < as_of)
+    unaccepted_past_due = and_(
+        a.c.due_at.is_not(None), a.c.due_at < as_of, or_(a.c.accepted_at.is_(None), a.c.accepted_at >= as_of),
+        or_(a.c.ended_at.is_(None), a.c.ended_at > a.c.due_at),
+    )
+    checked = and_(a.c.checked_in_at.is_not(None), a.c.checked_in_at < as_of)
+    with engine.connect() as conn:
+        received = select(
+            a.c.department, func.count(func.distinct(a.c.case_id)), count_if(or_(accepted, unaccepted_past_due)),
+            count_if(and_(accepted, a.c.accepted_on_time.is_(True))),
+            count_if(and_(a.c.returned_at.is_not(None), a.c.returned_at < as_of)), func.count(),
+        ).where(lead, a.c.assigned_at >= since, a.c.assigned_at < until, *scope).group_by(a.c.department)
+        put(conn.execute(received), ("received", "accept_decided", "accepted_on_time", "returned", "assignments"))
+
+        in_end = (a.c.resolved_at >= since, a.c.resolved_at < end)
+        resolved = select(
+            a.c.department, func.count(), count_if(a.c.resolved_on_time.is_(True)),
+            count_if(and_(a.c.reopened_at.is_not(None), a.c.reopened_at < as_of)),
+        ).where(lead, *in_end, *scope).group_by(a.c.department)
+        put(conn.execute(resolved), ("resolved", "resolved_on_time", "reopened"))
+
+        whistles = select(
+            a.c.department, func.count(), count_if(or_(checked, a.c.due_at < as_of)),
+            count_if(and_(checked, a.c.checked_in_at <= a.c.due_at)),
+        ).where(a.c.role == "whistle", a.c.assigned_at >= since, a.c.assigned_at < until, *scope).group_by(a.c.department)
+        put(conn.execute(whistles), ("whistles", "whistle_decided", "whistle_on_time"))
+
+        evaluations = select(
+            a.c.department, func.count(), count_if(a.c.rating >= SATISFIED), func.sum(a.c.rating),
+        ).where(lead, a.c.evaluated_at >= since, a.c.evaluated_at < end, a.c.rating.is_not(None), *scope
+                ).group_by(a.c.department)
+        put(conn.execute(evaluations), ("evaluations", "satisfied", "rating_sum"))
+
+        still_open = select(
+            a.c.department, func.count(), count_if(and_(_CASE.c.due_at.is_not(None), _CASE.c.due_at < as_of)),
+        ).select_from(a.join(_CASE, _CASE.c.id == a.c.case_id)).where(
+            lead, or_(a.c.resolved_at.is_(None), a.c.resolved_at >= as_of), a.c.assigned_at < as_of,
+            or_(a.c.ended_at.is_(None), a.c.ended_at >= as_of), *scope,
+        ).group_by(a.c.department)
+        put(conn.execute(still_open), ("open_at_end", "overdue_open"))
+
+        quantiles: dict[str, dict[str, float | None]] = {}
+        if percentiles:
+            if conn.dialect.name == "postgresql":
+                seconds = func.extract("epoch", a.c.resolved_at - a.c.assigned_at)
+            else:
+                seconds = (func.julianday(a.c.resolved_at) - func.julianday(a.c.assigned_at)) * 86400.0
+            inner = select(
+                a.c.department.label("d"), seconds.label("s"),
+                func.row_number().over(partition_by=a.c.department, order_by=seconds).label("rn"),
+                func.count().over(partition_by=a.c.department).label("n"),
+            ).where(lead, *in_end, *scope).subquery()
+            qs = (0.5, 0.9)
+            # the positions quantile() needs: floor((n−1)q)+1 and the next one
+            wanted = or_(*(inner.c.rn == func.floor((inner.c.n - 1) * q) + off for q in qs for off in (1, 2)))
+            values: dict[str, dict[int, float]] = {}
+            counts: dict[str, int] = {}
+            for d, s, rn, n in conn.execute(select(inner.c.d, inner.c.s, inner.c.rn, inner.c.n).where(wanted)):
+                values.setdefault(d, {})[int(rn)] = float(s)
+                counts[d] = int(n)
+            for d, n in counts.items():
+                quantiles[d] = {"handling_median_s": quantile(values[d], n, 0.5),
+                                "handling_p90_s": quantile(values[d], n, 0.9)}
+
+    for d in list(out):
+        m = out[d] = {**department_metrics_empty(), "rating_sum": 0, **out[d]}
+        m["accepted_on_time_rate"] = ratio(m["accepted_on_time"], m["accept_decided"])
+        m["resolved_on_time_rate"] = ratio(m["resolved_on_time"], m["resolved"])
+        m["overdue_share"] = ratio(m["overdue_open"], m["open_at_end"])
+        m["returned_rate"] = ratio(m["returned"], m["assignments"])
+        m["reopened_rate"] = ratio(m["reopened"], m["resolved"])
+        m["whistle_on_time_rate"] = ratio(m["whistle_on_time"], m["whistle_decided"])
+        m["satisfaction"] = ratio(m["satisfied"], m["evaluations"])
+        m["rating_mean"] = ratio(m.pop("rating_sum"), m["evaluations"])
+        m.update(quantiles.get(d, {}))
+    return out
+
+
+def ranking(engine: Engine, *, departments: dict[str, Any], rules, current, previous, now,
+            area: str | None = None) -> dict[str, Any]:
+    """The department ranking for a period (core.rankings.Period) with rank changes against ``previous``.
+
+    ``departments``: code → the city's Department (names); every configured department is listed, those below the
+    minimum volume as not ranked, and any department found in the data but not configured is listed by its code.
+    """
+    from core import rankings
+
+    def rows_for(p, percentiles):
+        found = department_metrics(engine, since=p.since, until=p.until, as_of=min(p.until, now), area=area,
+                                   percentiles=percentiles)
+        rows = []
+        for code in dict.fromkeys([*departments, *sorted(found)]):
+            m = found.get(code)
+            if m is None:
+                m = department_metrics_empty()
+            dept = departments.get(code)
+            rows.append({"department": code, "name": getattr(dept, "name", code), "short": getattr(dept, "short", None),
+                         **m})
+        return rows
+
+    prev = rankings.rank(rows_for(previous, False), rules)
+    prev_ranks = {r["department"]: r["rank"] for r in prev["departments"] if r["rank"] is not None}
+    cur = rankings.rank(rows_for(current, True), rules, prev_ranks)
+    for r in cur["departments"]:
+        r["previous_rank"] = prev_ranks.get(r["department"])
+    return cur
+
+
+def department_metrics_empty() -> dict[str, Any]:
+    """The figures of a department with nothing in the period."""
+    counts = dict.fromkeys(("received", "accept_decided", "accepted_on_time", "returned", "assignments", "resolved",
+                            "resolved_on_time", "reopened", "whistles", "whistle_decided", "whistle_on_time",
+                            "evaluations", "satisfied", "open_at_end", "overdue_open"), 0)
+    rates = dict.fromkeys(("accepted_on_time_rate", "resolved_on_time_rate", "overdue_share", "returned_rate",
+                           "reopened_rate", "whistle_on_time_rate", "satisfaction", "rating_mean",
+                           "handling_median_s", "handling_p90_s"))
+    return {**counts, **rates}

@@ -30,11 +30,11 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from config.settings import Settings, get_settings
-from core import lifecycle
+from core import assignments, lifecycle
 from core.geography import usable_point
 from core.lifecycle import Action, Status, TransitionError
 from core.livestate import LiveKeys, encode_case_state
-from core.models import Case, CaseEvent, Device, SensorAlarm, UTCDateTime, to_db_time
+from core.models import Case, CaseAssignment, CaseEvent, Device, SensorAlarm, UTCDateTime, to_db_time
 from core.records import CaseEvent as CaseRecord
 from core.records import Catalog, SensorReading, parse_json_entry
 from ingest.live import LiveWriter
@@ -159,6 +159,28 @@ class FastWriter:
                 out.append(case)
         return out
 
+    def select_assignments(self, conn: Connection, case_ids: Sequence[int]) -> list[dict[str, Any]]:
+        """The assignment rows of these cases (oldest first), as Python values."""
+        out = []
+        names = _ASSIGN_ALL
+        sqlite_ = self.dialect == "sqlite"
+        for i in range(0, len(case_ids), 400):
+            chunk = case_ids[i : i + 400]
+            sql = (f"SELECT {', '.join(names)} FROM case_assignments WHERE case_id IN "
+                   f"({', '.join([self.mark] * len(chunk))}) ORDER BY id")
+            for row in conn.exec_driver_sql(sql, tuple(chunk)):
+                a = dict(zip(names, row, strict=True))
+                if sqlite_:
+                    for c in _ASSIGN_TIMES:
+                        v = a[c]
+                        if v is not None:
+                            a[c] = datetime.fromisoformat(v).replace(tzinfo=UTC)
+                    for c in ("accepted_on_time", "resolved_on_time"):
+                        if a[c] is not None:
+                            a[c] = bool(a[c])
+                out.append(a)
+        return out
+
     def update_by_id(self, conn: Connection, table, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         """rows: values for ``columns`` followed by the id."""
         if not rows:
@@ -173,8 +195,10 @@ _CASE_ALL = tuple(c.name for c in Case.__table__.columns)
 _CASE_COLUMNS = tuple(c for c in _CASE_ALL if c != "id")
 _CASE_TIMES = tuple(c.name for c in Case.__table__.columns if isinstance(c.type, UTCDateTime))
 _CASE_BOOLS = tuple(c.name for c in Case.__table__.columns if c.type.python_type is bool)
+_ASSIGN_ALL = ("id", *assignments.COLUMNS)
+_ASSIGN_TIMES = tuple(c.name for c in CaseAssignment.__table__.columns if isinstance(c.type, UTCDateTime))
 _EVENT_COLUMNS = ("case_id", "event_key", "action", "source", "occurred_at", "received_at", "status_before",
-                  "status_after", "actor", "departments", "note")
+                  "status_after", "actor", "departments", "note", "rating")
 
 
 def _ts(reading: SensorReading) -> datetime:
@@ -213,6 +237,7 @@ class Applier:
         self.keys = LiveKeys(settings.stream_prefix)
         self.live = LiveWriter(r, settings.stream_prefix, self.district)
         self.fast = FastWriter(engine.dialect.name)
+        self.whistle_limit = timedelta(minutes=settings.whistle_report_minutes)
         self.registry: dict[str, tuple[str, str | None]] = {}  # device → (type, grid); set once, at registration
 
     # ---- locations -------------------------------------------------------------------------
@@ -371,6 +396,7 @@ class Applier:
         dirty: set[tuple[str, str]] = set()  # every case the batch names: its live state is re-asserted
         events: list[tuple[tuple[str, str], tuple]] = []
         applied_keys: set[tuple[tuple[str, str], str]] = set()
+        assigning: list[tuple[tuple[str, str], CaseRecord]] = []  # applied events that change assignment rows
         for entry_id, ev in items:
             ck = (ev.source, ev.external_id)
             key = ev.key
@@ -400,8 +426,11 @@ class Applier:
             applied_keys.add((ck, key))
             # the columns of _EVENT_COLUMNS after case_id
             events.append((ck, (key, ev.event.value, ev.source, to_db(ev.occurred_at), now_db, status, after, ev.actor,
-                                orjson.dumps(ev.departments).decode() if ev.departments is not None else None, ev.note)))
+                                orjson.dumps(ev.departments).decode() if ev.departments is not None else None, ev.note,
+                                ev.rating)))
             result.applied += 1
+            if ev.event.value in assignments.ACTIONS:
+                assigning.append((ck, ev))
 
         if new_keys:
             fast.insert(conn, Case.__table__, _CASE_COLUMNS, [tuple(cases[ck][c] for c in _CASE_COLUMNS) for ck in new_keys])
@@ -417,9 +446,36 @@ class Applier:
         if events:
             fast.insert(conn, CaseEvent.__table__, _EVENT_COLUMNS,
                         [(cases[ck]["id"], *row) for ck, row in events], converted=True)
+        if assigning:
+            self._assign(conn, fast, cases, assigning, set(new_keys))
         touched = {cases[ck]["id"]: cases[ck] for ck in dirty}
         result.cases_touched += len(touched)
         return touched
+
+    def _assign(self, conn: Connection, fast: FastWriter, cases: dict[tuple[str, str], dict[str, Any]],
+                assigning: list[tuple[tuple[str, str], CaseRecord]], new_keys: set[tuple[str, str]]) -> None:
+        """Move the departments' assignment rows (core/assignments.py) by the batch's applied events."""
+        existing = sorted({cases[ck]["id"] for ck, _ in assigning if ck not in new_keys})
+        rows: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        before: dict[int, tuple] = {}
+        for a in fast.select_assignments(conn, existing) if existing else ():
+            rows[a["case_id"]].append(a)
+            before[a["id"]] = tuple(a[c] for c in assignments.MUTABLE)
+        limit = self.whistle_limit
+        for ck, ev in assigning:
+            case = cases[ck]
+            assignments.apply(rows[case["id"]], ev.event.value, ev.occurred_at, case_id=case["id"],
+                              departments=ev.departments, accept_due=case["accept_due_at"], due=case["due_at"],
+                              grid=case["grid_code"], rating=ev.rating, whistle_limit=limit)
+        added, changed = [], []
+        for case_rows in rows.values():
+            for a in case_rows:
+                if a["id"] is None:
+                    added.append(tuple(a[c] for c in assignments.COLUMNS))
+                elif tuple(a[c] for c in assignments.MUTABLE) != before[a["id"]]:
+                    changed.append((*(a[c] for c in assignments.MUTABLE), a["id"]))
+        fast.insert(conn, CaseAssignment.__table__, assignments.COLUMNS, added)
+        fast.update_by_id(conn, CaseAssignment.__table__, assignments.MUTABLE, changed)
 
     def case_live_state(self, case: dict[str, Any]) -> str:
         return encode_case_state(case["grid_code"], case["grade"], case["status"], case["overdue"],

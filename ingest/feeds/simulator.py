@@ -19,7 +19,8 @@ What it simulates
   grid). Categories follow ``Category.weight(kind)``; sensor-only categories are left to the sensors.
   About 85 % of new cases are minor ones a grid worker handles on the spot (巡办合一: report → onsite
   → close, sometimes evaluate); the rest go report → register → dispatch (sometimes whistle) → accept
-  → handle → resolve → close → evaluate over minutes to hours, with SLA deadlines from the working
+  → handle → resolve → close → evaluate over minutes to hours (whistled departments check in, 报到: most
+  within the limit, some late, a few never), with SLA deadlines from the working
   calendar, ~15 % of them late, occasional returns (退回) and re-dispatch, rare reopens. The whole plan
   of a case is drawn when it is reported; each event is checked with :func:`core.lifecycle.apply`
   when it is emitted, so the simulator can never publish an illegal sequence.
@@ -576,6 +577,7 @@ class Simulator:
             plan.append((t, action, fields or {}))
 
         center = "街道指挥分中心"
+        extra_events: list = []  # events off the main line (check-ins), merged in by time at the end
         add(min(max(20, rng.expovariate(1 / 360)), 0.15 * wa), "register", {"actor": center})
         dept = self._department(cat, grid)
         add(min(max(20, rng.expovariate(1 / 480)), 0.15 * wa), "dispatch", {"departments": [dept], "actor": center})
@@ -594,6 +596,12 @@ class Simulator:
             if extra:
                 add(max(20, min(rng.expovariate(1 / 300), 0.1 * wa)), "whistle",
                     {"departments": extra, "actor": center, "note": "吹哨：多部门联合处置"})
+                for d in extra:  # 报到: most summoned departments report within the limit, some late, a few never
+                    u = rng.random()
+                    delay = rng.uniform(120, 1680) if u < 0.8 else rng.uniform(1860, 5400) if u < 0.92 else None
+                    if delay is not None:
+                        extra_events.append((t + _secs(delay), "checkin",
+                                             {"departments": [d], "actor": self._short(d), "note": "到场报到"}))
         if late_accept:
             t = max(t, accept_due)
             add(60 + rng.expovariate(1 / min(max(0.5 * wa, 1200), 7200)), "accept", {"actor": self._short(dept)})
@@ -623,7 +631,7 @@ class Simulator:
             add(max(30, rng.expovariate(1 / 900)), "handle", {"actor": self._short(dept)})
             add(600 + rng.expovariate(1 / 7200), "resolve", {"actor": self._short(dept), "note": "重新处置完毕"})
             add(60 + rng.expovariate(1 / 1800), "close", {"actor": center, "note": "复核通过，予以结案。"})
-        return plan
+        return sorted(plan + extra_events, key=lambda step: step[0]) if extra_events else plan
 
     def _short(self, dept: str) -> str:
         d = self.city.departments.get(dept)
