@@ -33,13 +33,39 @@ class BenchEnv:
     def redis_label(self) -> str:
         return "REDIS_URL" if os.environ.get("REDIS_URL") else "embedded"
 
+    pg_schema: str | None = None
+
     def close(self) -> None:
-        """Delete this run's Redis keys and temporary files."""
+        """Delete this run's Redis keys, its PostgreSQL schema and its temporary files."""
         keys = list(self.r.scan_iter(f"{self.settings.stream_prefix}:*", count=1000))
         for i in range(0, len(keys), 1000):
             self.r.delete(*keys[i : i + 1000])
         self.engine.dispose()
+        if self.pg_schema:
+            drop_pg_schema(self.settings.database_url, self.pg_schema)
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def pg_schema_url(base_url: str, name: str) -> tuple[str, str]:
+    """A throwaway schema in the PostgreSQL database at ``base_url``: (its name, a URL whose search_path is it)."""
+    from sqlalchemy import create_engine
+
+    schema = f"bench_{name[:8]}_{uuid.uuid4().hex[:8]}"
+    eng = create_engine(Settings(database_url=base_url).sqlalchemy_url)
+    with eng.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    eng.dispose()
+    sep = "&" if "?" in base_url else "?"
+    return schema, f"{base_url}{sep}options=-csearch_path%3D{schema}"
+
+
+def drop_pg_schema(url: str, schema: str) -> None:
+    from sqlalchemy import create_engine
+
+    eng = create_engine(Settings(database_url=url).sqlalchemy_url)
+    with eng.begin() as conn:
+        conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    eng.dispose()
 
 
 def bench_env(name: str, **overrides: Any) -> BenchEnv:
@@ -52,10 +78,13 @@ def bench_env(name: str, **overrides: Any) -> BenchEnv:
 
     tmp = Path(tempfile.mkdtemp(prefix=f"gridwatch-{name}-"))
     redis_url = os.environ.get("REDIS_URL") or start_embedded_redis(tmp)
-    db_url = os.environ.get("DATABASE_URL") or f"sqlite:///{tmp / 'bench.db'}"
+    db_url = overrides.pop("database_url", None) or os.environ.get("DATABASE_URL") or f"sqlite:///{tmp / 'bench.db'}"
+    schema = None
+    if db_url.startswith("postgres"):  # a schema of its own, dropped at close: never the tables of a running system
+        schema, db_url = pg_schema_url(db_url, name)
     settings = Settings(redis_url=redis_url, database_url=db_url, var_dir=tmp,
                         stream_prefix=name[:6] + uuid.uuid4().hex[:6], worker_block_ms=20, **overrides)
     r = get_redis(settings)
     engine = get_engine(settings)
     migrate(engine)
-    return BenchEnv(tmp, settings, r, engine, get_city())
+    return BenchEnv(tmp, settings, r, engine, get_city(), schema)

@@ -13,6 +13,8 @@ applied to the history that was already stored):
   acts; the accept and resolve are judged on time against the case's deadlines in force when they are applied.
 - ``reopen`` marks the leads whose resolution did not hold (reopened) and ends them; ``evaluate`` gives the rating
   to the leads whose resolution it judges.
+- A lead's ``finished_at`` is when it stopped being open work: resolved, or else ended (returned, superseded);
+  ``handling_s`` is the seconds from its dispatch to its resolution.
 
 Pure: rows are dicts; the caller loads the case's current rows and writes what changed.
 """
@@ -30,10 +32,10 @@ WHISTLE = "whistle"
 ACTIONS = frozenset({"dispatch", "whistle", "checkin", "accept", "resolve", "onsite", "return", "reopen", "evaluate"})
 
 COLUMNS = ("case_id", "department", "role", "grid_code", "assigned_at", "due_at", "accepted_at", "accepted_on_time",
-           "resolved_at", "resolved_on_time", "returned_at", "reopened_at", "ended_at", "checked_in_at", "rating",
-           "evaluated_at")
+           "resolved_at", "resolved_on_time", "returned_at", "reopened_at", "ended_at", "finished_at", "checked_in_at",
+           "rating", "evaluated_at", "handling_s")
 MUTABLE = ("accepted_at", "accepted_on_time", "resolved_at", "resolved_on_time", "returned_at", "reopened_at",
-           "ended_at", "checked_in_at", "rating", "evaluated_at")
+           "ended_at", "finished_at", "checked_in_at", "rating", "evaluated_at", "handling_s")
 
 
 def _on_time(at: datetime, due: datetime | None) -> bool:
@@ -85,6 +87,7 @@ def apply(rows: list[dict[str, Any]], action: str, at: datetime, *, case_id: Any
     elif action in ("resolve", "onsite"):
         for r in working:
             r["resolved_at"], r["resolved_on_time"] = at, _on_time(at, due)
+            r["handling_s"] = (at - r["assigned_at"]).total_seconds()
     elif action == "return":
         for r in working:
             r["returned_at"] = r["ended_at"] = at
@@ -97,6 +100,9 @@ def apply(rows: list[dict[str, Any]], action: str, at: datetime, *, case_id: Any
             if r["resolved_at"] is not None:
                 r["rating"], r["evaluated_at"] = rating, at
     rows.extend(added)
+    for r in rows:  # no longer open work from: resolved, or ended (returned, superseded) unresolved
+        if r["role"] == LEAD:
+            r["finished_at"] = r["resolved_at"] if r["resolved_at"] is not None else r["ended_at"]
     return added
 
 

@@ -20,7 +20,8 @@ SATISFIED = 4  # a rating of 4 or 5 (of 5) counts as satisfied (as in core/kpis.
 # Each metric: what it counts, and (for the composite) whether higher is better.
 DEFINITIONS: dict[str, dict[str, Any]] = {
     "received": {"zh": "受理案件数", "en": "Cases received", "unit": "cases",
-                 "definition": "cases dispatched to the department as lead (主办) in the period"},
+                 "definition": "lead (主办) assignments received in the period: dispatches to the department (a case "
+                               "dispatched to it again after a return or a reopen counts again)"},
     "accepted_on_time_rate": {"zh": "按时签收率", "en": "Accepted on time", "unit": "share", "better": "higher",
                               "definition": "of the lead assignments received in the period whose 签收 is decided by "
                                             "the end of the period (accepted, or the deadline passed unaccepted), the "
@@ -40,8 +41,8 @@ DEFINITIONS: dict[str, dict[str, Any]] = {
     "handling_p90_s": {"zh": "办理时长P90", "en": "90th percentile handling time", "unit": "seconds",
                        "definition": "90th percentile (linear interpolation) of the same durations"},
     "returned_rate": {"zh": "退回率", "en": "Returned", "unit": "share", "better": "lower",
-                      "definition": "of the lead assignments received in the period, the share the department "
-                                    "returned (退回) by the end of the period"},
+                      "definition": "of the assignments received in the period, the share the department returned "
+                                    "(退回) by the end of the period"},
     "reopened_rate": {"zh": "重办率", "en": "Reopened", "unit": "share", "better": "lower",
                       "definition": "of the resolutions in the period, the share reopened (重新办理) by the end of "
                                     "the period"},
@@ -143,17 +144,6 @@ def period(kind: str, day: date, tz: ZoneInfo, since: datetime | None = None, un
     else:
         raise ValueError(f"unknown period {kind!r}; use one of: {', '.join(PERIODS)}")
     return Period(kind, _midnight(start, tz), _midnight(end, tz), label)
-
-
-def quantile(values_at: Mapping[int, float], n: int, q: float) -> float | None:
-    """The q-quantile (linear interpolation, like pandas) from the sorted values at 1-based positions ``values_at``."""
-    if n == 0:
-        return None
-    pos = (n - 1) * q
-    lo = math.floor(pos)
-    frac = pos - lo
-    a = values_at[lo + 1]
-    return a if frac == 0 else a + (values_at[lo + 2] - a) * frac
 
 
 def ratio(a: float | None, b: float | None) -> float | None:

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
+import threading
+import time
 from collections.abc import Collection
 from typing import Any
 
@@ -190,10 +193,11 @@ def department_metrics(engine: Engine, *, since, until, as_of, area: str | None 
     ranges — never one row per case into Python. ``area`` limits them to cases located in that area (the district:
     all, unlocated included).
     """
+    import numpy as np
     from sqlalchemy import and_, case, func, or_
 
     from core.models import CaseAssignment
-    from core.rankings import SATISFIED, quantile, ratio
+    from core.rankings import SATISFIED, ratio
 
     a = CaseAssignment.__table__
     lead = a.c.role == "lead"
@@ -221,11 +225,11 @@ def department_metrics(engine: Engine, *, since, until, as_of, area: str | None 
     checked = and_(a.c.checked_in_at.is_not(None), a.c.checked_in_at < as_of)
     with engine.connect() as conn:
         received = select(
-            a.c.department, func.count(func.distinct(a.c.case_id)), count_if(or_(accepted, unaccepted_past_due)),
+            a.c.department, func.count(), count_if(or_(accepted, unaccepted_past_due)),
             count_if(and_(accepted, a.c.accepted_on_time.is_(True))),
-            count_if(and_(a.c.returned_at.is_not(None), a.c.returned_at < as_of)), func.count(),
+            count_if(and_(a.c.returned_at.is_not(None), a.c.returned_at < as_of)),
         ).where(lead, a.c.assigned_at >= since, a.c.assigned_at < until, *scope).group_by(a.c.department)
-        put(conn.execute(received), ("received", "accept_decided", "accepted_on_time", "returned", "assignments"))
+        put(conn.execute(received), ("received", "accept_decided", "accepted_on_time", "returned"))
 
         in_end = (a.c.resolved_at >= since, a.c.resolved_at < end)
         resolved = select(
@@ -249,40 +253,25 @@ def department_metrics(engine: Engine, *, since, until, as_of, area: str | None 
         still_open = select(
             a.c.department, func.count(), count_if(and_(_CASE.c.due_at.is_not(None), _CASE.c.due_at < as_of)),
         ).select_from(a.join(_CASE, _CASE.c.id == a.c.case_id)).where(
-            lead, or_(a.c.resolved_at.is_(None), a.c.resolved_at >= as_of), a.c.assigned_at < as_of,
-            or_(a.c.ended_at.is_(None), a.c.ended_at >= as_of), *scope,
+            lead, or_(a.c.finished_at.is_(None), a.c.finished_at >= as_of), a.c.assigned_at < as_of, *scope,
         ).group_by(a.c.department)
         put(conn.execute(still_open), ("open_at_end", "overdue_open"))
 
         quantiles: dict[str, dict[str, float | None]] = {}
-        if percentiles:
-            if conn.dialect.name == "postgresql":
-                seconds = func.extract("epoch", a.c.resolved_at - a.c.assigned_at)
-            else:
-                seconds = (func.julianday(a.c.resolved_at) - func.julianday(a.c.assigned_at)) * 86400.0
-            inner = select(
-                a.c.department.label("d"), seconds.label("s"),
-                func.row_number().over(partition_by=a.c.department, order_by=seconds).label("rn"),
-                func.count().over(partition_by=a.c.department).label("n"),
-            ).where(lead, *in_end, *scope).subquery()
-            qs = (0.5, 0.9)
-            # the positions quantile() needs: floor((n−1)q)+1 and the next one
-            wanted = or_(*(inner.c.rn == func.floor((inner.c.n - 1) * q) + off for q in qs for off in (1, 2)))
-            values: dict[str, dict[int, float]] = {}
-            counts: dict[str, int] = {}
-            for d, s, rn, n in conn.execute(select(inner.c.d, inner.c.s, inner.c.rn, inner.c.n).where(wanted)):
-                values.setdefault(d, {})[int(rn)] = float(s)
-                counts[d] = int(n)
-            for d, n in counts.items():
-                quantiles[d] = {"handling_median_s": quantile(values[d], n, 0.5),
-                                "handling_p90_s": quantile(values[d], n, 0.9)}
+        if percentiles:  # the durations themselves (one float per resolution), quantiles as pandas takes them
+            durations: dict[str, list[float]] = {}
+            for d, s in conn.execute(select(a.c.department, a.c.handling_s).where(lead, *in_end, *scope)):
+                durations.setdefault(d, []).append(float(s))
+            for d, values in durations.items():
+                q50, q90 = np.quantile(np.asarray(values), (0.5, 0.9))
+                quantiles[d] = {"handling_median_s": float(q50), "handling_p90_s": float(q90)}
 
     for d in list(out):
         m = out[d] = {**department_metrics_empty(), "rating_sum": 0, **out[d]}
         m["accepted_on_time_rate"] = ratio(m["accepted_on_time"], m["accept_decided"])
         m["resolved_on_time_rate"] = ratio(m["resolved_on_time"], m["resolved"])
         m["overdue_share"] = ratio(m["overdue_open"], m["open_at_end"])
-        m["returned_rate"] = ratio(m["returned"], m["assignments"])
+        m["returned_rate"] = ratio(m["returned"], m["received"])
         m["reopened_rate"] = ratio(m["reopened"], m["resolved"])
         m["whistle_on_time_rate"] = ratio(m["whistle_on_time"], m["whistle_decided"])
         m["satisfaction"] = ratio(m["satisfied"], m["evaluations"])
@@ -291,31 +280,57 @@ def department_metrics(engine: Engine, *, since, until, as_of, area: str | None 
     return out
 
 
+# Figures of periods that have ended, for COMPLETE_TTL seconds: they change only by late events, and the previous
+# period (for rank changes) is asked for with every ranking. Key: (database, area, since, until).
+COMPLETE_TTL = 300.0
+_complete: dict[tuple, tuple[float, dict[str, dict[str, Any]]]] = {}
+_complete_lock = threading.Lock()
+
+
+def _metrics_cached(engine: Engine, p, now, area: str | None, percentiles: bool) -> dict[str, dict[str, Any]]:
+    if p.until > now:  # still running: always fresh
+        return department_metrics(engine, since=p.since, until=p.until, as_of=now, area=area, percentiles=percentiles)
+    key = (engine.url.render_as_string(hide_password=True), area, p.since, p.until, percentiles)
+    with _complete_lock:
+        hit = _complete.get(key)
+    if hit is not None and hit[0] > time.monotonic():
+        return copy.deepcopy(hit[1])
+    found = department_metrics(engine, since=p.since, until=p.until, as_of=p.until, area=area, percentiles=percentiles)
+    with _complete_lock:
+        if len(_complete) > 256:
+            _complete.clear()
+        _complete[key] = (time.monotonic() + COMPLETE_TTL, copy.deepcopy(found))
+    return found
+
+
 def ranking(engine: Engine, *, departments: dict[str, Any], rules, current, previous, now,
             area: str | None = None) -> dict[str, Any]:
     """The department ranking for a period (core.rankings.Period) with rank changes against ``previous``.
 
     ``departments``: code → the city's Department (names); every configured department is listed, those below the
     minimum volume as not ranked, and any department found in the data but not configured is listed by its code.
+    The previous period's figures are worked out beside the current ones (another connection, another core).
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from core import rankings
 
-    def rows_for(p, percentiles):
-        found = department_metrics(engine, since=p.since, until=p.until, as_of=min(p.until, now), area=area,
-                                   percentiles=percentiles)
+    def rows_for(found):
         rows = []
         for code in dict.fromkeys([*departments, *sorted(found)]):
-            m = found.get(code)
-            if m is None:
-                m = department_metrics_empty()
+            m = found.get(code) or department_metrics_empty()
             dept = departments.get(code)
             rows.append({"department": code, "name": getattr(dept, "name", code), "short": getattr(dept, "short", None),
                          **m})
         return rows
 
-    prev = rankings.rank(rows_for(previous, False), rules)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        prev_future = pool.submit(_metrics_cached, engine, previous, now, area, False)
+        cur_found = _metrics_cached(engine, current, now, area, True)
+        prev_found = prev_future.result()
+    prev = rankings.rank(rows_for(prev_found), rules)
     prev_ranks = {r["department"]: r["rank"] for r in prev["departments"] if r["rank"] is not None}
-    cur = rankings.rank(rows_for(current, True), rules, prev_ranks)
+    cur = rankings.rank(rows_for(cur_found), rules, prev_ranks)
     for r in cur["departments"]:
         r["previous_rank"] = prev_ranks.get(r["department"])
     return cur
@@ -323,7 +338,7 @@ def ranking(engine: Engine, *, departments: dict[str, Any], rules, current, prev
 
 def department_metrics_empty() -> dict[str, Any]:
     """The figures of a department with nothing in the period."""
-    counts = dict.fromkeys(("received", "accept_decided", "accepted_on_time", "returned", "assignments", "resolved",
+    counts = dict.fromkeys(("received", "accept_decided", "accepted_on_time", "returned", "resolved",
                             "resolved_on_time", "reopened", "whistles", "whistle_decided", "whistle_on_time",
                             "evaluations", "satisfied", "open_at_end", "overdue_open"), 0)
     rates = dict.fromkeys(("accepted_on_time_rate", "resolved_on_time_rate", "overdue_share", "returned_rate",

@@ -38,15 +38,24 @@ def upgrade() -> None:
         sa.Column("returned_at", t),
         sa.Column("reopened_at", t),
         sa.Column("ended_at", t),
+        sa.Column("finished_at", t),
         sa.Column("checked_in_at", t),
         sa.Column("rating", sa.Integer()),
         sa.Column("evaluated_at", t),
+        sa.Column("handling_s", sa.Float()),
         sa.PrimaryKeyConstraint("id", name="pk_case_assignments"),
     )
+    # covering indexes (core/models.py): each ranking statement reads one time range of one index
     op.create_index("ix_case_assignments_case", "case_assignments", ["case_id"])
-    op.create_index("ix_case_assignments_assigned", "case_assignments", ["assigned_at"])
-    op.create_index("ix_case_assignments_resolved", "case_assignments", ["resolved_at"])
-    op.create_index("ix_case_assignments_evaluated", "case_assignments", ["evaluated_at"])
+    op.create_index("ix_case_assignments_assigned", "case_assignments",
+                    ["assigned_at", "role", "department", "grid_code", "accepted_at", "accepted_on_time", "due_at",
+                     "ended_at", "returned_at", "checked_in_at"])
+    op.create_index("ix_case_assignments_resolved", "case_assignments",
+                    ["resolved_at", "role", "department", "grid_code", "resolved_on_time", "reopened_at", "handling_s"])
+    op.create_index("ix_case_assignments_evaluated", "case_assignments",
+                    ["evaluated_at", "role", "department", "grid_code", "rating"])
+    op.create_index("ix_case_assignments_open", "case_assignments",
+                    ["finished_at", "assigned_at", "role", "department", "grid_code", "case_id"])
     _backfill()
 
 
