@@ -23,6 +23,7 @@ Keys (``P`` is the deployment prefix, default ``gw``):
 - ``P:live:recent_info`` hash  case id → ``reported|category|grid|lon|lat`` (Unix seconds, 小类, grid, WGS84): what
     the hotspot finder reads; rewritten whenever the case is touched, so a reclassified or relocated case moves
 - ``P:live:risk``      hash  area code → JSON ``{score, level, parts}`` as of the last risk sweep
+- ``P:live:risk_levels`` JSON ``{area code: level}`` of the last risk sweep (how it sees what changed)
 - ``P:live:hotspots``  JSON list of the hotspots found by the last risk sweep (core.risk.Hotspot.as_dict)
 - ``P:live:risk_at``   ISO time of the last risk sweep
 
@@ -88,6 +89,10 @@ class LiveKeys:
     @property
     def risk(self) -> str:
         return f"{self.prefix}:live:risk"
+
+    @property
+    def risk_levels(self) -> str:
+        return f"{self.prefix}:live:risk_levels"
 
     @property
     def hotspots(self) -> str:

@@ -115,36 +115,43 @@ class RiskModel:
 
     # ---- scores
 
+    def part_matrix(self) -> np.ndarray:
+        """The rule as a matrix: live counters (``COUNTER_FIELDS``) @ this = cases, overdue, alarms, offline."""
+        m = np.zeros((len(COUNTER_FIELDS), 4))
+        for k, g in enumerate(GRADES):
+            w = self.grade_weights.get(g, 0.0)
+            m[k, 0] = w  # gN: open cases of grade N
+            m[4 + k, 1] = w * (self.overdue_multiplier - 1.0)  # oN: of them overdue
+        m[8, 2] = self.alarm_weight
+        m[9, 3] = self.offline_weight
+        return m
+
+    def parts_many(self, counters: np.ndarray, hotspots: np.ndarray) -> np.ndarray:
+        """The parts (columns in ``PART_NAMES`` order) of many areas at once: ``counters`` has one row per area and
+        one column per ``COUNTER_FIELDS`` entry, ``hotspots`` one value per area."""
+        counted = np.asarray(counters, dtype=float).reshape(-1, len(COUNTER_FIELDS)) @ self.part_matrix()
+        return np.round(np.column_stack([counted, np.asarray(hotspots, dtype=float).reshape(-1)]), 3)
+
+    def levels_many(self, scores: np.ndarray, area_level: str) -> np.ndarray:
+        """The risk level (1..4) of each score for areas of ``area_level``: a threshold is where its level begins."""
+        return np.searchsorted(np.asarray(self.thresholds[area_level], dtype=float), scores, side="right") + 1
+
     def parts(self, counters: Mapping[str, int], hotspots: float = 0.0) -> dict[str, float]:
         """The parts of the score of one area from its live counters.
 
         ``counters``: the area's live counter fields (``COUNTER_FIELDS``: ``gN`` open cases of grade N, ``oN`` of
         them overdue, ``alarms``, ``offline``; missing ones are 0). ``hotspots``: the area's hotspot part.
         """
-        w = self.grade_weights
-        extra = self.overdue_multiplier - 1.0
-        return {
-            "cases": _round(sum(w.get(g, 0.0) * counters.get(f"g{g}", 0) for g in GRADES)),
-            "overdue": _round(sum(w.get(g, 0.0) * extra * counters.get(f"o{g}", 0) for g in GRADES)),
-            "alarms": _round(self.alarm_weight * counters.get("alarms", 0)),
-            "offline": _round(self.offline_weight * counters.get("offline", 0)),
-            "hotspots": _round(hotspots),
-        }
+        row = self.parts_many(np.array([[counters.get(f, 0) for f in COUNTER_FIELDS]]), np.array([hotspots]))[0]
+        return dict(zip(PART_NAMES, row.tolist(), strict=True))
 
     @staticmethod
     def score(parts: Mapping[str, float]) -> float:
-        return _round(sum(parts.get(p, 0.0) for p in PART_NAMES))
+        return scores_of(np.array([[parts.get(p, 0.0) for p in PART_NAMES]]))[0].item()
 
     def level(self, score: float, area_level: str) -> RiskLevel:
         """The risk level of ``score`` for an area of ``area_level`` (grid, community, street, district)."""
-        yellow, orange, red = self.thresholds[area_level]
-        if score >= red:
-            return RISK_LEVELS[4]
-        if score >= orange:
-            return RISK_LEVELS[3]
-        if score >= yellow:
-            return RISK_LEVELS[2]
-        return RISK_LEVELS[1]
+        return RISK_LEVELS[int(self.levels_many(np.array([score]), area_level)[0])]
 
     def assess(self, counters: Mapping[str, int], area_level: str, hotspots: float = 0.0) -> dict[str, Any]:
         """Score, level and parts of one area."""
@@ -155,6 +162,11 @@ class RiskModel:
     def case_weight(self, grade: int, overdue: bool) -> float:
         """What one open case adds to the score (``cases`` + ``overdue``)."""
         return self.grade_weights.get(grade, 0.0) * (self.overdue_multiplier if overdue else 1.0)
+
+
+def scores_of(parts: np.ndarray) -> np.ndarray:
+    """Scores from rows of parts (``parts_many``): their sum."""
+    return np.round(np.asarray(parts, dtype=float).sum(axis=1), 3)
 
 
 def _round(x: float) -> float:

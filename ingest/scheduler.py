@@ -136,6 +136,7 @@ def risk_sweep(settings: Settings | None = None, now: datetime | None = None, ci
     from the counters at request time; what it takes from here is the hotspot part. Running twice is harmless.
     Returns counts: areas, reports in the window, trimmed reports, hotspots, areas whose level changed, areas per level.
     """
+    import numpy as np
     import orjson
 
     from config.city import get_city
@@ -176,34 +177,35 @@ def risk_sweep(settings: Settings | None = None, now: datetime | None = None, ci
     found = risk.find_hotspots(reports, model.hotspot, now.timestamp())
     hot = risk.rollup(found.grid_parts)
 
-    areas = [a for level in LEVELS for a in geo.areas(level)]
+    areas = [a for level in LEVELS for a in geo.areas(level)]  # in level order: districts, streets, …
     pipe = r.pipeline(transaction=False)
     for a in areas:
         pipe.hmget(keys.area(a.code), risk.COUNTER_FIELDS)
-    pipe.hgetall(keys.risk)
+    pipe.get(keys.risk_levels)
     *rows, previous = pipe.execute()
-    out: dict[str, bytes] = {}
-    by_level = {lv: 0 for lv in risk.RISK_LEVELS}
-    changes: list[str] = []
-    for a, values in zip(areas, rows, strict=True):
-        counters = {f: int(v) for f, v in zip(risk.COUNTER_FIELDS, values, strict=True) if v is not None}
-        parts = model.parts(counters, hot.get(a.code, 0.0))
-        score = model.score(parts)
-        level = model.level(score, a.level).level
-        by_level[level] += 1
-        out[a.code] = orjson.dumps({"score": score, "level": level, "parts": parts})
-        before = previous.get(a.code.encode())
-        if before is not None:
-            was = orjson.loads(before).get("level")
-            if was != level:
-                changes.append(f"{a.code} {risk.RISK_LEVELS.get(was, risk.RISK_LEVELS[1]).name}→"
-                               f"{risk.RISK_LEVELS[level].name}")
+    counters = np.array([v or b"0" for row in rows for v in row]).astype(float).reshape(len(areas), -1)
+    parts = model.parts_many(counters, np.array([hot.get(a.code, 0.0) for a in areas]))
+    scores = risk.scores_of(parts)
+    levels = np.empty(len(areas), dtype=np.int64)
+    start = 0
+    for level in LEVELS:
+        n = len(geo.areas(level))
+        levels[start:start + n] = model.levels_many(scores[start:start + n], level)
+        start += n
+    now_levels = {a.code: lv for a, lv in zip(areas, levels.tolist(), strict=True)}
+    before = orjson.loads(previous) if previous else {}
+    changes = [f"{code} {risk.RISK_LEVELS[was].name}→{risk.RISK_LEVELS[now_levels[code]].name}"
+               for code, was in before.items() if code in now_levels and was != now_levels[code]]
+    out = {a.code: orjson.dumps({"score": sc, "level": lv, "parts": dict(zip(risk.PART_NAMES, pr, strict=True))})
+           for a, sc, lv, pr in zip(areas, scores.tolist(), levels.tolist(), parts.tolist(), strict=True)}
     pipe = r.pipeline(transaction=True)
     pipe.delete(keys.risk)
     pipe.hset(keys.risk, mapping=out)
+    pipe.set(keys.risk_levels, orjson.dumps(now_levels))
     pipe.set(keys.hotspots, orjson.dumps([h.as_dict() for h in found.hotspots]))
     pipe.set(keys.risk_at, now.isoformat())
     pipe.execute()
+    by_level = {lv: int((levels == lv).sum()) for lv in risk.RISK_LEVELS}
     if changes:
         shown = ", ".join(changes[:10]) + (f" and {len(changes) - 10} more" if len(changes) > 10 else "")
         log.info("risk sweep: %d areas changed level: %s", len(changes), shown)
