@@ -465,16 +465,20 @@ def blueprint() -> Blueprint:
         def inside(grid: str | None) -> bool:
             return area.level == "district" or bool(grid and grid.startswith(area.code))
 
-        alarms = [{**a, "contribution": model.alarm_weight} for a in live.active_alarms(r, settings)
-                  if inside(a.get("grid"))]
-        offline = [{**a, "contribution": model.offline_weight} for a in live.active_alarms(r, settings, offline=True)
-                   if inside(a.get("grid"))] if model.offline_weight else []
+        def alarms_here(offline: bool, weight: float) -> list[dict[str, Any]]:  # newest first
+            found = [{**a, "since": _utc(a.get("since")), "grid": a.get("grid") or None, "contribution": weight}
+                     for a in live.active_alarms(r, settings, offline=offline) if inside(a.get("grid"))]
+            return sorted(found, key=lambda a: (str(a["since"]), a["device"]), reverse=True)
+
+        alarms = alarms_here(False, model.alarm_weight)
+        offline = alarms_here(True, model.offline_weight) if model.offline_weight else []
         hotspots = []
         for h in live.hotspots(r, settings):
             if any(inside(g) for g in h.get("by_grid", {})):
                 share = sum(w for g, w in h["by_grid"].items() if inside(g))
                 hotspots.append({**h, "first": _when_unix(h.get("first")), "last": _when_unix(h.get("last")),
                                  "contribution": round(share, 3)})
+        hotspots.sort(key=lambda h: -h["contribution"])
         yellow, orange, red = model.thresholds[area.level]
         return json_response({
             "code": area.code, "name": area.name, "level": area.level, "as_of": datetime.now(UTC),
@@ -483,7 +487,9 @@ def blueprint() -> Blueprint:
             "weights": {"grades": {str(g): w for g, w in model.grade_weights.items()},
                         "overdue_multiplier": model.overdue_multiplier, "alarm": model.alarm_weight,
                         "offline": model.offline_weight, "hotspot": dataclasses.asdict(model.hotspot)},
-            "open_cases": open_total, "top_cases": top, "alarms": alarms, "offline": offline, "hotspots": hotspots,
+            "open_cases": open_total, "top_cases": top,
+            "alarms_total": len(alarms), "alarms": alarms[:limit], "offline_total": len(offline), "offline": offline[:limit],
+            "hotspots_total": len(hotspots), "hotspots": hotspots[:limit],
         })
 
     @bp.get("/api/v1/cases/<case_id>")

@@ -139,7 +139,7 @@ def risk_sweep(settings: Settings | None = None, now: datetime | None = None, ci
     import numpy as np
     import orjson
 
-    from config.city import get_city
+    from config.city import load_city
     from config.risk import get_risk_model
     from config.services import get_redis
     from core import risk
@@ -147,7 +147,7 @@ def risk_sweep(settings: Settings | None = None, now: datetime | None = None, ci
     from core.livestate import LiveKeys, decode_recent
 
     settings = settings or get_settings()
-    city = city or get_city()
+    city = city or load_city(settings.city_dir)
     model = get_risk_model(settings.risk_file)
     now = now or datetime.now(UTC)
     r = get_redis(settings)

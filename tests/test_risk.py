@@ -366,6 +366,7 @@ def test_risk_api_equals_an_independent_recomputation_from_sql(scene, engine, ci
     assert body["open_cases"] == len(df) and body["score"] == seen[ga.code[:9]]["score"]
     assert body["thresholds"] == {"黄": 10, "橙": 20, "红": 40} and body["level"] == "street"
     assert [a["device"] for a in body["alarms"]] == ["smk-b"] and body["alarms"][0]["contribution"] == 5
+    assert body["alarms_total"] == 1 and body["alarms"][0]["since"].endswith("Z")
     assert [a["device"] for a in body["offline"]] == ["gas-a"]
     assert body["hotspots"] == []
     hot = get(client, f"/api/v1/risk/{gc.code}/explain")
@@ -378,6 +379,7 @@ def test_risk_api_equals_an_independent_recomputation_from_sql(scene, engine, ci
     district = get(client, f"/api/v1/risk/{city.county_code}/explain")
     assert district["parts"] == pytest.approx(want[city.county_code], abs=2e-3)
     assert len(district["hotspots"]) == 1 and {a["device"] for a in district["alarms"]} == {"smk-b"}
+    assert district["offline_total"] == 1 and district["hotspots_total"] == 1
     defs = get(client, "/api/v1/definitions")
     assert defs["risk"]["hotspots"]["zh"] == "重复投诉热点" and "kpis" in defs
 
