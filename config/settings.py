@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     mqtt_password: str | None = Field(None, description="MQTT password (overrides the URL's)")
     mqtt_topic_root: str = Field("gridwatch", description="topics are ROOT/<district>/<device_type>/<device_id>")
     holidays_file: Path = Field(ROOT / "config" / "holidays.yaml", description="holiday schedule for years chinesecalendar does not know")
+    risk_file: Path = Field(ROOT / "config" / "risk.yaml", description="the risk model: weights, hotspot rule, thresholds")
     feeds_file: Path = Field(ROOT / "config" / "feeds.yaml", description="pulling feeds (Open311 endpoints) and their mappings")
     rankings_file: Path = Field(ROOT / "config" / "rankings.yaml", description="department rankings: composite weights, minimum volume, list size")
     sla_warn_share: float = Field(0.2, ge=0, le=1, description="a deadline is 'warning' when this share of its window is left")

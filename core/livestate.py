@@ -5,10 +5,12 @@ Pure: key names, encodings and the server-side scripts as text. The worker runs 
 
 Keys (``P`` is the deployment prefix, default ``gw``):
 
-- ``P:live:case``      hash  case id → ``grid|grade|status|overdue|warning`` (the case's counted state)
+- ``P:live:case``      hash  case id → ``grid|grade|status|overdue|warning|2`` (the case's counted state; the
+    trailing layout mark says the grade's overdue counter ``oN`` was counted too — a state counted before those
+    counters existed lacks it, so taking it back never moves them, and re-asserting it counts them)
 - ``P:live:area:CODE`` hash  per district/street/community/grid code:
-    ``total`` cases, ``open``, ``g1``..``g4`` open by grade, ``overdue`` open and overdue, ``warning`` open and
-    near the deadline (临期, not yet overdue),
+    ``total`` cases, ``open``, ``g1``..``g4`` open by grade, ``overdue`` open and overdue, ``o1``..``o4`` open and
+    overdue by grade (the risk model weighs them), ``warning`` open and near the deadline (临期, not yet overdue),
     ``s:STATUS`` cases by status, ``alarms`` active sensor alarms
 - ``P:live:alarm``     hash  device id → JSON of the active alarm (``grid`` inside)
 - ``P:live:device``    hash  device id → JSON of the last reading
@@ -16,6 +18,14 @@ Keys (``P`` is the deployment prefix, default ``gw``):
 - ``P:live:feed_status`` hash feed → JSON health reported by pulling/subscribing feeds (ok, failures, error)
 - ``P:live:offline``   hash  device id → JSON of its open offline alarm (``grid`` inside); area field ``offline``
 - ``P:live:last_event_at``  ISO time of the newest applied record
+- ``P:live:recent``    sorted set  case id, scored by its report time (Unix seconds): the located reports of the last
+    ``RECENT_HORIZON_HOURS`` at most, the index by which the risk sweep trims ``P:live:recent_info``
+- ``P:live:recent_info`` hash  case id → ``reported|category|grid|lon|lat`` (Unix seconds, 小类, grid, WGS84): what
+    the hotspot finder reads; rewritten whenever the case is touched, so a reclassified or relocated case moves
+- ``P:live:risk``      hash  area code → JSON ``{score, level, parts}`` as of the last risk sweep
+- ``P:live:risk_levels`` JSON ``{area code: level}`` of the last risk sweep (how it sees what changed)
+- ``P:live:hotspots``  JSON list of the hotspots found by the last risk sweep (core.risk.Hotspot.as_dict)
+- ``P:live:risk_at``   ISO time of the last risk sweep
 
 Counting is idempotent: the script compares the case's new state with the one it counted
 before and moves counters by the difference, so applying the same state twice changes nothing,
@@ -68,9 +78,49 @@ class LiveKeys:
     def last_event_at(self) -> str:
         return f"{self.prefix}:live:last_event_at"
 
+    @property
+    def recent(self) -> str:
+        return f"{self.prefix}:live:recent"
+
+    @property
+    def recent_info(self) -> str:
+        return f"{self.prefix}:live:recent_info"
+
+    @property
+    def risk(self) -> str:
+        return f"{self.prefix}:live:risk"
+
+    @property
+    def risk_levels(self) -> str:
+        return f"{self.prefix}:live:risk_levels"
+
+    @property
+    def hotspots(self) -> str:
+        return f"{self.prefix}:live:hotspots"
+
+    @property
+    def risk_at(self) -> str:
+        return f"{self.prefix}:live:risk_at"
+
+
+# Reports older than this are never added to the recent reports (the risk sweep keeps its own, shorter window).
+RECENT_HORIZON_HOURS = 168
+STATE_LAYOUT = "2"  # the last field of a counted case state: o1..o4 were counted with it
+
+
+def encode_recent(reported: float, category: str, grid: str, lon: float, lat: float) -> str:
+    return f"{reported:.0f}|{category}|{grid}|{lon:.6f}|{lat:.6f}"
+
+
+def decode_recent(value: str | bytes) -> tuple[float, str, str, float, float]:
+    if isinstance(value, bytes):
+        value = value.decode()
+    reported, category, grid, lon, lat = value.split("|")
+    return float(reported), category, grid, float(lon), float(lat)
+
 
 def encode_case_state(grid: str | None, grade: int, status: str, overdue: bool, warning: bool = False) -> str:
-    return f"{grid or ''}|{grade}|{status}|{1 if overdue else 0}|{1 if warning and not overdue else 0}"
+    return f"{grid or ''}|{grade}|{status}|{1 if overdue else 0}|{1 if warning and not overdue else 0}|{STATE_LAYOUT}"
 
 
 def decode_case_state(value: str | bytes) -> tuple[str | None, int, str, bool, bool]:
@@ -101,7 +151,8 @@ local function areas(grid)
   return {{string.sub(grid, 1, 6), string.sub(grid, 1, 9), string.sub(grid, 1, 12), grid}}
 end
 local function count(state, sign)
-  local grid, grade, status, overdue, warning = string.match(state, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|?([^|]*)$')
+  local grid, grade, status, overdue, warning, layout =
+    string.match(state, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|?([^|]*)|?([^|]*)$')
   for _, code in ipairs(areas(grid)) do
     local key = prefix .. ':live:area:' .. code
     redis.call('HINCRBY', key, 'total', sign)
@@ -109,7 +160,10 @@ local function count(state, sign)
     if OPEN[status] then
       redis.call('HINCRBY', key, 'open', sign)
       redis.call('HINCRBY', key, 'g' .. grade, sign)
-      if overdue == '1' then redis.call('HINCRBY', key, 'overdue', sign) end
+      if overdue == '1' then
+        redis.call('HINCRBY', key, 'overdue', sign)
+        if layout ~= '' then redis.call('HINCRBY', key, 'o' .. grade, sign) end
+      end
       if warning == '1' then redis.call('HINCRBY', key, 'warning', sign) end
     end
   end

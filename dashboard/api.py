@@ -7,6 +7,7 @@ never silently all data.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -187,6 +188,76 @@ def _grades(counts: dict[int, int]) -> dict[str, int]:
     return {str(g): n for g, n in counts.items()}
 
 
+# --------------------------------------------------------------------------- risk (core.risk)
+
+MAX_CODE_CHARS = 32  # longer is no area code: refused without echoing it whole
+RISK_TOP_DEFAULT = 10
+RISK_TOP_MAX = 50
+
+
+def _code(value: str, parameter: str):
+    """``_area`` for a code from the path or a parameter, refusing an overlong string without repeating it."""
+    if len(value) > MAX_CODE_CHARS:
+        raise ApiError(400, f"{parameter}: {len(value)} characters is not an area code; an area code has 6, 9, 12 or "
+                            "15 digits", parameter)
+    return _area(value, parameter)
+
+
+def _risk_model():
+    from config.risk import RiskConfigError, get_risk_model
+
+    try:
+        return get_risk_model(context.settings().risk_file)
+    except RiskConfigError as exc:
+        log.error("risk model configuration: %s", exc)
+        raise ApiError(500, f"the risk model's configuration is broken: {exc.problems[0]}") from None
+
+
+def _risk_areas(p: dict[str, str]) -> list:
+    """The areas /api/v1/risk lists: ``level`` within ``parent`` (default: the district's children)."""
+    geo = context.city().geography
+    level = p.get("level")
+    if level is not None and level not in LEVELS:
+        raise ApiError(400, f"level: unknown level {level[:40]!r}; use one of: {', '.join(LEVELS)}", "level")
+    parent = _code(p["parent"], "parent") if "parent" in p else None
+    if parent is not None and level is not None:
+        if LEVELS.index(level) <= LEVELS.index(parent.level):
+            below = ", ".join(LEVELS[LEVELS.index(parent.level) + 1:]) or "none"
+            raise ApiError(400, f"level: a {parent.level} holds no {level} areas; use a level below {parent.level} "
+                                f"({below})", "level")
+        return [a for a in geo.areas(level) if a.code.startswith(parent.code)]
+    if parent is not None:
+        return geo.children(parent.code)
+    if level is not None:
+        return geo.areas(level)
+    return geo.children(geo.district.code)
+
+
+def _risk_of(model, areas) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """Score, level and parts of each area: case and alarm parts from the live counters now, the hotspot part from
+    the last risk sweep. Also the time of that sweep (None: it has not run, the hotspot part is 0)."""
+    counters, swept, at = live.risk_inputs(context.redis_client(), context.settings(), [a.code for a in areas])
+    grades = context.city().grades
+    out = {}
+    for a in areas:
+        entry = swept.get(a.code) or {}
+        assessed = model.assess(counters[a.code], a.level, (entry.get("parts") or {}).get("hotspots", 0.0))
+        grade = grades.get(assessed["risk_level"])
+        assessed["color"] = grade.color if grade is not None else None
+        out[a.code] = assessed
+    return out, at
+
+
+def _risk_notes(at: str | None) -> list[str]:
+    if at is None:
+        return ["the risk sweep has not run yet: hotspot parts are 0 until it does (every 30 s in the scheduler)"]
+    return []
+
+
+def _when_unix(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
 # --------------------------------------------------------------------------- routes
 
 
@@ -210,8 +281,8 @@ def blueprint() -> Blueprint:
     def unknown_route(rest: str):
         # Without this, the Dash page's catch-all route would answer unknown API paths with HTML.
         return _error(404, f"no API route /api/{rest}; the routes are /api/v1/summary, /api/v1/areas, "
-                           "/api/v1/cases, /api/v1/cases/<id>, /api/v1/sla, /api/v1/kpis, /api/v1/rankings and "
-                           "/api/v1/definitions")
+                           "/api/v1/cases, /api/v1/cases/<id>, /api/v1/sla, /api/v1/kpis, /api/v1/rankings, "
+                           "/api/v1/definitions, /api/v1/risk and /api/v1/risk/<code>/explain")
 
     @bp.get("/healthz")
     def healthz():
@@ -402,10 +473,70 @@ def blueprint() -> Blueprint:
     @bp.get("/api/v1/definitions")
     def definitions():
         from core import kpis as k
-        from core import rankings as rk
+        from core import rankings as rnk
+        from core import risk as rk
 
         _params(())
-        return json_response({"kpis": k.DEFINITIONS, "rankings": rk.DEFINITIONS})
+        return json_response({"kpis": k.DEFINITIONS, "rankings": rnk.DEFINITIONS, "risk": rk.DEFINITIONS})
+
+    @bp.get("/api/v1/risk")
+    def risk():
+        p = _params(("level", "parent"))
+        model = _risk_model()
+        found = _risk_areas(p)
+        scores, at = _risk_of(model, found)
+        items = [{"code": a.code, "name": a.name, "level": a.level, "parent": a.parent, **scores[a.code]}
+                 for a in found]
+        return json_response({"as_of": datetime.now(UTC), "hotspots_as_of": _utc(at), "notes": _risk_notes(at),
+                              "items": items})
+
+    @bp.get("/api/v1/risk/<path:code>/explain")
+    def risk_explain(code: str):
+        from core.risk import RISK_LEVELS
+
+        p = _params(("limit",))
+        area = _code(code, "code")
+        limit = RISK_TOP_DEFAULT
+        if "limit" in p:
+            if not p["limit"].isascii() or not p["limit"].isdigit() or not 1 <= int(p["limit"]) <= RISK_TOP_MAX:
+                raise ApiError(400, f"limit: {p['limit'][:40]!r} is not a whole number in 1..{RISK_TOP_MAX}", "limit")
+            limit = int(p["limit"])
+        model = _risk_model()
+        scores, at = _risk_of(model, [area])
+        settings = context.settings()
+        r = context.redis_client()
+        top, open_total = queries.risk_top_cases(context.engine(), area=area.code, grade_weights=model.grade_weights,
+                                                 overdue_multiplier=model.overdue_multiplier, limit=limit)
+
+        def inside(grid: str | None) -> bool:
+            return area.level == "district" or bool(grid and grid.startswith(area.code))
+
+        def alarms_here(offline: bool, weight: float) -> list[dict[str, Any]]:  # newest first
+            found = [{**a, "since": _utc(a.get("since")), "grid": a.get("grid") or None, "contribution": weight}
+                     for a in live.active_alarms(r, settings, offline=offline) if inside(a.get("grid"))]
+            return sorted(found, key=lambda a: (str(a["since"]), a["device"]), reverse=True)
+
+        alarms = alarms_here(False, model.alarm_weight)
+        offline = alarms_here(True, model.offline_weight) if model.offline_weight else []
+        hotspots = []
+        for h in live.hotspots(r, settings):
+            if any(inside(g) for g in h.get("by_grid", {})):
+                share = sum(w for g, w in h["by_grid"].items() if inside(g))
+                hotspots.append({**h, "first": _when_unix(h.get("first")), "last": _when_unix(h.get("last")),
+                                 "contribution": round(share, 3)})
+        hotspots.sort(key=lambda h: -h["contribution"])
+        yellow, orange, red = model.thresholds[area.level]
+        return json_response({
+            "code": area.code, "name": area.name, "level": area.level, "as_of": datetime.now(UTC),
+            "hotspots_as_of": _utc(at), "notes": _risk_notes(at), **scores[area.code],
+            "thresholds": {RISK_LEVELS[2].name: yellow, RISK_LEVELS[3].name: orange, RISK_LEVELS[4].name: red},
+            "weights": {"grades": {str(g): w for g, w in model.grade_weights.items()},
+                        "overdue_multiplier": model.overdue_multiplier, "alarm": model.alarm_weight,
+                        "offline": model.offline_weight, "hotspot": dataclasses.asdict(model.hotspot)},
+            "open_cases": open_total, "top_cases": top,
+            "alarms_total": len(alarms), "alarms": alarms[:limit], "offline_total": len(offline), "offline": offline[:limit],
+            "hotspots_total": len(hotspots), "hotspots": hotspots[:limit],
+        })
 
     @bp.get("/api/v1/cases/<case_id>")
     def case(case_id: str):

@@ -45,6 +45,7 @@ def parse_area_hash(raw: dict) -> dict[str, Any]:
         "alarms": h.get("alarms", 0),
         "offline": h.get("offline", 0),
         "by_grade": {g: h.get(f"g{g}", 0) for g in GRADES},
+        "overdue_by_grade": {g: h.get(f"o{g}", 0) for g in GRADES},
         "by_status": {s.value: h.get(f"s:{s.value}", 0) for s in Status},
     }
 
@@ -145,3 +146,42 @@ def summary(r: redis.Redis, settings: Settings, code: str) -> dict[str, Any]:
         "as_of": datetime.now(UTC),
         "last_event_at": last_event_at(r, settings),
     }
+
+
+def risk_inputs(r: redis.Redis, settings: Settings, codes: Iterable[str]
+                ) -> tuple[dict[str, dict[str, int]], dict[str, dict | None], str | None]:
+    """For each area code its risk counters (core.risk.COUNTER_FIELDS, missing ones left out) and its entry of the
+    last risk sweep (None before the first); and the time of that sweep. One pipeline, O(codes)."""
+    from core.risk import COUNTER_FIELDS
+
+    codes = list(dict.fromkeys(codes))
+    keys = LiveKeys(settings.stream_prefix)
+    if not codes:
+        return {}, {}, _s(r.get(keys.risk_at))
+    pipe = r.pipeline(transaction=False)
+    for code in codes:
+        pipe.hmget(keys.area(code), COUNTER_FIELDS)
+    pipe.hmget(keys.risk, codes)
+    pipe.get(keys.risk_at)
+    *rows, swept, at = pipe.execute()
+    counters = {code: {f: _int(v) for f, v in zip(COUNTER_FIELDS, values, strict=True) if v is not None}
+                for code, values in zip(codes, rows, strict=True)}
+    entries = {code: (orjson.loads(raw) if raw else None) for code, raw in zip(codes, swept, strict=True)}
+    return counters, entries, _s(at)
+
+
+def hotspots(r: redis.Redis, settings: Settings) -> list[dict[str, Any]]:
+    """The hotspots found by the last risk sweep (core.risk.Hotspot.as_dict), heaviest first."""
+    raw = r.get(LiveKeys(settings.stream_prefix).hotspots)
+    return orjson.loads(raw) if raw else []
+
+
+def active_alarms(r: redis.Redis, settings: Settings, offline: bool = False) -> list[dict[str, Any]]:
+    """The active sensor threshold alarms (``offline``: the devices silent now), each with its ``device``."""
+    keys = LiveKeys(settings.stream_prefix)
+    out = []
+    for device, raw in r.hgetall(keys.offline if offline else keys.alarms).items():
+        alarm = orjson.loads(raw)
+        alarm["device"] = _s(device)
+        out.append(alarm)
+    return sorted(out, key=lambda a: a["device"])

@@ -345,3 +345,36 @@ def department_metrics_empty() -> dict[str, Any]:
                            "reopened_rate", "whistle_on_time_rate", "satisfaction", "rating_mean",
                            "handling_median_s", "handling_p90_s"))
     return {**counts, **rates}
+
+
+RISK_CASE_COLUMNS = [_CASE.c[n] for n in ("id", "source", "external_id", "category", "grade", "title", "status", "overdue",
+                                          "grid_code", "reported_at", "due_at")]
+
+
+def risk_top_cases(engine: Engine, *, area: str, grade_weights, overdue_multiplier: float,
+                   limit: int = 10) -> tuple[list[dict[str, Any]], int]:
+    """The open cases of ``area`` that add most to its risk score (core.risk: grade weight × the overdue multiplier
+    when overdue), heaviest first, then oldest; and how many open cases the area has.
+
+    Reads only open cases, through the (area, status) indexes (the district, which holds every case, through
+    (status, due_at)); the weight is computed by the database with a CASE expression.
+    """
+    from sqlalchemy import case, func, literal
+
+    from core.lifecycle import OPEN_STATUSES
+
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit must be 1..{MAX_LIMIT}")
+    weight = case(*((_CASE.c.grade == g, literal(float(w))) for g, w in sorted(grade_weights.items())),
+                  else_=literal(0.0))
+    contribution = (weight * case((_CASE.c.overdue.is_(True), literal(float(overdue_multiplier))),
+                                  else_=literal(1.0))).label("contribution")
+    where = [_AREA_COLUMN[level_of(area)] == area, _CASE.c.status.in_(sorted(s.value for s in OPEN_STATUSES))]
+    q = (select(*RISK_CASE_COLUMNS, contribution).where(*where)
+         .order_by(contribution.desc(), _CASE.c.reported_at, _CASE.c.id).limit(limit))
+    with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(q)]
+        total = conn.execute(select(func.count()).select_from(_CASE).where(*where)).scalar_one()
+    for row in rows:
+        row["contribution"] = round(float(row["contribution"]), 3)
+    return rows, int(total)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 import redis
 
-from core.livestate import ALARM_STATE_LUA, CASE_STATE_LUA, LiveKeys
+from core.geography import usable_point
+from core.livestate import ALARM_STATE_LUA, CASE_STATE_LUA, RECENT_HORIZON_HOURS, LiveKeys, encode_recent
 
 CHUNK = 500  # pairs per script call: keeps each call short so readers are never blocked for long
 
@@ -41,3 +44,26 @@ class LiveWriter:
             for device, grid, alarm in changes[i : i + CHUNK]:
                 argv += [device, grid or "", orjson.dumps({**alarm, "grid": grid or ""}).decode() if alarm else ""]
             self._alarm(keys=[key], args=argv, client=target)
+
+    def note_reports(self, cases: Iterable[dict[str, Any]], pipe=None, now: datetime | None = None) -> int:
+        """Located cases reported in the last RECENT_HORIZON_HOURS → the recent reports (the hotspot finder's input).
+
+        Every touched case is written again (two commands per batch, whatever its size), so a case reclassified or
+        relocated by a later event moves, and a batch redelivered after a crash re-asserts what it wrote. The risk
+        sweep trims what has left its window. Returns how many cases were written.
+        """
+        since = (now or datetime.now(UTC)) - timedelta(hours=RECENT_HORIZON_HOURS)
+        info: dict[str, str] = {}
+        scores: dict[str, float] = {}
+        for c in cases:
+            grid, lon, lat, at = c.get("grid_code"), c.get("lon"), c.get("lat"), c.get("reported_at")
+            if not grid or at is None or at < since or not usable_point(lon, lat):
+                continue
+            key = str(c["id"])
+            scores[key] = at.timestamp()
+            info[key] = encode_recent(scores[key], c["category"], grid, lon, lat)
+        if info:
+            target = pipe if pipe is not None else self.r
+            target.hset(self.keys.recent_info, mapping=info)
+            target.zadd(self.keys.recent, scores)
+        return len(info)

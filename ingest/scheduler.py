@@ -1,5 +1,8 @@
 """The scheduler process (APScheduler): periodic jobs that publish, never write the store.
 
+The risk sweep is the one job that writes — derived live state only (scores, levels and hotspots recomputed
+from the live counters and recent reports), never SQL and never anything the worker owns.
+
 Run it as its own process (``python -m ingest scheduler``), never inside the web workers:
 under gunicorn each worker would run every job. Jobs are safe to run twice — what they
 publish is idempotent — so a second scheduler during a restart does no harm.
@@ -121,10 +124,106 @@ def device_watch(settings: Settings | None = None, now: datetime | None = None, 
     return len(silent)
 
 
-def build(settings: Settings | None = None) -> BlockingScheduler:
+RECENT_CHUNK = 10_000
+
+
+def risk_sweep(settings: Settings | None = None, now: datetime | None = None, city=None) -> dict[str, int]:
+    """Recompute the risk of every area (core.risk) from the live state alone, never from history.
+
+    Trims the recent reports to the hotspot window, finds the hotspots among them, reads every area's counters
+    (one pipeline of HMGET), and writes each area's score, level and parts to ``P:live:risk``, the hotspots to
+    ``P:live:hotspots`` and the time to ``P:live:risk_at``, in one transaction. The API adds the case and alarm parts
+    from the counters at request time; what it takes from here is the hotspot part. Running twice is harmless.
+    Returns counts: areas, reports in the window, trimmed reports, hotspots, areas whose level changed, areas per level.
+    """
+    import numpy as np
+    import orjson
+
+    from config.city import load_city
+    from config.risk import get_risk_model
+    from config.services import get_redis
+    from core import risk
+    from core.geography import LEVELS
+    from core.livestate import LiveKeys, decode_recent
+
     settings = settings or get_settings()
+    city = city or load_city(settings.city_dir)
+    model = get_risk_model(settings.risk_file)
+    now = now or datetime.now(UTC)
+    r = get_redis(settings)
+    keys = LiveKeys(settings.stream_prefix)
+    cutoff = now.timestamp() - model.hotspot.window_hours * 3600
+
+    trimmed = 0
+    while True:  # ZREM exactly what was read: a report added meanwhile is never orphaned in recent_info
+        expired = r.zrangebyscore(keys.recent, "-inf", f"({cutoff}", start=0, num=RECENT_CHUNK)
+        if not expired:
+            break
+        pipe = r.pipeline(transaction=False)
+        pipe.hdel(keys.recent_info, *expired)
+        pipe.zrem(keys.recent, *expired)
+        pipe.execute()
+        trimmed += len(expired)
+    geo = city.geography
+    sensor_only = {code for code, c in city.categories.items() if c.sensor_only}  # alarms count as alarms
+    reports = []
+    for case_id, raw in r.hgetall(keys.recent_info).items():
+        try:
+            at, category, grid, lon, lat = decode_recent(raw)
+        except ValueError:
+            continue
+        if at >= cutoff and category not in sensor_only and grid in geo:
+            reports.append(risk.Report(int(case_id), category, grid, lon, lat, at))
+    found = risk.find_hotspots(reports, model.hotspot, now.timestamp())
+    hot = risk.rollup(found.grid_parts)
+
+    areas = [a for level in LEVELS for a in geo.areas(level)]  # in level order: districts, streets, …
+    pipe = r.pipeline(transaction=False)
+    for a in areas:
+        pipe.hmget(keys.area(a.code), risk.COUNTER_FIELDS)
+    pipe.get(keys.risk_levels)
+    *rows, previous = pipe.execute()
+    counters = np.array([v or b"0" for row in rows for v in row]).astype(float).reshape(len(areas), -1)
+    parts = model.parts_many(counters, np.array([hot.get(a.code, 0.0) for a in areas]))
+    scores = risk.scores_of(parts)
+    levels = np.empty(len(areas), dtype=np.int64)
+    start = 0
+    for level in LEVELS:
+        n = len(geo.areas(level))
+        levels[start:start + n] = model.levels_many(scores[start:start + n], level)
+        start += n
+    now_levels = {a.code: lv for a, lv in zip(areas, levels.tolist(), strict=True)}
+    before = orjson.loads(previous) if previous else {}
+    changes = [f"{code} {risk.RISK_LEVELS[was].name}→{risk.RISK_LEVELS[now_levels[code]].name}"
+               for code, was in before.items() if code in now_levels and was != now_levels[code]]
+    out = {a.code: orjson.dumps({"score": sc, "level": lv, "parts": dict(zip(risk.PART_NAMES, pr, strict=True))})
+           for a, sc, lv, pr in zip(areas, scores.tolist(), levels.tolist(), parts.tolist(), strict=True)}
+    pipe = r.pipeline(transaction=True)
+    pipe.delete(keys.risk)
+    pipe.hset(keys.risk, mapping=out)
+    pipe.set(keys.risk_levels, orjson.dumps(now_levels))
+    pipe.set(keys.hotspots, orjson.dumps([h.as_dict() for h in found.hotspots]))
+    pipe.set(keys.risk_at, now.isoformat())
+    pipe.execute()
+    by_level = {lv: int((levels == lv).sum()) for lv in risk.RISK_LEVELS}
+    if changes:
+        shown = ", ".join(changes[:10]) + (f" and {len(changes) - 10} more" if len(changes) > 10 else "")
+        log.info("risk sweep: %d areas changed level: %s", len(changes), shown)
+    counts = {"areas": len(areas), "reports": len(reports), "trimmed": trimmed, "hotspots": len(found.hotspots),
+              "changed": len(changes)}
+    counts.update({risk.RISK_LEVELS[lv].en: n for lv, n in by_level.items()})
+    return counts
+
+
+def build(settings: Settings | None = None) -> BlockingScheduler:
+    from config.risk import get_risk_model
+
+    settings = settings or get_settings()
+    get_risk_model(settings.risk_file)  # a broken config/risk.yaml stops the start, naming the key and the fix
     sched = BlockingScheduler(timezone=settings.timezone)
     sched.add_job(sla_sweep, "interval", seconds=30, id="sla_sweep", kwargs={"settings": settings},
+                  max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
+    sched.add_job(risk_sweep, "interval", seconds=30, id="risk_sweep", kwargs={"settings": settings},
                   max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
     sched.add_job(device_watch, "interval", seconds=60, id="device_watch", kwargs={"settings": settings},
                   max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))

@@ -726,6 +726,7 @@ class Worker:
             self.applier.live.set_case_states(
                 ((cid, self.applier.case_live_state(c)) for cid, c in touched.items()), pipe=pipe
             )
+            self.applier.live.note_reports(touched.values(), pipe=pipe)
         if last_readings:
             pipe.hset(self.applier.keys.devices, mapping={d: orjson.dumps(v) for d, v in last_readings.items()})
         if alarm_changes:

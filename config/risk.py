@@ -1,0 +1,147 @@
+"""The risk model's configuration (config/risk.yaml), validated at start into a core.risk.RiskModel."""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from config.settings import ROOT, get_settings
+from core.livestate import RECENT_HORIZON_HOURS
+from core.risk import AREA_LEVELS, GRADES, HotspotRule, RiskModel
+
+TOP_KEYS = ("grade_weights", "overdue_multiplier", "alarm_weight", "offline_weight", "hotspot", "thresholds")
+HOTSPOT_KEYS = ("radius_m", "window_hours", "min_cases", "weight", "half_life_hours")
+MAX_RADIUS_M = 5000
+
+
+class RiskConfigError(ValueError):
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return path.name
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def load_risk_model(path: Path | str | None = None) -> RiskModel:
+    """The model in the file; every key may be left out (its default applies). RiskConfigError names the file,
+    the key and the fix, for every problem at once."""
+    path = Path(path or get_settings().risk_file)
+    where = _shown(path)
+    if not path.is_file():
+        raise RiskConfigError([f"{where}: file not found — restore config/risk.yaml or point RISK_FILE at a copy"])
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise RiskConfigError([f"{where}: not valid YAML ({str(exc).replace(chr(10), ' ')})"]) from None
+    if not isinstance(data, dict):
+        raise RiskConfigError([f"{where}: expected a mapping with the keys {', '.join(TOP_KEYS)}"])
+    problems: list[str] = []
+    default = RiskModel()
+    for key in data:
+        if key not in TOP_KEYS:
+            problems.append(f"{where}: {key}: unknown key — use only {', '.join(TOP_KEYS)} (see the comments in the file)")
+
+    def positive(key: str, value: Any, fallback: float, minimum: float = 0.0, strict: bool = False) -> float:
+        if value is None:
+            return fallback
+        x = _number(value)
+        if x is None or x < minimum or (strict and x == minimum):
+            bound = f"greater than {minimum:g}" if strict else f"at least {minimum:g}"
+            problems.append(f"{where}: {key}: {value!r} is not a number {bound}; write e.g. {fallback:g}")
+            return fallback
+        return x
+
+    weights = dict(default.grade_weights)
+    raw = data.get("grade_weights")
+    if raw is not None:
+        if not isinstance(raw, dict):
+            problems.append(f"{where}: grade_weights: must map each grade 1..4 to a weight, e.g. {{1: 1, 2: 3, 3: 6, 4: 10}}")
+        else:
+            for g, v in raw.items():
+                if g not in GRADES:
+                    problems.append(f"{where}: grade_weights.{g}: not a grade; the grades are 1, 2, 3, 4 (蓝/黄/橙/红, "
+                                    "config/city/grades.yaml)")
+                    continue
+                weights[g] = positive(f"grade_weights.{g}", v, weights[g])
+            missing = [g for g in GRADES if g not in raw]
+            if missing:
+                problems.append(f"{where}: grade_weights: no weight for grade(s) {', '.join(map(str, missing))}; give all "
+                                "four grades a weight")
+    multiplier = positive("overdue_multiplier", data.get("overdue_multiplier"), default.overdue_multiplier, 1.0)
+    alarm = positive("alarm_weight", data.get("alarm_weight"), default.alarm_weight)
+    offline = positive("offline_weight", data.get("offline_weight"), default.offline_weight)
+
+    rule = default.hotspot
+    raw = data.get("hotspot")
+    if raw is not None:
+        if not isinstance(raw, dict):
+            problems.append(f"{where}: hotspot: must be a mapping with the keys {', '.join(HOTSPOT_KEYS)}")
+            raw = {}
+        for key in raw:
+            if key not in HOTSPOT_KEYS:
+                problems.append(f"{where}: hotspot.{key}: unknown key — use only {', '.join(HOTSPOT_KEYS)}")
+        radius = positive("hotspot.radius_m", raw.get("radius_m"), rule.radius_m, strict=True)
+        if radius > MAX_RADIUS_M:
+            problems.append(f"{where}: hotspot.radius_m: {radius:g} m is not one spot; use at most {MAX_RADIUS_M} m")
+        window = positive("hotspot.window_hours", raw.get("window_hours"), rule.window_hours, strict=True)
+        if window > RECENT_HORIZON_HOURS:
+            problems.append(f"{where}: hotspot.window_hours: {window:g} is longer than the {RECENT_HORIZON_HOURS} hours "
+                            "of reports the live state keeps; use at most that")
+        min_cases = raw.get("min_cases", rule.min_cases)
+        if isinstance(min_cases, bool) or not isinstance(min_cases, int) or min_cases < 2:
+            problems.append(f"{where}: hotspot.min_cases: {min_cases!r} is not a whole number of at least 2; write e.g. 3")
+            min_cases = rule.min_cases
+        weight = positive("hotspot.weight", raw.get("weight"), rule.weight)
+        half_life = positive("hotspot.half_life_hours", raw.get("half_life_hours"), rule.half_life_hours, strict=True)
+        rule = HotspotRule(radius_m=radius, window_hours=window, min_cases=min_cases, weight=weight,
+                           half_life_hours=half_life)
+
+    thresholds = dict(default.thresholds)
+    raw = data.get("thresholds")
+    if raw is not None:
+        if not isinstance(raw, dict):
+            problems.append(f"{where}: thresholds: must map each area level ({', '.join(AREA_LEVELS)}) to three "
+                            "scores [黄, 橙, 红]")
+            raw = {}
+        for level, value in raw.items():
+            if level not in AREA_LEVELS:
+                problems.append(f"{where}: thresholds.{level}: not an area level; use {', '.join(AREA_LEVELS)}")
+                continue
+            nums = [_number(v) for v in value] if isinstance(value, list) else []
+            if len(nums) != 3 or any(x is None or x <= 0 for x in nums) or not nums[0] < nums[1] < nums[2]:
+                problems.append(f"{where}: thresholds.{level}: {value!r} is not three rising positive scores "
+                                "[黄, 橙, 红]; write e.g. [10, 25, 50]")
+                continue
+            thresholds[level] = (nums[0], nums[1], nums[2])
+        missing = [lv for lv in AREA_LEVELS if lv not in raw]
+        if missing:
+            problems.append(f"{where}: thresholds: no thresholds for {', '.join(missing)}; give every area level its "
+                            "three scores")
+    if problems:
+        raise RiskConfigError(problems)
+    return RiskModel(grade_weights=weights, overdue_multiplier=multiplier, alarm_weight=alarm, offline_weight=offline,
+                     hotspot=rule, thresholds=thresholds)
+
+
+@lru_cache(maxsize=4)
+def _cached(path: str) -> RiskModel:
+    return load_risk_model(path)
+
+
+def get_risk_model(path: Path | str | None = None) -> RiskModel:
+    return _cached(str(Path(path or get_settings().risk_file).resolve()))
