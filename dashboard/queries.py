@@ -13,7 +13,7 @@ import time
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import String, select
 from sqlalchemy.engine import Engine
 
 from core.geography import level_of
@@ -185,37 +185,33 @@ def kpi_frame(engine: Engine, *, area: str | None, since, until):
     return df
 
 
-def department_metrics(engine: Engine, *, since, until, as_of, area: str | None = None,
-                       percentiles: bool = True) -> dict[str, dict[str, Any]]:
-    """Each department's ranking figures for [since, until), judged at ``as_of`` (≤ until): core.rankings.DEFINITIONS.
+_RANK_COUNTS = ("received", "accept_decided", "accepted_on_time", "returned", "resolved", "resolved_on_time",
+                "reopened", "whistles", "whistle_decided", "whistle_on_time", "evaluations", "satisfied", "rating_sum",
+                "open_at_end", "overdue_open")
+_RANK_RATES = ("accepted_on_time_rate", "resolved_on_time_rate", "overdue_share", "returned_rate", "reopened_rate",
+               "whistle_on_time_rate", "satisfaction", "rating_mean", "handling_median_s", "handling_p90_s")
 
-    Aggregated in SQL over the assignment rows (core/assignments.py), a few grouped statements on indexed time
-    ranges — never one row per case into Python. ``area`` limits them to cases located in that area (the district:
-    all, unlocated included).
+
+def _metric_statements(dialect: str, departments: Collection[str], *, since, until, as_of, area: str | None,
+                       percentiles: bool) -> list[tuple]:
+    """The grouped statements behind core.rankings.DEFINITIONS for one period: (statement, names of its sums).
+
+    Each names every department, so it reads one time range per department of one covering index (core/models.py)
+    — never one row per case into Python.
     """
-    import numpy as np
     from sqlalchemy import and_, case, func, or_
 
     from core.models import CaseAssignment
-    from core.rankings import SATISFIED, ratio
+    from core.rankings import SATISFIED
 
     a = CaseAssignment.__table__
-    lead = a.c.role == "lead"
-    scope = []
-    if area and level_of(area) != "district":
-        scope.append(a.c.grid_code.like(f"{area}%"))
+    names = sorted(departments)
+    lead = and_(a.c.role == "lead", a.c.department.in_(names))
+    scope = [a.c.grid_code.like(f"{area}%")] if area and level_of(area) != "district" else []
     end = min(until, as_of)
 
     def count_if(cond):
         return func.sum(case((cond, 1), else_=0))
-
-    out: dict[str, dict[str, Any]] = {}
-
-    def put(rows, names):
-        for row in rows:
-            d = out.setdefault(row[0], {})
-            for name, value in zip(names, row[1:], strict=True):
-                d[name] = int(value or 0)
 
     accepted = and_(a.c.accepted_at.is_not(None), a.c.accepted_at < as_of)
     unaccepted_past_due = and_(
@@ -223,51 +219,65 @@ def department_metrics(engine: Engine, *, since, until, as_of, area: str | None 
         or_(a.c.ended_at.is_(None), a.c.ended_at > a.c.due_at),
     )
     checked = and_(a.c.checked_in_at.is_not(None), a.c.checked_in_at < as_of)
-    with engine.connect() as conn:
-        received = select(
-            a.c.department, func.count(), count_if(or_(accepted, unaccepted_past_due)),
-            count_if(and_(accepted, a.c.accepted_on_time.is_(True))),
-            count_if(and_(a.c.returned_at.is_not(None), a.c.returned_at < as_of)),
-        ).where(lead, a.c.assigned_at >= since, a.c.assigned_at < until, *scope).group_by(a.c.department)
-        put(conn.execute(received), ("received", "accept_decided", "accepted_on_time", "returned"))
+    in_end = (a.c.resolved_at >= since, a.c.resolved_at < end)
+    out = [
+        (select(a.c.department, func.count(), count_if(or_(accepted, unaccepted_past_due)),
+                count_if(and_(accepted, a.c.accepted_on_time.is_(True))),
+                count_if(and_(a.c.returned_at.is_not(None), a.c.returned_at < as_of)))
+         .where(lead, a.c.assigned_at >= since, a.c.assigned_at < until, *scope).group_by(a.c.department),
+         ("received", "accept_decided", "accepted_on_time", "returned")),
+        (select(a.c.department, func.count(), count_if(a.c.resolved_on_time.is_(True)),
+                count_if(and_(a.c.reopened_at.is_not(None), a.c.reopened_at < as_of)))
+         .where(lead, *in_end, *scope).group_by(a.c.department),
+         ("resolved", "resolved_on_time", "reopened")),
+        (select(a.c.department, func.count(), count_if(or_(checked, a.c.due_at < as_of)),
+                count_if(and_(checked, a.c.checked_in_at <= a.c.due_at)))
+         .where(a.c.role == "whistle", a.c.department.in_(names), a.c.assigned_at >= since, a.c.assigned_at < until,
+                *scope)
+         .group_by(a.c.department),
+         ("whistles", "whistle_decided", "whistle_on_time")),
+        (select(a.c.department, func.count(), count_if(a.c.rating >= SATISFIED), func.sum(a.c.rating))
+         .where(lead, a.c.evaluated_at >= since, a.c.evaluated_at < end, a.c.rating.is_not(None), *scope)
+         .group_by(a.c.department),
+         ("evaluations", "satisfied", "rating_sum")),
+    ]
+    # Open at the period's end: still working then (unfinished, or finished later). Two statements, each one range of
+    # the covering index ix_case_assignments_open, so the database never looks at rows that were done by then.
+    # The case's deadline is looked up per open row (by primary key): few rows, and no join for a planner to misjudge.
+    overdue = select(_CASE.c.id).where(_CASE.c.id == a.c.case_id, _CASE.c.due_at < as_of).exists()
+    for unfinished in (a.c.finished_at.is_(None), a.c.finished_at >= as_of):
+        out.append((
+            select(a.c.department, func.count(), count_if(overdue))
+            .where(lead, unfinished, a.c.assigned_at < as_of, *scope).group_by(a.c.department),
+            ("open_at_end", "overdue_open")))
+    if percentiles:  # every duration as one text per department, parsed by numpy (far fewer Python objects)
+        joined = (func.string_agg(func.cast(a.c.handling_s, String), ",") if dialect == "postgresql"
+                  else func.group_concat(a.c.handling_s, ","))
+        out.append((select(a.c.department, joined).where(lead, *in_end, *scope).group_by(a.c.department),
+                    ("handling",)))
+    return out
 
-        in_end = (a.c.resolved_at >= since, a.c.resolved_at < end)
-        resolved = select(
-            a.c.department, func.count(), count_if(a.c.resolved_on_time.is_(True)),
-            count_if(and_(a.c.reopened_at.is_not(None), a.c.reopened_at < as_of)),
-        ).where(lead, *in_end, *scope).group_by(a.c.department)
-        put(conn.execute(resolved), ("resolved", "resolved_on_time", "reopened"))
 
-        whistles = select(
-            a.c.department, func.count(), count_if(or_(checked, a.c.due_at < as_of)),
-            count_if(and_(checked, a.c.checked_in_at <= a.c.due_at)),
-        ).where(a.c.role == "whistle", a.c.assigned_at >= since, a.c.assigned_at < until, *scope).group_by(a.c.department)
-        put(conn.execute(whistles), ("whistles", "whistle_decided", "whistle_on_time"))
+def _assemble(results: list[tuple[tuple, list]]) -> dict[str, dict[str, Any]]:
+    """Figures per department from the statements' rows (see _metric_statements)."""
+    import numpy as np
 
-        evaluations = select(
-            a.c.department, func.count(), count_if(a.c.rating >= SATISFIED), func.sum(a.c.rating),
-        ).where(lead, a.c.evaluated_at >= since, a.c.evaluated_at < end, a.c.rating.is_not(None), *scope
-                ).group_by(a.c.department)
-        put(conn.execute(evaluations), ("evaluations", "satisfied", "rating_sum"))
+    from core.rankings import ratio
 
-        still_open = select(
-            a.c.department, func.count(), count_if(and_(_CASE.c.due_at.is_not(None), _CASE.c.due_at < as_of)),
-        ).select_from(a.join(_CASE, _CASE.c.id == a.c.case_id)).where(
-            lead, or_(a.c.finished_at.is_(None), a.c.finished_at >= as_of), a.c.assigned_at < as_of, *scope,
-        ).group_by(a.c.department)
-        put(conn.execute(still_open), ("open_at_end", "overdue_open"))
-
-        quantiles: dict[str, dict[str, float | None]] = {}
-        if percentiles:  # the durations themselves (one float per resolution), quantiles as pandas takes them
-            durations: dict[str, list[float]] = {}
-            for d, s in conn.execute(select(a.c.department, a.c.handling_s).where(lead, *in_end, *scope)):
-                durations.setdefault(d, []).append(float(s))
-            for d, values in durations.items():
-                q50, q90 = np.quantile(np.asarray(values), (0.5, 0.9))
-                quantiles[d] = {"handling_median_s": float(q50), "handling_p90_s": float(q90)}
-
-    for d in list(out):
-        m = out[d] = {**department_metrics_empty(), "rating_sum": 0, **out[d]}
+    out: dict[str, dict[str, Any]] = {}
+    for names, rows in results:
+        for row in rows:
+            d = out.setdefault(row[0], {})
+            if names == ("handling",):
+                values = np.array(row[1].split(","), dtype=float) if row[1] else np.array([])
+                if values.size:  # linear interpolation, as pandas takes quantiles
+                    q50, q90 = np.quantile(values, (0.5, 0.9))
+                    d["handling_median_s"], d["handling_p90_s"] = float(q50), float(q90)
+                continue
+            for name, value in zip(names, row[1:], strict=True):
+                d[name] = d.get(name, 0) + int(value or 0)
+    for code in list(out):
+        m = out[code] = {**department_metrics_empty(), "rating_sum": 0, **out[code]}
         m["accepted_on_time_rate"] = ratio(m["accepted_on_time"], m["accept_decided"])
         m["resolved_on_time_rate"] = ratio(m["resolved_on_time"], m["resolved"])
         m["overdue_share"] = ratio(m["overdue_open"], m["open_at_end"])
@@ -276,61 +286,103 @@ def department_metrics(engine: Engine, *, since, until, as_of, area: str | None 
         m["whistle_on_time_rate"] = ratio(m["whistle_on_time"], m["whistle_decided"])
         m["satisfaction"] = ratio(m["satisfied"], m["evaluations"])
         m["rating_mean"] = ratio(m.pop("rating_sum"), m["evaluations"])
-        m.update(quantiles.get(d, {}))
     return out
 
 
+def _run_statements(engine: Engine, statements: list[tuple]) -> list[tuple[tuple, list]]:
+    """Run the statements side by side, each on its own connection (the database works on several cores)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(stmt):
+        with engine.connect() as conn:
+            return conn.execute(stmt).all()
+
+    workers = max(1, min(len(statements), RANK_PARALLEL))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        rows = list(pool.map(one, [stmt for stmt, _ in statements]))
+    return [(names, r) for (_, names), r in zip(statements, rows, strict=True)]
+
+
+RANK_PARALLEL = 4  # statements of one ranking run at once
+
+
+def department_metrics(engine: Engine, departments: Collection[str], *, since, until, as_of, area: str | None = None,
+                       percentiles: bool = True) -> dict[str, dict[str, Any]]:
+    """Each department's ranking figures for [since, until), judged at ``as_of`` (≤ until): core.rankings.DEFINITIONS.
+
+    ``departments``: the codes to count (the city's: records naming others never reach the store). ``area`` limits
+    the figures to cases located in that area (the district: all, unlocated included).
+    """
+    statements = _metric_statements(engine.dialect.name, departments, since=since, until=until, as_of=as_of, area=area,
+                                    percentiles=percentiles)
+    return _assemble(_run_statements(engine, statements))
+
+
 # Figures of periods that have ended, for COMPLETE_TTL seconds: they change only by late events, and the previous
-# period (for rank changes) is asked for with every ranking. Key: (database, area, since, until).
+# period (for rank changes) is asked for with every ranking. Key: (database, area, since, until, percentiles).
 COMPLETE_TTL = 300.0
 _complete: dict[tuple, tuple[float, dict[str, dict[str, Any]]]] = {}
 _complete_lock = threading.Lock()
 
 
-def _metrics_cached(engine: Engine, p, now, area: str | None, percentiles: bool) -> dict[str, dict[str, Any]]:
-    if p.until > now:  # still running: always fresh
-        return department_metrics(engine, since=p.since, until=p.until, as_of=now, area=area, percentiles=percentiles)
-    key = (engine.url.render_as_string(hide_password=True), area, p.since, p.until, percentiles)
+def _cache_key(engine: Engine, p, area, percentiles, departments) -> tuple:
+    return (engine.url.render_as_string(hide_password=True), area, p.since, p.until, percentiles,
+            tuple(sorted(departments)))
+
+
+def _cached(key) -> dict[str, dict[str, Any]] | None:
     with _complete_lock:
         hit = _complete.get(key)
-    if hit is not None and hit[0] > time.monotonic():
-        return copy.deepcopy(hit[1])
-    found = department_metrics(engine, since=p.since, until=p.until, as_of=p.until, area=area, percentiles=percentiles)
+    return copy.deepcopy(hit[1]) if hit is not None and hit[0] > time.monotonic() else None
+
+
+def _remember(key, found) -> None:
     with _complete_lock:
         if len(_complete) > 256:
             _complete.clear()
         _complete[key] = (time.monotonic() + COMPLETE_TTL, copy.deepcopy(found))
-    return found
 
 
 def ranking(engine: Engine, *, departments: dict[str, Any], rules, current, previous, now,
             area: str | None = None) -> dict[str, Any]:
     """The department ranking for a period (core.rankings.Period) with rank changes against ``previous``.
 
-    ``departments``: code → the city's Department (names); every configured department is listed, those below the
-    minimum volume as not ranked, and any department found in the data but not configured is listed by its code.
-    The previous period's figures are worked out beside the current ones (another connection, another core).
+    ``departments``: code → the city's Department (names); every one is listed, those below the minimum volume as
+    not ranked.
+    The statements of both periods run side by side; an ended period's figures are kept for COMPLETE_TTL.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     from core import rankings
 
-    def rows_for(found):
+    wanted = []  # (period, percentiles, cache key or None)
+    for p, percentiles in ((current, True), (previous, False)):
+        wanted.append((p, percentiles, _cache_key(engine, p, area, percentiles, departments) if p.until <= now else None))
+    found: list[dict[str, dict[str, Any]] | None] = [_cached(k) if k else None for _, _, k in wanted]
+    statements, spans = [], []
+    for (p, percentiles, _), hit in zip(wanted, found, strict=True):
+        start = len(statements)
+        if hit is None:
+            statements += _metric_statements(engine.dialect.name, departments, since=p.since, until=p.until, as_of=min(p.until, now),
+                                             area=area, percentiles=percentiles)
+        spans.append((start, len(statements)))
+    results = _run_statements(engine, statements) if statements else []
+    for i, (_p, _, key) in enumerate(wanted):
+        if found[i] is None:
+            found[i] = _assemble(results[spans[i][0]:spans[i][1]])
+            if key:
+                _remember(key, found[i])
+
+    def rows_for(figures):
         rows = []
-        for code in dict.fromkeys([*departments, *sorted(found)]):
-            m = found.get(code) or department_metrics_empty()
+        for code in departments:
+            m = figures.get(code) or department_metrics_empty()
             dept = departments.get(code)
             rows.append({"department": code, "name": getattr(dept, "name", code), "short": getattr(dept, "short", None),
                          **m})
         return rows
 
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        prev_future = pool.submit(_metrics_cached, engine, previous, now, area, False)
-        cur_found = _metrics_cached(engine, current, now, area, True)
-        prev_found = prev_future.result()
-    prev = rankings.rank(rows_for(prev_found), rules)
+    prev = rankings.rank(rows_for(found[1]), rules)
     prev_ranks = {r["department"]: r["rank"] for r in prev["departments"] if r["rank"] is not None}
-    cur = rankings.rank(rows_for(cur_found), rules, prev_ranks)
+    cur = rankings.rank(rows_for(found[0]), rules, prev_ranks)
     for r in cur["departments"]:
         r["previous_rank"] = prev_ranks.get(r["department"])
     return cur
@@ -338,13 +390,7 @@ def ranking(engine: Engine, *, departments: dict[str, Any], rules, current, prev
 
 def department_metrics_empty() -> dict[str, Any]:
     """The figures of a department with nothing in the period."""
-    counts = dict.fromkeys(("received", "accept_decided", "accepted_on_time", "returned", "resolved",
-                            "resolved_on_time", "reopened", "whistles", "whistle_decided", "whistle_on_time",
-                            "evaluations", "satisfied", "open_at_end", "overdue_open"), 0)
-    rates = dict.fromkeys(("accepted_on_time_rate", "resolved_on_time_rate", "overdue_share", "returned_rate",
-                           "reopened_rate", "whistle_on_time_rate", "satisfaction", "rating_mean",
-                           "handling_median_s", "handling_p90_s"))
-    return {**counts, **rates}
+    return {**dict.fromkeys((c for c in _RANK_COUNTS if c != "rating_sum"), 0), **dict.fromkeys(_RANK_RATES)}
 
 
 RISK_CASE_COLUMNS = [_CASE.c[n] for n in ("id", "source", "external_id", "category", "grade", "title", "status", "overdue",
