@@ -10,13 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import dash
+from dash import html
 from flask import Flask
 
 from config.city import load_city
 from config.settings import Settings, get_settings
 from dashboard import api, callbacks, context, i18n
 from ingest.feeds import push
-from layouts import live
+from layouts import live, screen
 
 ROOT = Path(__file__).resolve().parent
 
@@ -35,14 +36,29 @@ def create_app(settings: Settings | None = None) -> dash.Dash:
         assets_folder=str(ROOT / "assets"),
         title=live.title(i18n.texts(i18n.DEFAULT_LANG), district.name),
         update_title=None,
+        use_pages=True,
+        pages_folder="",
         suppress_callback_exceptions=False,
     )
 
-    def serve_layout():
+    def live_page(**_query):
         return live.layout(i18n.texts(i18n.DEFAULT_LANG), district.name)
 
-    app.layout = serve_layout
+    def screen_page(**query):
+        return screen.layout(context.settings(), context.city(), query)
+
+    dash.register_page("live", path="/", layout=live_page,
+                       title=live.title(i18n.texts(i18n.DEFAULT_LANG), district.name))
+    dash.register_page("screen", path="/screen", layout=screen_page, title=screen.title())
+    app.layout = html.Div(dash.page_container)
+    # every page's components, so callbacks of pages not shown are still checked against real ids
+    with server.app_context():
+        app.validation_layout = html.Div([
+            dash.page_container, live.layout(i18n.texts(i18n.DEFAULT_LANG), district.name),
+            screen.layout(settings, load_city(settings.city_dir), {}),
+        ])
     callbacks.register(app)
+    screen.register(app)
     return app
 
 

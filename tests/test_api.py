@@ -374,10 +374,10 @@ def test_live_page_and_dash_endpoints(client, loaded, settings, city):
     assert resp.status_code == 200
     assert "实时运行概览" in resp.get_data(as_text=True)
     layout = client.get("/_dash-layout")
-    assert layout.status_code == 200
-    text = layout.get_data(as_text=True)
-    assert "live-interval" in text and "实时运行概览" in text
-    assert client.get("/_dash-dependencies").status_code == 200
+    assert layout.status_code == 200 and "_pages_location" in layout.get_data(as_text=True)  # pages: / and /screen
+    deps = client.get("/_dash-dependencies")
+    assert deps.status_code == 200
+    assert "live-interval" in deps.get_data(as_text=True) and "scr-poll" in deps.get_data(as_text=True)
 
 
 def test_live_refresh_reads_the_live_state(loaded, settings, r, engine, city):

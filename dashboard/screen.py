@@ -1,0 +1,268 @@
+"""The big screen's data (/screen): a small snapshot per refresh, never the map geometry.
+
+- ``fast(...)`` — every refresh (2 s): risk level of every grid and street (live counters, core.risk), the district's
+  live counters, active alarms with their positions, the newest cases (the ticker, and the pulses on the map), the SLA
+  board (open cases nearest their deadlines) and each feed's freshness. Redis plus three indexed SQL reads.
+- ``slow(...)`` — today's KPI tiles against yesterday (core.kpis), category and source breakdowns, the hourly trend
+  against yesterday and this week's department ranking (core.rankings). Heavier SQL, worked out at most every
+  ``SLOW_SECONDS`` per process by one thread while the others keep the previous answer.
+
+Both return plain JSON-able dicts (times as epoch milliseconds, which the browser counts from). No personal data.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+
+from core.lifecycle import OPEN_STATUSES
+from core.models import Case, Device
+from core.records import CITY_TZ
+
+log = logging.getLogger(__name__)
+
+SLOW_SECONDS = 30.0
+TICKER_SIZE = 12
+PULSE_SECONDS = 8  # a new case pulses on the map this long after it is stored
+SLA_AHEAD = 6  # rows of the SLA board due next …
+SLA_BEHIND = 2  # … and the most recently overdue
+FEED_LATE_SECONDS = 300  # a feed with nothing new for this long shows amber
+_OPEN = sorted(s.value for s in OPEN_STATUSES)
+_C = Case.__table__
+
+
+def _ms(t: datetime | None) -> int | None:
+    return None if t is None else int(t.timestamp() * 1000)
+
+
+# --------------------------------------------------------------------------- fast part
+
+
+def risk_levels(r, settings, city, model, codes: list[str]) -> dict[str, int]:
+    """Risk level (1..4) of each area now: case and alarm parts from the live counters, hotspots from the last sweep."""
+    from dashboard import live
+
+    counters, swept, _ = live.risk_inputs(r, settings, codes)
+    geo = city.geography
+    out = {}
+    for code in codes:
+        entry = swept.get(code) or {}
+        hot = (entry.get("parts") or {}).get("hotspots", 0.0)
+        out[code] = model.assess(counters[code], geo.area(code).level, hot)["risk_level"]
+    return out
+
+
+_positions: dict[str, Any] = {"at": 0.0, "db": None, "map": {}}
+_positions_lock = threading.Lock()
+
+
+def device_positions(engine) -> dict[str, tuple[float, float]]:
+    """Device id → (lon, lat), re-read every minute (devices rarely move)."""
+    key = engine.url.render_as_string(hide_password=True)
+    with _positions_lock:
+        if _positions["db"] == key and time.monotonic() - _positions["at"] < 60:
+            return _positions["map"]
+    with engine.connect() as conn:
+        found = {d: (lon, lat) for d, lon, lat in conn.execute(select(Device.id, Device.lon, Device.lat))
+                 if lon is not None and lat is not None}
+    with _positions_lock:
+        _positions.update(at=time.monotonic(), db=key, map=found)
+    return found
+
+
+def _area_names(city, grid: str | None) -> list[str]:
+    geo = city.geography
+    if not grid or grid not in geo:
+        return []
+    return [geo.area(c).name for c in (grid[:9], grid[:12], grid) if c in geo]
+
+
+def fast(r, settings, engine, city, model, now: datetime | None = None) -> dict[str, Any]:
+    from dashboard import live
+
+    now = now or datetime.now(UTC)
+    geo = city.geography
+    grids = [a.code for a in geo.areas("grid")]
+    streets = [a.code for a in geo.areas("street")]
+    district = geo.district.code
+    levels = risk_levels(r, settings, city, model, [*grids, *streets, district])
+    summary = live.summary(r, settings, district)
+    positions = device_positions(engine)
+    alarms = []
+    for a in live.active_alarms(r, settings):
+        pos = positions.get(a.get("device"))
+        if pos is None and a.get("grid") in geo:
+            c = geo.area(a["grid"]).centroid
+            pos = (c[0], c[1])
+        alarms.append({"device": a.get("device"), "type": a.get("type"), "grid": a.get("grid") or None,
+                       "lon": pos[0] if pos else None, "lat": pos[1] if pos else None})
+    for a in alarms:
+        a["label"] = getattr(city.sensor_types.get(a["type"]), "name", a["type"])
+
+    cols = (_C.c.id, _C.c.source, _C.c.category, _C.c.grade, _C.c.title, _C.c.status, _C.c.grid_code, _C.c.lon,
+            _C.c.lat, _C.c.departments, _C.c.reported_at, _C.c.created_at, _C.c.due_at)
+    with engine.connect() as conn:
+        newest = conn.execute(select(*cols).order_by(_C.c.id.desc()).limit(TICKER_SIZE)).all()
+        ahead = conn.execute(select(*cols).where(_C.c.status.in_(_OPEN), _C.c.due_at >= now)
+                             .order_by(_C.c.due_at).limit(SLA_AHEAD)).all()
+        behind = conn.execute(select(*cols).where(_C.c.status.in_(_OPEN), _C.c.due_at < now)
+                              .order_by(_C.c.due_at.desc()).limit(SLA_BEHIND)).all()
+
+    def case_row(c) -> dict[str, Any]:
+        cat = city.categories.get(c.category)
+        depts = [d for d in (c.departments or []) if isinstance(d, str)]
+        dept = city.departments.get(depts[0]) if depts else None
+        return {"id": c.id, "title": c.title, "grade": c.grade, "category": getattr(cat, "name", c.category),
+                "source": c.source, "status": c.status, "grid": c.grid_code, "areas": _area_names(city, c.grid_code),
+                "dept": (dept.short or dept.name) if dept is not None else None, "reported": _ms(c.reported_at),
+                "due": _ms(c.due_at)}
+
+    ticker = [case_row(c) for c in newest]
+    pulses = [{"id": c.id, "lon": c.lon, "lat": c.lat, "grade": c.grade} for c in newest
+              if c.lon is not None and c.lat is not None and c.created_at is not None
+              and (now - c.created_at).total_seconds() <= PULSE_SECONDS and c.grid_code]
+    sla = [case_row(c) for c in behind[::-1]] + [case_row(c) for c in ahead]
+
+    from dashboard.i18n import INTERNAL_SOURCES
+
+    feeds = []
+    for name, at in sorted(live.feeds(r, settings).items()):
+        if name in INTERNAL_SOURCES:
+            continue
+        try:
+            t = datetime.fromisoformat(at)
+            t = t.replace(tzinfo=UTC) if t.tzinfo is None else t
+            age = max(0, int((now - t).total_seconds()))
+        except (TypeError, ValueError):
+            age = None
+        feeds.append({"name": name, "age_s": age, "ok": age is not None and age <= FEED_LATE_SECONDS})
+    for name, state in sorted(live.feed_status(r, settings).items()):
+        if not state.get("ok", True):
+            feeds.append({"name": name, "age_s": None, "ok": False})
+    return {
+        "as_of": _ms(now),
+        "last_event": summary.get("last_event_at"),
+        "levels": {c: levels[c] for c in grids},
+        "street_levels": {c: levels[c] for c in streets},
+        "district_level": levels[district],
+        "open": summary["cases_open"], "overdue": summary["overdue_open"], "warning": summary["warning_open"],
+        "alarms_active": summary["sensor_alarms_active"], "offline": summary["devices_offline"],
+        "alarms": alarms[:200], "ticker": ticker, "pulses": pulses, "sla": sla, "feeds": feeds,
+    }
+
+
+# --------------------------------------------------------------------------- slow part
+
+
+def _day_bounds(now: datetime, days_back: int = 0) -> tuple[datetime, datetime]:
+    local = now.astimezone(CITY_TZ).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=days_back)
+    return local.astimezone(UTC), (local + timedelta(days=1)).astimezone(UTC)
+
+
+def _hourly(engine, since: datetime, until: datetime) -> list[int]:
+    """Cases reported per city-local hour in [since, until) (24 values)."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            hour = func.date_trunc("hour", _C.c.reported_at)
+        else:  # fixed-width UTC text: the first 13 characters are the hour
+            hour = func.substr(_C.c.reported_at, 1, 13)
+        rows = conn.execute(select(hour, func.count()).where(_C.c.reported_at >= since, _C.c.reported_at < until)
+                            .group_by(hour)).all()
+    out = [0] * 24
+    for h, n in rows:
+        t = h if isinstance(h, datetime) else datetime.fromisoformat(f"{h}:00:00")
+        t = t.replace(tzinfo=UTC) if t.tzinfo is None else t
+        idx = int((t - since).total_seconds() // 3600)
+        if 0 <= idx < 24:
+            out[idx] += int(n)
+    return out
+
+
+def _breakdown(engine, column, since: datetime, until: datetime) -> dict[str, int]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(column, func.count()).where(_C.c.reported_at >= since, _C.c.reported_at < until)
+                            .group_by(column)).all()
+    return {k: int(n) for k, n in rows if k is not None}
+
+
+def slow(engine, city, settings, now: datetime | None = None) -> dict[str, Any]:
+    from config.rankings import get_rules
+    from core import kpis as k
+    from core import rankings as rk
+    from dashboard import queries
+
+    now = now or datetime.now(UTC)
+    t0, t1 = _day_bounds(now)
+    y0, y1 = _day_bounds(now, 1)
+    district = city.geography.district.code
+    today = k.compute(queries.kpi_frame(engine, area=district, since=t0, until=t1), now)
+    # yesterday up to the same time of day: a fair comparison in the morning
+    y_now = now - timedelta(days=1)
+    yesterday = k.compute(queries.kpi_frame(engine, area=district, since=y0, until=y_now), y_now)
+    cats = _breakdown(engine, _C.c.category, t0, t1)
+    groups: dict[str, int] = {}
+    for code, n in cats.items():
+        cat = city.categories.get(code)
+        group = getattr(cat, "parent", None) or code[:2]
+        groups[group] = groups.get(group, 0) + n
+    group_names = {g.code: g.name for g in city.groups}
+    sources = _breakdown(engine, _C.c.source, t0, t1)
+    week = rk.period("week", now.astimezone(CITY_TZ).date(), CITY_TZ)
+    ranking = queries.ranking(engine, departments=city.departments, rules=get_rules(settings.rankings_file),
+                              current=week, previous=week.previous(CITY_TZ), now=now)
+    board = [{"dept": d["department"], "name": d.get("short") or d["name"], "rank": d["rank"],
+              "on_time": d["resolved_on_time_rate"], "overdue": d["overdue_open"], "change": d["rank_change"],
+              "received": d["received"]}
+             for d in ranking["departments"] if d["ranked"]]
+    short = {c: (d.short or d.name) for c, d in city.departments.items()}
+    return {
+        "as_of": _ms(now),
+        "kpis": {key: today.get(key) for key in ("cases_total", "resolution_rate", "on_time_rate", "onsite_rate",
+                                                 "overdue_open")},
+        "kpis_yesterday": {key: yesterday.get(key) for key in ("cases_total", "resolution_rate", "on_time_rate",
+                                                               "onsite_rate", "overdue_open")},
+        "categories": sorted(([group_names.get(g, g), n] for g, n in groups.items()), key=lambda x: -x[1])[:4],
+        "sources": sorted(([s, n] for s, n in sources.items()), key=lambda x: -x[1])[:4],
+        "hourly_today": _hourly(engine, t0, t1), "hourly_yesterday": _hourly(engine, y0, y1),
+        "hour_now": int((now - t0).total_seconds() // 3600),
+        "ranking": board, "ranking_label": week.label, "min_volume": get_rules(settings.rankings_file).min_volume,
+        "red": [short.get(c, c) for c in ranking["red_list"]], "black": [short.get(c, c) for c in ranking["black_list"]],
+        "unranked": sum(1 for d in ranking["departments"] if not d["ranked"] and d["received"]),
+    }
+
+
+class SlowCache:
+    """The slow part per database, worked out by one thread at a time; readers get the last answer meanwhile."""
+
+    def __init__(self, ttl: float = SLOW_SECONDS):
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._busy: set[str] = set()
+        self._data: dict[str, tuple[float, dict[str, Any]]] = {}
+
+    def get(self, engine, city, settings) -> dict[str, Any] | None:
+        key = engine.url.render_as_string(hide_password=True)
+        with self._lock:
+            hit = self._data.get(key)
+            fresh = hit is not None and time.monotonic() - hit[0] < self.ttl
+            if fresh or key in self._busy:
+                return hit[1] if hit else None
+            self._busy.add(key)
+        try:
+            started = time.monotonic()
+            data = slow(engine, city, settings)
+            log.debug("screen: slow part in %.0f ms", (time.monotonic() - started) * 1000)
+            with self._lock:
+                self._data[key] = (time.monotonic(), data)
+            return data
+        finally:
+            with self._lock:
+                self._busy.discard(key)
+
+
+SLOW = SlowCache()

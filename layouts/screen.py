@@ -1,0 +1,250 @@
+"""The big screen (/screen): the dispatch center's 实时风险预警图 wall.
+
+Designed on a 1920×1080 canvas that the browser scales uniformly to any screen (assets/screen.js); ``?layout=wall``
+widens the canvas to the screen's own aspect (an ultra-wide video wall) instead of letterboxing. The map geometry
+is sent once, with the page; afterwards the server sends a small snapshot every 2 s (dashboard/screen.py) and the
+browser restyles the grids (GeoJSON ``hideout``), moves markers and redraws the panels itself. Clock and countdowns
+tick in the browser without a request. If updates stop, the last data stays and a banner says since when.
+
+Query parameters: ``layout=wall``, ``rotate=SECONDS`` (the map cycles through the district and each street),
+``area=STREET`` (the map starts on that street), ``lang=en``. Anything else, or a bad value, falls back to the
+default with a small notice in the footer — never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import dash_leaflet as dl
+from dash import Input, Output, State, clientside_callback, dcc, html, no_update
+from dash.exceptions import PreventUpdate
+
+from dashboard import i18n
+
+log = logging.getLogger(__name__)
+
+POLL_MS = 2000
+TICK_MS = 1000
+STALE_AFTER_MS = 8000  # no fresh snapshot for this long: the stale banner
+ROTATE_MIN, ROTATE_MAX = 10, 3600
+PARAMS = ("layout", "rotate", "area", "lang")
+
+
+class ID:
+    canvas = "scr-canvas"
+    date = "scr-date"
+    feeds = "scr-feeds"
+    clock = "scr-clock"
+    updated = "scr-updated"
+    kpis = "scr-kpis"
+    cats = "scr-cats"
+    sources = "scr-sources"
+    trend = "scr-trend"
+    map = "scr-map"
+    grids = "scr-grids"
+    streets = "scr-streets"
+    markers = "scr-markers"
+    ticker = "scr-ticker"
+    sla = "scr-sla"
+    depts = "scr-depts"
+    depts_note = "scr-depts-note"
+    stale = "scr-stale"
+    notice = "scr-notice"
+    fast = "scr-fast"
+    slow = "scr-slow"
+    slow_version = "scr-slow-version"
+    seen = "scr-seen"
+    config = "scr-config"
+    poll = "scr-poll"
+    tick = "scr-tick"
+    area_label = "scr-area-label"
+
+
+def parse_params(args: dict[str, Any], geo) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The screen's options from the query parameters, and the problems (name, value) to note in the footer."""
+    opts: dict[str, Any] = {"layout": "screen", "rotate": 0, "area": None, "lang": i18n.DEFAULT_LANG}
+    problems: list[tuple[str, str]] = []
+    for name, raw in args.items():
+        value = raw if isinstance(raw, str) else str(raw)
+        shown = value[:40]
+        if name not in PARAMS:
+            problems.append((name, shown))
+        elif name == "layout":
+            if value in ("wall", "screen"):
+                opts["layout"] = value
+            else:
+                problems.append((name, shown))
+        elif name == "rotate":
+            if value.isascii() and value.isdigit() and ROTATE_MIN <= int(value) <= ROTATE_MAX:
+                opts["rotate"] = int(value)
+            else:
+                problems.append((name, shown))
+        elif name == "area":
+            area = geo.get(value) if len(value) <= 32 else None
+            if area is not None and area.level in ("district", "street"):
+                opts["area"] = area.code if area.level == "street" else None
+            else:
+                problems.append((name, shown))
+        elif name == "lang":
+            if value in i18n.LANGS:
+                opts["lang"] = value
+            else:
+                problems.append((name, shown))
+    return opts, problems
+
+
+def _geojson(geo, level: str) -> dict[str, Any]:
+    from shapely.geometry import mapping
+
+    feats = []
+    for a in geo.areas(level):
+        g = geo.geometry(a.code).simplify(0.00002, preserve_topology=True)
+        feats.append({"type": "Feature", "properties": {"code": a.code, "name": a.name},
+                      "geometry": mapping(g)})
+    return {"type": "FeatureCollection", "features": feats}
+
+
+def _bounds(geo, code: str | None) -> list[list[float]]:
+    x0, y0, x1, y1 = geo.geometry(code).bounds if code else geo.bounds
+    return [[y0, x0], [y1, x1]]
+
+
+def _panel(title: str, body, cls: str = "", note: Any = None, body_id: str | None = None) -> html.Div:
+    head = [html.H2(title)]
+    if note is not None:
+        head.append(note)
+    return html.Div([html.Div(head, className="scr-ph"),
+                     html.Div(body, id=body_id, className="scr-pb") if body_id else body],
+                    className=f"scr-panel {cls}".strip())
+
+
+def layout(settings, city, args: dict[str, Any]) -> html.Div:
+    geo = city.geography
+    opts, problems = parse_params(args, geo)
+    t = i18n.texts(opts["lang"])
+    notices = []
+    for name, value in problems:
+        key = "scr_unknown_area" if name == "area" else "scr_bad_param"
+        notices.append(t[key].format(name=name, value=value))
+    streets = [{"code": a.code, "name": a.name, "bounds": _bounds(geo, a.code)} for a in geo.areas("street")]
+    config = {
+        "lang": opts["lang"], "layout": opts["layout"], "rotate": opts["rotate"], "area": opts["area"],
+        "district": {"code": geo.district.code, "name": geo.district.name, "bounds": _bounds(geo, None)},
+        "streets": streets, "stale_after_ms": STALE_AFTER_MS, "texts": {k: v for k, v in t.items() if k.startswith("scr_")},
+        "sources": {code: i18n.source_label(code, opts["lang"]) for code in i18n.SOURCES},
+    }
+    start = _bounds(geo, opts["area"])
+    layers = []
+    if settings.map_tile_url:
+        layers.append(dl.TileLayer(url=settings.map_tile_url, attribution=""))
+    layers += [
+        dl.GeoJSON(id=ID.grids, data=_geojson(geo, "grid"), hideout={"levels": {}},
+                   style={"variable": "gridwatch.screen.gridStyle"}, interactive=False),
+        dl.GeoJSON(id=ID.streets, data=_geojson(geo, "street"),
+                   style={"variable": "gridwatch.screen.streetStyle"}, interactive=False),
+        dl.LayerGroup(id=ID.markers),
+    ]
+    level_names = t["scr_levels"].split(",")
+    legend = html.Div([html.Span([html.I(className=f"scr-sw scr-l{lv}"), level_names[lv - 1]])
+                       for lv in (4, 3, 2, 1)], className="scr-legend")
+    title = settings.screen_title or t["scr_title"]
+    return html.Div([
+        html.Div([
+            html.Header([
+                html.Div([html.Div(id=ID.date, className="scr-date"), html.Div(id=ID.feeds, className="scr-feeds")],
+                         className="scr-hl"),
+                html.H1(title, className="scr-title"),
+                html.Div([html.Div("--:--:--", id=ID.clock, className="scr-clock"),
+                          html.Div(id=ID.updated, className="scr-updated")], className="scr-hr"),
+            ], className="scr-hdr"),
+            html.Div([
+                html.Div([
+                    _panel(t["scr_today"], html.Div(t["scr_waiting"], className="scr-wait"), "scr-kpi-panel",
+                           html.Span(t["scr_vs"], className="scr-note"), ID.kpis),
+                    _panel(t["scr_categories"], None, "scr-bars-panel", body_id=ID.cats),
+                    _panel(t["scr_sources"], None, "scr-bars-panel", body_id=ID.sources),
+                    _panel(t["scr_trend"], None, "scr-trend-panel", body_id=ID.trend),
+                ], className="scr-col scr-left"),
+                html.Div([
+                    html.Div([
+                        dl.MapContainer(layers, id=ID.map, bounds=start, zoomControl=False, attributionControl=False,
+                                        dragging=False, scrollWheelZoom=False, doubleClickZoom=False, keyboard=False,
+                                        touchZoom=False, boxZoom=False, zoomSnap=0.1, trackViewport=False,
+                                        className="scr-leaflet",
+                                        style={"width": "100%", "height": "100%"}),
+                        html.Div(id=ID.area_label, className="scr-area-label"),
+                        legend,
+                    ], className="scr-panel scr-map-panel"),
+                    _panel(t["scr_ticker"], None, "scr-ticker-panel", body_id=ID.ticker),
+                ], className="scr-col scr-center"),
+                html.Div([
+                    _panel(t["scr_sla"], None, "scr-sla-panel", body_id=ID.sla),
+                    html.Div([html.Div(html.H2(t["scr_depts"]), className="scr-ph"),
+                              html.Div(id=ID.depts, className="scr-pb"),
+                              html.Div(id=ID.depts_note, className="scr-note scr-foot-note")],
+                             className="scr-panel scr-depts-panel"),
+                ], className="scr-col scr-right"),
+            ], className="scr-grid"),
+            html.Div(id=ID.stale, className="scr-stale", style={"display": "none"}),
+            html.Footer(" · ".join(notices), id=ID.notice, className="scr-notice"),
+        ], id=ID.canvas, className=f"scr-canvas scr-{opts['layout']}"),
+        dcc.Store(id=ID.config, data=config),
+        dcc.Store(id=ID.fast),
+        dcc.Store(id=ID.slow),
+        dcc.Store(id=ID.slow_version),
+        dcc.Store(id=ID.seen),
+        dcc.Interval(id=ID.poll, interval=POLL_MS),
+        dcc.Interval(id=ID.tick, interval=TICK_MS),
+    ], className="scr", lang="zh-CN" if opts["lang"] == "zh" else "en")
+
+
+def snapshot(slow_version: Any) -> tuple[Any, Any, Any]:
+    """(fast part, slow part or no_update, slow version) for the poll callback; PreventUpdate if the stores fail."""
+    from config.risk import get_risk_model
+    from dashboard import context
+    from dashboard import screen as data
+
+    settings = context.settings()
+    try:
+        city = context.city()
+        engine = context.engine()
+        fast = data.fast(context.redis_client(), settings, engine, city, get_risk_model(settings.risk_file))
+        slow = data.SLOW.get(engine, city, settings)
+    except Exception:  # noqa: BLE001 - Redis or SQL away: the wall keeps its last data and shows since when
+        log.warning("screen: no snapshot (stores unreachable)", exc_info=True)
+        raise PreventUpdate from None
+    if slow is None or slow.get("as_of") == slow_version:
+        return fast, no_update, no_update
+    return fast, slow, slow["as_of"]
+
+
+def register(app) -> None:
+    @app.callback(Output(ID.fast, "data"), Output(ID.slow, "data"), Output(ID.slow_version, "data"),
+                  Input(ID.poll, "n_intervals"), State(ID.slow_version, "data"))
+    def _poll(_n, version):
+        return snapshot(version)
+
+    clientside_callback(
+        "function(fast, cfg) { return window.gridwatch.screen.onFast(fast, cfg); }",
+        Output(ID.grids, "hideout"), Output(ID.markers, "children"), Output(ID.ticker, "children"),
+        Output(ID.feeds, "children"), Output(ID.seen, "data"),
+        Input(ID.fast, "data"), State(ID.config, "data"),
+    )
+    clientside_callback(
+        "function(slow, fast, cfg) { return window.gridwatch.screen.onSlow(slow, fast, cfg); }",
+        Output(ID.kpis, "children"), Output(ID.cats, "children"), Output(ID.sources, "children"),
+        Output(ID.trend, "children"), Output(ID.depts, "children"), Output(ID.depts_note, "children"),
+        Input(ID.slow, "data"), Input(ID.fast, "data"), State(ID.config, "data"),
+    )
+    clientside_callback(
+        "function(n, fast, seen, cfg) { return window.gridwatch.screen.onTick(n, fast, seen, cfg); }",
+        Output(ID.clock, "children"), Output(ID.date, "children"), Output(ID.updated, "children"),
+        Output(ID.sla, "children"), Output(ID.stale, "children"), Output(ID.stale, "style"),
+        Output(ID.map, "viewport"), Output(ID.area_label, "children"),
+        Input(ID.tick, "n_intervals"), State(ID.fast, "data"), State(ID.seen, "data"), State(ID.config, "data"),
+    )
+
+
+def title(lang: str = i18n.DEFAULT_LANG) -> str:
+    return i18n.texts(lang)["scr_title"]
