@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 
-.PHONY: demo test lint bench city clean help
+.PHONY: demo test lint bench city clean help browser
 
 help:
 	@echo "make demo   - run the whole system (embedded Redis, SQLite, worker, scheduler, simulator, web on :8050)"
@@ -23,7 +23,18 @@ $(STAMP): requirements.txt
 demo: $(STAMP)
 	$(PY) -m ingest demo
 
-test: $(STAMP)
+# The browser tests drive Debian's Chromium and need a CJK font (installed once, if missing and possible).
+BROWSER_PKGS := chromium chromium-driver fonts-noto-cjk
+browser:
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1 \
+	    || ! test -e /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc; then \
+	  echo "installing $(BROWSER_PKGS) (Debian packages) for the browser tests…"; \
+	  { apt-get install -y -q --no-install-recommends $(BROWSER_PKGS) \
+	    || { apt-get update -q && apt-get install -y -q --no-install-recommends $(BROWSER_PKGS); }; } >/dev/null 2>&1 \
+	  || echo "could not install $(BROWSER_PKGS): the browser tests will be skipped (install them as root)"; \
+	fi
+
+test: $(STAMP) browser
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 

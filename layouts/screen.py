@@ -24,7 +24,7 @@ from dashboard import i18n
 
 log = logging.getLogger(__name__)
 
-POLL_MS = 2000
+POLL_MS = 1000
 TICK_MS = 1000
 STALE_AFTER_MS = 8000  # no fresh snapshot for this long: the stale banner
 ROTATE_MIN, ROTATE_MAX = 10, 3600

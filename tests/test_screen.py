@@ -1,0 +1,346 @@
+"""The big screen (/screen): its data against independent recounts, its query parameters, and — in a real headless
+Chromium — panels with data, no console errors, countdowns that tick offline, a pushed case reaching the wall, and
+the stale banner when the backend goes away and comes back.
+
+Screenshots are saved under var/test-artifacts/ (look at them).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pandas as pd
+import pytest
+from sqlalchemy import text
+
+from ingest.streams import Producer
+from ingest.worker import Worker
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "var" / "test-artifacts"
+
+
+# --------------------------------------------------------------------------- data behind the screen
+
+
+@pytest.fixture
+def screen_settings(settings, tmp_path):
+    rules = tmp_path / "rankings.yaml"
+    rules.write_text("min_volume: 1\n", encoding="utf-8")  # a handful of test cases is enough to be ranked
+    return settings.model_copy(update={"rankings_file": rules})
+
+
+def _cases(city, now, n=24):
+    grids = city.geography.areas("grid")
+    cats = [c for c in city.categories.values() if not c.sensor_only]
+    out = []
+    for i in range(n):
+        g = grids[(i * 7) % len(grids)]
+        rep = now - timedelta(minutes=90 - 3 * i)
+        ext = f"s{i}"
+        out.append({"source": ["hotline12345", "patrol", "citizen"][i % 3], "external_id": ext, "event": "report",
+                    "occurred_at": rep.isoformat(), "category": cats[i % len(cats)].code, "title": f"屏幕测试 {i}",
+                    "grid_code": g.code, "lon": g.centroid[0], "lat": g.centroid[1], "grade": 1 + i % 4,
+                    "due_at": (now + timedelta(minutes=-30 + 17 * i)).isoformat()})
+        src = out[-1]["source"]
+        if i % 2 == 0:
+            out.append({"source": src, "external_id": ext, "event": "register",
+                        "occurred_at": (rep + timedelta(seconds=30)).isoformat()})
+            out.append({"source": src, "external_id": ext, "event": "dispatch",
+                        "occurred_at": (rep + timedelta(minutes=1)).isoformat(), "departments": ["cg" if i % 4 else "sw"]})
+        if i % 4 == 0:
+            out.append({"source": src, "external_id": ext, "event": "accept",
+                        "occurred_at": (rep + timedelta(minutes=2)).isoformat()})
+            out.append({"source": src, "external_id": ext, "event": "resolve",
+                        "occurred_at": (rep + timedelta(minutes=20)).isoformat()})
+    return out
+
+
+@pytest.fixture
+def loaded(screen_settings, r, engine, city):
+    now = datetime.now(UTC).replace(microsecond=0)
+    recs = _cases(city, now)
+    Producer(r, screen_settings, source="t").cases(recs)
+    w = Worker(city, screen_settings, engine, r, name="scr")
+    while w.run_once(50):
+        pass
+    assert w.totals.dead == 0
+    return now, recs
+
+
+def test_the_snapshot_matches_an_independent_recount(loaded, screen_settings, r, engine, city):
+    from config.risk import get_risk_model
+    from dashboard import screen
+
+    now, recs = loaded
+    fast = screen.fast(r, screen_settings, engine, city, get_risk_model(screen_settings.risk_file))
+    with engine.connect() as conn:
+        df = pd.read_sql(text("SELECT id, title, status, due_at FROM cases"), conn)
+    df["due_at"] = pd.to_datetime(df["due_at"], utc=True, format="ISO8601")
+    # ticker: the newest stored cases, newest first
+    assert [c["id"] for c in fast["ticker"]] == sorted(df["id"], reverse=True)[: screen.TICKER_SIZE]
+    # SLA board: the most recently overdue (oldest first), then the next due, all open
+    from core.lifecycle import OPEN_STATUSES
+
+    open_ = df[df["status"].isin([st.value for st in OPEN_STATUSES])]
+    ts = pd.Timestamp(datetime.now(UTC))
+    behind = open_[open_["due_at"] < ts].sort_values("due_at").tail(screen.SLA_BEHIND)
+    ahead = open_[open_["due_at"] >= ts].sort_values("due_at").head(screen.SLA_AHEAD)
+    assert [c["id"] for c in fast["sla"]] == [*behind["id"], *ahead["id"]]
+    # risk levels: the same figures /api/v1/risk gives for every grid
+    from app import create_app
+
+    client = create_app(screen_settings).server.test_client()
+    api = orjson.loads(client.get("/api/v1/risk?level=grid").data)["items"]
+    assert fast["levels"] == {a["code"]: a["risk_level"] for a in api}
+    assert fast["open"] == len(open_)
+    # no personal data on the wall
+    assert "reporter" not in orjson.dumps(fast).decode()
+
+    slow = screen.slow(engine, city, screen_settings)
+    assert slow["kpis"]["cases_total"] == sum(1 for x in recs if x["event"] == "report"
+                                              and datetime.fromisoformat(x["occurred_at"]) >= _midnight(now))
+    assert sum(slow["hourly_today"]) == slow["kpis"]["cases_total"]
+    assert {r["dept"] for r in slow["ranking"]} == {"cg", "sw"}
+
+
+def _midnight(now):
+    from core.records import CITY_TZ
+
+    return now.astimezone(CITY_TZ).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+@pytest.mark.parametrize(("query", "problems"), [
+    ({"layout": "wall", "rotate": "60", "area": "440311001"}, []),
+    ({"layout": "sideways"}, ["layout"]),
+    ({"rotate": "-5"}, ["rotate"]), ({"rotate": "5"}, ["rotate"]), ({"rotate": "1e9"}, ["rotate"]),
+    ({"area": "999999999"}, ["area"]), ({"area": "440311001001001"}, ["area"]),  # a grid is not a view
+    ({"area": "<script>alert(1)</script>" * 20}, ["area"]), ({"zoom": "3"}, ["zoom"]), ({"lang": "fr"}, ["lang"]),
+])
+def test_bad_parameters_fall_back_to_the_default_view(city, query, problems):
+    from layouts.screen import parse_params
+
+    opts, found = parse_params(query, city.geography)
+    assert [name for name, _ in found] == problems
+    for _name, value in found:
+        assert len(value) <= 40  # a hostile value is cut, never repeated whole
+    if not problems:
+        assert opts == {"layout": "wall", "rotate": 60, "area": "440311001", "lang": "zh"}
+    else:
+        assert opts["layout"] in ("screen", "wall") and opts["rotate"] >= 0
+
+
+# --------------------------------------------------------------------------- in a real browser
+
+
+def _chromium() -> tuple[str, str] | None:
+    b, d = shutil.which("chromium"), shutil.which("chromedriver")
+    return (b, d) if b and d else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """The app on a real port (werkzeug, threaded) plus a worker applying the streams, both stoppable."""
+
+    def __init__(self, settings, engine, r, city):
+        from app import create_app
+
+        self.app = create_app(settings)
+        self.settings, self.engine, self.r, self.city = settings, engine, r, city
+        self.port = _free_port()
+        self.server = None
+        self.stop_worker = threading.Event()
+        self.worker = threading.Thread(target=self._work, daemon=True)
+        self.worker.start()
+
+    def _work(self):
+        w = Worker(self.city, self.settings, self.engine, self.r, name="live")
+        while not self.stop_worker.is_set():
+            w.run_once(100)
+
+    def start(self):
+        from werkzeug.serving import make_server
+
+        self.server = make_server("127.0.0.1", self.port, self.app.server, threaded=True)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self):
+        self.stop()
+        self.stop_worker.set()
+        self.worker.join(5)
+
+
+@pytest.fixture
+def live_server(loaded, screen_settings, engine, r, city):
+    srv = LiveServer(screen_settings, engine, r, city)
+    srv.start()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def browser():
+    found = _chromium()
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium and chromedriver are missing: `make test` installs them (Debian packages)")
+        pytest.skip("chromium/chromedriver not installed (make test installs them)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = found[0]
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--disable-dev-shm-usage"):
+        opts.add_argument(a)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(found[1]), options=opts)
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": (
+        "window.__errs=[];window.addEventListener('error',function(e){window.__errs.push(String(e.message));});")})
+    yield driver
+    driver.quit()
+
+
+def _size(driver, w, h):
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": w, "height": h, "deviceScaleFactor": 1, "mobile": False})
+
+
+def _wait(fn, timeout=15.0, step=0.1):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = fn()
+        if value:
+            return value
+        time.sleep(step)
+    return fn()
+
+
+def _errors(driver) -> list[str]:
+    logged = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    return logged + list(driver.execute_script("return window.__errs || []"))
+
+
+def _shot(driver, name):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / name))
+
+
+def _js(driver, script):
+    return driver.execute_script(script)
+
+
+PANELS_FILLED = """
+const q = s => document.querySelectorAll(s).length;
+return {ticker: q('#scr-ticker .scr-tk'), kpis: q('#scr-kpis .scr-kpi'), sla: q('#scr-sla tbody tr'),
+        depts: q('#scr-depts tbody tr'), cats: q('#scr-cats .scr-bar'), sources: q('#scr-sources .scr-bar'),
+        trend: q('#scr-trend img'), paths: q('#scr-map path'), feeds: q('#scr-feeds .scr-feed'),
+        clock: (document.getElementById('scr-clock') || {}).textContent,
+        scroll: document.documentElement.scrollWidth > innerWidth || document.documentElement.scrollHeight > innerHeight};
+"""
+
+
+@pytest.mark.parametrize(("w", "h"), [(1920, 1080), (3840, 2160)])
+def test_the_screen_shows_every_panel_with_data_and_no_console_errors(live_server, browser, city, w, h):
+    _size(browser, w, h)
+    browser.get(live_server.url + "/screen")
+
+    def filled():
+        s = _js(browser, PANELS_FILLED)
+        ok = all(s[k] > 0 for k in ("ticker", "kpis", "sla", "depts", "cats", "sources", "trend", "feeds"))
+        return s if ok and s["paths"] >= len(city.geography.areas("grid")) else None
+
+    state = _wait(filled)
+    assert state, _js(browser, PANELS_FILLED)
+    assert state["kpis"] == 6 and state["ticker"] == 12 and not state["scroll"]
+    assert state["clock"] != "--:--:--"
+    # the canvas fills the screen: uniform scale, no letterbox at 16:9
+    scale = float(_js(browser, "return document.getElementById('scr-canvas').getAttribute('data-scale')"))
+    assert scale == pytest.approx(w / 1920, rel=1e-3)
+    time.sleep(2.5)  # a few refreshes
+    _shot(browser, f"screen-{w}x{h}.png")
+    assert _errors(browser) == []
+
+
+def test_countdowns_tick_in_the_browser_without_the_network(live_server, browser):
+    _size(browser, 1920, 1080)
+    browser.get(live_server.url + "/screen")
+    first = _wait(lambda: _js(browser, "const c = document.querySelector('#scr-sla .scr-cd'); return c && c.textContent"))
+    assert first
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd("Network.emulateNetworkConditions",
+                            {"offline": True, "latency": 0, "downloadThroughput": 0, "uploadThroughput": 0})
+    read = "return Array.from(document.querySelectorAll('#scr-sla .scr-cd')).map(e => e.textContent).join('|')"
+    before = _js(browser, read)
+    assert _wait(lambda: _js(browser, read) != before, timeout=3.0)
+    assert _js(browser, "return document.getElementById('scr-clock').textContent") != "--:--:--"
+
+
+def test_a_red_case_pushed_through_the_api_reaches_the_ticker_and_the_map(live_server, browser, city):
+    import requests
+
+    _size(browser, 1920, 1080)
+    browser.get(live_server.url + "/screen")
+    assert _wait(lambda: _js(browser, "return document.querySelectorAll('#scr-ticker .scr-tk').length"))
+    grid = city.geography.areas("grid")[40]
+    title = "燃气泄漏 推送测试"
+    rec = {"source": "citizen", "external_id": "push-red-1", "event": "report",
+           "occurred_at": datetime.now(UTC).isoformat(), "category": next(
+               c.code for c in city.categories.values() if not c.sensor_only), "title": title, "grade": 4,
+           "grid_code": grid.code, "lon": grid.centroid[0], "lat": grid.centroid[1]}
+    resp = requests.post(live_server.url + "/api/v1/ingest/cases", data=orjson.dumps([rec]),
+                         headers={"Content-Type": "application/json"}, timeout=10)
+    assert resp.status_code in (200, 202), resp.text
+    in_ticker = ("return Array.from(document.querySelectorAll('#scr-ticker .scr-tk'))"
+                 ".some(e => e.textContent.includes('" + title + "') && e.querySelector('.scr-g4'))")
+    assert _wait(lambda: _js(browser, in_ticker), timeout=10)
+    assert _wait(lambda: _js(browser, "return document.querySelectorAll('#scr-map path.scr-pulse').length"), timeout=5)
+    _shot(browser, "screen-pushed-red-case.png")
+    assert _errors(browser) == []
+
+
+def test_stale_banner_when_the_backend_stops_and_it_clears_when_it_returns(live_server, browser):
+    _size(browser, 1920, 1080)
+    browser.get(live_server.url + "/screen")
+    assert _wait(lambda: _js(browser, "return document.querySelectorAll('#scr-ticker .scr-tk').length"))
+    _js(browser, "window.__sameDocument = true")
+    visible = "const s = document.getElementById('scr-stale'); return s.style.display !== 'none' && s.textContent"
+    assert not _js(browser, visible)
+    live_server.stop()
+    banner = _wait(lambda: _js(browser, visible), timeout=20)
+    assert banner and "数据更新中断" in banner
+    assert _js(browser, "return document.querySelectorAll('#scr-ticker .scr-tk').length") > 0  # last data kept
+    _shot(browser, "screen-stale.png")
+    live_server.start()
+    assert _wait(lambda: not _js(browser, visible), timeout=20)
+    assert _js(browser, "return window.__sameDocument === true")  # recovered by itself, no reload
+
+
+def test_bad_query_parameters_show_the_default_view_and_a_notice(live_server, browser):
+    _size(browser, 1920, 1080)
+    browser.get(live_server.url + "/screen?layout=sideways&rotate=abc&area=123&zoom=9")
+    notice = _wait(lambda: _js(browser, "const n = document.getElementById('scr-notice'); return n && n.textContent"))
+    assert "layout=sideways" in notice and "rotate=abc" in notice and "123" in notice and "zoom=9" in notice
+    assert _wait(lambda: _js(browser, "return document.querySelectorAll('#scr-ticker .scr-tk').length"))
+    assert _errors(browser) == []
