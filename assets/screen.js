@@ -109,7 +109,7 @@
     },
 
     onFast: function (fast, cfg) {
-      if (!fast) return [NU(), NU(), NU(), NU(), NU()];
+      if (!fast) return [NU(), NU(), NU(), NU()];
       var t = cfg.texts, grades = t.scr_grades.split(",");
       var markers = [];
       (fast.alarms || []).forEach(function (a) {
@@ -136,7 +136,7 @@
         var label = ((cfg.sources || {})[f.name] || f.name) + (late && f.age_s !== null ? " " + t.scr_feed_late + " " + dur(f.age_s).slice(0, 5) : "");
         return h("span", {className: "scr-feed " + (late ? "late" : "ok")}, [h("i", {}), label]);
       });
-      return [{levels: fast.levels}, markers, ticker, feeds, Date.now()];
+      return [{levels: fast.levels}, markers, ticker, feeds];
     },
 
     onSlow: function (slow, fast, cfg) {
@@ -180,11 +180,11 @@
               trend(slow.hourly_today || [], slow.hourly_yesterday || [], slow.hour_now, t), depts, note];
     },
 
-    onTick: function (n, fast, seen, cfg) {
+    onTick: function (n, fast, seen, beat, cfg) {
       var now = Date.now(), t = cfg.texts, p = cityParts(now);
       var wd = t.scr_weekdays.split(",")[p.wd];
       var date = cfg.lang === "zh" ? p.y + "年" + p.m + "月" + p.d + "日 " + wd : p.y + "-" + pad(p.m) + "-" + pad(p.d) + " " + wd;
-      var updated = fast ? t.scr_updated + " " + hms(fast.as_of) : t.scr_waiting;
+      var updated = beat ? t.scr_updated + " " + hms(beat) : t.scr_waiting;
       var sla = NU();
       if (fast) {
         var rows = (fast.sla || []).map(function (c) {
@@ -200,7 +200,7 @@
       }
       var staleMs = seen ? now - seen : null;
       var stale = staleMs !== null && staleMs > cfg.stale_after_ms;
-      var staleText = stale ? t.scr_stale + " " + hm(fast ? fast.as_of : seen) : "";
+      var staleText = stale ? t.scr_stale + " " + hm(beat || seen) : "";
       var staleStyle = {display: stale ? "block" : "none"};
       // rotation: district, then each street, ``rotate`` seconds each; or the street asked for
       var viewport = NU(), label = NU();

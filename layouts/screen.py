@@ -24,7 +24,7 @@ from dashboard import i18n
 
 log = logging.getLogger(__name__)
 
-POLL_MS = 1000
+POLL_MS = 500  # the poll answers in a few ms and sends nothing when nothing changed
 TICK_MS = 1000
 STALE_AFTER_MS = 8000  # no fresh snapshot for this long: the stale banner
 ROTATE_MIN, ROTATE_MAX = 10, 3600
@@ -54,6 +54,8 @@ class ID:
     fast = "scr-fast"
     slow = "scr-slow"
     slow_version = "scr-slow-version"
+    fast_version = "scr-fast-version"
+    heartbeat = "scr-heartbeat"
     seen = "scr-seen"
     config = "scr-config"
     poll = "scr-poll"
@@ -193,14 +195,24 @@ def layout(settings, city, args: dict[str, Any]) -> html.Div:
         dcc.Store(id=ID.fast),
         dcc.Store(id=ID.slow),
         dcc.Store(id=ID.slow_version),
+        dcc.Store(id=ID.fast_version),
+        dcc.Store(id=ID.heartbeat),
         dcc.Store(id=ID.seen),
         dcc.Interval(id=ID.poll, interval=POLL_MS),
         dcc.Interval(id=ID.tick, interval=TICK_MS),
     ], className="scr", lang="zh-CN" if opts["lang"] == "zh" else "en")
 
 
-def snapshot(slow_version: Any) -> tuple[Any, Any, Any]:
-    """(fast part, slow part or no_update, slow version) for the poll callback; PreventUpdate if the stores fail."""
+def snapshot(fast_version: Any, slow_version: Any) -> tuple[Any, Any, Any, Any, int]:
+    """The poll's answer: (fast part, slow part, slow version, fast version, heartbeat).
+
+    A part the browser already has is sent as no_update; the heartbeat (server time, ms) always comes, so the
+    browser can tell a quiet city from a dead server. PreventUpdate if the stores fail: the wall keeps its data.
+    """
+    import hashlib
+
+    import orjson
+
     from config.risk import get_risk_model
     from dashboard import context
     from dashboard import screen as data
@@ -214,21 +226,31 @@ def snapshot(slow_version: Any) -> tuple[Any, Any, Any]:
     except Exception:  # noqa: BLE001 - Redis or SQL away: the wall keeps its last data and shows since when
         log.warning("screen: no snapshot (stores unreachable)", exc_info=True)
         raise PreventUpdate from None
+    beat = fast["as_of"]
+    digest = hashlib.blake2b(orjson.dumps({k: v for k, v in fast.items() if k != "as_of"}), digest_size=8).hexdigest()
+    fast_out = no_update if digest == fast_version else fast
+    digest_out = no_update if digest == fast_version else digest
     if slow is None or slow.get("as_of") == slow_version:
-        return fast, no_update, no_update
-    return fast, slow, slow["as_of"]
+        return fast_out, no_update, no_update, digest_out, beat
+    return fast_out, slow, slow["as_of"], digest_out, beat
 
 
 def register(app) -> None:
     @app.callback(Output(ID.fast, "data"), Output(ID.slow, "data"), Output(ID.slow_version, "data"),
-                  Input(ID.poll, "n_intervals"), State(ID.slow_version, "data"))
-    def _poll(_n, version):
-        return snapshot(version)
+                  Output(ID.fast_version, "data"), Output(ID.heartbeat, "data"),
+                  Input(ID.poll, "n_intervals"), State(ID.fast_version, "data"), State(ID.slow_version, "data"))
+    def _poll(_n, fast_version, slow_version):
+        return snapshot(fast_version, slow_version)
+
+    clientside_callback(  # when the last answer came (browser clock): the stale banner counts from here
+        "function(beat) { return beat ? Date.now() : window.dash_clientside.no_update; }",
+        Output(ID.seen, "data"), Input(ID.heartbeat, "data"),
+    )
 
     clientside_callback(
         "function(fast, cfg) { return window.gridwatch.screen.onFast(fast, cfg); }",
         Output(ID.grids, "hideout"), Output(ID.markers, "children"), Output(ID.ticker, "children"),
-        Output(ID.feeds, "children"), Output(ID.seen, "data"),
+        Output(ID.feeds, "children"),
         Input(ID.fast, "data"), State(ID.config, "data"),
     )
     clientside_callback(
@@ -238,11 +260,12 @@ def register(app) -> None:
         Input(ID.slow, "data"), Input(ID.fast, "data"), State(ID.config, "data"),
     )
     clientside_callback(
-        "function(n, fast, seen, cfg) { return window.gridwatch.screen.onTick(n, fast, seen, cfg); }",
+        "function(n, fast, seen, beat, cfg) { return window.gridwatch.screen.onTick(n, fast, seen, beat, cfg); }",
         Output(ID.clock, "children"), Output(ID.date, "children"), Output(ID.updated, "children"),
         Output(ID.sla, "children"), Output(ID.stale, "children"), Output(ID.stale, "style"),
         Output(ID.map, "viewport"), Output(ID.area_label, "children"),
-        Input(ID.tick, "n_intervals"), State(ID.fast, "data"), State(ID.seen, "data"), State(ID.config, "data"),
+        Input(ID.tick, "n_intervals"), State(ID.fast, "data"), State(ID.seen, "data"), State(ID.heartbeat, "data"),
+        State(ID.config, "data"),
     )
 
 

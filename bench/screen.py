@@ -1,0 +1,209 @@
+"""Screen benchmark: prints how fast the big screen follows the city, with a same-run baseline.
+
+    python -m bench.screen [--stored 1000000] [--open 20000] [--events 60]
+
+- server time per update: the /screen poll callback's work (the snapshot: live state, ticker, SLA board; the slow
+  part cached as in production), over a store of ``--stored`` cases with ``--open`` of them open; baseline: the
+  district's live summary alone (one Redis pipeline);
+- bytes per update: the poll responses as the browser received them (Chromium's network log);
+- event-to-screen latency: a case pushed through the HTTP push API until it is in the ticker of /screen in a real
+  headless Chromium, p50/p95 over ``--events`` events.
+
+Targets: p95 ≤ 1 s event-to-screen; ≤ 50 ms server time per update; ≤ 20 KB per update at 126 grids.
+Uses an embedded Redis and a SQLite file in a temporary folder (or REDIS_URL / DATABASE_URL). Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import orjson
+
+from bench.common import bench_env, line
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.screen", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--stored", type=int, default=1_000_000, help="stored cases (default 1,000,000)")
+    ap.add_argument("--open", type=int, default=20_000, help="open cases among them (default 20,000)")
+    ap.add_argument("--events", type=int, default=60, help="pushed cases timed to the screen (default 60, ≥ 50)")
+    args = ap.parse_args(argv)
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        ap.error("needs chromium and chromedriver (Debian packages; `make test` installs them)")
+
+    from bench.rankings_data import generate
+    from ingest.streams import Producer
+    from ingest.worker import Worker, tune_gc
+
+    env = bench_env("screen")
+    settings, r, engine, city = env.settings, env.r, env.engine, env.city
+    print(f"Gridwatch screen benchmark — {os.cpu_count()} cores, {engine.dialect.name}, "
+          f"{len(city.geography.areas('grid'))} grids", flush=True)
+    now = datetime.now(UTC).replace(microsecond=0)
+    t = time.perf_counter()
+    generate(engine, city, max(0, args.stored - args.open), now)
+    rnd = random.Random(3)
+    grids = city.geography.areas("grid")
+    cats = [c for c in city.categories.values() if not c.sensor_only]
+    recs = []
+    for i in range(args.open):
+        g = rnd.choice(grids)
+        rep = now - timedelta(minutes=rnd.randint(5, 3 * 24 * 60))
+        recs.append({"source": "bench", "external_id": f"open{i}", "event": "report", "occurred_at": rep.isoformat(),
+                     "category": rnd.choice(cats).code, "title": f"在办案件 {i}", "grid_code": g.code,
+                     "lon": g.centroid[0], "lat": g.centroid[1], "grade": rnd.choice((1, 1, 1, 2, 2, 3, 4)),
+                     "due_at": (rep + timedelta(minutes=rnd.randint(60, 5 * 24 * 60))).isoformat()})
+    Producer(r, settings, source="bench").cases(recs)
+    worker = Worker(city, settings, engine, r, name="bench-screen")
+    tune_gc()
+    while worker.run_once(20):
+        pass
+    line("set-up (stored cases written, open cases applied)", f"{time.perf_counter() - t:8.1f} s")
+
+    server_time(settings, engine, r, city)
+    browser_figures(settings, engine, r, city, args.events)
+    env.close()
+    return 0
+
+
+def server_time(settings, engine, r, city) -> None:
+    from dash import no_update
+
+    from app import create_app
+    from dashboard import live
+    from dashboard import screen as data
+    from layouts.screen import snapshot
+
+    app = create_app(settings)
+    print("Server time per update (the poll callback's work)", flush=True)
+    with app.server.test_request_context("/"):
+        base = []
+        for _ in range(50):
+            t = time.perf_counter()
+            live.summary(r, settings, city.geography.district.code)
+            base.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        data.SLOW.get(engine, city, settings)
+        line("slow part, once per 30 s per process (KPIs, breakdowns, ranking)", f"{(time.perf_counter() - t) * 1000:8.1f} ms")
+        took, sizes = [], []
+        slow_version = None
+        for _ in range(50):
+            t = time.perf_counter()
+            fast, _slow, slow_out, _digest, _beat = snapshot(None, slow_version)  # the whole fast part, every time
+            took.append(time.perf_counter() - t)
+            sizes.append(len(orjson.dumps(fast)))
+            if slow_out is not no_update:
+                slow_version = slow_out
+        line("baseline: the district's live summary (one pipeline)",
+             f"p50 {statistics.median(base) * 1000:6.1f} ms   p95 {pct(base, 0.95) * 1000:6.1f} ms")
+        line("snapshot per update (slow part cached)",
+             f"p50 {statistics.median(took) * 1000:6.1f} ms   p95 {pct(took, 0.95) * 1000:6.1f} ms   "
+             f"max {max(took) * 1000:6.1f} ms")
+        line("snapshot JSON (fast part)", f"{statistics.median(sizes) / 1024:6.1f} KB")
+
+
+def browser_figures(settings, engine, r, city, events: int) -> None:
+    import logging
+
+    import requests
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from werkzeug.serving import make_server
+
+    from app import create_app
+    from ingest.worker import Worker
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    app = create_app(settings)
+    server = make_server("127.0.0.1", 0, app.server, threaded=True)
+    port = server.server_port
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    stop = threading.Event()
+
+    def work():
+        w = Worker(city, settings, engine, r, name="bench-screen-live")
+        while not stop.is_set():
+            w.run_once(50)
+
+    threading.Thread(target=work, daemon=True).start()
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = shutil.which("chromium")
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--disable-dev-shm-usage"):
+        opts.add_argument(a)
+    opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": 1920, "height": 1080, "deviceScaleFactor": 1, "mobile": False})
+    try:
+        driver.get(f"http://127.0.0.1:{port}/screen")
+        end = time.time() + 60
+        while time.time() < end and not driver.execute_script(
+                "return document.querySelectorAll('#scr-ticker .scr-tk').length"):
+            time.sleep(0.2)
+        # the browser notes when each title first shows in the ticker (its clock and ours are the machine's)
+        driver.execute_script("""
+            window.__seen = {};
+            new MutationObserver(() => {
+              document.querySelectorAll('#scr-ticker .scr-tx').forEach(e => {
+                const m = e.textContent.match(/BENCH-(\\d+)/);
+                if (m && !(m[1] in window.__seen)) window.__seen[m[1]] = Date.now();
+              });
+            }).observe(document.getElementById('scr-ticker'), {childList: true, subtree: true, characterData: true});
+        """)
+        driver.get_log("performance")  # drop the page load
+        grids = city.geography.areas("grid")
+        cat = next(c.code for c in city.categories.values() if not c.sensor_only)
+        sent: dict[str, float] = {}
+        rnd = random.Random(9)
+        print(f"Event-to-screen: {events} cases pushed one by one, 0.3–0.9 s apart", flush=True)
+        for i in range(events):
+            g = rnd.choice(grids)
+            rec = {"source": "citizen", "external_id": f"bench-push-{i}-{time.time_ns()}", "event": "report",
+                   "occurred_at": datetime.now(UTC).isoformat(), "category": cat, "title": f"BENCH-{i}",
+                   "grid_code": g.code, "lon": g.centroid[0], "lat": g.centroid[1], "grade": 4}
+            sent[str(i)] = time.time() * 1000
+            requests.post(f"http://127.0.0.1:{port}/api/v1/ingest/cases", data=orjson.dumps([rec]),
+                          headers={"Content-Type": "application/json"}, timeout=10).raise_for_status()
+            time.sleep(rnd.uniform(0.3, 0.9))
+        time.sleep(3)
+        seen = driver.execute_script("return window.__seen")
+        lat = [(seen[k] - sent[k]) / 1000 for k in sent if k in seen]
+        missed = len(sent) - len(lat)
+        sizes = []
+        pending: dict[str, str] = {}
+        for entry in driver.get_log("performance"):
+            msg = orjson.loads(entry["message"])["message"]
+            if msg["method"] == "Network.responseReceived" and "_dash-update-component" in msg["params"]["response"]["url"]:
+                pending[msg["params"]["requestId"]] = msg["params"]["response"]["url"]
+            elif msg["method"] == "Network.loadingFinished" and msg["params"]["requestId"] in pending:
+                sizes.append(msg["params"]["encodedDataLength"])
+        line("event → visible in the ticker",
+             f"p50 {statistics.median(lat):5.2f} s   p95 {pct(lat, 0.95):5.2f} s   max {max(lat):5.2f} s   "
+             f"({len(lat)} seen, {missed} not seen)")
+        if sizes:
+            changed = [s for s in sizes if s > 1024]
+            line("bytes per update (poll responses, as received)",
+                 f"median {statistics.median(sizes) / 1024:5.1f} KB   max {max(sizes) / 1024:5.1f} KB   "
+                 f"({len(sizes)} responses; {len(changed)} carried data, median "
+                 f"{(statistics.median(changed) if changed else 0) / 1024:.1f} KB; the rest said 'nothing new')")
+        print("Targets: p95 ≤ 1 s event-to-screen; ≤ 50 ms server time per update; ≤ 20 KB per update.")
+    finally:
+        driver.quit()
+        stop.set()
+        server.shutdown()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
