@@ -209,12 +209,26 @@
       if (cfg.rotate) idx = Math.floor(now / 1000 / cfg.rotate) % views.length;
       else if (cfg.area) idx = 1 + cfg.streets.findIndex(function (s) { return s.code === cfg.area; });
       var view = views[idx] || cfg.district;
-      if (window.__gwView !== view.code) {
-        if (window.__gwView !== undefined) viewport = {bounds: view.bounds, transition: "flyToBounds"};
+      // Whenever the map's box changes size (the canvas sized, a resize), Leaflet is told to measure it again and
+      // the view is fitted afresh — twice, one tick apart, as the first measure can come before the layout settles.
+      var inval = NU();
+      var box = document.getElementById("scr-map");
+      var size = box ? box.clientWidth + "x" + box.clientHeight : "";
+      if (size !== window.__gwSize) { window.__gwSize = size; window.__gwFit = 0; }
+      var step = window.__gwFit || 0;
+      if (step < 4) {
+        // Leaflet re-measures its box on a window resize (its own handler; the invalidateSize prop alone did not)
+        if (step % 2 === 0) { inval = now; window.dispatchEvent(new Event("resize")); }
+        else viewport = {bounds: view.bounds};
+        window.__gwFit = step + 1;
+        window.__gwView = view.code;
+        label = view.code === cfg.district.code ? "" : view.name;
+      } else if (window.__gwView !== view.code) {
+        viewport = {bounds: view.bounds, transition: "flyToBounds"};
         window.__gwView = view.code;
         label = view.code === cfg.district.code ? "" : view.name;
       }
-      return [hms(now), date, updated, sla, staleText, staleStyle, viewport, label];
+      return [hms(now), date, updated, sla, staleText, staleStyle, viewport, label, inval];
     }
   };
   window.gridwatch = window.gridwatch || {};

@@ -263,7 +263,7 @@ def register(app) -> None:
         "function(n, fast, seen, beat, cfg) { return window.gridwatch.screen.onTick(n, fast, seen, beat, cfg); }",
         Output(ID.clock, "children"), Output(ID.date, "children"), Output(ID.updated, "children"),
         Output(ID.sla, "children"), Output(ID.stale, "children"), Output(ID.stale, "style"),
-        Output(ID.map, "viewport"), Output(ID.area_label, "children"),
+        Output(ID.map, "viewport"), Output(ID.area_label, "children"), Output(ID.map, "invalidateSize"),
         Input(ID.tick, "n_intervals"), State(ID.fast, "data"), State(ID.seen, "data"), State(ID.heartbeat, "data"),
         State(ID.config, "data"),
     )
