@@ -63,6 +63,13 @@
     return h("div", {className: "scr-kpi"}, [
       h("div", {className: "scr-kv " + (cls || "")}, value), h("div", {className: "scr-kl"}, label), d]);
   }
+  function alarmTile(active, delta, kinds, t) {  // active now; the change is in alarms opened today vs yesterday
+    var d = isNaN(delta) ? "" : (delta > 0 ? "▲ " + delta : (delta < 0 ? "▼ " + (-delta) : "＝ 0"));
+    var tone = isNaN(delta) || delta === 0 ? "" : (delta > 0 ? "bad" : "good");
+    return h("div", {className: "scr-kpi"}, [h("div", {className: "scr-kv orange"}, num(active)),
+      h("div", {className: "scr-kl"}, t.scr_alarms),
+      h("div", {className: "scr-kd"}, [h("span", {className: tone}, d), kinds ? h("span", {className: "kinds"}, " · " + kinds) : null])]);
+  }
   function bars(rows, cls) {
     if (!rows || !rows.length) return h("div", {className: "scr-wait"}, "—");
     var max = Math.max.apply(null, rows.map(function (r) { return r[1]; })) || 1;
@@ -154,8 +161,7 @@
         kpiTile(t.scr_on_time, pct(k.on_time_rate), d("on_time_rate"), "", false, "pt"),
         kpiTile(t.scr_onsite, pct(k.onsite_rate), d("onsite_rate"), "", false, "pt"),
         kpiTile(t.scr_overdue, num(overdue), y.overdue_open === null ? null : overdue - y.overdue_open, "red", true, "n"),
-        h("div", {className: "scr-kpi"}, [h("div", {className: "scr-kv orange"}, num(alarms)),
-          h("div", {className: "scr-kl"}, t.scr_alarms), h("div", {className: "scr-kd"}, kindText)])]);
+        alarmTile(alarms, slow.alarms_today - slow.alarms_yesterday, kindText, t)]);
       var rows = (slow.ranking || []);
       var shown = rows.length > 7 ? rows.slice(0, 5).concat([null], rows.slice(-2)) : rows;
       var table = h("table", {className: "scr-table"}, [

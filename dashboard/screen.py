@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from core.lifecycle import OPEN_STATUSES
-from core.models import Case, Device
+from core.models import Case, Device, SensorAlarm
 from core.records import CITY_TZ
 
 log = logging.getLogger(__name__)
@@ -190,6 +190,14 @@ def _breakdown(engine, column, since: datetime, until: datetime) -> dict[str, in
     return {k: int(n) for k, n in rows if k is not None}
 
 
+def _alarms_opened(engine, since: datetime, until: datetime) -> int:
+    """Sensor threshold alarms opened in [since, until)."""
+    a = SensorAlarm.__table__
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(a).where(
+            a.c.kind == "threshold", a.c.opened_at >= since, a.c.opened_at < until)).scalar() or 0)
+
+
 def slow(engine, city, settings, now: datetime | None = None) -> dict[str, Any]:
     from config.rankings import get_rules
     from core import kpis as k
@@ -212,6 +220,7 @@ def slow(engine, city, settings, now: datetime | None = None) -> dict[str, Any]:
         groups[group] = groups.get(group, 0) + n
     group_names = {g.code: g.name for g in city.groups}
     sources = _breakdown(engine, _C.c.source, t0, t1)
+    alarms_today, alarms_yesterday = _alarms_opened(engine, t0, now), _alarms_opened(engine, y0, y_now)
     week = rk.period("week", now.astimezone(CITY_TZ).date(), CITY_TZ)
     ranking = queries.ranking(engine, departments=city.departments, rules=get_rules(settings.rankings_file),
                               current=week, previous=week.previous(CITY_TZ), now=now)
@@ -228,6 +237,7 @@ def slow(engine, city, settings, now: datetime | None = None) -> dict[str, Any]:
                                                                "onsite_rate", "overdue_open")},
         "categories": sorted(([group_names.get(g, g), n] for g, n in groups.items()), key=lambda x: -x[1])[:4],
         "sources": sorted(([s, n] for s, n in sources.items()), key=lambda x: -x[1])[:4],
+        "alarms_today": alarms_today, "alarms_yesterday": alarms_yesterday,
         "hourly_today": _hourly(engine, t0, t1), "hourly_yesterday": _hourly(engine, y0, y1),
         "hour_now": int((now - t0).total_seconds() // 3600),
         "ranking": board, "ranking_label": week.label, "min_volume": get_rules(settings.rankings_file).min_volume,

@@ -68,18 +68,22 @@ def loaded(screen_settings, r, engine, city):
     now = datetime.now(UTC).replace(microsecond=0)
     recs = _cases(city, now)
     Producer(r, screen_settings, source="t").cases(recs)
+    g = city.geography.areas("grid")[3]
+    readings = [{"device_id": f"smoke-{i}", "type": "smoke", "value": 9.0, "ts": (now - timedelta(minutes=i)).isoformat(),
+                 "lon": g.centroid[0], "lat": g.centroid[1]} for i in range(3)]  # three smoke alarms open now
+    Producer(r, screen_settings, source="iot").sensors(readings)
     w = Worker(city, screen_settings, engine, r, name="scr")
     while w.run_once(50):
         pass
     assert w.totals.dead == 0
-    return now, recs
+    return now, recs, readings
 
 
 def test_the_snapshot_matches_an_independent_recount(loaded, screen_settings, r, engine, city):
     from config.risk import get_risk_model
     from dashboard import screen
 
-    now, recs = loaded
+    now, recs, readings = loaded
     fast = screen.fast(r, screen_settings, engine, city, get_risk_model(screen_settings.risk_file))
     with engine.connect() as conn:
         df = pd.read_sql(text("SELECT id, title, status, due_at FROM cases"), conn)
@@ -105,10 +109,16 @@ def test_the_snapshot_matches_an_independent_recount(loaded, screen_settings, r,
     assert "reporter" not in orjson.dumps(fast).decode()
 
     slow = screen.slow(engine, city, screen_settings)
-    assert slow["kpis"]["cases_total"] == sum(1 for x in recs if x["event"] == "report"
-                                              and datetime.fromisoformat(x["occurred_at"]) >= _midnight(now))
+    reported = sum(1 for x in recs if x["event"] == "report" and datetime.fromisoformat(x["occurred_at"]) >= _midnight(now))
+    alarm_cases = sum(1 for x in readings if datetime.fromisoformat(x["ts"]) >= _midnight(now))  # each alarm opens a case
+    assert slow["kpis"]["cases_total"] == reported + alarm_cases
     assert sum(slow["hourly_today"]) == slow["kpis"]["cases_total"]
     assert {r["dept"] for r in slow["ranking"]} == {"cg", "sw"}
+    # alarms: active now on the wall, at their devices, and counted as opened today
+    assert fast["alarms_active"] == 3 and {a["device"] for a in fast["alarms"]} == {"smoke-0", "smoke-1", "smoke-2"}
+    assert all(a["lon"] is not None for a in fast["alarms"])
+    opened_today = sum(1 for x in readings if datetime.fromisoformat(x["ts"]) >= _midnight(now))
+    assert slow["alarms_today"] == opened_today and slow["alarms_yesterday"] == 0
 
 
 def _midnight(now):
