@@ -354,3 +354,62 @@ def test_bad_query_parameters_show_the_default_view_and_a_notice(live_server, br
     assert "layout=sideways" in notice and "rotate=abc" in notice and "123" in notice and "zoom=9" in notice
     assert _wait(lambda: _js(browser, "return document.querySelectorAll('#scr-ticker .scr-tk').length"))
     assert _errors(browser) == []
+
+
+def test_a_configured_tile_layer_is_drawn_beneath_and_none_by_default(screen_settings, city):
+    import dash_leaflet as dl
+
+    from layouts.screen import layout
+
+    def tiles(settings):
+        found = []
+
+        def walk(node):
+            if isinstance(node, dl.TileLayer):
+                found.append(node.url)
+            for child in getattr(node, "children", None) or []:
+                if not isinstance(child, str):
+                    walk(child)
+
+        walk(layout(settings, city, {}))
+        return found
+
+    assert tiles(screen_settings) == []  # a closed network: no tile server at all
+    url = "http://tiles.intranet/{z}/{x}/{y}.png"
+    assert tiles(screen_settings.model_copy(update={"map_tile_url": url})) == [url]
+
+
+def test_the_poll_sends_nothing_new_when_nothing_changed_and_keeps_quiet_when_redis_is_away(loaded, screen_settings):
+    from dash import no_update
+    from dash.exceptions import PreventUpdate
+
+    from app import create_app
+    from layouts.screen import snapshot
+
+    app = create_app(screen_settings)
+    with app.server.test_request_context("/"):
+        fast, slow, slow_version, digest, beat = snapshot(None, None)
+        assert fast["ticker"] and slow["kpis"] and beat == fast["as_of"]
+        again = snapshot(digest, slow_version)
+        assert again[0] is no_update and again[1] is no_update and again[3] is no_update  # only the heartbeat
+        assert again[4] >= beat
+    away = screen_settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
+    app = create_app(away)
+    with app.server.test_request_context("/"), pytest.raises(PreventUpdate):
+        snapshot(None, None)  # the wall keeps its last data; the missing heartbeat shows the stale banner
+
+
+def test_rotation_cycles_the_map_through_the_streets(live_server, browser, city):
+    _size(browser, 1920, 1080)
+    browser.get(live_server.url + "/screen?rotate=10")
+    streets = {a.name for a in city.geography.areas("street")}
+    label = "const e = document.getElementById('scr-area-label'); return e ? e.textContent : ''"
+    seen = set()
+    end = time.monotonic() + 25
+    while time.monotonic() < end and len(seen) < 2:
+        text_ = _js(browser, label)
+        if text_:
+            seen.add(text_)
+        time.sleep(0.5)
+    assert len(seen) >= 2 and seen <= streets  # two streets in turn, each named on the map
+    assert _errors(browser) == []
