@@ -149,6 +149,45 @@ def _period(p: dict[str, str]) -> tuple[datetime, datetime]:
     return since, until
 
 
+FILTER_PARAMS = ("area", "since", "until", "category", "grade", "source", "status", "dept")
+_SOURCE_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+
+
+def _case_filter(p: dict[str, str]) -> queries.CaseFilter:
+    """The case filter from the parameters (FILTER_PARAMS); a 400 naming the first bad one."""
+    since = _when("since", p["since"]) if "since" in p else None
+    until = _when("until", p["until"]) if "until" in p else None
+    if since is not None and until is not None and until <= since:
+        raise ApiError(400, f"until: {until.isoformat()} is not after since {since.isoformat()}; give an until later "
+                            "than since", "until")
+    grades = None
+    if "grade" in p:
+        grades = set()
+        for part in p["grade"].split(","):
+            part = part.strip()
+            if not (part.isascii() and part.isdigit() and 1 <= int(part) <= 4):
+                raise ApiError(400, f"grade: {part[:20]!r} is not a grade; use 1..4 (several: comma-separated)", "grade")
+            grades.add(int(part))
+    sources = None
+    if "source" in p:
+        sources = {x.strip() for x in p["source"].split(",") if x.strip()}
+        bad = [x for x in sources if len(x) > 32 or not set(x) <= _SOURCE_CHARS]
+        if bad or not sources:
+            raise ApiError(400, f"source: {(bad or [''])[0][:32]!r} is not a source name; use letters, digits, "
+                                "- _ . (several: comma-separated)", "source")
+    dept = None
+    if "dept" in p:
+        dept = p["dept"]
+        if dept not in context.city().departments:
+            raise ApiError(400, f"dept: unknown department {dept[:32]!r}; use a code from "
+                                "config/city/departments.yaml", "dept")
+    return queries.CaseFilter(
+        area=_area(p["area"]).code if "area" in p else None, since=since, until=until,
+        category=_category(p["category"]) if "category" in p else None, grades=grades, sources=sources,
+        statuses=_statuses(p["status"]) if "status" in p else None, department=dept,
+    )
+
+
 def _limit(value: str | None) -> int:
     if value is None:
         return queries.DEFAULT_LIMIT
@@ -281,7 +320,7 @@ def blueprint() -> Blueprint:
     def unknown_route(rest: str):
         # Without this, the Dash page's catch-all route would answer unknown API paths with HTML.
         return _error(404, f"no API route /api/{rest}; the routes are /api/v1/summary, /api/v1/areas, "
-                           "/api/v1/cases, /api/v1/cases/<id>, /api/v1/sla, /api/v1/kpis, /api/v1/rankings, "
+                           "/api/v1/cases, /api/v1/cases.csv, /api/v1/cases/<id>, /api/v1/sla, /api/v1/kpis, /api/v1/rankings, "
                            "/api/v1/definitions, /api/v1/risk and /api/v1/risk/<code>/explain")
 
     @bp.get("/healthz")
@@ -378,16 +417,46 @@ def blueprint() -> Blueprint:
 
     @bp.get("/api/v1/cases")
     def cases():
-        p = _params(("area", "status", "category", "limit", "cursor"))
-        area = _area(p["area"]).code if "area" in p else None
-        statuses = _statuses(p["status"]) if "status" in p else None
-        category = _category(p["category"]) if "category" in p else None
+        p = _params((*FILTER_PARAMS, "limit", "cursor"))
+        where = _case_filter(p)
         limit = _limit(p.get("limit"))
         after = _cursor(p.get("cursor"))
-        items, nxt = queries.list_cases(
-            context.engine(), area=area, statuses=statuses, category=category, limit=limit, after_id=after
-        )
+        items, nxt = queries.list_cases(context.engine(), limit=limit, after_id=after, where=where)
         return json_response({"items": items, "next_cursor": nxt})
+
+    @bp.get("/api/v1/cases.csv")
+    def cases_csv():
+        """The filtered cases as CSV (UTF-8 with a BOM, so Excel reads the Chinese), streamed; no personal data."""
+        import csv
+        import io
+
+        p = _params(FILTER_PARAMS)
+        where = _case_filter(p)
+        engine = context.engine()
+
+        def value(v):
+            if isinstance(v, datetime):
+                return v.astimezone(UTC).isoformat()
+            if isinstance(v, list):
+                return " ".join(map(str, v))
+            return "" if v is None else v
+
+        def rows():
+            buf = io.StringIO()
+            w = csv.writer(buf)
+            buf.write("\ufeff")
+            w.writerow(queries.EXPORT_COLUMNS)
+            for n, row in enumerate(queries.export_cases(engine, where), start=1):
+                w.writerow([value(v) for v in row])
+                if n % 1000 == 0:
+                    yield buf.getvalue()
+                    buf.seek(0)
+                    buf.truncate()
+            yield buf.getvalue()
+
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        return Response(rows(), mimetype="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="gridwatch-cases-{stamp}.csv"'})
 
     @bp.get("/api/v1/sla")
     def sla():

@@ -11,6 +11,7 @@ import copy
 import threading
 import time
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import String, select
@@ -70,6 +71,48 @@ def _case_row(row: Any) -> dict[str, Any]:
     return out
 
 
+@dataclass(frozen=True)
+class CaseFilter:
+    """What a case list, a table page and an export are narrowed by — one rule for all of them.
+
+    ``area`` any area code (a district sees its unlocated cases too); ``since``/``until`` bound the report time
+    [since, until); ``category`` a 小类 (4 digits) or 大类 (2 digits) code; ``grades``, ``sources``, ``statuses`` sets;
+    ``department`` a department that has had a part in the case (assigned as lead or summoned by a whistle).
+    """
+
+    area: str | None = None
+    since: Any = None
+    until: Any = None
+    category: str | None = None
+    grades: Collection[int] | None = None
+    sources: Collection[str] | None = None
+    statuses: Collection[str] | None = None
+    department: str | None = None
+
+    def apply(self, q):
+        from core.models import CaseAssignment
+
+        if self.area:
+            q = q.where(_AREA_COLUMN[level_of(self.area)] == self.area)
+        if self.since is not None:
+            q = q.where(_CASE.c.reported_at >= self.since)
+        if self.until is not None:
+            q = q.where(_CASE.c.reported_at < self.until)
+        if self.category:
+            c = self.category
+            q = q.where(_CASE.c.category.startswith(c) if len(c) == 2 else _CASE.c.category == c)
+        if self.grades:
+            q = q.where(_CASE.c.grade.in_(sorted(self.grades)))
+        if self.sources:
+            q = q.where(_CASE.c.source.in_(sorted(self.sources)))
+        if self.statuses:
+            q = q.where(_CASE.c.status.in_(sorted(self.statuses)))
+        if self.department:
+            a = CaseAssignment.__table__
+            q = q.where(select(a.c.id).where(a.c.case_id == _CASE.c.id, a.c.department == self.department).exists())
+        return q
+
+
 def list_cases(
     engine: Engine,
     *,
@@ -78,22 +121,17 @@ def list_cases(
     category: str | None = None,
     limit: int = DEFAULT_LIMIT,
     after_id: int | None = None,
+    where: CaseFilter | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Cases newest first (by id), filtered; returns (items, next cursor or None).
 
-    ``area`` is any area code: the column compared depends on its level (a district sees its
-    unlocated cases too). ``category`` is a 小类 code (4 digits) or a 大类 code (2 digits).
+    ``where`` narrows the list (CaseFilter); ``area``, ``statuses`` and ``category`` are shorthands for it.
     ``after_id`` is the decoded cursor: only cases with a smaller id.
     """
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit must be 1..{MAX_LIMIT}")
-    q = select(*_LIST_COLUMNS)
-    if area:
-        q = q.where(_AREA_COLUMN[level_of(area)] == area)
-    if statuses:
-        q = q.where(_CASE.c.status.in_(sorted(statuses)))
-    if category:
-        q = q.where(_CASE.c.category.startswith(category) if len(category) == 2 else _CASE.c.category == category)
+    where = where or CaseFilter(area=area, statuses=statuses, category=category)
+    q = where.apply(select(*_LIST_COLUMNS))
     if after_id is not None:
         q = q.where(_CASE.c.id < after_id)
     q = q.order_by(_CASE.c.id.desc()).limit(limit + 1)
@@ -102,6 +140,22 @@ def list_cases(
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, (encode_cursor(rows[-1]["id"]) if more and rows else None)
+
+
+EXPORT_COLUMNS = ("id", "source", "external_id", "category", "grade", "title", "status", "district_code",
+                  "street_code", "community_code", "grid_code", "departments", "onsite", "overdue", "rating",
+                  "reported_at", "accept_due_at", "due_at", "accepted_at", "resolved_at", "closed_at")
+
+
+def export_cases(engine: Engine, where: CaseFilter, chunk: int = 5000):
+    """Rows of the filtered cases for a CSV export, newest first, read in chunks (never all in memory).
+
+    Yields tuples in EXPORT_COLUMNS order. No personal data: the reporter's name and phone are not selected.
+    """
+    q = where.apply(select(*(_CASE.c[c] for c in EXPORT_COLUMNS))).order_by(_CASE.c.id.desc())
+    with engine.connect() as conn:
+        for row in conn.execution_options(stream_results=True, yield_per=chunk).execute(q):
+            yield tuple(row)
 
 
 def get_case(engine: Engine, case_id: int) -> dict[str, Any] | None:

@@ -93,12 +93,14 @@ def build_dataset(city) -> tuple[list[dict], list[dict], pd.DataFrame, int]:
                 overdue = status in OPEN
             rows.append({"ext": ext, "source": "test", "grid": grid.code, "street": grid.code[:9],
                          "community": grid.code[:12], "grade": grade, "category": cat.code, "status": status,
-                         "overdue": overdue})
+                         "overdue": overdue, "reported": NOW + timedelta(minutes=minute),
+                         "dept": cat.department if "dispatch" in PATHS[path] else None})
     # One case nobody could place: no grid, no coordinates.
     events.append({"source": "test", "external_id": "lost", "event": "report", "occurred_at": t(900),
                    "category": cats[0].code, "grade": 2, "title": "位置不明"})
     rows.append({"ext": "lost", "source": "test", "grid": None, "street": None, "community": None, "grade": 2,
-                 "category": cats[0].code, "status": "reported", "overdue": False})
+                 "category": cats[0].code, "status": "reported", "overdue": False,
+                 "reported": NOW + timedelta(minutes=900), "dept": None})
 
     # Sensors: a smoke alarm that stays, a gas alarm that clears, a water sensor below threshold.
     smoke, gas, water = city.sensor_types["smoke"], city.sensor_types["gas"], city.sensor_types["water_level"]
@@ -115,7 +117,7 @@ def build_dataset(city) -> tuple[list[dict], list[dict], pd.DataFrame, int]:
     for device, stype, grid in (("smoke-1", smoke, g_smoke), ("gas-1", gas, g_gas)):
         rows.append({"ext": f"{device}@{ts.strftime('%Y%m%dT%H%M%S')}", "source": "sensor", "grid": grid.code,
                      "street": grid.code[:9], "community": grid.code[:12], "grade": stype.grade,
-                     "category": stype.category, "status": "reported", "overdue": False})
+                     "category": stype.category, "status": "reported", "overdue": False, "reported": ts, "dept": None})
     alarms = pd.DataFrame([{"grid": g_smoke.code, "street": g_smoke.code[:9], "community": g_smoke.code[:12]}])
     return events, readings, pd.DataFrame(rows), alarms
 
@@ -301,6 +303,48 @@ def test_cases_filters_and_pagination(client, loaded, city):
     assert case["reporter"] == "hidden"
     assert not {"reporter_name", "reporter_phone"} & set(case)
     assert "张三丰" not in client.get("/api/v1/cases?limit=500").get_data(as_text=True)
+
+
+def test_case_filters_by_time_grade_source_and_department_and_the_csv_export(client, loaded, city):
+    """Each filter against a pandas selection of the dataset as it was built (not as it was stored)."""
+    import csv
+    import io
+
+    df, _ = loaded
+    mid = NOW + timedelta(minutes=300)
+    iso = mid.isoformat().replace("+", "%2B")
+    dept = df.dept.dropna().iloc[0]
+    g = int(df[df.dept == dept].grade.iloc[-1])
+    late = df[df.dept == dept].reported.iloc[-1]
+    late_iso = late.isoformat().replace("+", "%2B")
+    cases = [
+        (f"since={iso}", df[df.reported >= mid]),
+        (f"until={iso}", df[df.reported < mid]),
+        ("grade=4", df[df.grade == 4]),
+        ("grade=1,3", df[df.grade.isin([1, 3])]),
+        ("source=sensor", df[df.source == "sensor"]),
+        ("source=test,sensor", df),
+        (f"dept={dept}", df[df.dept == dept]),
+        (f"dept={dept}&grade={g}&since={late_iso}", df[(df.dept == dept) & (df.grade == g) & (df.reported >= late)]),
+    ]
+    for query, expected in cases:
+        got = all_cases(client, query, limit=3)
+        assert sorted(c["external_id"] for c in got) == sorted(expected.ext), query
+        resp = client.get(f"/api/v1/cases.csv?{query}")
+        assert resp.status_code == 200 and resp.mimetype == "text/csv"
+        text_ = resp.get_data(as_text=True)
+        assert text_.startswith("\ufeff")
+        table = list(csv.DictReader(io.StringIO(text_.lstrip("\ufeff"))))
+        assert sorted(r["external_id"] for r in table) == sorted(expected.ext), query
+    assert len(cases[-1][1]) > 0 and len(cases[0][1]) > 0
+    everything = client.get("/api/v1/cases.csv").get_data(as_text=True)
+    assert "张三丰" not in everything and "13800138000" not in everything and "reporter" not in everything
+    for query, parameter in [("grade=5", "grade"), ("grade=a", "grade"), ("source=%3Cscript%3E", "source"),
+                             ("dept=nobody", "dept"), ("since=yesterday", "since"),
+                             (f"since={iso}&until={iso}", "until"), ("sort=title", "sort")]:
+        for route in ("/api/v1/cases", "/api/v1/cases.csv"):
+            body = get(client, f"{route}?{query}", 400)
+            assert body["parameter"] == parameter, (route, query)
 
 
 def test_case_detail_timeline_in_order(client, loaded):
