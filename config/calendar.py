@@ -6,37 +6,24 @@ from datetime import date
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
-
-from config.settings import ROOT, get_settings
+from config.files import ConfigFileError, read_yaml, shown
+from config.settings import get_settings
 from core.sla import WorkingCalendar
 
 COVERAGE_DAYS = 60  # /healthz warns when the calendar does not know this many days ahead
 
 
-class CalendarConfigError(ValueError):
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("\n".join(problems))
-
-
-def _shown(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(ROOT))
-    except ValueError:
-        return path.name
+class CalendarConfigError(ConfigFileError):
+    pass
 
 
 def load_calendar(path: Path | str | None = None) -> WorkingCalendar:
     """The calendar with the holiday file's years; CalendarConfigError names the file, the entry and the fix."""
     path = Path(path or get_settings().holidays_file)
-    where = _shown(path)
-    if not path.exists():
+    where = shown(path)
+    data = read_yaml(path, CalendarConfigError)
+    if data is None:
         return WorkingCalendar()
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise CalendarConfigError([f"{where}: not valid YAML ({exc})"]) from None
     problems: list[str] = []
     years = data.get("years") if isinstance(data, dict) else None
     if years is None:

@@ -7,9 +7,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from config.settings import ROOT, get_settings
+from config.files import ConfigFileError, read_yaml, shown
+from config.settings import get_settings
 from core.livestate import RECENT_HORIZON_HOURS
 from core.risk import AREA_LEVELS, GRADES, HotspotRule, RiskModel
 
@@ -18,17 +17,8 @@ HOTSPOT_KEYS = ("radius_m", "window_hours", "min_cases", "weight", "half_life_ho
 MAX_RADIUS_M = 5000
 
 
-class RiskConfigError(ValueError):
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("\n".join(problems))
-
-
-def _shown(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(ROOT))
-    except ValueError:
-        return path.name
+class RiskConfigError(ConfigFileError):
+    pass
 
 
 def _number(value: Any) -> float | None:
@@ -41,13 +31,10 @@ def load_risk_model(path: Path | str | None = None) -> RiskModel:
     """The model in the file; every key may be left out (its default applies). RiskConfigError names the file,
     the key and the fix, for every problem at once."""
     path = Path(path or get_settings().risk_file)
-    where = _shown(path)
-    if not path.is_file():
+    where = shown(path)
+    data = read_yaml(path, RiskConfigError)
+    if data is None:
         raise RiskConfigError([f"{where}: file not found — restore config/risk.yaml or point RISK_FILE at a copy"])
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise RiskConfigError([f"{where}: not valid YAML ({str(exc).replace(chr(10), ' ')})"]) from None
     if not isinstance(data, dict):
         raise RiskConfigError([f"{where}: expected a mapping with the keys {', '.join(TOP_KEYS)}"])
     problems: list[str] = []
