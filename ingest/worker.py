@@ -137,7 +137,6 @@ class FastWriter:
         """Whole case rows for (source, external id) keys, as Python values."""
         out = []
         names = _CASE_ALL
-        times = _CASE_TIMES
         sqlite_ = self.dialect == "sqlite"
         for i in range(0, len(keys), 400):
             chunk = keys[i : i + 400]
@@ -146,12 +145,7 @@ class FastWriter:
             for row in conn.exec_driver_sql(sql, tuple(x for k in chunk for x in k)):
                 case = dict(zip(names, row, strict=True))
                 if sqlite_:
-                    for c in times:
-                        v = case[c]
-                        if v is not None:
-                            case[c] = datetime.fromisoformat(v).replace(tzinfo=UTC)
-                    for c in _CASE_BOOLS:
-                        case[c] = bool(case[c])
+                    _from_sqlite(case, _CASE_TIMES, _CASE_BOOLS)
                     case["departments"] = orjson.loads(case["departments"]) if case["departments"] else []
                     case["flags"] = orjson.loads(case["flags"]) if case["flags"] else None
                 else:
@@ -171,13 +165,7 @@ class FastWriter:
             for row in conn.exec_driver_sql(sql, tuple(chunk)):
                 a = dict(zip(names, row, strict=True))
                 if sqlite_:
-                    for c in _ASSIGN_TIMES:
-                        v = a[c]
-                        if v is not None:
-                            a[c] = datetime.fromisoformat(v).replace(tzinfo=UTC)
-                    for c in ("accepted_on_time", "resolved_on_time"):
-                        if a[c] is not None:
-                            a[c] = bool(a[c])
+                    _from_sqlite(a, _ASSIGN_TIMES, _ASSIGN_BOOLS)
                 out.append(a)
         return out
 
@@ -197,6 +185,19 @@ _CASE_TIMES = tuple(c.name for c in Case.__table__.columns if isinstance(c.type,
 _CASE_BOOLS = tuple(c.name for c in Case.__table__.columns if c.type.python_type is bool)
 _ASSIGN_ALL = ("id", *assignments.COLUMNS)
 _ASSIGN_TIMES = tuple(c.name for c in CaseAssignment.__table__.columns if isinstance(c.type, UTCDateTime))
+_ASSIGN_BOOLS = tuple(c.name for c in CaseAssignment.__table__.columns if c.type.python_type is bool)
+
+
+def _from_sqlite(row: dict[str, Any], times: Sequence[str], bools: Sequence[str]) -> None:
+    """SQLite's fixed-width UTC text times and 0/1 booleans as Python values, in place (NULL stays None)."""
+    for c in times:
+        v = row[c]
+        if v is not None:
+            row[c] = datetime.fromisoformat(v).replace(tzinfo=UTC)
+    for c in bools:
+        v = row[c]
+        if v is not None:
+            row[c] = bool(v)
 _EVENT_COLUMNS = ("case_id", "event_key", "action", "source", "occurred_at", "received_at", "status_before",
                   "status_after", "actor", "departments", "note", "rating")
 
