@@ -25,7 +25,6 @@ from dashboard import context, live, queries
 log = logging.getLogger(__name__)
 
 LAG_DEGRADED = 10_000  # entries waiting in a stream before /healthz says "degraded"
-AREA_LEVELS = ("street", "community", "grid")
 STATUS_WORDS = {"open": sorted(s.value for s in OPEN_STATUSES)}
 
 
@@ -252,8 +251,8 @@ def _risk_model():
         raise ApiError(500, f"the risk model's configuration is broken: {exc.problems[0]}") from None
 
 
-def _risk_areas(p: dict[str, str]) -> list:
-    """The areas /api/v1/risk lists: ``level`` within ``parent`` (default: the district's children)."""
+def _select_areas(p: dict[str, str]) -> list:
+    """The areas /api/v1/areas and /api/v1/risk list: ``level`` within ``parent`` (default: the district's children)."""
     geo = context.city().geography
     level = p.get("level")
     if level is not None and level not in LEVELS:
@@ -273,18 +272,7 @@ def _risk_areas(p: dict[str, str]) -> list:
 
 
 def _risk_of(model, areas) -> tuple[dict[str, dict[str, Any]], str | None]:
-    """Score, level and parts of each area: case and alarm parts from the live counters now, the hotspot part from
-    the last risk sweep. Also the time of that sweep (None: it has not run, the hotspot part is 0)."""
-    counters, swept, at = live.risk_inputs(context.redis_client(), context.settings(), [a.code for a in areas])
-    grades = context.city().grades
-    out = {}
-    for a in areas:
-        entry = swept.get(a.code) or {}
-        assessed = model.assess(counters[a.code], a.level, (entry.get("parts") or {}).get("hotspots", 0.0))
-        grade = grades.get(assessed["risk_level"])
-        assessed["color"] = grade.color if grade is not None else None
-        out[a.code] = assessed
-    return out, at
+    return live.risk_of(context.redis_client(), context.settings(), context.city(), model, areas)
 
 
 def _risk_notes(at: str | None) -> list[str]:
@@ -383,25 +371,7 @@ def blueprint() -> Blueprint:
 
     @bp.get("/api/v1/areas")
     def areas():
-        p = _params(("level", "parent"))
-        geo = context.city().geography
-        level = p.get("level")
-        if level is not None and level not in LEVELS:
-            raise ApiError(400, f"level: unknown level {level!r}; use one of: {', '.join(AREA_LEVELS)}", "level")
-        parent = _area(p["parent"], "parent") if "parent" in p else None
-        if parent is not None and level is not None:
-            if LEVELS.index(level) <= LEVELS.index(parent.level):
-                raise ApiError(
-                    400, f"level: a {parent.level} holds no {level} areas; use a level below {parent.level} "
-                         f"({', '.join(LEVELS[LEVELS.index(parent.level) + 1:]) or 'none'})", "level",
-                )
-            found = [a for a in geo.areas(level) if a.code.startswith(parent.code)]
-        elif parent is not None:
-            found = geo.children(parent.code)
-        elif level is not None:
-            found = geo.areas(level)
-        else:
-            found = geo.children(geo.district.code)
+        found = _select_areas(_params(("level", "parent")))
         counts = live.area_counts(context.redis_client(), context.settings(), [a.code for a in found])
         return json_response([
             {
@@ -552,7 +522,7 @@ def blueprint() -> Blueprint:
     def risk():
         p = _params(("level", "parent"))
         model = _risk_model()
-        found = _risk_areas(p)
+        found = _select_areas(p)
         scores, at = _risk_of(model, found)
         items = [{"code": a.code, "name": a.name, "level": a.level, "parent": a.parent, **scores[a.code]}
                  for a in found]

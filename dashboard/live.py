@@ -170,6 +170,20 @@ def risk_inputs(r: redis.Redis, settings: Settings, codes: Iterable[str]
     return counters, entries, _s(at)
 
 
+def risk_of(r: redis.Redis, settings: Settings, city, model, areas) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """Score, level, colour and parts of each area (core.risk): case and alarm parts from the live counters now, the
+    hotspot part from the last risk sweep. Also the time of that sweep (None: it has not run, the hotspot part is 0)."""
+    counters, swept, at = risk_inputs(r, settings, [a.code for a in areas])
+    out = {}
+    for a in areas:
+        entry = swept.get(a.code) or {}
+        assessed = model.assess(counters[a.code], a.level, (entry.get("parts") or {}).get("hotspots", 0.0))
+        grade = city.grades.get(assessed["risk_level"])
+        assessed["color"] = grade.color if grade is not None else None
+        out[a.code] = assessed
+    return out, at
+
+
 def hotspots(r: redis.Redis, settings: Settings) -> list[dict[str, Any]]:
     """The hotspots found by the last risk sweep (core.risk.Hotspot.as_dict), heaviest first."""
     raw = r.get(LiveKeys(settings.stream_prefix).hotspots)

@@ -43,20 +43,6 @@ def _ms(t: datetime | None) -> int | None:
 # --------------------------------------------------------------------------- fast part
 
 
-def risk_levels(r, settings, city, model, codes: list[str]) -> dict[str, int]:
-    """Risk level (1..4) of each area now: case and alarm parts from the live counters, hotspots from the last sweep."""
-    from dashboard import live
-
-    counters, swept, _ = live.risk_inputs(r, settings, codes)
-    geo = city.geography
-    out = {}
-    for code in codes:
-        entry = swept.get(code) or {}
-        hot = (entry.get("parts") or {}).get("hotspots", 0.0)
-        out[code] = model.assess(counters[code], geo.area(code).level, hot)["risk_level"]
-    return out
-
-
 _positions: dict[str, Any] = {"at": 0.0, "db": None, "map": {}}
 _positions_lock = threading.Lock()
 
@@ -90,7 +76,8 @@ def fast(r, settings, engine, city, model, now: datetime | None = None) -> dict[
     grids = [a.code for a in geo.areas("grid")]
     streets = [a.code for a in geo.areas("street")]
     district = geo.district.code
-    levels = risk_levels(r, settings, city, model, [*grids, *streets, district])
+    assessed, _ = live.risk_of(r, settings, city, model, [*geo.areas("grid"), *geo.areas("street"), geo.district])
+    levels = {code: a["risk_level"] for code, a in assessed.items()}
     summary = live.summary(r, settings, district)
     positions = device_positions(engine)
     alarms = []
