@@ -17,6 +17,12 @@ def line(label: str, value: str, width: int = 52) -> None:
     print(f"  {label:<{width}} {value}", flush=True)
 
 
+def pct(values: list[float], q: float) -> float:
+    """The q-quantile of ``values`` as one of them (nearest rank; never beyond the largest)."""
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
+
+
 def rate(n: int, seconds: float, unit: str = "/s") -> str:
     return f"{n / seconds:>12,.0f} {unit}   ({n:,} in {seconds:.2f} s)"
 

@@ -17,12 +17,7 @@ import statistics
 import time
 from datetime import UTC, datetime, timedelta
 
-from bench.common import bench_env, line
-
-
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
+from bench.common import bench_env, line, pct
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,12 +26,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from bench.common import bench_env, line
-
-
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
+from bench.common import bench_env, line, pct
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -188,10 +188,8 @@ def sla_cases(engine: Engine, *, now, states: Collection[str], area: str | None 
 
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit must be 1..{MAX_LIMIT}")
-    q = select(*SLA_COLUMNS).where(_CASE.c.status.in_(sorted(s.value for s in OPEN_STATUSES)),
-                                   _CASE.c.due_at.is_not(None))
-    if area:
-        q = q.where(_AREA_COLUMN[level_of(area)] == area)
+    q = CaseFilter(area=area, statuses=[s.value for s in OPEN_STATUSES]).apply(
+        select(*SLA_COLUMNS).where(_CASE.c.due_at.is_not(None)))
     if "warning" not in states:
         q = q.where(_CASE.c.due_at <= now)
     elif "overdue" not in states:
@@ -227,9 +225,8 @@ def kpi_frame(engine: Engine, *, area: str | None, since, until):
         _CASE.c.reported_at, first(("dispatch", "whistle")).label("dispatched_at"), _CASE.c.resolved_at,
         _CASE.c.closed_at, first(("evaluate",)).label("evaluated_at"), _CASE.c.due_at, _CASE.c.status,
         _CASE.c.onsite, _CASE.c.escalated, _CASE.c.rating,
-    ).where(_CASE.c.reported_at >= since, _CASE.c.reported_at < until)
-    if area:
-        q = q.where(_AREA_COLUMN[level_of(area)] == area)
+    )
+    q = CaseFilter(area=area, since=since, until=until).apply(q)
     with engine.connect() as conn:
         rows = conn.execute(q).all()
     df = pd.DataFrame(rows, columns=list(CASE_COLUMNS))
@@ -469,12 +466,12 @@ def risk_top_cases(engine: Engine, *, area: str, grade_weights, overdue_multipli
                   else_=literal(0.0))
     contribution = (weight * case((_CASE.c.overdue.is_(True), literal(float(overdue_multiplier))),
                                   else_=literal(1.0))).label("contribution")
-    where = [_AREA_COLUMN[level_of(area)] == area, _CASE.c.status.in_(sorted(s.value for s in OPEN_STATUSES))]
-    q = (select(*RISK_CASE_COLUMNS, contribution).where(*where)
+    where = CaseFilter(area=area, statuses=[s.value for s in OPEN_STATUSES])
+    q = (where.apply(select(*RISK_CASE_COLUMNS, contribution))
          .order_by(contribution.desc(), _CASE.c.reported_at, _CASE.c.id).limit(limit))
     with engine.connect() as conn:
         rows = [dict(r._mapping) for r in conn.execute(q)]
-        total = conn.execute(select(func.count()).select_from(_CASE).where(*where)).scalar_one()
+        total = conn.execute(where.apply(select(func.count()).select_from(_CASE))).scalar_one()
     for row in rows:
         row["contribution"] = round(float(row["contribution"]), 3)
     return rows, int(total)
