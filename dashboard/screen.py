@@ -23,6 +23,7 @@ from sqlalchemy import func, select
 from core.lifecycle import OPEN_STATUSES
 from core.models import Case, Device, SensorAlarm
 from core.records import CITY_TZ
+from dashboard.i18n import INTERNAL_SOURCES
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +115,6 @@ def fast(r, settings, engine, city, model, now: datetime | None = None) -> dict[
               if c.lon is not None and c.lat is not None and c.created_at is not None
               and (now - c.created_at).total_seconds() <= PULSE_SECONDS and c.grid_code]
     sla = [case_row(c) for c in behind[::-1]] + [case_row(c) for c in ahead]
-
-    from dashboard.i18n import INTERNAL_SOURCES
 
     feeds = []
     for name, at in sorted(live.feeds(r, settings).items()):

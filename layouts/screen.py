@@ -13,10 +13,13 @@ default with a small notice in the footer — never a traceback.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from functools import lru_cache
 from typing import Any
 
 import dash_leaflet as dl
+import orjson
 from dash import Input, Output, State, clientside_callback, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
@@ -96,7 +99,9 @@ def parse_params(args: dict[str, Any], geo) -> tuple[dict[str, Any], list[tuple[
     return opts, problems
 
 
+@lru_cache(maxsize=32)
 def _geojson(geo, level: str) -> dict[str, Any]:
+    """The areas of one level as GeoJSON for the map, simplified; worked out once per city, not per page load."""
     from shapely.geometry import mapping
 
     feats = []
@@ -209,10 +214,6 @@ def snapshot(fast_version: Any, slow_version: Any) -> tuple[Any, Any, Any, Any, 
     A part the browser already has is sent as no_update; the heartbeat (server time, ms) always comes, so the
     browser can tell a quiet city from a dead server. PreventUpdate if the stores fail: the wall keeps its data.
     """
-    import hashlib
-
-    import orjson
-
     from config.risk import get_risk_model
     from dashboard import context
     from dashboard import screen as data
