@@ -94,3 +94,11 @@ def city():
     from config.city import get_city
 
     return get_city()
+
+
+@pytest.fixture
+def browser():
+    """A headless Debian Chromium driven by selenium (tests/browser.py)."""
+    from tests.browser import driver
+
+    yield from driver()

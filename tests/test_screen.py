@@ -7,13 +7,8 @@ Screenshots are saved under var/test-artifacts/ (look at them).
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import threading
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import orjson
 import pandas as pd
@@ -22,10 +17,7 @@ from sqlalchemy import text
 
 from ingest.streams import Producer
 from ingest.worker import Worker
-
-ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "var" / "test-artifacts"
-
+from tests.browser import LiveServer, errors, js, shot, size, wait
 
 # --------------------------------------------------------------------------- data behind the screen
 
@@ -150,115 +142,12 @@ def test_bad_parameters_fall_back_to_the_default_view(city, query, problems):
 # --------------------------------------------------------------------------- in a real browser
 
 
-def _chromium() -> tuple[str, str] | None:
-    b, d = shutil.which("chromium"), shutil.which("chromedriver")
-    return (b, d) if b and d else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LiveServer:
-    """The app on a real port (werkzeug, threaded) plus a worker applying the streams, both stoppable."""
-
-    def __init__(self, settings, engine, r, city):
-        from app import create_app
-
-        self.app = create_app(settings)
-        self.settings, self.engine, self.r, self.city = settings, engine, r, city
-        self.port = _free_port()
-        self.server = None
-        self.stop_worker = threading.Event()
-        self.worker = threading.Thread(target=self._work, daemon=True)
-        self.worker.start()
-
-    def _work(self):
-        w = Worker(self.city, self.settings, self.engine, self.r, name="live")
-        while not self.stop_worker.is_set():
-            w.run_once(100)
-
-    def start(self):
-        from werkzeug.serving import make_server
-
-        self.server = make_server("127.0.0.1", self.port, self.app.server, threaded=True)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self):
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def close(self):
-        self.stop()
-        self.stop_worker.set()
-        self.worker.join(5)
-
-
 @pytest.fixture
 def live_server(loaded, screen_settings, engine, r, city):
     srv = LiveServer(screen_settings, engine, r, city)
     srv.start()
     yield srv
     srv.close()
-
-
-@pytest.fixture
-def browser():
-    found = _chromium()
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium and chromedriver are missing: `make test` installs them (Debian packages)")
-        pytest.skip("chromium/chromedriver not installed (make test installs them)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = found[0]
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--disable-dev-shm-usage"):
-        opts.add_argument(a)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(found[1]), options=opts)
-    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": (
-        "window.__errs=[];window.addEventListener('error',function(e){window.__errs.push(String(e.message));});")})
-    yield driver
-    driver.quit()
-
-
-def _size(driver, w, h):
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                           {"width": w, "height": h, "deviceScaleFactor": 1, "mobile": False})
-
-
-def _wait(fn, timeout=15.0, step=0.1):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = fn()
-        if value:
-            return value
-        time.sleep(step)
-    return fn()
-
-
-def _errors(driver) -> list[str]:
-    logged = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-    return logged + list(driver.execute_script("return window.__errs || []"))
-
-
-def _shot(driver, name):
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    driver.save_screenshot(str(ARTIFACTS / name))
-
-
-def _js(driver, script):
-    return driver.execute_script(script)
 
 
 PANELS_FILLED = """
@@ -273,46 +162,46 @@ return {ticker: q('#scr-ticker .scr-tk'), kpis: q('#scr-kpis .scr-kpi'), sla: q(
 
 @pytest.mark.parametrize(("w", "h"), [(1920, 1080), (3840, 2160)])
 def test_the_screen_shows_every_panel_with_data_and_no_console_errors(live_server, browser, city, w, h):
-    _size(browser, w, h)
+    size(browser, w, h)
     browser.get(live_server.url + "/screen")
 
     def filled():
-        s = _js(browser, PANELS_FILLED)
+        s = js(browser, PANELS_FILLED)
         ok = all(s[k] > 0 for k in ("ticker", "kpis", "sla", "depts", "cats", "sources", "trend", "feeds"))
         return s if ok and s["paths"] >= len(city.geography.areas("grid")) else None
 
-    state = _wait(filled)
-    assert state, _js(browser, PANELS_FILLED)
+    state = wait(filled)
+    assert state, js(browser, PANELS_FILLED)
     assert state["kpis"] == 6 and state["ticker"] == 12 and not state["scroll"]
     assert state["clock"] != "--:--:--"
     # the canvas fills the screen: uniform scale, no letterbox at 16:9
-    scale = float(_js(browser, "return document.getElementById('scr-canvas').getAttribute('data-scale')"))
+    scale = float(js(browser, "return document.getElementById('scr-canvas').getAttribute('data-scale')"))
     assert scale == pytest.approx(w / 1920, rel=1e-3)
     time.sleep(2.5)  # a few refreshes
-    _shot(browser, f"screen-{w}x{h}.png")
-    assert _errors(browser) == []
+    shot(browser, f"screen-{w}x{h}.png")
+    assert errors(browser) == []
 
 
 def test_countdowns_tick_in_the_browser_without_the_network(live_server, browser):
-    _size(browser, 1920, 1080)
+    size(browser, 1920, 1080)
     browser.get(live_server.url + "/screen")
-    first = _wait(lambda: _js(browser, "const c = document.querySelector('#scr-sla .scr-cd'); return c && c.textContent"))
+    first = wait(lambda: js(browser, "const c = document.querySelector('#scr-sla .scr-cd'); return c && c.textContent"))
     assert first
     browser.execute_cdp_cmd("Network.enable", {})
     browser.execute_cdp_cmd("Network.emulateNetworkConditions",
                             {"offline": True, "latency": 0, "downloadThroughput": 0, "uploadThroughput": 0})
     read = "return Array.from(document.querySelectorAll('#scr-sla .scr-cd')).map(e => e.textContent).join('|')"
-    before = _js(browser, read)
-    assert _wait(lambda: _js(browser, read) != before, timeout=3.0)
-    assert _js(browser, "return document.getElementById('scr-clock').textContent") != "--:--:--"
+    before = js(browser, read)
+    assert wait(lambda: js(browser, read) != before, timeout=3.0)
+    assert js(browser, "return document.getElementById('scr-clock').textContent") != "--:--:--"
 
 
 def test_a_red_case_pushed_through_the_api_reaches_the_ticker_and_the_map(live_server, browser, city):
     import requests
 
-    _size(browser, 1920, 1080)
+    size(browser, 1920, 1080)
     browser.get(live_server.url + "/screen")
-    assert _wait(lambda: _js(browser, "return document.querySelectorAll('#scr-ticker .scr-tk').length"))
+    assert wait(lambda: js(browser, "return document.querySelectorAll('#scr-ticker .scr-tk').length"))
     grid = city.geography.areas("grid")[40]
     title = "燃气泄漏 推送测试"
     rec = {"source": "citizen", "external_id": "push-red-1", "event": "report",
@@ -324,36 +213,36 @@ def test_a_red_case_pushed_through_the_api_reaches_the_ticker_and_the_map(live_s
     assert resp.status_code in (200, 202), resp.text
     in_ticker = ("return Array.from(document.querySelectorAll('#scr-ticker .scr-tk'))"
                  ".some(e => e.textContent.includes('" + title + "') && e.querySelector('.scr-g4'))")
-    assert _wait(lambda: _js(browser, in_ticker), timeout=10)
-    assert _wait(lambda: _js(browser, "return document.querySelectorAll('#scr-map path.scr-pulse').length"), timeout=5)
-    _shot(browser, "screen-pushed-red-case.png")
-    assert _errors(browser) == []
+    assert wait(lambda: js(browser, in_ticker), timeout=10)
+    assert wait(lambda: js(browser, "return document.querySelectorAll('#scr-map path.scr-pulse').length"), timeout=5)
+    shot(browser, "screen-pushed-red-case.png")
+    assert errors(browser) == []
 
 
 def test_stale_banner_when_the_backend_stops_and_it_clears_when_it_returns(live_server, browser):
-    _size(browser, 1920, 1080)
+    size(browser, 1920, 1080)
     browser.get(live_server.url + "/screen")
-    assert _wait(lambda: _js(browser, "return document.querySelectorAll('#scr-ticker .scr-tk').length"))
-    _js(browser, "window.__sameDocument = true")
+    assert wait(lambda: js(browser, "return document.querySelectorAll('#scr-ticker .scr-tk').length"))
+    js(browser, "window.__sameDocument = true")
     visible = "const s = document.getElementById('scr-stale'); return s.style.display !== 'none' && s.textContent"
-    assert not _js(browser, visible)
+    assert not js(browser, visible)
     live_server.stop()
-    banner = _wait(lambda: _js(browser, visible), timeout=20)
+    banner = wait(lambda: js(browser, visible), timeout=20)
     assert banner and "数据更新中断" in banner
-    assert _js(browser, "return document.querySelectorAll('#scr-ticker .scr-tk').length") > 0  # last data kept
-    _shot(browser, "screen-stale.png")
+    assert js(browser, "return document.querySelectorAll('#scr-ticker .scr-tk').length") > 0  # last data kept
+    shot(browser, "screen-stale.png")
     live_server.start()
-    assert _wait(lambda: not _js(browser, visible), timeout=20)
-    assert _js(browser, "return window.__sameDocument === true")  # recovered by itself, no reload
+    assert wait(lambda: not js(browser, visible), timeout=20)
+    assert js(browser, "return window.__sameDocument === true")  # recovered by itself, no reload
 
 
 def test_bad_query_parameters_show_the_default_view_and_a_notice(live_server, browser):
-    _size(browser, 1920, 1080)
+    size(browser, 1920, 1080)
     browser.get(live_server.url + "/screen?layout=sideways&rotate=abc&area=123&zoom=9")
-    notice = _wait(lambda: _js(browser, "const n = document.getElementById('scr-notice'); return n && n.textContent"))
+    notice = wait(lambda: js(browser, "const n = document.getElementById('scr-notice'); return n && n.textContent"))
     assert "layout=sideways" in notice and "rotate=abc" in notice and "123" in notice and "zoom=9" in notice
-    assert _wait(lambda: _js(browser, "return document.querySelectorAll('#scr-ticker .scr-tk').length"))
-    assert _errors(browser) == []
+    assert wait(lambda: js(browser, "return document.querySelectorAll('#scr-ticker .scr-tk').length"))
+    assert errors(browser) == []
 
 
 def test_a_configured_tile_layer_is_drawn_beneath_and_none_by_default(screen_settings, city):
@@ -400,16 +289,16 @@ def test_the_poll_sends_nothing_new_when_nothing_changed_and_keeps_quiet_when_re
 
 
 def test_rotation_cycles_the_map_through_the_streets(live_server, browser, city):
-    _size(browser, 1920, 1080)
+    size(browser, 1920, 1080)
     browser.get(live_server.url + "/screen?rotate=10")
     streets = {a.name for a in city.geography.areas("street")}
     label = "const e = document.getElementById('scr-area-label'); return e ? e.textContent : ''"
     seen = set()
     end = time.monotonic() + 25
     while time.monotonic() < end and len(seen) < 2:
-        text_ = _js(browser, label)
+        text_ = js(browser, label)
         if text_:
             seen.add(text_)
         time.sleep(0.5)
     assert len(seen) >= 2 and seen <= streets  # two streets in turn, each named on the map
-    assert _errors(browser) == []
+    assert errors(browser) == []
