@@ -281,10 +281,6 @@ def _risk_notes(at: str | None) -> list[str]:
     return []
 
 
-def _when_unix(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, UTC)
-
-
 # --------------------------------------------------------------------------- routes
 
 
@@ -547,23 +543,12 @@ def blueprint() -> Blueprint:
         top, open_total = queries.risk_top_cases(context.engine(), area=area.code, grade_weights=model.grade_weights,
                                                  overdue_multiplier=model.overdue_multiplier, limit=limit)
 
-        def inside(grid: str | None) -> bool:
-            return area.level == "district" or bool(grid and grid.startswith(area.code))
-
         def alarms_here(offline: bool, weight: float) -> list[dict[str, Any]]:  # newest first
-            found = [{**a, "since": _utc(a.get("since")), "grid": a.get("grid") or None, "contribution": weight}
-                     for a in live.active_alarms(r, settings, offline=offline) if inside(a.get("grid"))]
-            return sorted(found, key=lambda a: (str(a["since"]), a["device"]), reverse=True)
+            return [{**a, "contribution": weight} for a in live.alarms_in(r, settings, area, offline=offline)]
 
         alarms = alarms_here(False, model.alarm_weight)
         offline = alarms_here(True, model.offline_weight) if model.offline_weight else []
-        hotspots = []
-        for h in live.hotspots(r, settings):
-            if any(inside(g) for g in h.get("by_grid", {})):
-                share = sum(w for g, w in h["by_grid"].items() if inside(g))
-                hotspots.append({**h, "first": _when_unix(h.get("first")), "last": _when_unix(h.get("last")),
-                                 "contribution": round(share, 3)})
-        hotspots.sort(key=lambda h: -h["contribution"])
+        hotspots = live.hotspots_in(r, settings, area)
         yellow, orange, red = model.thresholds[area.level]
         return json_response({
             "code": area.code, "name": area.name, "level": area.level, "as_of": datetime.now(UTC),

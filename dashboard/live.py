@@ -199,3 +199,40 @@ def active_alarms(r: redis.Redis, settings: Settings, offline: bool = False) -> 
         alarm["device"] = _s(device)
         out.append(alarm)
     return sorted(out, key=lambda a: a["device"])
+
+
+def in_area(area, grid: str | None) -> bool:
+    """Whether something located in ``grid`` lies in ``area`` (the district holds everything, unlocated too)."""
+    return area.level == "district" or bool(grid and grid.startswith(area.code))
+
+
+def alarms_in(r: redis.Redis, settings: Settings, area, offline: bool = False) -> list[dict[str, Any]]:
+    """The active alarms (or silent devices) located in ``area``, newest first; ``since`` as an aware time."""
+    found = []
+    for a in active_alarms(r, settings, offline=offline):
+        if in_area(area, a.get("grid")):
+            since = a.get("since")
+            try:
+                t = datetime.fromisoformat(since) if since else None
+                t = t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t
+            except ValueError:
+                t = since
+            found.append({**a, "since": t, "grid": a.get("grid") or None})
+    return sorted(found, key=lambda a: (str(a["since"]), a["device"]), reverse=True)
+
+
+def hotspots_in(r: redis.Redis, settings: Settings, area) -> list[dict[str, Any]]:
+    """The last sweep's hotspots touching ``area``, each with ``contribution``: the weight it adds to this area's
+    score; heaviest first. ``first``/``last`` as aware times."""
+    out = []
+    for h in hotspots(r, settings):
+        if any(in_area(area, g) for g in h.get("by_grid", {})):
+            share = sum(w for g, w in h["by_grid"].items() if in_area(area, g))
+            out.append({**h, "first": _unix(h.get("first")), "last": _unix(h.get("last")),
+                        "contribution": round(share, 3)})
+    out.sort(key=lambda h: -h["contribution"])
+    return out
+
+
+def _unix(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
