@@ -11,7 +11,8 @@ import copy
 import threading
 import time
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import String, select
@@ -177,8 +178,10 @@ SLA_COLUMNS = [_CASE.c[n] for n in ("id", "source", "external_id", "category", "
 
 
 def sla_cases(engine: Engine, *, now, states: Collection[str], area: str | None = None,
-              warn_share: float = 0.2, limit: int = DEFAULT_LIMIT) -> list[dict[str, Any]]:
-    """Open cases whose SLA state (core.sla.state) is in ``states``, nearest deadline first.
+              warn_share: float = 0.2, limit: int = DEFAULT_LIMIT, where: CaseFilter | None = None,
+              latest_first: bool = False) -> list[dict[str, Any]]:
+    """Open cases whose SLA state (core.sla.state) is in ``states``, nearest deadline first (``latest_first``: the
+    most recently due first). ``where`` narrows them further (its statuses are met with the open ones).
 
     Overdue cases are found by the database (due_at < now); "warning" depends on each case's own window, so the
     open cases due after now are read in deadline order and judged by the same rule the wall and briefings use.
@@ -188,13 +191,17 @@ def sla_cases(engine: Engine, *, now, states: Collection[str], area: str | None 
 
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit must be 1..{MAX_LIMIT}")
-    q = CaseFilter(area=area, statuses=[s.value for s in OPEN_STATUSES]).apply(
-        select(*SLA_COLUMNS).where(_CASE.c.due_at.is_not(None)))
+    open_ = {s.value for s in OPEN_STATUSES}
+    where = where or CaseFilter(area=area)
+    where = replace(where, statuses=sorted(open_ & set(where.statuses)) if where.statuses else sorted(open_))
+    if not where.statuses:
+        return []
+    q = where.apply(select(*SLA_COLUMNS).where(_CASE.c.due_at.is_not(None)))
     if "warning" not in states:
         q = q.where(_CASE.c.due_at <= now)
     elif "overdue" not in states:
         q = q.where(_CASE.c.due_at >= now)
-    q = q.order_by(_CASE.c.due_at, _CASE.c.id)
+    q = q.order_by(_CASE.c.due_at.desc(), _CASE.c.id.desc()) if latest_first else q.order_by(_CASE.c.due_at, _CASE.c.id)
     out: list[dict[str, Any]] = []
     with engine.connect() as conn:
         for row in conn.execution_options(stream_results=True, yield_per=2000).execute(q):
@@ -210,8 +217,11 @@ def sla_cases(engine: Engine, *, now, states: Collection[str], area: str | None 
     return out
 
 
-def kpi_frame(engine: Engine, *, area: str | None, since, until):
-    """One row per case reported in [since, until) in ``area``, with the columns core.kpis.compute reads."""
+def kpi_frame(engine: Engine, *, area: str | None, since, until, where: CaseFilter | None = None):
+    """One row per case reported in [since, until) in ``area``, with the columns core.kpis.compute reads.
+
+    ``where`` narrows it further (category, grades, …); its area and time bounds are replaced by these.
+    """
     import pandas as pd
     from sqlalchemy import func
 
@@ -226,7 +236,7 @@ def kpi_frame(engine: Engine, *, area: str | None, since, until):
         _CASE.c.closed_at, first(("evaluate",)).label("evaluated_at"), _CASE.c.due_at, _CASE.c.status,
         _CASE.c.onsite, _CASE.c.escalated, _CASE.c.rating,
     )
-    q = CaseFilter(area=area, since=since, until=until).apply(q)
+    q = replace(where or CaseFilter(), area=area, since=since, until=until).apply(q)
     with engine.connect() as conn:
         rows = conn.execute(q).all()
     df = pd.DataFrame(rows, columns=list(CASE_COLUMNS))
@@ -475,3 +485,41 @@ def risk_top_cases(engine: Engine, *, area: str, grade_weights, overdue_multipli
     for row in rows:
         row["contribution"] = round(float(row["contribution"]), 3)
     return rows, int(total)
+
+
+def hourly_counts(engine: Engine, where: CaseFilter) -> dict[datetime, int]:
+    """Cases matching ``where`` per UTC hour of their report time (hour start → count); any zone's days and hours
+    are sums of these."""
+    from sqlalchemy import func
+
+    if engine.dialect.name == "postgresql":
+        hour = func.date_trunc("hour", _CASE.c.reported_at)
+    else:  # fixed-width UTC text: the first 13 characters are the hour
+        hour = func.substr(_CASE.c.reported_at, 1, 13)
+    with engine.connect() as conn:
+        rows = conn.execute(where.apply(select(hour, func.count())).group_by(hour)).all()
+    out: dict[datetime, int] = {}
+    for h, n in rows:
+        t = h if isinstance(h, datetime) else datetime.fromisoformat(f"{h}:00:00")
+        t = t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+        out[t] = out.get(t, 0) + int(n)
+    return out
+
+
+def counts_by(engine: Engine, where: CaseFilter, column: str) -> dict[Any, int]:
+    """Cases matching ``where`` counted by one column of the case table (category, source, grade, status, an area
+    column); None keys left out."""
+    from sqlalchemy import func
+
+    col = _CASE.c[column]
+    with engine.connect() as conn:
+        rows = conn.execute(where.apply(select(col, func.count())).group_by(col)).all()
+    return {k: int(n) for k, n in rows if k is not None}
+
+
+def count_cases(engine: Engine, where: CaseFilter) -> int:
+    """How many cases match ``where``."""
+    from sqlalchemy import func
+
+    with engine.connect() as conn:
+        return int(conn.execute(where.apply(select(func.count()).select_from(_CASE))).scalar_one())

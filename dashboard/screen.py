@@ -151,29 +151,21 @@ def _day_bounds(now: datetime, days_back: int = 0) -> tuple[datetime, datetime]:
 
 
 def _hourly(engine, since: datetime, until: datetime) -> list[int]:
-    """Cases reported per city-local hour in [since, until) (24 values)."""
-    with engine.connect() as conn:
-        if engine.dialect.name == "postgresql":
-            hour = func.date_trunc("hour", _C.c.reported_at)
-        else:  # fixed-width UTC text: the first 13 characters are the hour
-            hour = func.substr(_C.c.reported_at, 1, 13)
-        rows = conn.execute(select(hour, func.count()).where(_C.c.reported_at >= since, _C.c.reported_at < until)
-                            .group_by(hour)).all()
+    """Cases reported per hour in [since, until) (24 values)."""
+    from dashboard.queries import CaseFilter, hourly_counts
+
     out = [0] * 24
-    for h, n in rows:
-        t = h if isinstance(h, datetime) else datetime.fromisoformat(f"{h}:00:00")
-        t = t.replace(tzinfo=UTC) if t.tzinfo is None else t
+    for t, n in hourly_counts(engine, CaseFilter(since=since, until=until)).items():
         idx = int((t - since).total_seconds() // 3600)
         if 0 <= idx < 24:
-            out[idx] += int(n)
+            out[idx] += n
     return out
 
 
-def _breakdown(engine, column, since: datetime, until: datetime) -> dict[str, int]:
-    with engine.connect() as conn:
-        rows = conn.execute(select(column, func.count()).where(_C.c.reported_at >= since, _C.c.reported_at < until)
-                            .group_by(column)).all()
-    return {k: int(n) for k, n in rows if k is not None}
+def _breakdown(engine, column: str, since: datetime, until: datetime) -> dict[str, int]:
+    from dashboard.queries import CaseFilter, counts_by
+
+    return counts_by(engine, CaseFilter(since=since, until=until), column)
 
 
 def _alarms_opened(engine, since: datetime, until: datetime) -> int:
@@ -198,14 +190,14 @@ def slow(engine, city, settings, now: datetime | None = None) -> dict[str, Any]:
     # yesterday up to the same time of day: a fair comparison in the morning
     y_now = now - timedelta(days=1)
     yesterday = k.compute(queries.kpi_frame(engine, area=district, since=y0, until=y_now), y_now)
-    cats = _breakdown(engine, _C.c.category, t0, t1)
+    cats = _breakdown(engine, "category", t0, t1)
     groups: dict[str, int] = {}
     for code, n in cats.items():
         cat = city.categories.get(code)
         group = getattr(cat, "parent", None) or code[:2]
         groups[group] = groups.get(group, 0) + n
     group_names = {g.code: g.name for g in city.groups}
-    sources = _breakdown(engine, _C.c.source, t0, t1)
+    sources = _breakdown(engine, "source", t0, t1)
     alarms_today, alarms_yesterday = _alarms_opened(engine, t0, now), _alarms_opened(engine, y0, y_now)
     week = rk.period("week", now.astimezone(CITY_TZ).date(), CITY_TZ)
     ranking = queries.ranking(engine, departments=city.departments, rules=get_rules(settings.rankings_file),
