@@ -15,7 +15,7 @@ from core.models import to_db_time
 CASE_COLS = ("id", "source", "external_id", "category", "grade", "title", "district_code", "street_code",
              "community_code", "grid_code", "located", "status", "departments", "onsite", "overdue",
              "due_provisional", "warned", "escalated", "rating", "reported_at", "accept_due_at", "due_at",
-             "accepted_at", "resolved_at", "updated_at", "created_at")
+             "accepted_at", "resolved_at", "dispatched_at", "evaluated_at", "updated_at", "created_at")
 ASSIGN_COLS = ("case_id", "department", "role", "grid_code", "assigned_at", "due_at", "accepted_at",
                "accepted_on_time", "resolved_at", "resolved_on_time", "returned_at", "reopened_at", "ended_at",
                "finished_at", "checked_in_at", "rating", "evaluated_at", "handling_s")
@@ -60,6 +60,7 @@ def generate(engine, city, n: int, now: datetime, seed: int = 7, chunk: int = 10
             accept_due, due = r0 + timedelta(hours=2), r0 + timedelta(hours=48)
             g = grids[grid[i]]
             lead = depts[dept[i]]
+            first_dispatch = disp
             if returned[i]:
                 back = disp + timedelta(minutes=20)
                 rows.append((cid, lead, "lead", g, t(disp), t(accept_due), None, None, None, None, t(back), None,
@@ -85,8 +86,8 @@ def generate(engine, city, n: int, now: datetime, seed: int = 7, chunk: int = 10
             status = "handling" if open_ else ("evaluated" if rt else "closed")
             cases.append((cid, "bench", f"b{cid}", cats[cat[i]], 1, "排名基准案件", g[:6], g[:9], g[:12], g, True,
                           status, f'["{lead}"]', False, open_ and due < now, False, False, False, rt, t(r0),
-                          t(accept_due), t(due), t(acc) if acc < now else None, None if open_ else t(res), t(now),
-                          t(now)))
+                          t(accept_due), t(due), t(acc) if acc < now else None, None if open_ else t(res),
+                          t(first_dispatch), t(ev_at) if rt else None, t(now), t(now)))
         _write(engine, "cases", CASE_COLS, cases)
         _write(engine, "case_assignments", ASSIGN_COLS, rows)
         rows_total += len(rows)

@@ -134,6 +134,8 @@ class Case(Base):
     accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # the first dispatch or whistle
+    evaluated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # the first evaluation (kept through a reopen)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)  # when Gridwatch first stored it
 

@@ -77,7 +77,8 @@ def catalog_of(city) -> Catalog:
 _MUTABLE = (
     "category", "grade", "lon", "lat", "street_code", "community_code", "grid_code", "located", "status",
     "departments", "onsite", "overdue", "rating", "flags", "due_at", "accept_due_at", "suspended_at", "warned",
-    "escalated", "due_provisional", "accepted_at", "resolved_at", "closed_at", "updated_at",
+    "escalated", "due_provisional", "accepted_at", "resolved_at", "closed_at", "dispatched_at", "evaluated_at",
+    "updated_at",
 )
 
 
@@ -303,6 +304,8 @@ class Applier:
             "accepted_at": None,
             "resolved_at": None,
             "closed_at": None,
+            "dispatched_at": None,
+            "evaluated_at": None,
             "updated_at": now,
             "created_at": now,
         }
@@ -310,6 +313,12 @@ class Applier:
     def _change(self, case: dict[str, Any], ev: CaseRecord, target: Status) -> None:
         """Fields an event changes besides the status."""
         a = ev.event
+        if a in (Action.DISPATCH, Action.WHISTLE):  # the first dispatch: the earliest, whatever the arrival order
+            first = case.get("dispatched_at")
+            case["dispatched_at"] = ev.occurred_at if first is None else min(first, ev.occurred_at)
+        elif a is Action.EVALUATE:
+            first = case.get("evaluated_at")
+            case["evaluated_at"] = ev.occurred_at if first is None else min(first, ev.occurred_at)
         if a is Action.DISPATCH:
             case["departments"] = list(dict.fromkeys(ev.departments or []))
         elif a is Action.WHISTLE:

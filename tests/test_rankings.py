@@ -387,7 +387,8 @@ def test_definitions_include_every_ranking_figure(settings, engine):
 
 
 def test_the_migration_backfills_the_same_rows_the_worker_writes(simulated, engine):
-    """Existing stores get their assignment rows from the stored history, by the same rule."""
+    """Existing stores get their assignment rows (0004) and first dispatch and evaluation times (0005) from the stored
+    history, by the same rule as the worker."""
     from alembic import command
     from alembic.config import Config
 
@@ -395,9 +396,12 @@ def test_the_migration_backfills_the_same_rows_the_worker_writes(simulated, engi
     from config.settings import ROOT
 
     cols = ", ".join(assignments.COLUMNS)
+    firsts = "SELECT id, dispatched_at, evaluated_at FROM cases ORDER BY id"
     with engine.connect() as conn:
         written = sorted(map(tuple, conn.execute(text(f"SELECT {cols} FROM case_assignments")).all()), key=repr)
+        first_written = conn.execute(text(firsts)).all()
     assert len(written) > 500
+    assert sum(1 for r in first_written if r[1]) > 100 and sum(1 for r in first_written if r[2]) > 10
     cfg = Config()
     cfg.set_main_option("script_location", str(ROOT / "migrations"))
     with engine.begin() as conn:
@@ -407,6 +411,7 @@ def test_the_migration_backfills_the_same_rows_the_worker_writes(simulated, engi
     migrate(engine)
     with engine.connect() as conn:
         backfilled = sorted(map(tuple, conn.execute(text(f"SELECT {cols} FROM case_assignments")).all()), key=repr)
+        assert conn.execute(text(firsts)).all() == first_written  # migration 0005: the worker's first times again
     # The downgrade also dropped the timeline's ratings (kept on events since this migration), as in a store
     # from before it: an evaluation that a reopen later cleared from the case is lost; every other field is equal.
     assert len(backfilled) == len(written)
