@@ -8,16 +8,18 @@ first SQL read (dashboard/context.py).
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import dash
-from dash import html
+from dash import Input, Output, State, clientside_callback, dcc, html
+from dash.exceptions import PreventUpdate
 from flask import Flask
 
 from config.city import load_city
 from config.settings import Settings, get_settings
 from dashboard import api, callbacks, context, i18n
 from ingest.feeds import push
-from layouts import live, screen
+from layouts import drill, live, screen
 
 ROOT = Path(__file__).resolve().parent
 
@@ -34,32 +36,74 @@ def create_app(settings: Settings | None = None) -> dash.Dash:
         __name__,
         server=server,
         assets_folder=str(ROOT / "assets"),
-        title=live.title(i18n.texts(i18n.DEFAULT_LANG), district.name),
+        title=f"{district.name} · {i18n.texts(i18n.DEFAULT_LANG)['dr_title']}",
         update_title=None,
-        use_pages=True,
-        pages_folder="",
         suppress_callback_exceptions=False,
     )
-
-    def live_page(**_query):
-        return live.layout(i18n.texts(i18n.DEFAULT_LANG), district.name)
-
-    def screen_page(**query):
-        return screen.layout(context.settings(), context.city(), query)
-
-    dash.register_page("live", path="/", layout=live_page,
-                       title=live.title(i18n.texts(i18n.DEFAULT_LANG), district.name))
-    dash.register_page("screen", path="/screen", layout=screen_page, title=screen.title())
-    app.layout = html.Div(dash.page_container)
-    # every page's components, so callbacks of pages not shown are still checked against real ids
+    app.layout = html.Div([dcc.Location(id=ROUTER_URL), dcc.Store(id=ROUTER_KIND), dcc.Store(id=ROUTER_TITLE),
+                           html.Div(id=ROUTER_CONTENT)])
+    # every page's components, so the callbacks of pages not shown are still checked against real ids
     with server.app_context():
+        city = load_city(settings.city_dir)
         app.validation_layout = html.Div([
-            dash.page_container, live.layout(i18n.texts(i18n.DEFAULT_LANG), district.name),
-            screen.layout(settings, load_city(settings.city_dir), {}),
+            app.layout, drill.layout(settings, city, {}), live.layout(i18n.texts(i18n.DEFAULT_LANG), district.name),
+            screen.layout(settings, city, {}),
         ])
+
+    @app.callback(Output(ROUTER_CONTENT, "children"), Output(ROUTER_KIND, "data"), Output(ROUTER_TITLE, "data"),
+                  Input(ROUTER_URL, "pathname"), Input(ROUTER_URL, "search"), State(ROUTER_KIND, "data"))
+    def route(pathname, search, kind):
+        """The page for the URL. Within the drill-down (/, /area/…) the page stays and follows the URL itself."""
+        found = page_of(pathname)
+        if found == kind and found in STAYS:
+            raise PreventUpdate
+        query = dict(parse_qsl((search or "").lstrip("?"), keep_blank_values=True))
+        return render(found, pathname, query), found, page_title(found, query)
+
+    clientside_callback("function(t) { if (t) { document.title = t; } return window.dash_clientside.no_update; }",
+                        Output(ROUTER_TITLE, "id"), Input(ROUTER_TITLE, "data"))
     callbacks.register(app)
     screen.register(app)
+    drill.register(app)
     return app
+
+
+ROUTER_URL, ROUTER_KIND, ROUTER_TITLE, ROUTER_CONTENT = "page-url", "page-kind", "page-title", "page-content"
+STAYS = {"drill"}  # pages that follow their URL themselves instead of being drawn again
+
+
+def page_of(pathname: str | None) -> str:
+    path = (pathname or "/").rstrip("/") or "/"
+    if path == "/" or path.startswith("/area/"):
+        return "drill"
+    if path == "/screen":
+        return "screen"
+    if path == "/live":
+        return "live"
+    return "missing"
+
+
+def render(kind: str, pathname: str | None, query: dict[str, str]):
+    settings = context.settings()
+    city = context.city()
+    if kind == "drill":
+        return drill.layout(settings, city, query)
+    if kind == "screen":
+        return screen.layout(settings, city, query)
+    if kind == "live":
+        return live.layout(i18n.texts(i18n.DEFAULT_LANG), city.geography.district.name)
+    t = i18n.texts(query.get("lang"))
+    return html.Div([html.H1(t["dr_bad_path"]), html.P(str(pathname)[:80]),
+                     dcc.Link(t["dr_go_home"], href="/", className="dr-button")], className="dr dr-missing")
+
+
+def page_title(kind: str, query: dict[str, str]) -> str:
+    lang = query.get("lang")
+    if kind == "screen":
+        return screen.title(lang)
+    if kind == "live":
+        return live.title(i18n.texts(lang), context.city().geography.district.name)
+    return drill.title(lang)
 
 
 app = create_app()

@@ -223,18 +223,12 @@ def kpi_frame(engine: Engine, *, area: str | None, since, until, where: CaseFilt
     ``where`` narrows it further (category, grades, …); its area and time bounds are replaced by these.
     """
     import pandas as pd
-    from sqlalchemy import func
 
     from core.kpis import CASE_COLUMNS
 
-    def first(actions):
-        return (select(func.min(_EVENT.c.occurred_at)).where(_EVENT.c.case_id == _CASE.c.id, _EVENT.c.action.in_(actions))
-                .scalar_subquery())
-
     q = select(
-        _CASE.c.reported_at, first(("dispatch", "whistle")).label("dispatched_at"), _CASE.c.resolved_at,
-        _CASE.c.closed_at, first(("evaluate",)).label("evaluated_at"), _CASE.c.due_at, _CASE.c.status,
-        _CASE.c.onsite, _CASE.c.escalated, _CASE.c.rating,
+        _CASE.c.reported_at, _CASE.c.dispatched_at, _CASE.c.resolved_at, _CASE.c.closed_at, _CASE.c.evaluated_at,
+        _CASE.c.due_at, _CASE.c.status, _CASE.c.onsite, _CASE.c.escalated, _CASE.c.rating,
     )
     q = replace(where or CaseFilter(), area=area, since=since, until=until).apply(q)
     with engine.connect() as conn:
@@ -523,3 +517,51 @@ def count_cases(engine: Engine, where: CaseFilter) -> int:
 
     with engine.connect() as conn:
         return int(conn.execute(where.apply(select(func.count()).select_from(_CASE))).scalar_one())
+
+
+TABLE_COLUMNS = ("id", "source", "external_id", "category", "grade", "title", "status", "street_code", "grid_code",
+                 "departments", "overdue", "reported_at", "due_at", "resolved_at")
+TABLE_SORTS = ("id", "reported_at", "grade", "status", "due_at", "category", "source")
+TABLE_MAX_ROWS = 500
+_after: dict[tuple[str, int], int] = {}  # (filter, first row) → the id before it, for the default order
+_after_lock = threading.Lock()
+
+
+def table_rows(engine: Engine, where: CaseFilter, start: int, end: int, sort: list[dict[str, str]]
+               ) -> tuple[list[dict[str, Any]], int | None]:
+    """Rows [start, end) of the cases matching ``where`` for a table, in ``sort`` order (ag-grid's sort model:
+    ``[{"colId": ..., "sort": "asc"|"desc"}]``, columns TABLE_SORTS; ties and the default: newest first); and the
+    row count when the last row is in this block (None otherwise).
+
+    Newest first (the default) pages by key: the id that ended the previous block is remembered, so the tenth
+    block reads 50 rows, not 500. Other orders page by offset. ValueError for a bad range or sort.
+    """
+    if not (0 <= start < end and end - start <= TABLE_MAX_ROWS):
+        raise ValueError(f"rows {start}..{end}: ask for at most {TABLE_MAX_ROWS} rows from 0 on")
+    order = []
+    for s in sort[:2]:
+        col, direction = s.get("colId"), s.get("sort")
+        if col not in TABLE_SORTS or direction not in ("asc", "desc"):
+            raise ValueError(f"sort: {str(col)[:32]!r} {str(direction)[:8]!r}; sort by one of {', '.join(TABLE_SORTS)}")
+        order.append(_CASE.c[col].asc() if direction == "asc" else _CASE.c[col].desc())
+    by_key = not order or (len(order) == 1 and sort[0]["colId"] == "id" and sort[0]["sort"] == "desc")
+    q = where.apply(select(*(_CASE.c[c] for c in TABLE_COLUMNS)))
+    key = (repr(where), start)
+    after = None
+    if by_key and start:
+        with _after_lock:
+            after = _after.get(key)
+    if after is not None:
+        q = q.where(_CASE.c.id < after).order_by(_CASE.c.id.desc()).limit(end - start)
+    else:
+        q = q.order_by(*order, _CASE.c.id.desc()).limit(end - start).offset(start)
+    with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(q)]
+    for row in rows:
+        row["departments"] = [d for d in (row.get("departments") or []) if isinstance(d, str)]
+    if by_key and len(rows) == end - start:
+        with _after_lock:
+            if len(_after) > 10_000:
+                _after.clear()
+            _after[(repr(where), end)] = rows[-1]["id"]
+    return rows, (start + len(rows) if len(rows) < end - start else None)

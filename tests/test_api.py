@@ -412,16 +412,17 @@ def test_unknown_api_route_and_method_are_json(client):
 # --------------------------------------------------------------------------- the live page
 
 
-def test_live_page_and_dash_endpoints(client, loaded, settings, city):
+def test_pages_and_dash_endpoints(client, loaded, settings, city):
     df, alarms = loaded
-    resp = client.get("/")
-    assert resp.status_code == 200
-    assert "实时运行概览" in resp.get_data(as_text=True)
+    for path in ("/", "/area/440311001", "/screen", "/live", "/no/such/page"):
+        resp = client.get(path)  # the app's page; the router draws the view for the path in the browser
+        assert resp.status_code == 200, path
+        assert "基层治理分析" in resp.get_data(as_text=True)
     layout = client.get("/_dash-layout")
-    assert layout.status_code == 200 and "_pages_location" in layout.get_data(as_text=True)  # pages: / and /screen
-    deps = client.get("/_dash-dependencies")
-    assert deps.status_code == 200
-    assert "live-interval" in deps.get_data(as_text=True) and "scr-poll" in deps.get_data(as_text=True)
+    assert layout.status_code == 200 and "page-url" in layout.get_data(as_text=True)
+    deps = client.get("/_dash-dependencies").get_data(as_text=True)
+    for component in ("live-interval", "scr-poll", "drill-grid", "drill-url", "page-content"):
+        assert component in deps
 
 
 def test_live_refresh_reads_the_live_state(loaded, settings, r, engine, city):

@@ -1,0 +1,337 @@
+"""The leaders' drill-down (``/`` and ``/area/<code>``): what a view is, read from its URL, and the data it shows.
+
+A view is an area, a period and the case filters. Its URL holds all of it, so a link can be shared and a reload shows
+the same view: ``/area/<code>?range=7d&category=&grade=&source=&status=&dept=`` or ``?since=&until=`` for a custom
+period ([since, until), dates are midnights in the city's zone). The parameters are checked by the same rules as the
+API's (dashboard.api ``_case_filter``): a bad one is a ViewError naming it — never all data instead.
+
+Every function returns plain JSON-able data; layouts/drill.py draws it. No personal data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from core.records import CITY_TZ
+from dashboard import api, live, queries
+
+RANGES = ("today", "7d", "30d", "custom")
+DEFAULT_RANGE = "7d"
+PAGE_PARAMS = ("range", "since", "until", "category", "grade", "source", "status", "dept", "lang")
+AREA_PREFIX = "/area/"
+LIST_SIZE = 10  # rows of the overdue, hotspot, sensor and department lists
+
+
+class ViewError(ValueError):
+    """A URL that names no view: ``parameter`` is what is wrong, ``value`` what was given (cut short)."""
+
+    def __init__(self, message: str, parameter: str, value: str = "", status: int = 400):
+        super().__init__(message)
+        self.message, self.parameter, self.value, self.status = message, parameter, value[:40], status
+
+
+@dataclass(frozen=True)
+class View:
+    area: Any  # core.geography.Area
+    range: str
+    since: datetime  # UTC
+    until: datetime  # UTC, exclusive
+    where: queries.CaseFilter  # the area, the period and every filter
+    params: dict[str, str]  # the query as it belongs in the URL (no defaults, no lang)
+    lang: str = "zh"
+
+    @property
+    def previous(self) -> tuple[datetime, datetime]:
+        """The period of the same length just before this one (for the changes)."""
+        return self.since - (self.until - self.since), self.since
+
+    def url(self, code: str | None = None, **changes: str | None) -> str:
+        """This view's URL, or another area's, with parameters changed (None drops one)."""
+        return view_url(code or self.area.code, {**self.params, **changes}, self.lang)
+
+
+def view_url(code: str, params: dict[str, str | None], lang: str = "zh") -> str:
+    from dashboard.context import city
+
+    path = "/" if code == city().geography.district.code else f"{AREA_PREFIX}{code}"
+    query = {k: v for k, v in params.items() if v not in (None, "") and k != "lang"}
+    if lang != "zh":
+        query["lang"] = lang
+    return path + (f"?{urlencode(query)}" if query else "")
+
+
+def _midnight(d: date) -> datetime:
+    return datetime(d.year, d.month, d.day, tzinfo=CITY_TZ)
+
+
+def period_of(range_: str, today: date) -> tuple[datetime, datetime]:
+    """[since, until) of a named range ending with today (local days)."""
+    days = {"today": 1, "7d": 7, "30d": 30}[range_]
+    end = _midnight(today + timedelta(days=1))
+    return (end - timedelta(days=days)).astimezone(UTC), end.astimezone(UTC)
+
+
+def parse(pathname: str | None, search: str | None, now: datetime | None = None) -> View:
+    """The view a URL names; ViewError if it names none (unknown area, bad or repeated parameter, bad range)."""
+    from dashboard.context import city
+    from dashboard.i18n import lang_of
+
+    now = now or datetime.now(UTC)
+    geo = city().geography
+    path = (pathname or "/").rstrip("/") or "/"
+    if path == "/":
+        code = geo.district.code
+    elif path.startswith(AREA_PREFIX):
+        code = path[len(AREA_PREFIX):]
+    else:
+        raise ViewError(f"no page at {path[:40]!r}", "path", path, 404)
+    pairs = parse_qsl((search or "").lstrip("?"), keep_blank_values=True)
+    raw: dict[str, str] = {}
+    for name, value in pairs:
+        if name not in PAGE_PARAMS:
+            raise ViewError(f"unknown parameter {name[:40]!r}; the page takes: {', '.join(PAGE_PARAMS)}", name, value)
+        if name in raw:
+            raise ViewError(f"{name}: given twice; give it once", name, value)
+        raw[name] = value.strip()
+    lang = lang_of(raw.pop("lang", None))
+    raw = {k: v for k, v in raw.items() if v != ""}
+    try:
+        area = api._code(code, "area")
+    except api.ApiError as exc:
+        raise ViewError(exc.message, "area", code, exc.status) from None
+    range_ = raw.pop("range", None)
+    if range_ is not None and range_ not in RANGES:
+        raise ViewError(f"range: unknown range {range_!r}; use one of: {', '.join(RANGES)}", "range", range_)
+    if "since" in raw or "until" in raw:
+        if range_ not in (None, "custom"):
+            raise ViewError(f"range: {range_} with since/until; give one or the other", "range", range_)
+        for name in ("since", "until"):
+            if name not in raw:
+                raise ViewError(f"{name}: a custom period needs both since and until", name)
+        range_ = "custom"
+    elif range_ == "custom":
+        raise ViewError("range: custom needs since and until", "range", range_)
+    else:
+        range_ = range_ or DEFAULT_RANGE
+        since, until = period_of(range_, now.astimezone(CITY_TZ).date())
+    try:
+        where = api._case_filter({**raw, "area": area.code})
+    except api.ApiError as exc:
+        raise ViewError(exc.message, exc.parameter or "", raw.get(exc.parameter or "", "")) from None
+    if range_ == "custom":
+        since, until = where.since, where.until
+        if until - since > timedelta(days=3 * 366):
+            raise ViewError("until: the period is longer than three years; ask for a shorter one", "until", raw["until"])
+    else:
+        where = dataclasses.replace(where, since=since, until=until)
+    params = dict(raw)
+    if range_ != DEFAULT_RANGE and range_ != "custom":
+        params = {"range": range_, **params}
+    return View(area=area, range=range_, since=since, until=until, where=where, params=params, lang=lang)
+
+
+# --------------------------------------------------------------------------- what the view shows
+
+
+def trail(view: View) -> list[dict[str, str]]:
+    """The breadcrumb: the district down to the view's area, each with its URL (same filters)."""
+    from core.geography import ancestors
+    from dashboard.context import city
+
+    geo = city().geography
+    return [{"code": c, "name": geo.area(c).name, "level": geo.area(c).level, "url": view.url(c)}
+            for c in ancestors(view.area.code)]
+
+
+def children(view: View) -> list[dict[str, Any]]:
+    """The areas one level down (none for a grid) with their live risk and the view's case counts."""
+    from config.risk import get_risk_model
+    from dashboard.context import city, engine, redis_client, settings
+
+    geo = city().geography
+    kids = geo.children(view.area.code)
+    if not kids:
+        return []
+    column = {"street": "street_code", "community": "community_code", "grid": "grid_code"}[kids[0].level]
+    counts = queries.counts_by(engine(), view.where, column)
+    open_where = dataclasses.replace(view.where, statuses=_open_statuses(view.where))
+    opened = queries.counts_by(engine(), open_where, column) if open_where.statuses else {}
+    risk, _ = live.risk_of(redis_client(), settings(), city(), get_risk_model(settings().risk_file), kids)
+    return [{"code": a.code, "name": a.name, "level": a.level, "url": view.url(a.code), "cases": counts.get(a.code, 0),
+             "open": opened.get(a.code, 0), "risk_level": risk[a.code]["risk_level"],
+             "risk_score": risk[a.code]["score"], "color": risk[a.code]["color"]} for a in kids]
+
+
+def _open_statuses(where: queries.CaseFilter) -> list[str]:
+    from core.lifecycle import OPEN_STATUSES
+
+    open_ = {s.value for s in OPEN_STATUSES}
+    return sorted(open_ & set(where.statuses)) if where.statuses else sorted(open_)
+
+
+def kpis(view: View, now: datetime | None = None) -> dict[str, Any]:
+    """core.kpis for the view and for the period before it, with the change."""
+    from core import kpis as k
+    from dashboard.context import engine
+
+    now = now or datetime.now(UTC)
+    eng = engine()
+    p0, p1 = view.previous
+    current = k.compute(queries.kpi_frame(eng, area=view.area.code, since=view.since, until=view.until,
+                                          where=view.where), min(view.until, now))
+    previous = k.compute(queries.kpi_frame(eng, area=view.area.code, since=p0, until=p1, where=view.where), min(p1, now))
+    return {"kpis": current, "previous": previous, "change": k.change(current, previous),
+            "previous_since": p0, "previous_until": p1}
+
+
+def daily(view: View) -> list[dict[str, Any]]:
+    """Cases per local day of the period (every day, zeros included); hours for a one-day period."""
+    from dashboard.context import engine
+
+    hours = queries.hourly_counts(engine(), view.where)
+    one_day = view.until - view.since <= timedelta(days=1)
+    out: dict[str, int] = {}
+    t = view.since
+    while t < view.until:  # every bucket, so a quiet day shows as 0
+        local = t.astimezone(CITY_TZ)
+        out.setdefault(local.strftime("%H:00" if one_day else "%Y-%m-%d"), 0)
+        t += timedelta(hours=1)
+    for h, n in hours.items():
+        key = h.astimezone(CITY_TZ).strftime("%H:00" if one_day else "%Y-%m-%d")
+        if key in out:
+            out[key] += n
+    return [{"day": k, "cases": n} for k, n in out.items()]
+
+
+def breakdowns(view: View) -> dict[str, list[dict[str, Any]]]:
+    """Cases by 大类 (category group), by 小类 (top), by source and by grade."""
+    from dashboard.context import city, engine
+    from dashboard.i18n import source_label
+
+    c = city()
+    eng = engine()
+    by_cat = queries.counts_by(eng, view.where, "category")
+    groups: dict[str, int] = {}
+    for code, n in by_cat.items():
+        cat = c.categories.get(code)
+        g = getattr(cat, "parent", None) or code[:2]
+        groups[g] = groups.get(g, 0) + n
+    names = {g.code: g.name for g in c.groups}
+    sources = queries.counts_by(eng, view.where, "source")
+    grades = queries.counts_by(eng, view.where, "grade")
+    return {
+        "groups": sorted(({"code": g, "name": names.get(g, g), "cases": n} for g, n in groups.items()),
+                         key=lambda x: (-x["cases"], x["code"])),
+        "categories": sorted(({"code": k, "name": getattr(c.categories.get(k), "name", k), "cases": n}
+                              for k, n in by_cat.items()), key=lambda x: (-x["cases"], x["code"]))[:LIST_SIZE],
+        "sources": sorted(({"code": s, "name": source_label(s, view.lang), "cases": n} for s, n in sources.items()),
+                          key=lambda x: (-x["cases"], x["code"])),
+        "grades": [{"grade": g, "name": c.grades[g].name if g in c.grades else str(g),
+                    "color": c.grades[g].color if g in c.grades else None, "cases": grades.get(g, 0)}
+                   for g in sorted(c.grades)],
+    }
+
+
+def overdue(view: View, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Open cases of the view past their deadline now, the most recently due first."""
+    from dashboard.context import city, engine, settings
+
+    now = now or datetime.now(UTC)
+    c = city()
+    rows = queries.sla_cases(engine(), now=now, states={"overdue"}, where=view.where,
+                             warn_share=settings().sla_warn_share, limit=LIST_SIZE, latest_first=True)
+    for row in rows:
+        depts = [c.departments[d] for d in row["departments"] if d in c.departments]
+        row["department_names"] = [d.short or d.name for d in depts]
+        row["grid_name"] = c.geography.area(row["grid_code"]).name if row.get("grid_code") in c.geography else None
+    return rows
+
+
+def sensors(view: View) -> dict[str, Any]:
+    """The devices of the area by type, with those alarming and those silent now (live state)."""
+    from sqlalchemy import func, select
+
+    from core.models import Device
+    from dashboard.context import city, engine, redis_client, settings
+
+    c = city()
+    d = Device.__table__
+    q = select(d.c.type, func.count()).group_by(d.c.type)
+    if view.area.level != "district":
+        q = q.where(d.c.grid_code.like(f"{view.area.code}%"))
+    with engine().connect() as conn:
+        devices = {t: int(n) for t, n in conn.execute(q)}
+    alarms = live.alarms_in(redis_client(), settings(), view.area)
+    silent = live.alarms_in(redis_client(), settings(), view.area, offline=True)
+    types = sorted(set(devices) | {a.get("type") for a in alarms + silent if a.get("type")})
+    by_type = [{"type": t, "name": getattr(c.sensor_types.get(t), "name", t), "devices": devices.get(t, 0),
+                "alarms": sum(1 for a in alarms if a.get("type") == t),
+                "offline": sum(1 for a in silent if a.get("type") == t)} for t in types]
+    return {"by_type": by_type, "alarms": alarms[:LIST_SIZE], "alarms_total": len(alarms),
+            "offline_total": len(silent)}
+
+
+def hotspots(view: View) -> list[dict[str, Any]]:
+    from dashboard.context import city, redis_client, settings
+
+    c = city()
+    out = []
+    for h in live.hotspots_in(redis_client(), settings(), view.area)[:LIST_SIZE]:
+        cat = c.categories.get(h.get("category"))
+        grids = [g for g in h.get("by_grid", {}) if g in c.geography]
+        out.append({**h, "category_name": getattr(cat, "name", h.get("category")),
+                    "grid_names": [c.geography.area(g).name for g in grids[:3]]})
+    return out
+
+
+def departments(view: View, now: datetime | None = None) -> list[dict[str, Any]]:
+    """The departments with a part in the area's cases in the period (core.rankings figures), busiest first.
+
+    Department figures follow the area and the period only: an assignment row carries no category or source.
+    """
+    from dashboard.context import city, engine
+
+    now = now or datetime.now(UTC)
+    c = city()
+    figures = queries.department_metrics(engine(), c.departments, since=view.since, until=view.until,
+                                         as_of=min(view.until, now),
+                                         area=None if view.area.level == "district" else view.area.code,
+                                         percentiles=False)
+    rows = [{"department": code, "name": c.departments[code].short or c.departments[code].name, **m}
+            for code, m in figures.items() if code in c.departments and (m["received"] or m["open_at_end"])]
+    rows.sort(key=lambda r: (-r["received"], -r["open_at_end"], r["department"]))
+    return rows[:LIST_SIZE]
+
+
+def table_page(view: View, start: int, end: int, sort: list[dict[str, str]] | None = None
+               ) -> tuple[list[dict[str, Any]], int | None]:
+    """Rows [start, end) of the view's cases for the table, in the asked order; and the row count once the last
+    row is reached (None before). No personal data."""
+    from dashboard.context import city, engine
+
+    rows, last = queries.table_rows(engine(), view.where, start, end, sort or [])
+    c = city()
+    geo = c.geography
+    for row in rows:
+        cat = c.categories.get(row["category"])
+        row["category_name"] = getattr(cat, "name", row["category"])
+        row["street_name"] = geo.area(row["street_code"]).name if row.get("street_code") in geo else ""
+        row["grid_name"] = geo.area(row["grid_code"]).name if row.get("grid_code") in geo else ""
+        depts = [c.departments[d] for d in (row.get("departments") or []) if d in c.departments]
+        row["department_names"] = " ".join(d.short or d.name for d in depts)
+        row["departments"] = " ".join(row.get("departments") or [])
+    return rows, last
+
+
+def export_url(view: View) -> str:
+    """The API's CSV export of exactly the view's rows."""
+    q = {"area": view.area.code, "since": view.since.astimezone(CITY_TZ).isoformat(),
+         "until": view.until.astimezone(CITY_TZ).isoformat()}
+    for k in ("category", "grade", "source", "status", "dept"):
+        if k in view.params:
+            q[k] = view.params[k]
+    return "/api/v1/cases.csv?" + urlencode(q)
