@@ -1,21 +1,17 @@
 """KPIs for an area and a period: one definition each, used by the API, the screens and the briefings.
 
-Input is one row per case reported in the period (a pandas DataFrame, see ``CASE_COLUMNS``) with the times of its
-first dispatch and of its evaluation; ``as_of`` is the end of the period (or now, if that is earlier). Every figure
-is defined in ``DEFINITIONS`` — the API returns them, so a screen can show what a number means.
+The store sums a period's cases in one SQL statement (``SUMS``, dashboard.queries.kpis), judged at ``as_of`` (the
+end of the period, or now if that is earlier); ``figures`` turns the sums into the KPIs. Every figure is defined in
+``DEFINITIONS`` — the API returns them, so a screen can show what a number means.
 """
 
 from __future__ import annotations
 
 import math
-from datetime import datetime
 from typing import Any
 
-import pandas as pd
+import numpy as np
 
-CASE_COLUMNS = ("reported_at", "dispatched_at", "resolved_at", "closed_at", "evaluated_at", "due_at", "status",
-                "onsite", "escalated", "rating")
-OPEN = ("reported", "registered", "dispatched", "accepted", "handling")
 SATISFIED = 4  # a rating of 4 or 5 (of 5) counts as satisfied
 
 DEFINITIONS: dict[str, dict[str, str]] = {
@@ -55,54 +51,51 @@ DEFINITIONS: dict[str, dict[str, str]] = {
 # discovery and report coincide; the four spans above are the measurable legs between the other five.
 
 
+SUMS = ("cases_total", "resolved", "on_time", "overdue_open", "onsite", "grassroots", "evaluations", "satisfied",
+        "rating_sum", "dispatched", "dispatch_s", "dispatch_resolved", "dispatch_resolve_s", "fed_back",
+        "feedback_s", "evaluated_after", "evaluate_s", "handling_s")
+# What the store sums for a period (dashboard.queries.kpis, one SQL statement), judged at ``as_of``:
+#   cases_total   cases reported in the period
+#   resolved      of those, resolved_at ≤ as_of ("resolved"); on_time: resolved with no deadline or by it
+#   overdue_open  not resolved, in an open status, due_at < as_of
+#   onsite / grassroots   resolved on the spot / resolved without escalation
+#   evaluations, satisfied, rating_sum   rated cases, rated ≥ SATISFIED, the sum of ratings
+#   dispatched, dispatch_s                  cases with a first dispatch, Σ(dispatched_at − reported_at)
+#   dispatch_resolved, dispatch_resolve_s   resolved cases with a dispatch, Σ(resolved_at − dispatched_at)
+#   fed_back, feedback_s                    cases with resolved_at and closed_at, Σ(closed_at − resolved_at)
+#   evaluated_after, evaluate_s             cases with closed_at and evaluated_at, Σ(evaluated_at − closed_at)
+#   handling_s    every resolved case's resolved_at − reported_at, in seconds (for the mean and the median)
+
+
 def _ratio(a: float, b: float) -> float | None:
     return None if not b else a / b
 
 
-def _seconds(delta: pd.Series) -> pd.Series:
-    return delta.dt.total_seconds()
-
-
-def _mean(values: pd.Series) -> float | None:
-    values = values.dropna()
-    return None if values.empty else float(values.mean())
-
-
-def compute(cases: pd.DataFrame, as_of: datetime) -> dict[str, Any]:
-    """The KPIs of ``cases`` (one row per case reported in the period), judged at ``as_of``."""
-    df = cases
-    total = len(df)
-    if total == 0:
+def figures(sums: dict[str, Any]) -> dict[str, Any]:
+    """The KPIs (DEFINITIONS) from the period's sums (SUMS)."""
+    handling = np.asarray(sums.get("handling_s") or [], dtype=float)
+    n = int(sums.get("cases_total") or 0)
+    if n == 0:
         return {"cases_total": 0, **{k: (0 if DEFINITIONS[k]["unit"] == "cases" else None)
                                      for k in DEFINITIONS if k != "cases_total"}}
-    as_of_ts = pd.Timestamp(as_of)
-    resolved_mask = df["resolved_at"].notna() & (df["resolved_at"] <= as_of_ts)
-    resolved = df[resolved_mask]
-    on_time = resolved["due_at"].isna() | (resolved["resolved_at"] <= resolved["due_at"])
-    open_mask = ~resolved_mask & df["status"].isin(OPEN)
-    overdue_open = int((open_mask & df["due_at"].notna() & (df["due_at"] < as_of_ts)).sum())
-    onsite = int((resolved_mask & df["onsite"].astype(bool)).sum())
-    grassroots = int((resolved_mask & ~df["escalated"].astype(bool)).sum())
-    handling = _seconds(resolved["resolved_at"] - resolved["reported_at"])
-    rated = df["rating"].dropna()
+    resolved = int(sums["resolved"])
     out = {
-        "cases_total": total,
-        "resolved": int(resolved_mask.sum()),
-        "resolution_rate": _ratio(resolved_mask.sum(), total),
-        "on_time_rate": _ratio(on_time.sum(), len(resolved)),
-        "overdue_open": overdue_open,
-        "onsite_rate": _ratio(onsite, total),
-        "grassroots_rate": _ratio(grassroots, total),
-        "handling_mean_s": _mean(handling),
-        "handling_median_s": None if handling.empty else float(handling.median()),
-        "satisfaction": _ratio((rated >= SATISFIED).sum(), len(rated)),
-        "rating_mean": None if rated.empty else float(rated.mean()),
-        "moment_report_to_dispatch_s": _mean(_seconds(df["dispatched_at"] - df["reported_at"])),
-        "moment_dispatch_to_resolve_s": _mean(_seconds(resolved["resolved_at"] - resolved["dispatched_at"])),
-        "moment_resolve_to_feedback_s": _mean(_seconds(df["closed_at"] - df["resolved_at"])),
-        "moment_feedback_to_evaluate_s": _mean(_seconds(df["evaluated_at"] - df["closed_at"])),
+        "cases_total": n,
+        "resolved": resolved,
+        "resolution_rate": _ratio(resolved, n),
+        "on_time_rate": _ratio(sums["on_time"], resolved),
+        "overdue_open": int(sums["overdue_open"]),
+        "onsite_rate": _ratio(sums["onsite"], n),
+        "grassroots_rate": _ratio(sums["grassroots"], n),
+        "handling_mean_s": float(handling.mean()) if handling.size else None,
+        "handling_median_s": float(np.median(handling)) if handling.size else None,
+        "satisfaction": _ratio(sums["satisfied"], sums["evaluations"]),
+        "rating_mean": _ratio(sums["rating_sum"], sums["evaluations"]),
+        "moment_report_to_dispatch_s": _ratio(sums["dispatch_s"], sums["dispatched"]),
+        "moment_dispatch_to_resolve_s": _ratio(sums["dispatch_resolve_s"], sums["dispatch_resolved"]),
+        "moment_resolve_to_feedback_s": _ratio(sums["feedback_s"], sums["fed_back"]),
+        "moment_feedback_to_evaluate_s": _ratio(sums["evaluate_s"], sums["evaluated_after"]),
     }
-    out = {k: (v.item() if hasattr(v, "item") else v) for k, v in out.items()}  # plain numbers, not numpy's
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
 
 

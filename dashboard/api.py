@@ -454,8 +454,8 @@ def blueprint() -> Blueprint:
         length = until - since
         now = datetime.now(UTC)
         engine = context.engine()
-        current = k.compute(queries.kpi_frame(engine, area=area.code, since=since, until=until), min(until, now))
-        previous = k.compute(queries.kpi_frame(engine, area=area.code, since=since - length, until=since), since)
+        current = queries.kpis(engine, queries.CaseFilter(area=area.code, since=since, until=until), min(until, now))
+        previous = queries.kpis(engine, queries.CaseFilter(area=area.code, since=since - length, until=since), since)
         return json_response({"area": area.code, "name": area.name, "since": since, "until": until,
                               "previous": {"since": since - length, "until": since, "kpis": previous},
                               "kpis": current, "change": k.change(current, previous)})

@@ -181,9 +181,8 @@ def kpis(view: View, now: datetime | None = None) -> dict[str, Any]:
     now = now or datetime.now(UTC)
     eng = engine()
     p0, p1 = view.previous
-    current = k.compute(queries.kpi_frame(eng, area=view.area.code, since=view.since, until=view.until,
-                                          where=view.where), min(view.until, now))
-    previous = k.compute(queries.kpi_frame(eng, area=view.area.code, since=p0, until=p1, where=view.where), min(p1, now))
+    current = queries.kpis(eng, view.where, min(view.until, now))
+    previous = queries.kpis(eng, dataclasses.replace(view.where, since=p0, until=p1), min(p1, now))
     return {"kpis": current, "previous": previous, "change": k.change(current, previous),
             "previous_since": p0, "previous_until": p1}
 

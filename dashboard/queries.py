@@ -217,27 +217,60 @@ def sla_cases(engine: Engine, *, now, states: Collection[str], area: str | None 
     return out
 
 
-def kpi_frame(engine: Engine, *, area: str | None, since, until, where: CaseFilter | None = None):
-    """One row per case reported in [since, until) in ``area``, with the columns core.kpis.compute reads.
+def _seconds_between(dialect: str, later, earlier):
+    """later − earlier in seconds, in SQL."""
+    from sqlalchemy import extract, func
 
-    ``where`` narrows it further (category, grades, …); its area and time bounds are replaced by these.
+    if dialect == "postgresql":
+        return extract("epoch", later) - extract("epoch", earlier)
+    return (func.julianday(later) - func.julianday(earlier)) * 86400.0
+
+
+def kpis(engine: Engine, where: CaseFilter, as_of) -> dict[str, Any]:
+    """The KPIs (core.kpis) of the cases matching ``where`` (its since/until: the period), judged at ``as_of``.
+
+    One statement sums them (core.kpis.SUMS) over the cases' own columns; only the handling times come back one by
+    one, as one text for numpy's median. Nothing is read row by row into Python.
     """
-    import pandas as pd
+    from sqlalchemy import String, and_, case, func, literal, or_
 
-    from core.kpis import CASE_COLUMNS
+    from core import kpis as k
+    from core.lifecycle import OPEN_STATUSES
 
-    q = select(
-        _CASE.c.reported_at, _CASE.c.dispatched_at, _CASE.c.resolved_at, _CASE.c.closed_at, _CASE.c.evaluated_at,
-        _CASE.c.due_at, _CASE.c.status, _CASE.c.onsite, _CASE.c.escalated, _CASE.c.rating,
-    )
-    q = replace(where or CaseFilter(), area=area, since=since, until=until).apply(q)
+    c = _CASE.c
+    dialect = engine.dialect.name
+
+    def count_if(cond):
+        return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
+
+    def sum_if(cond, value):
+        return func.sum(case((cond, value), else_=None))
+
+    resolved = and_(c.resolved_at.is_not(None), c.resolved_at <= as_of)
+    dispatched = c.dispatched_at.is_not(None)
+    fed_back = and_(c.resolved_at.is_not(None), c.closed_at.is_not(None))
+    evaluated = and_(c.closed_at.is_not(None), c.evaluated_at.is_not(None))
+    handling = _seconds_between(dialect, c.resolved_at, c.reported_at)
+    as_text = func.cast(case((resolved, handling), else_=None), String)
+    joined = func.string_agg(as_text, literal(",")) if dialect == "postgresql" else func.group_concat(as_text, ",")
+    q = where.apply(select(
+        func.count(), count_if(resolved), count_if(and_(resolved, or_(c.due_at.is_(None), c.resolved_at <= c.due_at))),
+        count_if(and_(~resolved, c.status.in_(sorted(s.value for s in OPEN_STATUSES)), c.due_at.is_not(None),
+                      c.due_at < as_of)),
+        count_if(and_(resolved, c.onsite.is_(True))), count_if(and_(resolved, c.escalated.is_(False))),
+        count_if(c.rating.is_not(None)), count_if(c.rating >= k.SATISFIED), func.sum(c.rating),
+        count_if(dispatched), sum_if(dispatched, _seconds_between(dialect, c.dispatched_at, c.reported_at)),
+        count_if(and_(resolved, dispatched)),
+        sum_if(and_(resolved, dispatched), _seconds_between(dialect, c.resolved_at, c.dispatched_at)),
+        count_if(fed_back), sum_if(fed_back, _seconds_between(dialect, c.closed_at, c.resolved_at)),
+        count_if(evaluated), sum_if(evaluated, _seconds_between(dialect, c.evaluated_at, c.closed_at)),
+        joined,
+    ).select_from(_CASE))
     with engine.connect() as conn:
-        rows = conn.execute(q).all()
-    df = pd.DataFrame(rows, columns=list(CASE_COLUMNS))
-    for c in ("reported_at", "dispatched_at", "resolved_at", "closed_at", "evaluated_at", "due_at"):
-        df[c] = pd.to_datetime(df[c], utc=True)
-    df["rating"] = pd.to_numeric(df["rating"])
-    return df
+        row = conn.execute(q).one()
+    sums = dict(zip(k.SUMS[:-1], (float(v or 0) for v in row[:-1]), strict=True))
+    sums["handling_s"] = [round(float(x), 3) for x in row[-1].split(",")] if row[-1] else []
+    return k.figures(sums)
 
 
 _RANK_COUNTS = ("received", "accept_decided", "accepted_on_time", "returned", "resolved", "resolved_on_time",

@@ -178,7 +178,6 @@ def _alarms_opened(engine, since: datetime, until: datetime) -> int:
 
 def slow(engine, city, settings, now: datetime | None = None) -> dict[str, Any]:
     from config.rankings import get_rules
-    from core import kpis as k
     from core import rankings as rk
     from dashboard import queries
 
@@ -186,10 +185,10 @@ def slow(engine, city, settings, now: datetime | None = None) -> dict[str, Any]:
     t0, t1 = _day_bounds(now)
     y0, y1 = _day_bounds(now, 1)
     district = city.geography.district.code
-    today = k.compute(queries.kpi_frame(engine, area=district, since=t0, until=t1), now)
+    today = queries.kpis(engine, queries.CaseFilter(area=district, since=t0, until=t1), now)
     # yesterday up to the same time of day: a fair comparison in the morning
     y_now = now - timedelta(days=1)
-    yesterday = k.compute(queries.kpi_frame(engine, area=district, since=y0, until=y_now), y_now)
+    yesterday = queries.kpis(engine, queries.CaseFilter(area=district, since=y0, until=y_now), y_now)
     cats = _breakdown(engine, "category", t0, t1)
     groups: dict[str, int] = {}
     for code, n in cats.items():
