@@ -11,6 +11,7 @@ Every function returns plain JSON-able data; layouts/drill.py draws it. No perso
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -147,30 +148,24 @@ def trail(view: View) -> list[dict[str, str]]:
             for c in ancestors(view.area.code)]
 
 
-def children(view: View) -> list[dict[str, Any]]:
-    """The areas one level down (none for a grid) with their live risk and the view's case counts."""
+def children(view: View) -> tuple[list[dict[str, Any]], int | None]:
+    """The areas one level down (none for a grid) with their live risk and the view's case counts; and the view's
+    case count (None for a grid: nothing was counted)."""
     from config.risk import get_risk_model
     from dashboard.context import city, engine, redis_client, settings
 
     geo = city().geography
     kids = geo.children(view.area.code)
     if not kids:
-        return []
+        return [], None
     column = {"street": "street_code", "community": "community_code", "grid": "grid_code"}[kids[0].level]
-    counts = queries.counts_by(engine(), view.where, column)
-    open_where = dataclasses.replace(view.where, statuses=_open_statuses(view.where))
-    opened = queries.counts_by(engine(), open_where, column) if open_where.statuses else {}
+    counts = {k[0]: v for k, v in queries.counts_by_columns(engine(), view.where, (column,), open_too=True).items()}
+    total = sum(n for n, _ in counts.values())  # the unlocated too (no area code)
     risk, _ = live.risk_of(redis_client(), settings(), city(), get_risk_model(settings().risk_file), kids)
-    return [{"code": a.code, "name": a.name, "level": a.level, "url": view.url(a.code), "cases": counts.get(a.code, 0),
-             "open": opened.get(a.code, 0), "risk_level": risk[a.code]["risk_level"],
-             "risk_score": risk[a.code]["score"], "color": risk[a.code]["color"]} for a in kids]
-
-
-def _open_statuses(where: queries.CaseFilter) -> list[str]:
-    from core.lifecycle import OPEN_STATUSES
-
-    open_ = {s.value for s in OPEN_STATUSES}
-    return sorted(open_ & set(where.statuses)) if where.statuses else sorted(open_)
+    return [{"code": a.code, "name": a.name, "level": a.level, "url": view.url(a.code),
+             "cases": counts.get(a.code, (0, 0))[0], "open": counts.get(a.code, (0, 0))[1],
+             "risk_level": risk[a.code]["risk_level"], "risk_score": risk[a.code]["score"],
+             "color": risk[a.code]["color"]} for a in kids], total
 
 
 def kpis(view: View, now: datetime | None = None) -> dict[str, Any]:
@@ -181,8 +176,10 @@ def kpis(view: View, now: datetime | None = None) -> dict[str, Any]:
     now = now or datetime.now(UTC)
     eng = engine()
     p0, p1 = view.previous
-    current = queries.kpis(eng, view.where, min(view.until, now))
-    previous = queries.kpis(eng, dataclasses.replace(view.where, since=p0, until=p1), min(p1, now))
+    with ThreadPoolExecutor(max_workers=2) as pool:  # both periods at once, each on its own connection
+        later = pool.submit(queries.kpis, eng, dataclasses.replace(view.where, since=p0, until=p1), min(p1, now))
+        current = queries.kpis(eng, view.where, min(view.until, now))
+        previous = later.result()
     return {"kpis": current, "previous": previous, "change": k.change(current, previous),
             "previous_since": p0, "previous_until": p1}
 
@@ -213,15 +210,20 @@ def breakdowns(view: View) -> dict[str, list[dict[str, Any]]]:
 
     c = city()
     eng = engine()
-    by_cat = queries.counts_by(eng, view.where, "category")
+    by = queries.counts_by_columns(eng, view.where, ("category", "source", "grade"))  # one pass for the three
+    by_cat: dict[str, int] = {}
+    sources: dict[str, int] = {}
+    grades: dict[int, int] = {}
+    for (cat_code, source, grade), n in by.items():
+        by_cat[cat_code] = by_cat.get(cat_code, 0) + n
+        sources[source] = sources.get(source, 0) + n
+        grades[grade] = grades.get(grade, 0) + n
     groups: dict[str, int] = {}
     for code, n in by_cat.items():
         cat = c.categories.get(code)
         g = getattr(cat, "parent", None) or code[:2]
         groups[g] = groups.get(g, 0) + n
     names = {g.code: g.name for g in c.groups}
-    sources = queries.counts_by(eng, view.where, "source")
-    grades = queries.counts_by(eng, view.where, "grade")
     return {
         "groups": sorted(({"code": g, "name": names.get(g, g), "cases": n} for g, n in groups.items()),
                          key=lambda x: (-x["cases"], x["code"])),

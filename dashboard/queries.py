@@ -536,12 +536,25 @@ def hourly_counts(engine: Engine, where: CaseFilter) -> dict[datetime, int]:
 def counts_by(engine: Engine, where: CaseFilter, column: str) -> dict[Any, int]:
     """Cases matching ``where`` counted by one column of the case table (category, source, grade, status, an area
     column); None keys left out."""
-    from sqlalchemy import func
+    return {k[0]: n for k, n in counts_by_columns(engine, where, (column,)).items() if k[0] is not None}
 
-    col = _CASE.c[column]
+
+def counts_by_columns(engine: Engine, where: CaseFilter, columns: Collection[str],
+                      open_too: bool = False) -> dict[tuple, Any]:
+    """Cases matching ``where`` counted by several columns at once (one pass): (values) → count, or with
+    ``open_too`` → (count, of those open now)."""
+    from sqlalchemy import case, func
+
+    from core.lifecycle import OPEN_STATUSES
+
+    cols = [_CASE.c[c] for c in columns]
+    measures = [func.count()]
+    if open_too:
+        measures.append(func.sum(case((_CASE.c.status.in_(sorted(s.value for s in OPEN_STATUSES)), 1), else_=0)))
     with engine.connect() as conn:
-        rows = conn.execute(where.apply(select(col, func.count())).group_by(col)).all()
-    return {k: int(n) for k, n in rows if k is not None}
+        rows = conn.execute(where.apply(select(*cols, *measures)).group_by(*cols)).all()
+    n = len(cols)
+    return {tuple(r[:n]): (int(r[n]), int(r[n + 1] or 0)) if open_too else int(r[n]) for r in rows}
 
 
 def count_cases(engine: Engine, where: CaseFilter) -> int:

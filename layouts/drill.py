@@ -223,7 +223,7 @@ def layout(settings, city, query: dict[str, str]) -> html.Div:
                                    style={"variable": "gridwatch.drill.areaStyle"},
                                    hoverStyle={"variable": "gridwatch.drill.hoverStyle"}, zoomToBounds=False),
                     ], id=ID.map, bounds=district_bounds, zoomSnap=0.25, attributionControl=False,
-                        scrollWheelZoom=False, className="dr-leaflet", style={"width": "100%", "height": "100%"}),
+                        scrollWheelZoom=False, trackViewport=False, className="dr-leaflet", style={"width": "100%", "height": "100%"}),
                     legend,
                     dcc.RadioItems([{"label": t["dr_color_risk"], "value": "risk"},
                                     {"label": t["dr_color_cases"], "value": "cases"}], "risk", id=ID.mode,
@@ -257,7 +257,7 @@ def layout(settings, city, query: dict[str, str]) -> html.Div:
                        defaultColDef={"resizable": True, "suppressHeaderMenuButton": True},
                        dashGridOptions={"pagination": True, "paginationPageSize": PAGE_SIZE,
                                         "cacheBlockSize": PAGE_SIZE, "maxBlocksInCache": 20,
-                                        "infiniteInitialRowCount": 0, "rowHeight": 34, "tooltipShowDelay": 300,
+                                        "rowHeight": 34, "tooltipShowDelay": 300,
                                         "localeText": {"page": t["dr_page"], "of": "/", "to": "–",
                                                        "more": "…", "noRowsToShow": t["dr_no_rows"],
                                                        "loadingOoo": t["dr_loading"]}},
@@ -426,7 +426,7 @@ def crumbs(view: drill.View, t: dict[str, str]) -> list:
         if i == len(trail) - 1:
             out.append(html.Span(c["name"], className="dr-crumb dr-here", **{"data-code": c["code"]}))
         else:
-            out.append(dcc.Link(c["name"], href=c["url"], className="dr-crumb", **{"data-code": c["code"]}))
+            out.append(html.Span(dcc.Link(c["name"], href=c["url"]), className="dr-crumb", **{"data-code": c["code"]}))
     return out
 
 
@@ -571,16 +571,16 @@ def frame_of(pathname, search, mode="risk") -> tuple:
     geo = city().geography
     if err is not None:
         home = "/" + ("?lang=en" if lang == "en" else "")
-        none = [html.Span(geo.district.name, className="dr-crumb")]
+        none = [html.Span(dcc.Link(geo.district.name, href=home), className="dr-crumb")]
         return (none, problem(err, t, home), {"display": "block"}, None, None, no_update, no_update, None, "",
                 "#", "", "/compare", _switch(pathname, search, lang))
-    kids = drill.children(view)
+    kids, total = drill.children(view)
     data = map_data(geo, view.area.code, kids, t)
     outline = {"type": "FeatureCollection", "features": list(_features(geo, (view.area.code,)))}
     hideout = {"mode": mode or "risk", "levels": {k["code"]: k["risk_level"] for k in kids},
                "counts": {k["code"]: k["cases"] for k in kids}, "max": max([k["cases"] for k in kids] or [0]),
                "leaf": not kids}
-    n = count_cases(engine(), view.where)
+    n = total if total is not None else count_cases(engine(), view.where)
     compare = "/compare?" + "&".join(f"{k}={v}" for k, v in {"a": view.area.code, **view.params}.items())
     return (crumbs(view, t), None, {"display": "none"}, data, outline, hideout,
             {"bounds": _bounds(geo, view.area.code), "transition": "flyToBounds"}, child_list(kids, t),

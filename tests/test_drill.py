@@ -1,0 +1,389 @@
+"""The leaders' drill-down (/ and /area/<code>): views read from URLs, the panel's figures and the case table against
+a pandas selection of what the test published, bad URLs, and — in a real headless Chromium — clicking the map, the
+back button, a filter narrowing the table (checked against the API) and opening a case.
+
+Screenshots are saved under var/test-artifacts/ (look at them).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qs, urlparse
+from zoneinfo import ZoneInfo
+
+import orjson
+import pandas as pd
+import pytest
+
+from ingest.streams import Producer
+from ingest.worker import Worker
+from tests.browser import LiveServer, errors, js, shot, size, wait
+
+TZ = ZoneInfo("Asia/Shanghai")
+SOURCES = ("hotline12345", "patrol", "citizen", "citymgmt")
+OPEN = {"reported", "registered", "dispatched", "accepted", "handling"}
+
+
+def _dataset(city, now: datetime) -> tuple[list[dict], pd.DataFrame]:
+    """About 150 cases over the last 12 days across every street, grade and source; the expected case table."""
+    grids = city.geography.areas("grid")
+    cats = [c for c in city.categories.values() if not c.sensor_only]
+    depts = sorted(city.departments)
+    recs, rows = [], []
+    for i in range(150):
+        g = grids[(i * 11) % len(grids)]
+        rep = now - timedelta(hours=2 + i * 1.9)
+        src = SOURCES[i % len(SOURCES)]
+        ext = f"d{i}"
+        cat = cats[(i * 5) % len(cats)]
+        grade = 1 + (i * 7) % 4
+        due = rep + timedelta(hours=6 + i % 30)
+        recs.append({"source": src, "external_id": ext, "event": "report", "occurred_at": rep.isoformat(),
+                     "category": cat.code, "title": f"下钻测试 {i}", "grid_code": g.code, "lon": g.centroid[0],
+                     "lat": g.centroid[1], "grade": grade, "due_at": due.isoformat(),
+                     "reporter_name": "张三", "reporter_phone": "13800000000"})
+        dept = None
+        status = "reported"
+        resolved = None
+        if i % 3:
+            dept = depts[i % 6]
+            recs.append({"source": src, "external_id": ext, "event": "register",
+                         "occurred_at": (rep + timedelta(minutes=1)).isoformat()})
+            recs.append({"source": src, "external_id": ext, "event": "dispatch",
+                         "occurred_at": (rep + timedelta(minutes=5)).isoformat(), "departments": [dept]})
+            status = "dispatched"
+            if i % 3 == 2:
+                resolved = rep + timedelta(hours=3)
+                recs.append({"source": src, "external_id": ext, "event": "accept",
+                             "occurred_at": (rep + timedelta(minutes=20)).isoformat()})
+                recs.append({"source": src, "external_id": ext, "event": "resolve", "occurred_at": resolved.isoformat()})
+                status = "resolved"
+        rows.append({"external_id": ext, "source": src, "reported_at": rep, "grid_code": g.code,
+                     "street_code": g.code[:9], "community_code": g.code[:12], "category": cat.code,
+                     "group": cat.code[:2], "grade": grade, "status": status, "dept": dept, "due_at": due,
+                     "resolved_at": resolved})
+    return recs, pd.DataFrame(rows)
+
+
+@pytest.fixture
+def drilled(settings, r, engine, city):
+    now = datetime.now(UTC).replace(microsecond=0)
+    recs, df = _dataset(city, now)
+    Producer(r, settings, source="t").cases(recs)
+    w = Worker(city, settings, engine, r, name="drill")
+    while w.run_once(100):
+        pass
+    assert w.totals.dead == 0
+    with engine.connect() as conn:
+        ids = dict(conn.exec_driver_sql("SELECT external_id, id FROM cases").all())
+    df["id"] = df["external_id"].map(ids)
+    return now, df
+
+
+@pytest.fixture
+def app(settings):
+    from app import create_app
+
+    return create_app(settings)
+
+
+def _days_ago(now: datetime, days: int) -> datetime:
+    """Midnight (city time) of the day ``days`` before today."""
+    local = now.astimezone(TZ).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (local - timedelta(days=days)).astimezone(UTC)
+
+
+def _select(df: pd.DataFrame, now: datetime, *, area: str | None = None, days: int = 7, **f) -> pd.DataFrame:
+    """The expected rows of a view, selected with pandas (the default period: the last 7 local days)."""
+    since = _days_ago(now, days - 1)
+    out = df[df["reported_at"] >= since]
+    if area and len(area) > 6:
+        col = {9: "street_code", 12: "community_code", 15: "grid_code"}[len(area)]
+        out = out[out[col] == area]
+    if "grade" in f:
+        out = out[out["grade"].isin(f["grade"])]
+    if "source" in f:
+        out = out[out["source"].isin(f["source"])]
+    if "group" in f:
+        out = out[out["group"] == f["group"]]
+    if "dept" in f:
+        out = out[out["dept"] == f["dept"]]
+    if "status" in f:
+        out = out[out["status"].isin(f["status"])]
+    return out
+
+
+# --------------------------------------------------------------------------- views, figures and the table
+
+
+def test_a_view_is_read_from_its_url(app, city, drilled):
+    from dashboard import drill
+
+    now, _ = drilled
+    street = city.geography.areas("street")[2]
+    with app.server.test_request_context("/"):
+        v = drill.parse(f"/area/{street.code}", "?grade=4,3&source=patrol&range=30d", now)
+        assert v.area.code == street.code and v.range == "30d"
+        assert v.since == _days_ago(now, 29) and v.until == _days_ago(now, -1)
+        assert set(v.where.grades) == {3, 4} and set(v.where.sources) == {"patrol"}
+        assert v.url() == f"/area/{street.code}?range=30d&grade=4%2C3&source=patrol"
+        custom = drill.parse("/", "?since=2026-11-01&until=2026-11-08", now)
+        assert custom.range == "custom" and custom.since == datetime(2026, 11, 1, tzinfo=TZ)
+        assert custom.until == datetime(2026, 11, 8, tzinfo=TZ) and custom.area.level == "district"
+        assert [c["name"] for c in drill.trail(v)] == [city.geography.district.name, street.name]
+
+
+@pytest.mark.parametrize(("path", "search", "parameter"), [
+    ("/area/440311999", "", "area"),  # no such street
+    ("/area/abc", "", "area"),  # not a code
+    ("/area/" + "9" * 40, "", "area"),  # overlong
+    ("/", "?grade=9", "grade"),
+    ("/", "?grade=1&grade=2", "grade"),  # given twice
+    ("/", "?since=2026-11-08&until=2026-11-01", "until"),  # inverted
+    ("/", "?since=2026-13-45&until=2026-11-01", "since"),  # malformed
+    ("/", "?since=2026-11-01", "until"),  # half a custom period
+    ("/", "?range=fortnight", "range"),
+    ("/", "?range=7d&since=2026-11-01&until=2026-11-02", "range"),
+    ("/", "?category=9999", "category"),
+    ("/", "?dept=nobody", "dept"),
+    ("/", "?status=lost", "status"),
+    ("/", "?source=%3Cscript%3E", "source"),
+    ("/", "?zoom=3", "zoom"),
+    ("/nowhere", "", "path"),
+])
+def test_a_bad_url_names_what_is_wrong_and_shows_no_data(app, drilled, path, search, parameter):
+    from dashboard import drill
+    from layouts import drill as page
+
+    with app.server.test_request_context("/"):
+        with pytest.raises(drill.ViewError) as err:
+            drill.parse(path, search)
+        assert err.value.parameter == parameter
+        frame = page.frame_of(path, search)
+        message = orjson.dumps(frame[1], default=lambda c: c.to_plotly_json()).decode()
+        assert frame[2] == {"display": "block"} and parameter in message or "区域" in message or "页面" in message
+        assert frame[3] is None and frame[10] == ""  # no map areas, no count
+        assert page.figures_of(path, search) == (None, None, None, None)
+        assert page.lists_of(path, search) == (None, None, None, None)
+        assert page.rows_of({"startRow": 0, "endRow": 50}, path, search) == {"rowData": [], "rowCount": 0}
+
+
+def test_the_table_pages_and_sorts_the_views_rows(app, city, drilled):
+    """Every block in turn gives exactly the pandas selection, newest first; sorted by grade it follows pandas."""
+    from layouts import drill as page
+
+    now, df = drilled
+    with app.server.test_request_context("/"):
+        _table_checks(page, city, now, df)
+
+
+def _table_checks(page, city, now, df):
+    street = city.geography.areas("street")[1]
+    path = f"/area/{street.code}"
+    for search, f in (("?range=30d", {"days": 30}), ("?range=30d&grade=2,4", {"days": 30, "grade": [2, 4]}),
+                      ("", {}), ("?range=30d&source=patrol,citizen", {"days": 30, "source": ["patrol", "citizen"]})):
+        expected = _select(df, now, area=street.code, **f).sort_values("id", ascending=False)
+        assert len(expected) > 3, search
+        got, start, count = [], 0, None
+        while count is None:
+            block = page.rows_of({"startRow": start, "endRow": start + 7, "sortModel": []}, path, search)
+            got += [int(r["link"].split("]")[0][1:]) for r in block["rowData"]]
+            count = block.get("rowCount")
+            start += 7
+        assert got == expected["id"].tolist(), search
+        assert count == len(expected)
+    exp = _select(df, now, area=street.code, days=30).sort_values(["grade", "id"], ascending=[True, False])
+    rows = page.rows_of({"startRow": 0, "endRow": 500, "sortModel": [{"colId": "grade", "sort": "asc"}]}, path,
+                        "?range=30d")["rowData"]
+    assert [int(r["link"].split("]")[0][1:]) for r in rows] == exp["id"].tolist()
+    assert all("张三" not in str(r) and "13800000000" not in str(r) for r in rows)  # no personal data
+    bad = page.rows_of({"startRow": 0, "endRow": 50, "sortModel": [{"colId": "reporter_phone", "sort": "asc"}]}, path, "")
+    assert bad == {"rowData": [], "rowCount": 0}
+
+
+def test_the_panel_follows_the_view(app, city, drilled):
+    """Areas below, count, daily trend, breakdowns and the KPIs' case totals against pandas, for a filtered view."""
+    from dashboard import drill
+
+    now, df = drilled
+    geo = city.geography
+    with app.server.test_request_context("/"):
+        v = drill.parse("/", "?range=30d&grade=1,3", now)
+        sel = _select(df, now, days=30, grade=[1, 3])
+        kids, total = drill.children(v)
+        assert total == len(sel)
+        by_street = sel.groupby("street_code").size()
+        open_by_street = sel[sel["status"].isin(OPEN)].groupby("street_code").size()
+        assert {k["code"]: (k["cases"], k["open"]) for k in kids} == {
+            s.code: (int(by_street.get(s.code, 0)), int(open_by_street.get(s.code, 0))) for s in geo.children(geo.district.code)}
+        days = drill.daily(v)
+        assert len(days) == 30
+        per_day = sel["reported_at"].dt.tz_convert(TZ).dt.strftime("%Y-%m-%d").value_counts()
+        assert {d["day"]: d["cases"] for d in days if d["cases"]} == per_day.to_dict()
+        b = drill.breakdowns(v)
+        assert {x["code"]: x["cases"] for x in b["sources"]} == sel["source"].value_counts().to_dict()
+        assert {x["code"]: x["cases"] for x in b["groups"]} == sel["group"].value_counts().to_dict()
+        assert {x["grade"]: x["cases"] for x in b["grades"] if x["cases"]} == sel["grade"].value_counts().to_dict()
+        k = drill.kpis(v, now)
+        assert k["kpis"]["cases_total"] == len(sel)
+        resolved = sel["resolved_at"].notna()
+        assert k["kpis"]["resolved"] == int(resolved.sum())
+        assert k["kpis"]["resolution_rate"] == pytest.approx(resolved.sum() / len(sel))
+        p0, p1 = v.previous
+        assert p1 == v.since and v.until - v.since == p1 - p0
+        prev = df[(df["reported_at"] >= p0) & (df["reported_at"] < p1) & df["grade"].isin([1, 3])]
+        assert k["previous"]["cases_total"] == len(prev)
+        assert k["change"]["cases_total"] == len(sel) - len(prev)
+        overdue = drill.overdue(v, now)
+        late = sel[sel["status"].isin(OPEN) & (sel["due_at"] < now)].sort_values(["due_at", "id"], ascending=False)
+        assert [o["id"] for o in overdue] == late["id"].head(drill.LIST_SIZE).tolist()
+        # a department filter: only cases it had a part in
+        dept = sorted(city.departments)[1]
+        vd = drill.parse("/", f"?range=30d&dept={dept}", now)
+        assert drill.children(vd)[1] == len(_select(df, now, days=30, dept=dept))
+
+
+def test_the_export_link_gives_exactly_the_views_rows(app, city, drilled, settings):
+    import csv
+    import io
+
+    from dashboard import drill
+
+    now, df = drilled
+    street = city.geography.areas("street")[0]
+    client = app.server.test_client()
+    with app.server.test_request_context("/"):
+        v = drill.parse(f"/area/{street.code}", "?range=30d&source=hotline12345,citizen", now)
+        url = drill.export_url(v)
+    resp = client.get(url)
+    assert resp.status_code == 200, resp.data[:300]
+    rows = list(csv.DictReader(io.StringIO(resp.get_data(as_text=True).lstrip("\ufeff"))))
+    expected = _select(df, now, area=street.code, days=30, source=["hotline12345", "citizen"])
+    assert sorted(int(r["id"]) for r in rows) == sorted(expected["id"].tolist())
+
+
+# --------------------------------------------------------------------------- in a real browser
+
+
+@pytest.fixture
+def server(drilled, settings, engine, r, city):
+    srv = LiveServer(settings, engine, r, city)
+    srv.start()
+    yield srv
+    srv.close()
+
+
+def _api(server, path: str) -> dict:
+    import requests
+
+    resp = requests.get(server.url + path, timeout=10)
+    assert resp.status_code == 200, resp.text[:300]
+    return resp.json()
+
+
+READ = """
+const crumbs = [...document.querySelectorAll('#drill-crumbs .dr-crumb')].map(e => e.dataset.code || '');
+const rows = [...document.querySelectorAll('#drill-grid .ag-center-cols-container .ag-row')];
+const ids = rows.map(r => (r.querySelector('[col-id="id"]') || {}).textContent).filter(Boolean).map(Number);
+const streets = rows.map(r => (r.querySelector('[col-id="street"]') || {}).textContent);
+return {path: location.pathname, search: location.search, crumbs: crumbs,
+        kpis: document.querySelectorAll('#drill-kpis .dr-kpi').length,
+        count: (document.getElementById('drill-count') || {}).textContent || '',
+        ids: ids, streets: streets, message: (document.getElementById('drill-message') || {}).textContent || '',
+        paths: document.querySelectorAll('#drill-map path.leaflet-interactive').length};
+"""
+
+
+def _read(browser):
+    return js(browser, READ)
+
+
+def _shows(state, expected: list[int]) -> bool:
+    """The table shows the expected rows from the top (the grid draws only the rows in view)."""
+    ids = state["ids"]
+    return len(ids) >= min(len(expected), 10) and ids == expected[:len(ids)]
+
+
+def test_clicking_a_street_drills_in_and_back_returns(server, browser, city, drilled):
+    now, df = drilled
+    geo = city.geography
+    size(browser, 1920, 1080)
+    browser.get(server.url + "/")
+    first = wait(lambda: (s := _read(browser))["ids"] and s["kpis"] and s["paths"] >= 6 and s)
+    assert first, _read(browser)
+    assert first["crumbs"] == [geo.district.code]
+    district_count = first["count"]
+    js(browser, "window.__sameDocument = true")
+    # click a street's shape on the map
+    paths = browser.find_elements("css selector", "#drill-map path.leaflet-interactive")
+    paths[2].click()
+    moved = wait(lambda: (s := _read(browser))["path"].startswith("/area/") and len(s["crumbs"]) == 2 and s)
+    assert moved, _read(browser)
+    code = moved["path"].rsplit("/", 1)[1]
+    assert geo.area(code).level == "street" and moved["crumbs"] == [geo.district.code, code]
+    # the panel and the table follow: every row is in that street, the first page is the API's
+    name = geo.area(code).name
+    expected = _select(df, now, area=code).sort_values("id", ascending=False)["id"].head(50).tolist()
+    settled = wait(lambda: _shows(s := _read(browser), expected) and s)
+    assert settled, (_read(browser)["ids"], expected)
+    assert set(settled["streets"]) == {name}
+    assert settled["count"] != district_count and f"{len(_select(df, now, area=code)):,}" in settled["count"]
+    shot(browser, "drill-street.png")
+    # back: the district again, in the same document
+    browser.back()
+    back = wait(lambda: (s := _read(browser))["path"] == "/" and s["crumbs"] == [geo.district.code] and
+                s["count"] == district_count and s)
+    assert back, _read(browser)
+    assert js(browser, "return window.__sameDocument === true")
+    # forward and a reload show the street view again
+    browser.forward()
+    assert wait(lambda: _read(browser)["path"] == f"/area/{code}")
+    browser.refresh()
+    again = wait(lambda: _shows(s := _read(browser), expected) and s["crumbs"] == [geo.district.code, code] and s)
+    assert again, _read(browser)
+    assert errors(browser) == []
+
+
+def test_a_filter_narrows_the_table_to_matching_rows_only(server, browser, city, drilled):
+    from selenium.webdriver.common.keys import Keys
+
+    now, df = drilled
+    size(browser, 1920, 1080)
+    browser.get(server.url + "/?range=30d")
+    assert wait(lambda: _read(browser)["ids"])
+    grade = city.grades[3]
+    browser.find_element("id", "drill-grade").click()  # the dropdown opens a list of options
+    option = wait(lambda: [o for o in browser.find_elements("css selector", ".dash-dropdown-option")
+                           if o.text.strip() == grade.name])
+    assert option, "the grade dropdown shows no option " + grade.name
+    option[0].click()
+    browser.find_element("tag name", "body").send_keys(Keys.ESCAPE)
+    narrowed = wait(lambda: "grade=3" in (s := _read(browser))["search"] and s)
+    assert narrowed, _read(browser)
+    q = parse_qs(urlparse(narrowed["search"]).query)
+    assert q == {"range": ["30d"], "grade": ["3"]}
+    since, until = _days_ago(now, 29), _days_ago(now, -1)
+    api = _api(server, f"/api/v1/cases?grade=3&since={since.isoformat().replace('+', '%2B')}"
+                       f"&until={until.isoformat().replace('+', '%2B')}&limit=50")
+    expected = [c["id"] for c in api["items"]]
+    assert expected and all(c["grade"] == 3 for c in api["items"])
+    assert expected == _select(df, now, days=30, grade=[3]).sort_values("id", ascending=False)["id"].head(50).tolist()
+    got = wait(lambda: _shows(s := _read(browser), expected) and s)
+    assert got, (_read(browser)["ids"], expected)
+    assert f"{len(_select(df, now, days=30, grade=[3])):,}" in got["count"]
+    shot(browser, "drill-filtered.png")
+    assert errors(browser) == []
+
+
+def test_a_bad_url_shows_a_message_and_no_rows(server, browser):
+    size(browser, 1920, 1080)
+    browser.get(server.url + "/area/440311999?grade=2")
+    state = wait(lambda: (s := _read(browser))["message"] and s)
+    assert state and "440311999" in state["message"]
+    assert js(browser, "return document.querySelectorAll('#drill-grid .ag-row').length") == 0
+    browser.get(server.url + "/?grade=9")
+    state = wait(lambda: "grade" in (s := _read(browser))["message"] and s)
+    assert state, _read(browser)
+    assert state["count"] == "" and js(browser, "return document.querySelectorAll('#drill-grid .ag-row').length") == 0
+    shot(browser, "drill-bad-url.png")
+    assert "Traceback" not in browser.page_source
