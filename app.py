@@ -17,7 +17,7 @@ from config.city import load_city
 from config.settings import Settings, get_settings
 from dashboard import api, callbacks, context, i18n
 from ingest.feeds import push
-from layouts import live, screen
+from layouts import case, live, screen
 
 ROOT = Path(__file__).resolve().parent
 
@@ -50,6 +50,11 @@ def create_app(settings: Settings | None = None) -> dash.Dash:
     dash.register_page("live", path="/", layout=live_page,
                        title=live.title(i18n.texts(i18n.DEFAULT_LANG), district.name))
     dash.register_page("screen", path="/screen", layout=screen_page, title=screen.title())
+
+    def case_page(case_id: str = "", **query):
+        return case.layout(context.settings(), context.city(), case_id, query)
+
+    dash.register_page("case", path_template="/case/<case_id>", layout=case_page, title=case.title())
     app.layout = html.Div(dash.page_container)
     # every page's components, so callbacks of pages not shown are still checked against real ids
     with server.app_context():
