@@ -353,7 +353,7 @@ def _whistles(f: _Fmt, view: dict[str, Any]):
     t = f.t
     note = html.P(t["case_w_limit"].format(d=f.duration(view["whistle_limit_s"])), className="case-muted")
     if not view["whistles"]:
-        return html.Div([html.P(t["case_nothing"], className="case-muted"), note])
+        return html.P(t["case_nothing"], className="case-muted")
     rows = []
     for w in view["whistles"]:
         st = w["status"]

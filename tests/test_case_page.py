@@ -303,6 +303,22 @@ def test_opening_a_case_shows_its_timeline_map_pin_and_english(live_server, brow
     assert en and en["rows"] == [ACTION_LABELS[Action(a)][1] for a in df["event"]]
     assert "lang=en" in browser.current_url
     assert errors(browser) == []
+    shot(browser, "case-page-en.png")
+
+
+def test_an_open_overdue_case_in_the_browser_marks_its_running_stage(live_server, browser, loaded):
+    _, ids = loaded
+    size(browser, 1920, 1080)
+    browser.get(f"{live_server.url}/case/{ids['late-1']}")
+    running = wait(lambda: js(browser, "const r = document.querySelector('#case-stages tr.case-row-running');"
+                                       "return r && r.textContent"))
+    assert running and "超时" in running and "已超" in running
+    assert js(browser, "return document.querySelectorAll('.case-header .case-bad').length") == 1  # 超期
+    shot(browser, "case-page-overdue.png")
+    browser.get(f"{live_server.url}/case/{ids['nopos-1']}")
+    assert wait(lambda: js(browser, "const u = document.querySelector('.case-unlocated'); return u && u.textContent"))
+    assert js(browser, "return document.querySelectorAll('#case-map').length") == 0
+    assert errors(browser) == []
 
 
 def test_an_unknown_case_in_the_browser_shows_the_message(live_server, browser):
@@ -310,3 +326,4 @@ def test_an_unknown_case_in_the_browser_shows_the_message(live_server, browser):
     text = wait(lambda: js(browser, "const m = document.getElementById('case-message'); return m && m.textContent"))
     assert text and "没有编号为 999999 的案件" in text
     assert errors(browser) == []
+    shot(browser, "case-page-unknown.png")
