@@ -49,7 +49,11 @@ def _overlap(start: datetime, end: datetime, spans: list[dict[str, Any]], now: d
 
 
 def _milestones(events: list[dict[str, Any]]) -> dict[Status, tuple[datetime, str]]:
-    """When the case first reached each milestone (time, action) in its current round (since a 退回 or 重新办理)."""
+    """When the case first reached each milestone (time, action) in its current round.
+
+    A 退回 (return) undoes the milestones after 立案: the time lost to the returned dispatch counts into 立案 → 派遣.
+    A 重新办理 (reopen) starts a new round at the reopen: its stages run from there.
+    """
     order = {s: i for i, s in enumerate(MILESTONES)}
     reached: dict[Status, tuple[datetime, str]] = {}
     for e in events:
@@ -59,7 +63,8 @@ def _milestones(events: list[dict[str, Any]]) -> dict[Status, tuple[datetime, st
         if e["action"] in REWINDS:
             for s in [s for s in reached if order[s] > order[after]]:
                 del reached[s]
-            reached[after] = (e["occurred_at"], e["action"])
+            if e["action"] == Action.REOPEN or after not in reached:  # 重新办理 starts a new round
+                reached[after] = (e["occurred_at"], e["action"])
         elif after not in reached:
             reached[after] = (e["occurred_at"], e["action"])
     return reached

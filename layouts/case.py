@@ -115,6 +115,12 @@ def _table(head: list[str], rows: list[list[Any]], row_classes: list[str] | None
     ], className="case-table", **kw)
 
 
+def _ink(background: str) -> str:
+    """Dark or white text, whichever reads on ``background`` (#RRGGBB): yellow takes dark text."""
+    r, g, b = (int(background[i:i + 2], 16) for i in (1, 3, 5))
+    return "#1b2430" if 0.299 * r + 0.587 * g + 0.114 * b > 160 else "#fff"
+
+
 def _badge(text: str, kind: str, style: dict | None = None) -> html.Span:
     return html.Span(text, className=f"case-badge case-{kind}", style=style or {})
 
@@ -162,9 +168,8 @@ def _header(f: _Fmt, city, view: dict[str, Any]) -> html.Header:
         category = c["category"]
     badges = []
     if grade is not None:
-        dark = c["grade"] in (2,)  # yellow needs dark text
         badges.append(_badge(grade.name if f.lang == "zh" else grade.en.capitalize(), "grade",
-                             {"background": grade.color, "color": "#1b2430" if dark else "#fff"}))
+                             {"background": grade.color, "color": _ink(grade.color)}))
     badges.append(_badge(category, "category"))
     badges.append(_badge(f.status(c["status"]), "status"))
     if view["overdue"]:
@@ -268,7 +273,9 @@ def _stages(f: _Fmt, view: dict[str, Any]) -> html.Table:
     t = f.t
     rows, classes = [], []
     for s in view["stages"]:
-        name = f"{f.status(s['from'])} → {f.status(s['to'])}"
+        start = f.action(s["from_action"]) if s["from_action"] == Action.REOPEN else f.status(s["from"])
+        end = f.action(s["to_action"]) if s["to_action"] == Action.REOPEN else f.status(s["to"])
+        name = f"{start} → {end}"
         rows.append([name, f.time(s["start"]), t["case_running"] if s["running"] else f.time(s["end"]),
                      f.duration(s["duration_s"]), f.duration(s["suspended_s"]) if s["suspended_s"] else "—",
                      f.time(s["deadline"]) if s["deadline"] else "—", _stage_result(f, s)])

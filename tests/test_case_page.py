@@ -327,3 +327,45 @@ def test_an_unknown_case_in_the_browser_shows_the_message(live_server, browser):
     assert text and "没有编号为 999999 的案件" in text
     assert errors(browser) == []
     shot(browser, "case-page-unknown.png")
+
+
+# --------------------------------------------------------------------------- rounds: 退回, 重新办理, 现场处置
+
+
+def _events(steps, t0):
+    """Timeline rows as get_case returns them, statuses from core.lifecycle (the rule under the worker)."""
+    from core import lifecycle
+
+    out, status = [], None
+    for action, minutes in steps:
+        after = lifecycle.apply(status, action).status
+        out.append({"action": action, "occurred_at": t0 + minutes * M, "status_before": status and status.value,
+                    "status_after": after.value, "departments": None, "note": None, "actor": None, "due_at": None})
+        status = after
+    return out, status.value
+
+
+@pytest.mark.parametrize(("steps", "expected"), [
+    # returned, then dispatched elsewhere: the lost time counts into 立案 → 派遣
+    ([("report", 0), ("register", 1), ("dispatch", 2), ("return", 5), ("dispatch", 10), ("accept", 20)],
+     [("reported", "registered", 1), ("registered", "dispatched", 9), ("dispatched", "accepted", 10)]),
+    # reopened after closing: the stages of the new round run from the reopen
+    ([("report", 0), ("register", 1), ("dispatch", 2), ("accept", 3), ("resolve", 30), ("close", 40),
+      ("reopen", 50), ("dispatch", 55), ("accept", 57)],
+     [("reported", "registered", 50), ("registered", "dispatched", 5), ("dispatched", "accepted", 2)]),
+    # resolved on the spot: one stage from the report, judged against the due date
+    ([("report", 0), ("onsite", 25)], [("reported", "resolved", 25)]),
+])
+def test_stages_follow_returns_reopens_and_on_the_spot_resolutions(steps, expected):
+    from dashboard.casepage import _stages
+
+    t0 = NOW - 10 * H
+    events, status = _events(steps, t0)
+    case = {"status": status, "reported_at": t0, "accept_due_at": t0 + H, "due_at": t0 + 2 * H, "suspended_at": None}
+    stages = _stages(case, events, [], NOW, 0.2)
+    done = [(s["from"], s["to"], s["duration_s"] / 60) for s in stages if not s["running"]]
+    assert done == expected
+    running = [s for s in stages if s["running"]]
+    assert len(running) == 1 and running[0]["start"] == events[-1]["occurred_at"]
+    if steps[-1][0] == "onsite":
+        assert stages[0]["deadline"] == t0 + 2 * H and stages[0]["met"] is True
