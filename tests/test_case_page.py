@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import plotly.utils
 import pytest
+from selenium.common.exceptions import WebDriverException
 
 from ingest.streams import Producer, read_dead
 from ingest.worker import Worker
@@ -285,7 +286,7 @@ def test_opening_a_case_shows_its_timeline_map_pin_and_english(live_server, brow
     df = _frame(records, "full-1")
     size(browser, 1920, 1080)
     browser.get(f"{live_server.url}/case/{ids['full-1']}")
-    state = wait(lambda: (s := js(browser, STATE)) and s["rows"] and s["pin"] and s)
+    state = wait(lambda: (s := js(browser, STATE)) and s["rows"] and s["pin"] and s["grid"] >= 2 and s)
     assert state, js(browser, STATE)
     assert state["rows"] == [ACTION_LABELS[Action(a)][0] for a in df["event"]]
     assert state["pin"] == 1 and state["grid"] >= 2 and state["stages"] == 6 + 2  # six stages, two whistle reports
@@ -299,7 +300,15 @@ def test_opening_a_case_shows_its_timeline_map_pin_and_english(live_server, brow
     assert errors(browser) == []
 
     browser.find_element("id", "case-lang").click()
-    en = wait(lambda: (s := js(browser, STATE)) and s["rows"] and s["rows"][0] == "Report" and s)
+
+    def english():
+        try:
+            s = js(browser, STATE)
+        except WebDriverException:  # the page is being replaced
+            return None
+        return s if s["rows"] and s["rows"][0] == "Report" and s["grid"] >= 2 else None
+
+    en = wait(english)
     assert en and en["rows"] == [ACTION_LABELS[Action(a)][1] for a in df["event"]]
     assert "lang=en" in browser.current_url
     assert errors(browser) == []
