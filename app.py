@@ -19,7 +19,7 @@ from config.city import load_city
 from config.settings import Settings, get_settings
 from dashboard import api, callbacks, context, i18n
 from ingest.feeds import push
-from layouts import drill, live, screen
+from layouts import case, compare, drill, live, screen
 
 ROOT = Path(__file__).resolve().parent
 
@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None) -> dash.Dash:
         city = load_city(settings.city_dir)
         app.validation_layout = html.Div([
             app.layout, drill.layout(settings, city, {}), live.layout(i18n.texts(i18n.DEFAULT_LANG), district.name),
-            screen.layout(settings, city, {}),
+            screen.layout(settings, city, {}), compare.skeleton(),
         ])
 
     @app.callback(Output(ROUTER_CONTENT, "children"), Output(ROUTER_KIND, "data"), Output(ROUTER_TITLE, "data"),
@@ -65,11 +65,13 @@ def create_app(settings: Settings | None = None) -> dash.Dash:
     callbacks.register(app)
     screen.register(app)
     drill.register(app)
+    compare.register(app)
     return app
 
 
 ROUTER_URL, ROUTER_KIND, ROUTER_TITLE, ROUTER_CONTENT = "page-url", "page-kind", "page-title", "page-content"
 STAYS = {"drill"}  # pages that follow their URL themselves instead of being drawn again
+# the case page (/case/<id>) is drawn whole on the server: a new URL draws it again
 
 
 def page_of(pathname: str | None) -> str:
@@ -80,6 +82,10 @@ def page_of(pathname: str | None) -> str:
         return "screen"
     if path == "/live":
         return "live"
+    if path.startswith("/case/"):
+        return "case"
+    if path == "/compare":
+        return "compare"
     return "missing"
 
 
@@ -92,6 +98,10 @@ def render(kind: str, pathname: str | None, query: dict[str, str]):
         return screen.layout(settings, city, query)
     if kind == "live":
         return live.layout(i18n.texts(i18n.DEFAULT_LANG), city.geography.district.name)
+    if kind == "case":
+        return case.layout(settings, city, (pathname or "").rstrip("/")[len("/case/"):], query)
+    if kind == "compare":
+        return compare.layout(settings, city, query)
     t = i18n.texts(query.get("lang"))
     return html.Div([html.H1(t["dr_bad_path"]), html.P(str(pathname)[:80]),
                      dcc.Link(t["dr_go_home"], href="/", className="dr-button")], className="dr dr-missing")
@@ -103,6 +113,10 @@ def page_title(kind: str, query: dict[str, str]) -> str:
         return screen.title(lang)
     if kind == "live":
         return live.title(i18n.texts(lang), context.city().geography.district.name)
+    if kind == "case":
+        return case.title(lang)
+    if kind == "compare":
+        return compare.title(lang)
     return drill.title(lang)
 
 

@@ -162,6 +162,9 @@ class CaseEvent(Base):
     departments: Mapped[list[str] | None] = mapped_column(JSON)
     note: Mapped[str | None] = mapped_column(Text)
     rating: Mapped[int | None] = mapped_column(Integer)  # evaluate: the rating given (1–5)
+    # The case's completion deadline this event set or moved: report (the first), extend (延期, the approved one),
+    # resume (moved by the held time), a source's correction. None when the event left the deadline alone.
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Device(Base):

@@ -565,8 +565,8 @@ def blueprint() -> Blueprint:
     @bp.get("/api/v1/cases/<case_id>")
     def case(case_id: str):
         _params(())
-        if not case_id.isascii() or not case_id.isdigit() or int(case_id) <= 0 or len(case_id) > 18:
-            raise ApiError(400, f"id: {case_id!r} is not a case id; a case id is a positive whole number", "id")
+        if queries.case_id_of(case_id) is None:
+            raise ApiError(400, f"id: {case_id[:40]!r} is not a case id; a case id is a positive whole number", "id")
         found = queries.get_case(context.engine(), int(case_id))
         if found is None:
             raise ApiError(404, f"id: no case with id {case_id}", "id")

@@ -159,6 +159,27 @@ def export_cases(engine: Engine, where: CaseFilter, chunk: int = 5000):
             yield tuple(row)
 
 
+CASE_ID_DIGITS = 18  # a case id fits a signed 64-bit integer
+
+
+def case_id_of(text: str) -> int | None:
+    """The case id written in ``text`` (a positive whole number in ASCII digits), or None if it is not one."""
+    if not text or len(text) > CASE_ID_DIGITS or not text.isascii() or not text.isdigit() or int(text) <= 0:
+        return None
+    return int(text)
+
+
+def case_assignments(engine: Engine, case_id: int) -> list[dict[str, Any]]:
+    """The departments' parts in one case (core/assignments.py rows), in the order they were assigned."""
+    from core.models import CaseAssignment
+
+    a = CaseAssignment.__table__
+    cols = [c for c in a.c if c.name != "case_id"]
+    with engine.connect() as conn:
+        rows = conn.execute(select(*cols).where(a.c.case_id == case_id).order_by(a.c.assigned_at, a.c.id))
+        return [dict(r._mapping) for r in rows]
+
+
 def get_case(engine: Engine, case_id: int) -> dict[str, Any] | None:
     """One case with its timeline (events by occurred_at, then id), or None."""
     with engine.connect() as conn:

@@ -200,7 +200,7 @@ def _from_sqlite(row: dict[str, Any], times: Sequence[str], bools: Sequence[str]
         if v is not None:
             row[c] = bool(v)
 _EVENT_COLUMNS = ("case_id", "event_key", "action", "source", "occurred_at", "received_at", "status_before",
-                  "status_after", "actor", "departments", "note", "rating")
+                  "status_after", "actor", "departments", "note", "rating", "due_at")
 
 
 def _ts(reading: SensorReading) -> datetime:
@@ -429,7 +429,10 @@ class Applier:
             elif case["id"] is not None:
                 modified.add(ck)
             after = outcome.status.value
+            due_before = case["due_at"]
             self._change(case, ev, outcome.status)
+            # the deadline this event set or moved (report: the first; extend, resume, a correction: the new one)
+            due_set = case["due_at"] if ev.event is Action.REPORT or case["due_at"] != due_before else None
             case["status"] = after
             case["updated_at"] = now
             dirty.add(ck)
@@ -437,7 +440,7 @@ class Applier:
             # the columns of _EVENT_COLUMNS after case_id
             events.append((ck, (key, ev.event.value, ev.source, to_db(ev.occurred_at), now_db, status, after, ev.actor,
                                 orjson.dumps(ev.departments).decode() if ev.departments is not None else None, ev.note,
-                                ev.rating)))
+                                ev.rating, to_db(due_set))))
             result.applied += 1
             if ev.event.value in assignments.ACTIONS:
                 assigning.append((ck, ev))

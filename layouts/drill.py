@@ -12,6 +12,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlencode
 
 import dash_ag_grid as dag
 import dash_leaflet as dl
@@ -581,7 +582,7 @@ def frame_of(pathname, search, mode="risk") -> tuple:
                "counts": {k["code"]: k["cases"] for k in kids}, "max": max([k["cases"] for k in kids] or [0]),
                "leaf": not kids}
     n = total if total is not None else count_cases(engine(), view.where)
-    compare = "/compare?" + "&".join(f"{k}={v}" for k, v in {"a": view.area.code, **view.params}.items())
+    compare = "/compare?" + urlencode({"a": view.area.code, **view.params, **({"lang": "en"} if lang == "en" else {})})
     return (crumbs(view, t), None, {"display": "none"}, data, outline, hideout,
             {"bounds": _bounds(geo, view.area.code), "transition": "flyToBounds"}, child_list(kids, t),
             period_text(view, t), drill.export_url(view), t["dr_count"].format(n=f"{n:,}"), compare,

@@ -387,3 +387,75 @@ def test_a_bad_url_shows_a_message_and_no_rows(server, browser):
     assert state["count"] == "" and js(browser, "return document.querySelectorAll('#drill-grid .ag-row').length") == 0
     shot(browser, "drill-bad-url.png")
     assert "Traceback" not in browser.page_source
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def _kpi_cells(component) -> dict[str, tuple[str, str]]:
+    """key → (A, B) as shown in the compare table."""
+    found = {}
+
+    def walk(c):
+        if isinstance(c, list | tuple):
+            for x in c:
+                walk(x)
+            return
+        props = getattr(c, "to_plotly_json", lambda: None)()
+        if not props:
+            return
+        p = props["props"]
+        if props["type"] == "Tr" and p.get("data-key"):
+            cells = p["children"]
+            found[p["data-key"]] = (cells[1].children, cells[2].children)
+        walk(p.get("children"))
+
+    walk(component)
+    return found
+
+
+def test_compare_two_areas_and_two_periods(app, city, drilled, settings):
+    from layouts import compare
+
+    now, df = drilled
+    s1, s2 = city.geography.areas("street")[:2]
+    with app.server.test_request_context("/"):
+        shown = _kpi_cells(compare.layout(settings, city, {"a": s1.code, "b": s2.code, "range": "30d", "grade": "2,3"}))
+        n1 = len(_select(df, now, area=s1.code, days=30, grade=[2, 3]))
+        n2 = len(_select(df, now, area=s2.code, days=30, grade=[2, 3]))
+        assert shown["cases_total"] == (f"{n1:,}", f"{n2:,}")
+        # one area, this 7-day period against the one before
+        shown = _kpi_cells(compare.layout(settings, city, {"a": s1.code}))
+        this = _select(df, now, area=s1.code)
+        before = df[(df["street_code"] == s1.code) & (df["reported_at"] >= _days_ago(now, 13))
+                    & (df["reported_at"] < _days_ago(now, 6))]
+        assert shown["cases_total"] == (f"{len(this):,}", f"{len(before):,}")
+        # explicit second period
+        a0, a1 = _days_ago(now, 3).astimezone(TZ).date(), _days_ago(now, 0).astimezone(TZ).date()
+        shown = _kpi_cells(compare.layout(settings, city, {"a": s1.code, "since_b": a0.isoformat(),
+                                                           "until_b": a1.isoformat()}))
+        b = df[(df["street_code"] == s1.code) & (df["reported_at"] >= _days_ago(now, 3))
+               & (df["reported_at"] < _days_ago(now, 0))]
+        assert shown["cases_total"][1] == f"{len(b):,}"
+
+
+@pytest.mark.parametrize(("query", "parameter"), [
+    ({"a": "440311999"}, "area"),
+    ({"a": "440311001", "b": "x"}, "area"),
+    ({"a": "440311001", "since_b": "2026-11-10", "until_b": "2026-11-01"}, "until_b"),
+    ({"a": "440311001", "since_b": "2026-11-10"}, "until_b"),
+    ({"a": "440311001", "b": "440311002", "since_b": "2026-11-10"}, "since_b"),
+    ({"a": "440311001", "grade": "7"}, "grade"),
+    ({"a": "440311001", "colour": "red"}, "colour"),
+])
+def test_compare_refuses_a_bad_query_with_a_message(app, city, settings, query, parameter):
+    from dashboard import drill
+    from layouts import compare
+
+    with app.server.test_request_context("/"):
+        with pytest.raises(drill.ViewError) as err:
+            compare.views(query)
+        assert err.value.parameter == parameter
+        shown = orjson.dumps(compare.layout(settings, city, query).to_plotly_json(),
+                             default=lambda c: c.to_plotly_json()).decode()
+        assert "cmp-message" in shown and "cmp-table" not in shown

@@ -97,6 +97,11 @@ def test_extension_and_suspension_move_the_deadline(settings, r, engine, city):
     with engine.connect() as conn:
         ext = conn.execute(select(CaseEvent.actor, CaseEvent.note).where(CaseEvent.action == "extend")).one()
     assert ext == ("王主任", "需协调供电局")  # who and why, on the timeline
+    with engine.connect() as conn:  # and the deadlines each event set or moved
+        dues = {(x, a): d for x, a, d in conn.execute(
+            select(Case.external_id, CaseEvent.action, CaseEvent.due_at).join(Case, Case.id == CaseEvent.case_id))}
+    assert dues[("ext", "report")] == due and dues[("ext", "extend")] == new_due
+    assert dues[("sus", "suspend")] is None and dues[("sus", "resume")] == NOW + 5 * h
 
 
 def test_clock_changes_on_a_closed_case_and_bad_checkins_are_refused(settings, r, engine, city):

@@ -1,0 +1,380 @@
+"""The case page (/case/<id>): its view model against expectations worked out here from the published records,
+bad ids, no personal data, and — in a real headless Chromium — the timeline, the map pin, English, no console
+errors. The screenshot is saved under var/test-artifacts/case-page.png (look at it).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import plotly.utils
+import pytest
+from selenium.common.exceptions import WebDriverException
+
+from ingest.streams import Producer, read_dead
+from ingest.worker import Worker
+from tests.browser import LiveServer, errors, js, shot, size, wait
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+H = timedelta(hours=1)
+M = timedelta(minutes=1)
+SECRET_NAME = "李秘密"
+SECRET_PHONE = "13800138000"
+
+
+def _grid(city, i=5):
+    return city.geography.areas("grid")[i]
+
+
+def _category(city):
+    return next(c for c in city.categories.values() if not c.sensor_only)
+
+
+def full_case(city) -> list[dict]:
+    """A case through report → register → dispatch → accept → whistle → check-ins → accept → suspend/resume →
+    extend → resolve → close → evaluate (the deadlines given by the source, so the test knows them)."""
+    t0 = NOW - 30 * H
+    g = _grid(city)
+
+    def rec(action, at, **extra):
+        return {"source": "hotline12345", "external_id": "full-1", "event": action, "event_id": f"{action}-{at:%H%M%S}",
+                "occurred_at": at.isoformat(), **extra}
+
+    return [
+        rec("report", t0, category=_category(city).code, grade=3, title="人行道井盖缺失", grid_code=g.code,
+            lon=g.centroid[0], lat=g.centroid[1], address="光明大道 88 号对面", description="井盖缺失，已设临时围挡",
+            reporter_name=SECRET_NAME, reporter_phone=SECRET_PHONE,
+            accept_due_at=(t0 + 2 * H).isoformat(), due_at=(t0 + 8 * H).isoformat()),
+        rec("register", t0 + 5 * M, actor="受理员甲"),
+        rec("dispatch", t0 + 10 * M, departments=["cg"]),
+        rec("accept", t0 + 40 * M),
+        rec("whistle", t0 + 50 * M, departments=["ga", "zj"], note="涉及道路安全"),
+        rec("checkin", t0 + 70 * M, departments=["ga"]),
+        rec("checkin", t0 + 100 * M, departments=["zj"]),
+        rec("accept", t0 + 110 * M),
+        rec("suspend", t0 + 2 * H, actor="张科长", note="等待产权人确认"),
+        rec("resume", t0 + 3 * H),
+        rec("extend", t0 + 5 * H, due_at=(t0 + 12 * H).isoformat(), actor="王主任", note="需协调供电局"),
+        rec("resolve", t0 + 11 * H),
+        rec("close", t0 + 12 * H),
+        rec("evaluate", t0 + 13 * H, rating=4, note="处理及时"),
+    ]
+
+
+def late_case(city) -> list[dict]:
+    """Dispatched 4 h 40 min ago and never accepted: the accept deadline passed 4 h ago."""
+    t1 = NOW - 5 * H
+    g = _grid(city, 9)
+
+    def rec(action, at, **extra):
+        return {"source": "patrol", "external_id": "late-1", "event": action, "occurred_at": at.isoformat(), **extra}
+
+    return [
+        rec("report", t1, category=_category(city).code, grade=2, title="道路积水", grid_code=g.code,
+            lon=g.centroid[0], lat=g.centroid[1], accept_due_at=(t1 + H).isoformat(), due_at=(t1 + 3 * H).isoformat()),
+        rec("register", t1 + 10 * M),
+        rec("dispatch", t1 + 20 * M, departments=["sw"]),
+    ]
+
+
+def unlocated_case(city) -> list[dict]:
+    return [{"source": "citizen", "external_id": "nopos-1", "event": "report", "occurred_at": (NOW - H).isoformat(),
+             "category": _category(city).code, "title": "噪音扰民", "reporter_name": SECRET_NAME,
+             "reporter_phone": SECRET_PHONE, "description": "夜间施工噪音"}]
+
+
+@pytest.fixture
+def loaded(settings, r, engine, city):
+    records = full_case(city) + late_case(city) + unlocated_case(city)
+    Producer(r, settings, source="t").cases(records)
+    w = Worker(city, settings, engine, r, name="case")
+    while w.run_once(50):
+        pass
+    assert read_dead(r, settings) == []
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        ids = dict(conn.execute(text("SELECT external_id, id FROM cases")).all())
+    return records, ids
+
+
+def _frame(records, ext) -> pd.DataFrame:
+    df = pd.DataFrame([x for x in records if x["external_id"] == ext])
+    df["t"] = pd.to_datetime(df["occurred_at"], utc=True)
+    return df
+
+
+def _first(df, action) -> pd.Timestamp:
+    return df.loc[df["event"] == action, "t"].min()
+
+
+def _secs(a, b) -> float:
+    return (pd.Timestamp(b) - pd.Timestamp(a)).total_seconds()
+
+
+# --------------------------------------------------------------------------- the view model
+
+
+def test_a_finished_case_has_every_stage_against_its_limit(loaded, settings, engine):
+    from dashboard.casepage import case_view
+
+    records, ids = loaded
+    view = case_view(engine, settings, ids["full-1"], now=NOW)
+    df = _frame(records, "full-1")
+    report = df.iloc[0]
+    held = _secs(_first(df, "suspend"), _first(df, "resume"))
+    accept_due = pd.Timestamp(report["accept_due_at"]) + pd.Timedelta(seconds=held)  # moved by the held time
+    new_due = pd.Timestamp(df.loc[df["event"] == "extend", "due_at"].iloc[0])
+
+    # every event, in order, with its labels' inputs
+    assert [e["action"] for e in view["events"]] == list(df["event"])
+    assert [e["occurred_at"] for e in view["events"]] == [t.to_pydatetime() for t in df["t"]]
+
+    # stages: first reach of each milestone, durations from the records' times
+    stages = [(s["from"], s["to"]) for s in view["stages"]]
+    assert stages == [("reported", "registered"), ("registered", "dispatched"), ("dispatched", "accepted"),
+                      ("accepted", "resolved"), ("resolved", "closed"), ("closed", "evaluated")]
+    order = ["report", "register", "dispatch", "accept", "resolve", "close", "evaluate"]
+    for s, (a, b) in zip(view["stages"], zip(order, order[1:], strict=False), strict=True):
+        assert s["duration_s"] == _secs(_first(df, a), _first(df, b)), (a, b)
+        assert not s["running"]
+    by_to = {s["to"]: s for s in view["stages"]}
+    assert by_to["accepted"]["deadline"] == accept_due.to_pydatetime() and by_to["accepted"]["met"] is True
+    assert by_to["resolved"]["deadline"] == new_due.to_pydatetime() and by_to["resolved"]["met"] is True
+    assert by_to["resolved"]["margin_s"] == _secs(_first(df, "resolve"), new_due)
+    assert by_to["resolved"]["suspended_s"] == held  # the suspension lies inside 签收 → 办结
+    assert by_to["registered"]["deadline"] is None and by_to["registered"]["met"] is None
+
+    # departments from the records: cg the lead, ga and zj summoned
+    deps = {(d["department"], d["role"]): d for d in view["departments"]}
+    assert set(deps) == {("cg", "lead"), ("ga", "whistle"), ("zj", "whistle")}
+    cg = deps[("cg", "lead")]
+    assert cg["accepted_at"] == _first(df, "accept").to_pydatetime()
+    assert cg["accepted_on_time"] is (_first(df, "accept") <= pd.Timestamp(report["accept_due_at"]))
+    assert cg["resolved_on_time"] is (_first(df, "resolve") <= new_due) and cg["rating"] == 4
+    limit = settings.whistle_report_minutes * 60
+    whistled = _first(df, "whistle")
+    checkins = df[df["event"] == "checkin"].explode("departments").set_index("departments")["t"]
+    for dept in ("ga", "zj"):
+        on_time = _secs(whistled, checkins[dept]) <= limit
+        assert deps[(dept, "whistle")]["checkin_status"] == ("on_time" if on_time else "late")
+        assert deps[(dept, "whistle")]["checked_in_at"] == checkins[dept].to_pydatetime()
+    assert {w["department"]: w["status"] for w in view["whistles"]} == {"ga": "on_time", "zj": "late"}
+
+    # extension: old deadline = the source's, moved by the suspension; who and why
+    (ext,) = view["extensions"]
+    assert ext["old_due"] == (pd.Timestamp(report["due_at"]) + pd.Timedelta(seconds=held)).to_pydatetime()
+    assert ext["new_due"] == new_due.to_pydatetime() and (ext["actor"], ext["note"]) == ("王主任", "需协调供电局")
+    (sus,) = view["suspensions"]
+    assert sus["held_s"] == held and sus["note"] == "等待产权人确认"
+    assert view["evaluation"]["rating"] == 4 and view["evaluation"]["satisfied"] is True
+    assert view["evaluation"]["note"] == "处理及时"
+    assert not view["open"] and not view["overdue"] and not view["resolved_late"]
+
+
+def test_an_open_overdue_case_has_its_stage_running_past_the_limit(loaded, settings, engine):
+    from dashboard.casepage import case_view
+
+    records, ids = loaded
+    view = case_view(engine, settings, ids["late-1"], now=NOW)
+    df = _frame(records, "late-1")
+    accept_due = pd.Timestamp(df.iloc[0]["accept_due_at"])
+    *done, running = view["stages"]
+    assert [(s["from"], s["to"]) for s in done] == [("reported", "registered"), ("registered", "dispatched")]
+    assert (running["from"], running["to"], running["running"]) == ("dispatched", "accepted", True)
+    assert running["duration_s"] == _secs(_first(df, "dispatch"), NOW)
+    assert running["deadline"] == accept_due.to_pydatetime()
+    assert running["met"] is False and running["state"] == "overdue"
+    assert running["margin_s"] == _secs(NOW, accept_due) < 0
+    assert view["open"] and view["overdue"]
+    assert [(d["department"], d["role"], d["accepted_at"]) for d in view["departments"]] == [("sw", "lead", None)]
+    assert view["extensions"] == [] and view["evaluation"] is None
+
+
+# --------------------------------------------------------------------------- the rendered page
+
+
+def _rendered(settings, city, case_id, query=None) -> str:
+    from app import create_app
+    from layouts import case
+
+    app = create_app(settings)
+    with app.server.app_context():
+        page = case.layout(settings, city, case_id, query or {})
+    return json.dumps(page, cls=plotly.utils.PlotlyJSONEncoder, ensure_ascii=False)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("abc", "“abc” 不是案件编号"),
+    ("-1", "“-1” 不是案件编号"),
+    ("0", "“0” 不是案件编号"),
+    (str(10**30), "不是案件编号"),
+    ("999999", "没有编号为 999999 的案件"),
+    ("<script>alert(1)</script>", "“<script>alert(1)</script>” 不是案件编号"),
+    ("１２", "“１２” 不是案件编号"),  # full-width digits are not a case number
+])
+def test_bad_ids_show_a_message_and_a_way_back(loaded, settings, city, raw, expected):
+    text = _rendered(settings, city, raw)
+    assert expected in text and "case-message" in text and "返回全区概览" in text
+    assert "Traceback" not in text
+    en = _rendered(settings, city, raw, {"lang": "en"})
+    assert ("is not a case number" in en) or ("There is no case numbered" in en)
+
+
+def test_the_page_and_the_api_answer_bad_ids_without_a_traceback(loaded, settings):
+    from app import create_app
+
+    client = create_app(settings).server.test_client()
+    for raw in ("abc", "-1", "0", str(10**30), "999999", "%3Cscript%3E"):
+        page = client.get(f"/case/{raw}")
+        assert page.status_code == 200 and b"Traceback" not in page.data
+        api = client.get(f"/api/v1/cases/{raw}")
+        assert api.status_code == (404 if raw == "999999" else 400), raw
+        assert api.json["parameter"] == "id"
+
+
+def test_no_personal_data_is_rendered(loaded, settings, city, engine):
+    from dashboard.casepage import case_view
+
+    _, ids = loaded
+    for ext in ("full-1", "nopos-1"):
+        text = _rendered(settings, city, str(ids[ext]))
+        assert SECRET_NAME not in text and SECRET_PHONE not in text
+        assert "reporter" not in json.dumps(case_view(engine, settings, ids[ext]), default=str)
+    assert "未定位：此案件没有坐标" in _rendered(settings, city, str(ids["nopos-1"]))
+
+
+def test_the_page_shows_every_section_in_both_languages(loaded, settings, city):
+    _, ids = loaded
+    zh = _rendered(settings, city, str(ids["full-1"]))
+    for word in ("人行道井盖缺失", "办理环节时效", "全流程时间线", "区城市管理和综合执法局", "按时报到", "迟到",
+                 "需协调供电局", "等待产权人确认", "处理及时", f"/area/{_grid(city).code}", "?lang=en"):
+        assert word in zh, word
+    en = _rendered(settings, city, str(ids["full-1"]), {"lang": "en"})
+    for word in ("Lifecycle timeline", "Stages against their limits", "Whistle reports", "Extensions", "中文"):
+        assert word in en, word
+    late = _rendered(settings, city, str(ids["late-1"]))
+    assert "超期" in late and "已超" in late
+
+
+# --------------------------------------------------------------------------- in a real browser
+
+
+@pytest.fixture
+def live_server(loaded, settings, engine, r, city):
+    srv = LiveServer(settings, engine, r, city)
+    srv.start()
+    yield srv
+    srv.close()
+
+
+STATE = """
+return {rows: Array.from(document.querySelectorAll('#case-timeline .case-ev-action')).map(e => e.textContent),
+        stages: document.querySelectorAll('#case-stages tbody tr').length,
+        pin: document.querySelectorAll('#case-map path.case-pin').length,
+        grid: document.querySelectorAll('#case-map path').length,
+        title: (document.querySelector('.case-title') || {}).textContent};
+"""
+
+
+def test_opening_a_case_shows_its_timeline_map_pin_and_english(live_server, browser, loaded, city):
+    from core.lifecycle import ACTION_LABELS, Action
+
+    records, ids = loaded
+    df = _frame(records, "full-1")
+    size(browser, 1920, 1080)
+    browser.get(f"{live_server.url}/case/{ids['full-1']}")
+    state = wait(lambda: (s := js(browser, STATE)) and s["rows"] and s["pin"] and s["grid"] >= 2 and s)
+    assert state, js(browser, STATE)
+    assert state["rows"] == [ACTION_LABELS[Action(a)][0] for a in df["event"]]
+    assert state["pin"] == 1 and state["grid"] >= 2 and state["stages"] == 6 + 2  # six stages, two whistle reports
+    assert state["title"] == "人行道井盖缺失"
+    source = browser.page_source
+    assert SECRET_NAME not in source and SECRET_PHONE not in source
+    shot(browser, "case-page.png")
+    size(browser, 1920, js(browser, "return document.documentElement.scrollHeight"))
+    shot(browser, "case-page-full.png")  # the whole page, below the fold too
+    size(browser, 1920, 1080)
+    assert errors(browser) == []
+
+    browser.find_element("id", "case-lang").click()
+
+    def english():
+        try:
+            s = js(browser, STATE)
+        except WebDriverException:  # the page is being replaced
+            return None
+        return s if s["rows"] and s["rows"][0] == "Report" and s["grid"] >= 2 else None
+
+    en = wait(english)
+    assert en and en["rows"] == [ACTION_LABELS[Action(a)][1] for a in df["event"]]
+    assert "lang=en" in browser.current_url
+    assert errors(browser) == []
+    shot(browser, "case-page-en.png")
+
+
+def test_an_open_overdue_case_in_the_browser_marks_its_running_stage(live_server, browser, loaded):
+    _, ids = loaded
+    size(browser, 1920, 1080)
+    browser.get(f"{live_server.url}/case/{ids['late-1']}")
+    running = wait(lambda: js(browser, "const r = document.querySelector('#case-stages tr.case-row-running');"
+                                       "return r && r.textContent"))
+    assert running and "超时" in running and "已超" in running
+    assert js(browser, "return document.querySelectorAll('.case-header .case-bad').length") == 1  # 超期
+    shot(browser, "case-page-overdue.png")
+    browser.get(f"{live_server.url}/case/{ids['nopos-1']}")
+    assert wait(lambda: js(browser, "const u = document.querySelector('.case-unlocated'); return u && u.textContent"))
+    assert js(browser, "return document.querySelectorAll('#case-map').length") == 0
+    assert errors(browser) == []
+
+
+def test_an_unknown_case_in_the_browser_shows_the_message(live_server, browser):
+    browser.get(f"{live_server.url}/case/999999")
+    text = wait(lambda: js(browser, "const m = document.getElementById('case-message'); return m && m.textContent"))
+    assert text and "没有编号为 999999 的案件" in text
+    assert errors(browser) == []
+    shot(browser, "case-page-unknown.png")
+
+
+# --------------------------------------------------------------------------- rounds: 退回, 重新办理, 现场处置
+
+
+def _events(steps, t0):
+    """Timeline rows as get_case returns them, statuses from core.lifecycle (the rule under the worker)."""
+    from core import lifecycle
+
+    out, status = [], None
+    for action, minutes in steps:
+        after = lifecycle.apply(status, action).status
+        out.append({"action": action, "occurred_at": t0 + minutes * M, "status_before": status and status.value,
+                    "status_after": after.value, "departments": None, "note": None, "actor": None, "due_at": None})
+        status = after
+    return out, status.value
+
+
+@pytest.mark.parametrize(("steps", "expected"), [
+    # returned, then dispatched elsewhere: the lost time counts into 立案 → 派遣
+    ([("report", 0), ("register", 1), ("dispatch", 2), ("return", 5), ("dispatch", 10), ("accept", 20)],
+     [("reported", "registered", 1), ("registered", "dispatched", 9), ("dispatched", "accepted", 10)]),
+    # reopened after closing: the stages of the new round run from the reopen
+    ([("report", 0), ("register", 1), ("dispatch", 2), ("accept", 3), ("resolve", 30), ("close", 40),
+      ("reopen", 50), ("dispatch", 55), ("accept", 57)],
+     [("reported", "registered", 50), ("registered", "dispatched", 5), ("dispatched", "accepted", 2)]),
+    # resolved on the spot: one stage from the report, judged against the due date
+    ([("report", 0), ("onsite", 25)], [("reported", "resolved", 25)]),
+])
+def test_stages_follow_returns_reopens_and_on_the_spot_resolutions(steps, expected):
+    from dashboard.casepage import _stages
+
+    t0 = NOW - 10 * H
+    events, status = _events(steps, t0)
+    case = {"status": status, "reported_at": t0, "accept_due_at": t0 + H, "due_at": t0 + 2 * H, "suspended_at": None}
+    stages = _stages(case, events, [], NOW, 0.2)
+    done = [(s["from"], s["to"], s["duration_s"] / 60) for s in stages if not s["running"]]
+    assert done == expected
+    running = [s for s in stages if s["running"]]
+    assert len(running) == 1 and running[0]["start"] == events[-1]["occurred_at"]
+    if steps[-1][0] == "onsite":
+        assert stages[0]["deadline"] == t0 + 2 * H and stages[0]["met"] is True
