@@ -28,9 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cases", type=int, default=1_000_000, help="stored cases (default 1,000,000)")
     ap.add_argument("--postgres", metavar="URL", help="also on this PostgreSQL database (in a throwaway schema)")
     ap.add_argument("--repeat", type=int, default=9, help="timed runs per interaction (default 9)")
+    ap.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only (with --postgres)")
     args = ap.parse_args(argv)
     print(f"Gridwatch drill-down benchmark — {os.cpu_count()} cores", flush=True)
-    run(args.cases, None, args.repeat)
+    if not args.no_sqlite:
+        run(args.cases, None, args.repeat)
     if args.postgres:
         run(args.cases, args.postgres, args.repeat)
     return 0

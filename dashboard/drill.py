@@ -336,3 +336,20 @@ def export_url(view: View) -> str:
         if k in view.params:
             q[k] = view.params[k]
     return "/api/v1/cases.csv?" + urlencode(q)
+
+
+PIN_LIMIT = 300  # case pins on a grid's map, newest first
+
+
+def pins(view: View) -> list[dict[str, Any]]:
+    """The view's located cases to pin on a grid's map (at most PIN_LIMIT, newest first)."""
+    from sqlalchemy import select
+
+    from core.models import Case
+    from dashboard.context import engine
+
+    c = Case.__table__.c
+    q = view.where.apply(select(c.id, c.title, c.grade, c.status, c.overdue, c.lon, c.lat)
+                         .where(c.lon.is_not(None), c.lat.is_not(None))).order_by(c.id.desc()).limit(PIN_LIMIT)
+    with engine().connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(q)]

@@ -590,36 +590,40 @@ TABLE_COLUMNS = ("id", "source", "external_id", "category", "grade", "title", "s
                  "departments", "overdue", "reported_at", "due_at", "resolved_at")
 TABLE_SORTS = ("id", "reported_at", "grade", "status", "due_at", "category", "source")
 TABLE_MAX_ROWS = 500
-_after: dict[tuple[str, int], int] = {}  # (filter, first row) → the id before it, for the default order
+_after: dict[tuple[str, int], tuple] = {}  # (filter, first row) → (reported_at, id) of the row before it
 _after_lock = threading.Lock()
 
 
 def table_rows(engine: Engine, where: CaseFilter, start: int, end: int, sort: list[dict[str, str]]
                ) -> tuple[list[dict[str, Any]], int | None]:
     """Rows [start, end) of the cases matching ``where`` for a table, in ``sort`` order (ag-grid's sort model:
-    ``[{"colId": ..., "sort": "asc"|"desc"}]``, columns TABLE_SORTS; ties and the default: newest first); and the
-    row count when the last row is in this block (None otherwise).
+    ``[{"colId": ..., "sort": "asc"|"desc"}]``, columns TABLE_SORTS); and the row count when the last row is in this
+    block (None otherwise).
 
-    Newest first (the default) pages by key: the id that ended the previous block is remembered, so the tenth
-    block reads 50 rows, not 500. Other orders page by offset. ValueError for a bad range or sort.
+    The default order is the newest report first (ties: the higher id), which the report-time index gives without a
+    sort. It pages by key: the row that ended the previous block is remembered, so the tenth block reads 50 rows, not
+    500. Other orders page by offset, with the higher id first among equals. ValueError for a bad range or sort.
     """
+    from sqlalchemy import tuple_
+
     if not (0 <= start < end and end - start <= TABLE_MAX_ROWS):
         raise ValueError(f"rows {start}..{end}: ask for at most {TABLE_MAX_ROWS} rows from 0 on")
-    order = []
     for s in sort[:2]:
-        col, direction = s.get("colId"), s.get("sort")
-        if col not in TABLE_SORTS or direction not in ("asc", "desc"):
-            raise ValueError(f"sort: {str(col)[:32]!r} {str(direction)[:8]!r}; sort by one of {', '.join(TABLE_SORTS)}")
-        order.append(_CASE.c[col].asc() if direction == "asc" else _CASE.c[col].desc())
-    by_key = not order or (len(order) == 1 and sort[0]["colId"] == "id" and sort[0]["sort"] == "desc")
+        if s.get("colId") not in TABLE_SORTS or s.get("sort") not in ("asc", "desc"):
+            raise ValueError(f"sort: {str(s.get('colId'))[:32]!r} {str(s.get('sort'))[:8]!r}; sort by one of "
+                             f"{', '.join(TABLE_SORTS)}")
+    order = [_CASE.c[s["colId"]].asc() if s["sort"] == "asc" else _CASE.c[s["colId"]].desc() for s in sort[:2]]
+    by_key = not sort or sort[:1] == [{"colId": "reported_at", "sort": "desc"}] and len(sort) == 1
+    if by_key:
+        order = [_CASE.c.reported_at.desc()]
     q = where.apply(select(*(_CASE.c[c] for c in TABLE_COLUMNS)))
-    key = (repr(where), start)
     after = None
     if by_key and start:
         with _after_lock:
-            after = _after.get(key)
+            after = _after.get((repr(where), start))
     if after is not None:
-        q = q.where(_CASE.c.id < after).order_by(_CASE.c.id.desc()).limit(end - start)
+        q = (q.where(tuple_(_CASE.c.reported_at, _CASE.c.id) < tuple_(*after))
+             .order_by(*order, _CASE.c.id.desc()).limit(end - start))
     else:
         q = q.order_by(*order, _CASE.c.id.desc()).limit(end - start).offset(start)
     with engine.connect() as conn:
@@ -630,5 +634,5 @@ def table_rows(engine: Engine, where: CaseFilter, start: int, end: int, sort: li
         with _after_lock:
             if len(_after) > 10_000:
                 _after.clear()
-            _after[(repr(where), end)] = rows[-1]["id"]
+            _after[(repr(where), end)] = (rows[-1]["reported_at"], rows[-1]["id"])
     return rows, (start + len(rows) if len(rows) < end - start else None)

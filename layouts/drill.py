@@ -60,6 +60,9 @@ class ID:
     grid = "drill-grid"
     period = "drill-period"
     refresh = "drill-refresh"
+    body = "drill-body"
+    pins = "drill-pins"
+    table = "drill-table"
 
 
 KPI_KEYS = ("cases_total", "resolution_rate", "on_time_rate", "overdue_open", "onsite_rate", "satisfaction",
@@ -153,7 +156,7 @@ def layout(settings, city, query: dict[str, str]) -> html.Div:
         {"colId": "id", "field": "link", "headerName": t["dr_col_id"], "width": 110, "cellRenderer": "markdown",
          "sortable": True},
         {"colId": "reported_at", "field": "reported_local", "headerName": t["dr_col_reported"], "width": 160,
-         "sortable": True, "sortingOrder": ["desc", "asc"]},
+         "sortable": True, "sort": "desc", "sortingOrder": ["desc", "asc"]},
         {"colId": "grade", "field": "grade_name", "headerName": t["dr_col_grade"], "width": 100, "sortable": True,
          "cellClassRules": {f"dr-g{g}": f"params.data && params.data.grade == {g}" for g in (1, 2, 3, 4)}},
         {"colId": "title", "field": "title", "headerName": t["dr_col_title"], "flex": 2, "minWidth": 220,
@@ -219,6 +222,7 @@ def layout(settings, city, query: dict[str, str]) -> html.Div:
                         dl.GeoJSON(id=ID.outline, data=None, style={"color": "#334155", "weight": 1,
                                                                    "fill": False, "opacity": 0.5},
                                    interactive=False),
+                        dl.LayerGroup(id=ID.pins),
                         dl.GeoJSON(id=ID.areas, data=None, hideout={"mode": "risk", "levels": {}, "counts": {},
                                                                     "max": 0},
                                    style={"variable": "gridwatch.drill.areaStyle"},
@@ -249,7 +253,7 @@ def layout(settings, city, query: dict[str, str]) -> html.Div:
                     _panel("drill-depts-panel", t["dr_depts"], ID.depts, "dr-wide"),
                 ], className="dr-row"),
             ], className="dr-right"),
-        ], className="dr-body"),
+        ], className="dr-body", id=ID.body),
         html.Section([
             html.Div([html.H3(t["dr_cases_table"]), html.Span(id=ID.count, className="dr-count"),
                       html.A(t["dr_export"], id=ID.export, href="#", className="dr-button dr-export",
@@ -263,7 +267,7 @@ def layout(settings, city, query: dict[str, str]) -> html.Div:
                                                        "more": "…", "noRowsToShow": t["dr_no_rows"],
                                                        "loadingOoo": t["dr_loading"]}},
                        className="ag-theme-quartz dr-grid", style={"height": "560px", "width": "100%"}),
-        ], className="dr-table"),
+        ], className="dr-table", id=ID.table),
     ], className="dr", lang="zh-CN" if lang == "zh" else "en")
 
 
@@ -418,6 +422,17 @@ def child_list(kids: list[dict[str, Any]], t: dict[str, str]) -> html.Div:
     return html.Table([html.Thead(head), html.Tbody(rows)], className="dr-list dr-grid-table dr-child-table")
 
 
+def pin_markers(found: list[dict[str, Any]], t: dict[str, str]) -> list:
+    """A grid's cases as dots coloured by grade; a click shows the title and a link to the case."""
+    colours = {1: "#1E88E5", 2: "#F9A825", 3: "#FB8C00", 4: "#E53935"}
+    return [dl.CircleMarker(center=[p["lat"], p["lon"]], radius=7,
+                            color="#b91c1c" if p["overdue"] else "#ffffff", weight=2,
+                            fillColor=colours.get(p["grade"], "#64748b"), fillOpacity=0.9,
+                            children=[dl.Tooltip(f"#{p['id']} {p['title']}"),
+                                      dl.Popup(html.A(f"#{p['id']} {p['title']}", href=f"/case/{p['id']}"))])
+            for p in found]
+
+
 def crumbs(view: drill.View, t: dict[str, str]) -> list:
     out: list = []
     trail = drill.trail(view)
@@ -492,6 +507,8 @@ def register(app) -> None:
             params: dict[str, str] = {}
         else:
             params = {}
+            if trigger == ID.dates:  # picking dates means a custom period
+                range_ = "custom"
             if range_ == "custom":
                 if not start or not end:
                     raise PreventUpdate  # wait until both ends are picked
@@ -521,6 +538,7 @@ def register(app) -> None:
         Output(ID.areas, "data"), Output(ID.outline, "data"), Output(ID.areas, "hideout"), Output(ID.map, "viewport"),
         Output(ID.children, "children"), Output(ID.period, "children"), Output(ID.export, "href"),
         Output(ID.count, "children"), Output(ID.compare, "href"), Output(f"{ID.lang}-switch", "href"),
+        Output(ID.body, "style"), Output(ID.table, "style"), Output(ID.pins, "children"),
         Input(ID.url, "pathname"), Input(ID.url, "search"), State(ID.mode, "value"),
     )
     def frame(pathname, search, mode):
@@ -573,8 +591,9 @@ def frame_of(pathname, search, mode="risk") -> tuple:
     if err is not None:
         home = "/" + ("?lang=en" if lang == "en" else "")
         none = [html.Span(dcc.Link(geo.district.name, href=home), className="dr-crumb")]
+        hidden = {"display": "none"}  # a URL that names no view shows no data at all
         return (none, problem(err, t, home), {"display": "block"}, None, None, no_update, no_update, None, "",
-                "#", "", "/compare", _switch(pathname, search, lang))
+                "#", "", "/compare", _switch(pathname, search, lang), hidden, hidden, [])
     kids, total = drill.children(view)
     data = map_data(geo, view.area.code, kids, t)
     outline = {"type": "FeatureCollection", "features": list(_features(geo, (view.area.code,)))}
@@ -586,7 +605,7 @@ def frame_of(pathname, search, mode="risk") -> tuple:
     return (crumbs(view, t), None, {"display": "none"}, data, outline, hideout,
             {"bounds": _bounds(geo, view.area.code), "transition": "flyToBounds"}, child_list(kids, t),
             period_text(view, t), drill.export_url(view), t["dr_count"].format(n=f"{n:,}"), compare,
-            _switch(pathname, search, lang))
+            _switch(pathname, search, lang), {}, {}, pin_markers(drill.pins(view), t) if not kids else [])
 
 
 def _pairs(search):

@@ -93,6 +93,11 @@ def _days_ago(now: datetime, days: int) -> datetime:
     return (local - timedelta(days=days)).astimezone(UTC)
 
 
+def _newest(df: pd.DataFrame) -> pd.DataFrame:
+    """The table's default order: newest report first, the higher id first among equals."""
+    return df.sort_values(["reported_at", "id"], ascending=False)
+
+
 def _select(df: pd.DataFrame, now: datetime, *, area: str | None = None, days: int = 7, **f) -> pd.DataFrame:
     """The expected rows of a view, selected with pandas (the default period: the last 7 local days)."""
     since = _days_ago(now, days - 1)
@@ -182,7 +187,7 @@ def _table_checks(page, city, now, df):
     path = f"/area/{street.code}"
     for search, f in (("?range=30d", {"days": 30}), ("?range=30d&grade=2,4", {"days": 30, "grade": [2, 4]}),
                       ("", {}), ("?range=30d&source=patrol,citizen", {"days": 30, "source": ["patrol", "citizen"]})):
-        expected = _select(df, now, area=street.code, **f).sort_values("id", ascending=False)
+        expected = _newest(_select(df, now, area=street.code, **f))
         assert len(expected) > 3, search
         got, start, count = [], 0, None
         while count is None:
@@ -193,6 +198,10 @@ def _table_checks(page, city, now, df):
         assert got == expected["id"].tolist(), search
         assert count == len(expected)
     exp = _select(df, now, area=street.code, days=30).sort_values(["grade", "id"], ascending=[True, False])
+    rows = page.rows_of({"startRow": 0, "endRow": 500, "sortModel": [{"colId": "id", "sort": "desc"}]}, path,
+                        "?range=30d")["rowData"]
+    by_id = _select(df, now, area=street.code, days=30).sort_values("id", ascending=False)
+    assert [int(r["link"].split("]")[0][1:]) for r in rows] == by_id["id"].tolist()
     rows = page.rows_of({"startRow": 0, "endRow": 500, "sortModel": [{"colId": "grade", "sort": "asc"}]}, path,
                         "?range=30d")["rowData"]
     assert [int(r["link"].split("]")[0][1:]) for r in rows] == exp["id"].tolist()
@@ -323,7 +332,7 @@ def test_clicking_a_street_drills_in_and_back_returns(server, browser, city, dri
     assert geo.area(code).level == "street" and moved["crumbs"] == [geo.district.code, code]
     # the panel and the table follow: every row is in that street, the first page is the API's
     name = geo.area(code).name
-    expected = _select(df, now, area=code).sort_values("id", ascending=False)["id"].head(50).tolist()
+    expected = _newest(_select(df, now, area=code))["id"].head(50).tolist()
     settled = wait(lambda: _shows(s := _read(browser), expected) and s)
     assert settled, (_read(browser)["ids"], expected)
     assert set(settled["streets"]) == {name}
@@ -364,10 +373,12 @@ def test_a_filter_narrows_the_table_to_matching_rows_only(server, browser, city,
     assert q == {"range": ["30d"], "grade": ["3"]}
     since, until = _days_ago(now, 29), _days_ago(now, -1)
     api = _api(server, f"/api/v1/cases?grade=3&since={since.isoformat().replace('+', '%2B')}"
-                       f"&until={until.isoformat().replace('+', '%2B')}&limit=50")
-    expected = [c["id"] for c in api["items"]]
-    assert expected and all(c["grade"] == 3 for c in api["items"])
-    assert expected == _select(df, now, days=30, grade=[3]).sort_values("id", ascending=False)["id"].head(50).tolist()
+                       f"&until={until.isoformat().replace('+', '%2B')}&limit=500")
+    selected = _select(df, now, days=30, grade=[3])
+    assert api["items"] and all(c["grade"] == 3 for c in api["items"])
+    assert sorted(c["id"] for c in api["items"]) == sorted(selected["id"])  # the API's rows are the view's rows
+    by_time = sorted(api["items"], key=lambda c: (c["reported_at"], c["id"]), reverse=True)
+    expected = [c["id"] for c in by_time]  # newest report first, as the table shows them
     got = wait(lambda: _shows(s := _read(browser), expected) and s)
     assert got, (_read(browser)["ids"], expected)
     assert f"{len(_select(df, now, days=30, grade=[3])):,}" in got["count"]
@@ -459,3 +470,43 @@ def test_compare_refuses_a_bad_query_with_a_message(app, city, settings, query, 
         shown = orjson.dumps(compare.layout(settings, city, query).to_plotly_json(),
                              default=lambda c: c.to_plotly_json()).decode()
         assert "cmp-message" in shown and "cmp-table" not in shown
+
+
+def test_opening_a_case_from_the_table_shows_its_timeline(server, browser, city, drilled, engine):
+    from sqlalchemy import text
+
+    size(browser, 1920, 1080)
+    browser.get(server.url + "/?range=30d")
+    state = wait(lambda: (s := _read(browser))["ids"] and s)
+    assert state, _read(browser)
+    case_id = state["ids"][0]
+    link = browser.find_element("css selector", f"#drill-grid a[href='/case/{case_id}']")
+    link.click()
+    assert wait(lambda: js(browser, "return location.pathname") == f"/case/{case_id}")
+    actions = wait(lambda: js(browser, "return [...document.querySelectorAll('#case-timeline .case-ev-action')]"
+                                       ".map(e => e.textContent)"))
+    with engine.connect() as conn:
+        stored = conn.execute(text("SELECT count(*) FROM case_events WHERE case_id = :i"), {"i": case_id}).scalar()
+    assert actions and len(actions) == stored  # every event of the case, in the timeline
+    shot(browser, "drill-opened-case.png")
+    browser.back()  # back to the table's view
+    assert wait(lambda: (s := _read(browser))["path"] == "/" and s["ids"] and s["ids"][0] == case_id)
+    assert errors(browser) == []
+
+
+def test_a_grid_pins_its_cases_and_the_page_speaks_english(server, browser, city, drilled):
+    now, df = drilled
+    grid = df[df["reported_at"] >= _days_ago(now, 29)]["grid_code"].value_counts().index[0]
+    expected = len(_select(df, now, area=grid, days=30))
+    size(browser, 1920, 1080)
+    browser.get(server.url + f"/area/{grid}?range=30d&lang=en")
+    pins = wait(lambda: js(browser, "return document.querySelectorAll('#drill-map path.leaflet-interactive').length")
+                >= expected + 1)  # the grid's outline and a dot per case
+    assert pins, js(browser, "return document.querySelectorAll('#drill-map path.leaflet-interactive').length")
+    crumbs = wait(lambda: len(_read(browser)["crumbs"]) == 4 and _read(browser)["crumbs"])
+    assert crumbs and crumbs[-1] == grid
+    heading = js(browser, "return document.getElementById('drill-title').textContent")
+    assert "Grid governance analysis" in heading
+    assert wait(lambda: "Cases per day" in js(browser, "return document.body.innerText"))
+    shot(browser, "drill-grid-en.png")
+    assert errors(browser) == []
