@@ -65,6 +65,7 @@ SUMS = ("cases_total", "resolved", "on_time", "overdue_open", "onsite", "grassro
 #   fed_back, feedback_s                    cases with resolved_at and closed_at, Σ(closed_at − resolved_at)
 #   evaluated_after, evaluate_s             cases with closed_at and evaluated_at, Σ(evaluated_at − closed_at)
 #   handling_s    every resolved case's resolved_at − reported_at, in seconds (for the mean and the median)
+# Without the detail (a quicker read): no spans and no handling times, but handling_sum_s, their sum (the mean).
 
 
 def _ratio(a: float, b: float) -> float | None:
@@ -75,6 +76,7 @@ def figures(sums: dict[str, Any]) -> dict[str, Any]:
     """The KPIs (DEFINITIONS) from the period's sums (SUMS)."""
     handling = np.asarray(sums.get("handling_s") or [], dtype=float)
     n = int(sums.get("cases_total") or 0)
+    detail = "dispatched" in sums  # without the detail: the handling mean from its sum, no median, no moments
     if n == 0:
         return {"cases_total": 0, **{k: (0 if DEFINITIONS[k]["unit"] == "cases" else None)
                                      for k in DEFINITIONS if k != "cases_total"}}
@@ -87,14 +89,15 @@ def figures(sums: dict[str, Any]) -> dict[str, Any]:
         "overdue_open": int(sums["overdue_open"]),
         "onsite_rate": _ratio(sums["onsite"], n),
         "grassroots_rate": _ratio(sums["grassroots"], n),
-        "handling_mean_s": float(handling.mean()) if handling.size else None,
+        "handling_mean_s": (float(handling.mean()) if handling.size else None) if detail
+        else _ratio(sums.get("handling_sum_s", 0.0), resolved),
         "handling_median_s": float(np.median(handling)) if handling.size else None,
         "satisfaction": _ratio(sums["satisfied"], sums["evaluations"]),
         "rating_mean": _ratio(sums["rating_sum"], sums["evaluations"]),
-        "moment_report_to_dispatch_s": _ratio(sums["dispatch_s"], sums["dispatched"]),
-        "moment_dispatch_to_resolve_s": _ratio(sums["dispatch_resolve_s"], sums["dispatch_resolved"]),
-        "moment_resolve_to_feedback_s": _ratio(sums["feedback_s"], sums["fed_back"]),
-        "moment_feedback_to_evaluate_s": _ratio(sums["evaluate_s"], sums["evaluated_after"]),
+        "moment_report_to_dispatch_s": _ratio(sums.get("dispatch_s", 0), sums.get("dispatched", 0)),
+        "moment_dispatch_to_resolve_s": _ratio(sums.get("dispatch_resolve_s", 0), sums.get("dispatch_resolved", 0)),
+        "moment_resolve_to_feedback_s": _ratio(sums.get("feedback_s", 0), sums.get("fed_back", 0)),
+        "moment_feedback_to_evaluate_s": _ratio(sums.get("evaluate_s", 0), sums.get("evaluated_after", 0)),
     }
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
 

@@ -90,6 +90,11 @@ class Department(Base):
     street_code: Mapped[str | None] = mapped_column(String(9))
 
 
+# A period's cases counted by area, category, source, grade or status from the index alone (the drill-down).
+REPORTED_COVER = ("reported_at", "district_code", "street_code", "community_code", "grid_code", "category", "source", "grade",
+                  "status")
+
+
 class Case(Base):
     __tablename__ = "cases"
     __table_args__ = (
@@ -99,6 +104,7 @@ class Case(Base):
         Index("ix_cases_grid_status", "grid_code", "status"),
         Index("ix_cases_status_due", "status", "due_at"),
         Index("ix_cases_reported", "reported_at"),
+        Index("ix_cases_reported_cover", *REPORTED_COVER),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

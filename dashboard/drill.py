@@ -138,6 +138,24 @@ def parse(pathname: str | None, search: str | None, now: datetime | None = None)
 # --------------------------------------------------------------------------- what the view shows
 
 
+def side_by_side(*calls):
+    """Run the calls at once (each read on its own connection; the database works on several cores) and return their
+    results in order. They run in the current app's context, so they find its settings and stores."""
+    from flask import current_app
+
+    try:
+        app = current_app._get_current_object()
+    except RuntimeError:  # no app: run them in turn
+        return [fn() for fn in calls]
+
+    def within(fn):
+        with app.app_context():
+            return fn()
+
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        return list(pool.map(within, calls))
+
+
 def trail(view: View) -> list[dict[str, str]]:
     """The breadcrumb: the district down to the view's area, each with its URL (same filters)."""
     from core.geography import ancestors
@@ -168,27 +186,57 @@ def children(view: View) -> tuple[list[dict[str, Any]], int | None]:
              "color": risk[a.code]["color"]} for a in kids], total
 
 
-def kpis(view: View, now: datetime | None = None) -> dict[str, Any]:
-    """core.kpis for the view and for the period before it, with the change."""
-    from core import kpis as k
+def kpis(view: View, now: datetime | None = None, detail: bool = True) -> dict[str, Any]:
+    """core.kpis for the view and for the period before it, with the change (``detail``: see queries.kpi_sums)."""
     from dashboard.context import engine
 
     now = now or datetime.now(UTC)
     eng = engine()
     p0, p1 = view.previous
     with ThreadPoolExecutor(max_workers=2) as pool:  # both periods at once, each on its own connection
-        later = pool.submit(queries.kpis, eng, dataclasses.replace(view.where, since=p0, until=p1), min(p1, now))
-        current = queries.kpis(eng, view.where, min(view.until, now))
+        later = pool.submit(queries.kpis, eng, dataclasses.replace(view.where, since=p0, until=p1), min(p1, now),
+                            detail)
+        current = queries.kpis(eng, view.where, min(view.until, now), detail)
         previous = later.result()
+    return _with_change(current, previous, p0, p1)
+
+
+def _with_change(current: dict[str, Any], previous: dict[str, Any], p0: datetime, p1: datetime) -> dict[str, Any]:
+    from core import kpis as k
+
     return {"kpis": current, "previous": previous, "change": k.change(current, previous),
             "previous_since": p0, "previous_until": p1}
+
+
+BREAKDOWN_BY = ("category", "source", "grade")
+
+
+def figures(view: View, now: datetime | None = None) -> dict[str, Any]:
+    """What the panel's figures callback shows — kpis (without the detail), daily and breakdowns — in four
+    statements side by side: the KPIs of the view and of the period before, and the cases per hour and per
+    (category, source, grade), both counted from the report-time covering index alone."""
+    from dashboard.context import engine
+
+    now = now or datetime.now(UTC)
+    eng = engine()
+    p0, p1 = view.previous
+    with ThreadPoolExecutor(max_workers=3) as pool:  # four statements side by side, each on its own connection
+        prev = pool.submit(queries.kpis, eng, dataclasses.replace(view.where, since=p0, until=p1), min(p1, now), False)
+        hours = pool.submit(queries.hourly_counts, eng, view.where)
+        by = pool.submit(queries.counts_by_columns, eng, view.where, BREAKDOWN_BY)
+        current = queries.kpis(eng, view.where, min(view.until, now), False)
+        return {"kpis": _with_change(current, prev.result(), p0, p1), "daily": _daily(view, hours.result()),
+                "breakdowns": _breakdowns(view, by.result())}
 
 
 def daily(view: View) -> list[dict[str, Any]]:
     """Cases per local day of the period (every day, zeros included); hours for a one-day period."""
     from dashboard.context import engine
 
-    hours = queries.hourly_counts(engine(), view.where)
+    return _daily(view, queries.hourly_counts(engine(), view.where))
+
+
+def _daily(view: View, hours: dict[datetime, int]) -> list[dict[str, Any]]:
     one_day = view.until - view.since <= timedelta(days=1)
     out: dict[str, int] = {}
     t = view.since
@@ -205,12 +253,16 @@ def daily(view: View) -> list[dict[str, Any]]:
 
 def breakdowns(view: View) -> dict[str, list[dict[str, Any]]]:
     """Cases by 大类 (category group), by 小类 (top), by source and by grade."""
-    from dashboard.context import city, engine
+    from dashboard.context import engine
+
+    return _breakdowns(view, queries.counts_by_columns(engine(), view.where, BREAKDOWN_BY))  # one pass for all
+
+
+def _breakdowns(view: View, by: dict[tuple, int]) -> dict[str, list[dict[str, Any]]]:
+    from dashboard.context import city
     from dashboard.i18n import source_label
 
     c = city()
-    eng = engine()
-    by = queries.counts_by_columns(eng, view.where, ("category", "source", "grade"))  # one pass for the three
     by_cat: dict[str, int] = {}
     sources: dict[str, int] = {}
     grades: dict[int, int] = {}

@@ -66,8 +66,8 @@ class ID:
 
 
 KPI_KEYS = ("cases_total", "resolution_rate", "on_time_rate", "overdue_open", "onsite_rate", "satisfaction",
-            "handling_median_s")
-LOWER_IS_BETTER = {"overdue_open", "handling_median_s"}
+            "handling_mean_s")
+LOWER_IS_BETTER = {"overdue_open", "handling_mean_s", "handling_median_s"}
 
 
 # --------------------------------------------------------------------------- map geometry
@@ -628,12 +628,10 @@ def figures_of(pathname, search) -> tuple:
     if err is not None:
         return None, None, None, None
     t = i18n.texts(view.lang)
-    k = drill.kpis(view)
-    b = drill.breakdowns(view)
-    link = None  # the category bars narrow the view to that 大类
-    link = lambda r: view.url(category=r["code"])  # noqa: E731
-    return (kpi_tiles(k, t, view.lang), trend(drill.daily(view), t), bars(b["groups"], link=link),
-            bars(b["sources"]))
+    f = drill.figures(view)
+    link = lambda r: view.url(category=r["code"])  # noqa: E731 - the 大类 bars narrow the view to that 大类
+    return (kpi_tiles(f["kpis"], t, view.lang), trend(f["daily"], t), bars(f["breakdowns"]["groups"], link=link),
+            bars(f["breakdowns"]["sources"]))
 
 
 def lists_of(pathname, search) -> tuple:
@@ -642,8 +640,9 @@ def lists_of(pathname, search) -> tuple:
         return None, None, None, None
     t = i18n.texts(view.lang)
     now = datetime.now(UTC)
-    return (overdue_list(drill.overdue(view, now), now, t), hotspot_list(drill.hotspots(view), t),
-            sensor_list(drill.sensors(view), t), dept_list(drill.departments(view, now), t))
+    late, hot, sensors, depts = drill.side_by_side(lambda: drill.overdue(view, now), lambda: drill.hotspots(view),
+                                                   lambda: drill.sensors(view), lambda: drill.departments(view, now))
+    return overdue_list(late, now, t), hotspot_list(hot, t), sensor_list(sensors, t), dept_list(depts, t)
 
 
 def rows_of(request, pathname, search) -> dict[str, Any]:

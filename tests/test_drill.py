@@ -243,6 +243,13 @@ def test_the_panel_follows_the_view(app, city, drilled):
         prev = df[(df["reported_at"] >= p0) & (df["reported_at"] < p1) & df["grade"].isin([1, 3])]
         assert k["previous"]["cases_total"] == len(prev)
         assert k["change"]["cases_total"] == len(sel) - len(prev)
+        f = drill.figures(v, now)  # what the page shows: the same figures, read in one pass
+        assert f["daily"] == days and f["breakdowns"] == b
+        assert f["kpis"]["kpis"]["cases_total"] == len(sel) and f["kpis"]["previous"]["cases_total"] == len(prev)
+        handled = sel[sel["resolved_at"].notna()]
+        assert f["kpis"]["kpis"]["handling_mean_s"] == pytest.approx(
+            (handled["resolved_at"] - handled["reported_at"]).dt.total_seconds().mean(), abs=0.01)
+        assert f["kpis"]["kpis"]["resolution_rate"] == k["kpis"]["resolution_rate"]
         overdue = drill.overdue(v, now)
         late = sel[sel["status"].isin(OPEN) & (sel["due_at"] < now)].sort_values(["due_at", "id"], ascending=False)
         assert [o["id"] for o in overdue] == late["id"].head(drill.LIST_SIZE).tolist()

@@ -1,0 +1,25 @@
+"""A covering index for the drill-down's reads of a period: the report time with the area, category, source, grade
+and status, so counting a period's cases by area, category, source or grade never reads the table
+
+Revision ID: 0007
+Revises: 0006
+Create Date: 2026-11-22 08:10:00
+"""
+
+from alembic import op
+
+revision = "0007"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+COLUMNS = ["reported_at", "district_code", "street_code", "community_code", "grid_code", "category", "source", "grade",
+           "status"]
+
+
+def upgrade() -> None:
+    op.create_index("ix_cases_reported_cover", "cases", COLUMNS)
+
+
+def downgrade() -> None:
+    op.drop_index("ix_cases_reported_cover", table_name="cases")
