@@ -173,6 +173,15 @@ class City:
         cat = self.categories[category_code]
         return next(g for g in self.groups if g.code == cat.parent)
 
+    def by_group(self, counts: dict[str, int]) -> dict[str, int]:
+        """Counts per 小类 code added up per 大类 code (an unknown code counts under its first two digits)."""
+        out: dict[str, int] = {}
+        for code, n in counts.items():
+            cat = self.categories.get(code)
+            group = getattr(cat, "parent", None) or code[:2]
+            out[group] = out.get(group, 0) + n
+        return out
+
 
 # --------------------------------------------------------------------------- helpers
 

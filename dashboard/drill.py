@@ -270,11 +270,7 @@ def _breakdowns(view: View, by: dict[tuple, int]) -> dict[str, list[dict[str, An
         by_cat[cat_code] = by_cat.get(cat_code, 0) + n
         sources[source] = sources.get(source, 0) + n
         grades[grade] = grades.get(grade, 0) + n
-    groups: dict[str, int] = {}
-    for code, n in by_cat.items():
-        cat = c.categories.get(code)
-        g = getattr(cat, "parent", None) or code[:2]
-        groups[g] = groups.get(g, 0) + n
+    groups = c.by_group(by_cat)
     names = {g.code: g.name for g in c.groups}
     return {
         "groups": sorted(({"code": g, "name": names.get(g, g), "cases": n} for g, n in groups.items()),

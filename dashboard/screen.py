@@ -189,12 +189,7 @@ def slow(engine, city, settings, now: datetime | None = None) -> dict[str, Any]:
     # yesterday up to the same time of day: a fair comparison in the morning
     y_now = now - timedelta(days=1)
     yesterday = queries.kpis(engine, queries.CaseFilter(area=district, since=y0, until=y_now), y_now)
-    cats = _breakdown(engine, "category", t0, t1)
-    groups: dict[str, int] = {}
-    for code, n in cats.items():
-        cat = city.categories.get(code)
-        group = getattr(cat, "parent", None) or code[:2]
-        groups[group] = groups.get(group, 0) + n
+    groups = city.by_group(_breakdown(engine, "category", t0, t1))
     group_names = {g.code: g.name for g in city.groups}
     sources = _breakdown(engine, "source", t0, t1)
     alarms_today, alarms_yesterday = _alarms_opened(engine, t0, now), _alarms_opened(engine, y0, y_now)

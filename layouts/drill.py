@@ -330,7 +330,7 @@ def bars(rows: list[dict[str, Any]], label: str = "name", value: str = "cases", 
     top = max([r[value] for r in rows] or [0]) or 1
     out = []
     for r in rows:
-        name = html.A(r[label], href=link(r)) if link else r[label]
+        name = dcc.Link(r[label], href=link(r)) if link else r[label]
         out.append(html.Div([html.Span(name, className="dr-bar-label"),
                              html.Span(html.I(style={"width": f"{100 * r[value] / top:.1f}%",
                                                      **({"background": r["color"]} if r.get("color") else {})}),
