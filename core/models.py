@@ -103,8 +103,7 @@ class Case(Base):
         Index("ix_cases_community_status", "community_code", "status"),
         Index("ix_cases_grid_status", "grid_code", "status"),
         Index("ix_cases_status_due", "status", "due_at"),
-        Index("ix_cases_reported", "reported_at"),
-        Index("ix_cases_reported_cover", *REPORTED_COVER),
+        Index("ix_cases_reported_cover", *REPORTED_COVER),  # leads with reported_at: every report-time range
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

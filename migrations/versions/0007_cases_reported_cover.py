@@ -1,5 +1,6 @@
 """A covering index for the drill-down's reads of a period: the report time with the area, category, source, grade
-and status, so counting a period's cases by area, category, source or grade never reads the table
+and status, so counting a period's cases by area, category, source or grade never reads the table. It leads with the
+report time, so it replaces the plain report-time index (which PostgreSQL would otherwise prefer, reading the table)
 
 Revision ID: 0007
 Revises: 0006
@@ -19,7 +20,9 @@ COLUMNS = ["reported_at", "district_code", "street_code", "community_code", "gri
 
 def upgrade() -> None:
     op.create_index("ix_cases_reported_cover", "cases", COLUMNS)
+    op.drop_index("ix_cases_reported", table_name="cases")
 
 
 def downgrade() -> None:
+    op.create_index("ix_cases_reported", "cases", ["reported_at"])
     op.drop_index("ix_cases_reported_cover", table_name="cases")
