@@ -62,12 +62,14 @@ class ID:
     refresh = "drill-refresh"
     body = "drill-body"
     pins = "drill-pins"
+    labels = "drill-labels"
     table = "drill-table"
 
 
 KPI_KEYS = ("cases_total", "resolution_rate", "on_time_rate", "overdue_open", "onsite_rate", "satisfaction",
             "handling_mean_s")
 LOWER_IS_BETTER = {"overdue_open", "handling_mean_s", "handling_median_s"}
+NEUTRAL = {"cases_total", "resolved"}  # more or fewer cases is neither good nor bad
 
 
 # --------------------------------------------------------------------------- map geometry
@@ -223,6 +225,7 @@ def layout(settings, city, query: dict[str, str]) -> html.Div:
                                                                    "fill": False, "opacity": 0.5},
                                    interactive=False),
                         dl.LayerGroup(id=ID.pins),
+                        dl.LayerGroup(id=ID.labels),
                         dl.GeoJSON(id=ID.areas, data=None, hideout={"mode": "risk", "levels": {}, "counts": {},
                                                                     "max": 0},
                                    style={"variable": "gridwatch.drill.areaStyle"},
@@ -292,6 +295,8 @@ def _fmt(key: str, v: Any, t: dict[str, str]) -> str:
         return _pct(v)
     if key.endswith("_s"):
         return _dur(v, t)
+    if key == "rating_mean":
+        return f"{v:.2f}"
     return f"{int(v):,}"
 
 
@@ -302,10 +307,12 @@ def _change(key: str, delta: Any, t: dict[str, str]) -> html.Span:
         text, size = f"{delta * 100:+.1f} pt", abs(delta) >= 0.0005
     elif key.endswith("_s"):
         text, size = f"{delta / 3600:+.1f} h", abs(delta) >= 60
+    elif key == "rating_mean":
+        text, size = f"{delta:+.2f}", abs(delta) >= 0.005
     else:
         text, size = f"{int(delta):+,}", delta != 0
     good = (delta < 0) if key in LOWER_IS_BETTER else (delta > 0)
-    cls = "dr-flat" if not size else ("dr-up" if good else "dr-down")
+    cls = "dr-flat" if not size else "dr-neutral" if key in NEUTRAL else ("dr-up" if good else "dr-down")
     arrow = "" if not size else ("▲ " if delta > 0 else "▼ ")
     return html.Span(arrow + text, className=f"dr-delta {cls}")
 
@@ -422,6 +429,17 @@ def child_list(kids: list[dict[str, Any]], t: dict[str, str]) -> html.Div:
     return html.Table([html.Thead(head), html.Tbody(rows)], className="dr-list dr-grid-table dr-child-table")
 
 
+def area_labels(geo, kids: list[dict[str, Any]]) -> list:
+    """The names of the areas below, written on the map at their label points."""
+    out = []
+    for k in kids:
+        lon, lat = geo.area(k["code"]).centroid
+        out.append(dl.CircleMarker(center=[lat, lon], radius=0, opacity=0, fillOpacity=0, interactive=False,
+                                   children=dl.Tooltip(k["name"], permanent=True, direction="center",
+                                                       className="dr-label")))
+    return out
+
+
 def pin_markers(found: list[dict[str, Any]], t: dict[str, str]) -> list:
     """A grid's cases as dots coloured by grade; a click shows the title and a link to the case."""
     colours = {1: "#1E88E5", 2: "#F9A825", 3: "#FB8C00", 4: "#E53935"}
@@ -451,6 +469,8 @@ def period_text(view: drill.View, t: dict[str, str]) -> str:
     b = view.until.astimezone(CITY_TZ) - timedelta(seconds=1)
     p0, p1 = view.previous
     q0, q1 = p0.astimezone(CITY_TZ), p1.astimezone(CITY_TZ) - timedelta(seconds=1)
+    if a.date() == b.date():  # one day: say it once
+        return t["dr_period_day"].format(a=f"{a:%Y-%m-%d}", c=f"{q0:%Y-%m-%d}")
     return t["dr_period_text"].format(a=f"{a:%Y-%m-%d}", b=f"{b:%Y-%m-%d}", c=f"{q0:%Y-%m-%d}", d=f"{q1:%Y-%m-%d}")
 
 
@@ -539,6 +559,7 @@ def register(app) -> None:
         Output(ID.children, "children"), Output(ID.period, "children"), Output(ID.export, "href"),
         Output(ID.count, "children"), Output(ID.compare, "href"), Output(f"{ID.lang}-switch", "href"),
         Output(ID.body, "style"), Output(ID.table, "style"), Output(ID.pins, "children"),
+        Output(ID.labels, "children"),
         Input(ID.url, "pathname"), Input(ID.url, "search"), State(ID.mode, "value"),
     )
     def frame(pathname, search, mode):
@@ -593,7 +614,7 @@ def frame_of(pathname, search, mode="risk") -> tuple:
         none = [html.Span(dcc.Link(geo.district.name, href=home), className="dr-crumb")]
         hidden = {"display": "none"}  # a URL that names no view shows no data at all
         return (none, problem(err, t, home), {"display": "block"}, None, None, no_update, no_update, None, "",
-                "#", "", "/compare", _switch(pathname, search, lang), hidden, hidden, [])
+                "#", "", "/compare", _switch(pathname, search, lang), hidden, hidden, [], [])
     kids, total = drill.children(view)
     data = map_data(geo, view.area.code, kids, t)
     outline = {"type": "FeatureCollection", "features": list(_features(geo, (view.area.code,)))}
@@ -605,7 +626,8 @@ def frame_of(pathname, search, mode="risk") -> tuple:
     return (crumbs(view, t), None, {"display": "none"}, data, outline, hideout,
             {"bounds": _bounds(geo, view.area.code), "transition": "flyToBounds"}, child_list(kids, t),
             period_text(view, t), drill.export_url(view), t["dr_count"].format(n=f"{n:,}"), compare,
-            _switch(pathname, search, lang), {}, {}, pin_markers(drill.pins(view), t) if not kids else [])
+            _switch(pathname, search, lang), {}, {}, pin_markers(drill.pins(view), t) if not kids else [],
+            area_labels(geo, kids))
 
 
 def _pairs(search):
