@@ -416,9 +416,9 @@ def dept_list(rows: list[dict[str, Any]], t: dict[str, str]) -> html.Div:
     return html.Table([html.Thead(head), html.Tbody(body)], className="dr-list dr-grid-table")
 
 
-def child_list(kids: list[dict[str, Any]], t: dict[str, str]) -> html.Div:
+def child_list(kids: list[dict[str, Any]], t: dict[str, str]) -> html.Table | None:
     if not kids:
-        return html.Div()
+        return None  # a grid: nothing below (the box hides itself when empty)
     names = t["scr_levels"].split(",")
     head = html.Tr([html.Th(t[f"dr_level_{kids[0]['level']}"]), html.Th(t["dr_risk"]), html.Th(t["dr_cases"]),
                     html.Th(t["dr_open"])])
