@@ -148,7 +148,8 @@ def _period(p: dict[str, str]) -> tuple[datetime, datetime]:
     return since, until
 
 
-FILTER_PARAMS = ("area", "since", "until", "category", "grade", "source", "status", "dept")
+FILTER_PARAMS = ("area", "since", "until", "category", "grade", "source", "status", "dept", "q")
+MAX_TEXT_CHARS = 50  # a title search
 _SOURCE_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
 
@@ -180,7 +181,11 @@ def _case_filter(p: dict[str, str]) -> queries.CaseFilter:
         if dept not in context.city().departments:
             raise ApiError(400, f"dept: unknown department {dept[:32]!r}; use a code from "
                                 "config/city/departments.yaml", "dept")
+    text = p.get("q")
+    if text is not None and (len(text) > MAX_TEXT_CHARS or not text.isprintable()):
+        raise ApiError(400, f"q: a title search of at most {MAX_TEXT_CHARS} printable characters, e.g. 井盖", "q")
     return queries.CaseFilter(
+        text=text,
         area=_area(p["area"]).code if "area" in p else None, since=since, until=until,
         category=_category(p["category"]) if "category" in p else None, grades=grades, sources=sources,
         statuses=_statuses(p["status"]) if "status" in p else None, department=dept,

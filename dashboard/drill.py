@@ -22,7 +22,7 @@ from dashboard import api, live, queries
 
 RANGES = ("today", "7d", "30d", "custom")
 DEFAULT_RANGE = "7d"
-PAGE_PARAMS = ("range", "since", "until", "category", "grade", "source", "status", "dept", "lang")
+PAGE_PARAMS = ("range", "since", "until", "category", "grade", "source", "status", "dept", "q", "lang")
 AREA_PREFIX = "/area/"
 LIST_SIZE = 10  # rows of the overdue, hotspot, sensor and department lists
 
@@ -380,7 +380,7 @@ def export_url(view: View) -> str:
     """The API's CSV export of exactly the view's rows."""
     q = {"area": view.area.code, "since": view.since.astimezone(CITY_TZ).isoformat(),
          "until": view.until.astimezone(CITY_TZ).isoformat()}
-    for k in ("category", "grade", "source", "status", "dept"):
+    for k in ("category", "grade", "source", "status", "dept", "q"):
         if k in view.params:
             q[k] = view.params[k]
     return "/api/v1/cases.csv?" + urlencode(q)

@@ -78,7 +78,8 @@ class CaseFilter:
 
     ``area`` any area code (a district sees its unlocated cases too); ``since``/``until`` bound the report time
     [since, until); ``category`` a 小类 (4 digits) or 大类 (2 digits) code; ``grades``, ``sources``, ``statuses`` sets;
-    ``department`` a department that has had a part in the case (assigned as lead or summoned by a whistle).
+    ``department`` a department that has had a part in the case (assigned as lead or summoned by a whistle);
+    ``text`` words the title contains (any case; % and _ match themselves).
     """
 
     area: str | None = None
@@ -89,6 +90,7 @@ class CaseFilter:
     sources: Collection[str] | None = None
     statuses: Collection[str] | None = None
     department: str | None = None
+    text: str | None = None
 
     def apply(self, q):
         from core.models import CaseAssignment
@@ -108,6 +110,8 @@ class CaseFilter:
             q = q.where(_CASE.c.source.in_(sorted(self.sources)))
         if self.statuses:
             q = q.where(_CASE.c.status.in_(sorted(self.statuses)))
+        if self.text:
+            q = q.where(_CASE.c.title.icontains(self.text, autoescape=True))
         if self.department:
             a = CaseAssignment.__table__
             q = q.where(select(a.c.id).where(a.c.case_id == _CASE.c.id, a.c.department == self.department).exists())

@@ -40,6 +40,7 @@ class ID:
     source = "drill-source"
     status = "drill-status"
     dept = "drill-dept"
+    text = "drill-q"
     reset = "drill-reset"
     export = "drill-export"
     compare = "drill-compare"
@@ -134,17 +135,22 @@ def _controls(view: drill.View | None) -> dict[str, Any]:
     """The filter controls' values for a view (defaults when the URL names none)."""
     if view is None:
         return {"range": drill.DEFAULT_RANGE, "start": None, "end": None, "category": None, "grade": [],
-                "source": [], "status": [], "dept": None}
+                "source": [], "status": [], "dept": None, "q": ""}
     p = view.params
     start = view.since.astimezone(CITY_TZ).date().isoformat()
     end = (view.until.astimezone(CITY_TZ) - timedelta(seconds=1)).date().isoformat()  # the last day, inclusive
     return {"range": view.range, "start": start, "end": end, "category": p.get("category"),
             "grade": [g for g in p.get("grade", "").split(",") if g], "source": [s for s in p.get("source", "").split(",") if s],
-            "status": [s for s in p.get("status", "").split(",") if s], "dept": p.get("dept")}
+            "status": [s for s in p.get("status", "").split(",") if s], "dept": p.get("dept"), "q": p.get("q", "")}
+
+
+def _loading(child) -> dcc.Loading:
+    """A spinner over a part while its callback works (only if it takes longer than a blink)."""
+    return dcc.Loading(child, type="dot", delay_show=250, color="#3b82f6", overlay_style={"opacity": 0.55})
 
 
 def _panel(title_id: str, title: str, body_id: str, cls: str = "") -> html.Section:
-    return html.Section([html.H3(title, id=f"{body_id}-title"), html.Div(id=body_id, className="dr-pb")],
+    return html.Section([html.H3(title, id=f"{body_id}-title"), _loading(html.Div(id=body_id, className="dr-pb"))],
                         className=f"dr-panel {cls}".strip(), id=title_id)
 
 
@@ -196,6 +202,9 @@ def layout(settings, city, query: dict[str, str]) -> html.Div:
         html.Div([html.Label(t["dr_dept"]),
                   dcc.Dropdown(opts["dept"], values["dept"], id=ID.dept, placeholder=t["dr_all"],
                                className="dr-dd dr-dd-wide")], className="dr-filter"),
+        html.Div([html.Label(t["dr_text"]),
+                  dcc.Input(id=ID.text, type="search", value="", debounce=True, maxLength=50,
+                            placeholder=t["dr_text_hint"], className="dr-input")], className="dr-filter"),
         html.Button(t["dr_reset"], id=ID.reset, n_clicks=0, className="dr-button"),
     ], className="dr-filters")
     legend = html.Div([html.Span([html.I(className=f"dr-sw dr-l{lv}"), t["scr_levels"].split(",")[lv - 1]])
@@ -241,7 +250,7 @@ def layout(settings, city, query: dict[str, str]) -> html.Div:
             ], className="dr-left"),
             html.Div([
                 html.Div([html.Span(id=ID.period, className="dr-period")], className="dr-period-row"),
-                html.Div(id=ID.kpis, className="dr-kpis"),
+                _loading(html.Div(id=ID.kpis, className="dr-kpis")),
                 html.Div([
                     _panel("drill-trend-panel", t["dr_trend"], ID.trend, "dr-trend-panel"),
                     _panel("drill-groups-panel", t["dr_groups"], ID.groups),
@@ -498,14 +507,14 @@ def register(app) -> None:
         Output(ID.url, "search"), Output(ID.url, "pathname"),
         Output(ID.range, "value"), Output(ID.dates, "start_date"), Output(ID.dates, "end_date"),
         Output(ID.category, "value"), Output(ID.grade, "value"), Output(ID.source, "value"),
-        Output(ID.status, "value"), Output(ID.dept, "value"),
+        Output(ID.status, "value"), Output(ID.dept, "value"), Output(ID.text, "value"),
         Input(ID.url, "search"), Input(ID.url, "pathname"),
         Input(ID.range, "value"), Input(ID.dates, "start_date"), Input(ID.dates, "end_date"),
         Input(ID.category, "value"), Input(ID.grade, "value"), Input(ID.source, "value"),
-        Input(ID.status, "value"), Input(ID.dept, "value"), Input(ID.reset, "n_clicks"),
+        Input(ID.status, "value"), Input(ID.dept, "value"), Input(ID.text, "value"), Input(ID.reset, "n_clicks"),
         Input(ID.areas, "clickData"),
     )
-    def sync(search, pathname, range_, start, end, category, grade, source, status, dept, _reset, clicked):
+    def sync(search, pathname, range_, start, end, category, grade, source, status, dept, text, _reset, clicked):
         """The URL and the filter controls kept in step: a control or a map click writes the URL; a URL (loaded,
         or by the back button) sets the controls. A URL that names no view is left as it is (and reported)."""
         trigger = ctx.triggered_id
@@ -513,7 +522,7 @@ def register(app) -> None:
         if trigger in (None, ID.url):
             c = _controls(view)
             return (no_update, no_update, c["range"], c["start"], c["end"], c["category"], c["grade"], c["source"],
-                    c["status"], c["dept"])
+                    c["status"], c["dept"], c["q"])
         lang = view.lang if view else i18n.lang_of(None)
         code = view.area.code if view else None
         if trigger == ID.areas:
@@ -522,7 +531,7 @@ def register(app) -> None:
                 raise PreventUpdate
             url = view.url(picked)
             path, _, query = url.partition("?")
-            return ("?" + query if query else "", path, *([no_update] * 8))
+            return ("?" + query if query else "", path, *([no_update] * 9))
         if trigger == ID.reset:
             params: dict[str, str] = {}
         else:
@@ -537,7 +546,7 @@ def register(app) -> None:
             elif range_ and range_ != drill.DEFAULT_RANGE:
                 params["range"] = range_
             for name, value in (("category", category), ("grade", grade), ("source", source), ("status", status),
-                                ("dept", dept)):
+                                ("dept", dept), ("q", (text or "").strip())):
                 if isinstance(value, list):
                     value = ",".join(sorted(str(v) for v in value))
                 if value:
@@ -551,7 +560,7 @@ def register(app) -> None:
         new_search = "?" + query if query else ""
         if path == (pathname or "/") and new_search == (search or ""):
             raise PreventUpdate
-        return new_search, path, *([no_update] * 8)
+        return new_search, path, *([no_update] * 9)
 
     @app.callback(
         Output(ID.crumbs, "children"), Output(ID.message, "children"), Output(ID.message, "style"),

@@ -58,7 +58,7 @@ def _dataset(city, now: datetime) -> tuple[list[dict], pd.DataFrame]:
                              "occurred_at": (rep + timedelta(minutes=20)).isoformat()})
                 recs.append({"source": src, "external_id": ext, "event": "resolve", "occurred_at": resolved.isoformat()})
                 status = "resolved"
-        rows.append({"external_id": ext, "source": src, "reported_at": rep, "grid_code": g.code,
+        rows.append({"external_id": ext, "source": src, "reported_at": rep, "title": f"下钻测试 {i}", "grid_code": g.code,
                      "street_code": g.code[:9], "community_code": g.code[:12], "category": cat.code,
                      "group": cat.code[:2], "grade": grade, "status": status, "dept": dept, "due_at": due,
                      "resolved_at": resolved})
@@ -115,6 +115,8 @@ def _select(df: pd.DataFrame, now: datetime, *, area: str | None = None, days: i
         out = out[out["dept"] == f["dept"]]
     if "status" in f:
         out = out[out["status"].isin(f["status"])]
+    if "q" in f:
+        out = out[out["title"].str.contains(f["q"], regex=False)]
     return out
 
 
@@ -154,6 +156,7 @@ def test_a_view_is_read_from_its_url(app, city, drilled):
     ("/", "?status=lost", "status"),
     ("/", "?source=%3Cscript%3E", "source"),
     ("/", "?zoom=3", "zoom"),
+    ("/", "?q=" + "井" * 51, "q"),
     ("/nowhere", "", "path"),
 ])
 def test_a_bad_url_names_what_is_wrong_and_shows_no_data(app, drilled, path, search, parameter):
@@ -517,3 +520,27 @@ def test_a_grid_pins_its_cases_and_the_page_speaks_english(server, browser, city
     assert wait(lambda: "Cases per day" in js(browser, "return document.body.innerText"))
     shot(browser, "drill-grid-en.png")
     assert errors(browser) == []
+
+
+def test_a_title_search_narrows_the_view_and_the_export(app, city, drilled):
+    """q: words in the title (LIKE with % and _ taken literally), on the page, the API and the export alike."""
+    import csv
+    import io
+
+    from layouts import drill as page
+
+    now, df = drilled
+    client = app.server.test_client()
+    with app.server.test_request_context("/"):
+        for q in ("测试 1", "试 4", "%", "_", "nothing-like-this"):
+            expected = _newest(_select(df, now, days=30, q=q))
+            rows = page.rows_of({"startRow": 0, "endRow": 500, "sortModel": []}, "/",
+                                "?range=30d&q=" + q.replace("%", "%25").replace(" ", "+"))["rowData"]
+            assert [int(r["link"].split("]")[0][1:]) for r in rows] == expected["id"].tolist(), q
+            if q in ("%", "_", "nothing-like-this"):
+                assert rows == []  # taken literally: never all data
+        since = _days_ago(now, 29).isoformat().replace("+", "%2B")
+        resp = client.get(f"/api/v1/cases.csv?since={since}&q=%E6%B5%8B%E8%AF%95+1")  # 测试 1
+        ids = sorted(int(r["id"]) for r in csv.DictReader(io.StringIO(resp.get_data(as_text=True).lstrip("\ufeff"))))
+        assert ids == sorted(_select(df, now, days=30, q="测试 1")["id"].tolist())
+        assert client.get("/api/v1/cases?q=" + "x" * 51).status_code == 400
