@@ -1,0 +1,273 @@
+"""Briefings (每日简报 · 周通报 · 月评估): what goes in them, read by the same functions as the API, and the XLSX.
+
+    python -m dashboard.briefing --date 2026-11-21 [--period day|week|month] [--area CODE] --out DIR
+
+Every figure comes from dashboard.queries / dashboard.live / core (the KPIs, counts, the SLA list, the department
+ranking, the risk levels): a briefing never has figures of its own. This first step writes the spreadsheet; the PDF
+follows (issue 7 is open).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from core.records import CITY_TZ
+
+log = logging.getLogger(__name__)
+
+KINDS = ("day", "week", "month")
+HEADLINE = ("cases_total", "resolved", "resolution_rate", "on_time_rate", "overdue_open", "onsite_rate",
+            "grassroots_rate", "satisfaction", "handling_mean_s")
+MOMENTS = ("moment_report_to_dispatch_s", "moment_dispatch_to_resolve_s", "moment_resolve_to_feedback_s",
+           "moment_feedback_to_evaluate_s")
+LIST_SIZE = 50  # overdue and notable cases listed at most
+HOTTEST = 10
+
+
+class BriefingError(ValueError):
+    """A request that names no briefing (bad date, period or area): the message says which and how to fix it."""
+
+
+@dataclass
+class Briefing:
+    kind: str
+    label: str
+    area: dict[str, str]
+    since: datetime
+    until: datetime
+    generated_at: datetime
+    headline: list[dict[str, Any]] = field(default_factory=list)  # figure, value, previous, last week's
+    moments: list[dict[str, Any]] = field(default_factory=list)
+    by_area: list[dict[str, Any]] = field(default_factory=list)
+    by_category: list[dict[str, Any]] = field(default_factory=list)
+    by_source: list[dict[str, Any]] = field(default_factory=list)
+    overdue: list[dict[str, Any]] = field(default_factory=list)
+    ranking: dict[str, Any] = field(default_factory=dict)
+    hottest: list[dict[str, Any]] = field(default_factory=list)
+    notable: list[dict[str, Any]] = field(default_factory=list)
+
+
+def period_of(kind: str, day: date):
+    """The core.rankings period of that kind holding ``day`` (city days; weeks Monday–Sunday)."""
+    from core import rankings as rk
+
+    if kind not in KINDS:
+        raise BriefingError(f"period: unknown period {kind!r}; use one of: {', '.join(KINDS)}")
+    return rk.period(kind, day, CITY_TZ)
+
+
+def build(engine, r, settings, city, kind: str, day: date, area_code: str | None = None,
+          now: datetime | None = None) -> Briefing:
+    """The briefing of ``kind`` for the period holding ``day`` in ``area_code`` (default: the district)."""
+    from config.rankings import get_rules
+    from config.risk import get_risk_model
+    from dashboard import live, queries
+    from dashboard.i18n import source_label
+
+    now = now or datetime.now(UTC)
+    geo = city.geography
+    area = geo.district if area_code is None else geo.get(area_code)
+    if area is None:
+        raise BriefingError(f"area: no area with code {str(area_code)[:32]!r}; list the codes with /api/v1/areas")
+    p = period_of(kind, day)
+    if p.since.astimezone(UTC) > now:
+        raise BriefingError(f"date: {day.isoformat()} is in the future; a briefing covers a period that has begun")
+    since, until = p.since.astimezone(UTC), p.until.astimezone(UTC)
+    as_of = min(until, now)
+    where = queries.CaseFilter(area=area.code, since=since, until=until)
+    prev = p.previous(CITY_TZ)
+    length = until - since
+    week_ago = (since - timedelta(days=7), until - timedelta(days=7))  # the same day (or week) a week before
+    current = queries.kpis(engine, where, as_of)
+    before = queries.kpis(engine, dataclasses.replace(where, since=prev.since.astimezone(UTC),
+                                                      until=prev.until.astimezone(UTC)), prev.until.astimezone(UTC))
+    last_week = queries.kpis(engine, dataclasses.replace(where, since=week_ago[0], until=week_ago[1]), week_ago[1])
+    b = Briefing(kind=kind, label=p.label, area={"code": area.code, "name": area.name, "level": area.level},
+                 since=since, until=until, generated_at=now)
+    from core.kpis import DEFINITIONS
+
+    for key in HEADLINE:
+        row = {"key": key, "figure": DEFINITIONS[key]["zh"], "unit": DEFINITIONS[key]["unit"],
+               "value": current.get(key), "previous": before.get(key)}
+        if kind == "day" or length <= timedelta(days=7):
+            row["week_before"] = last_week.get(key)
+        b.headline.append(row)
+    b.moments = [{"key": k, "figure": DEFINITIONS[k]["zh"], "value": current.get(k)} for k in MOMENTS]
+
+    kids = geo.children(area.code)
+    if kids:
+        column = {"street": "street_code", "community": "community_code", "grid": "grid_code"}[kids[0].level]
+        counts = {k[0]: v for k, v in queries.counts_by_columns(engine, where, (column,), open_too=True).items()}
+        b.by_area = [{"code": a.code, "name": a.name, "cases": counts.get(a.code, (0, 0))[0],
+                      "open": counts.get(a.code, (0, 0))[1]} for a in kids]
+    by_cat = queries.counts_by(engine, where, "category")
+    names = {g.code: g.name for g in city.groups}
+    b.by_category = sorted(({"code": g, "name": names.get(g, g), "cases": n} for g, n in city.by_group(by_cat).items()),
+                           key=lambda x: (-x["cases"], x["code"]))
+    b.by_source = sorted(({"code": s, "name": source_label(s, "zh"), "cases": n}
+                          for s, n in queries.counts_by(engine, where, "source").items()),
+                         key=lambda x: (-x["cases"], x["code"]))
+    for row in queries.sla_cases(engine, now=as_of, states={"overdue"}, where=dataclasses.replace(where, since=None),
+                                 warn_share=settings.sla_warn_share, limit=LIST_SIZE, latest_first=True):
+        depts = [city.departments[d].name for d in row["departments"] if d in city.departments]
+        b.overdue.append({"id": row["id"], "title": row["title"], "grade": row["grade"],
+                          "grid": geo.area(row["grid_code"]).name if row.get("grid_code") in geo else "",
+                          "departments": "、".join(depts), "reported_at": row["reported_at"], "due_at": row["due_at"],
+                          "late_h": round((as_of - row["due_at"]).total_seconds() / 3600, 1)})
+    rules = get_rules(settings.rankings_file)
+    ranked = queries.ranking(engine, departments=city.departments, rules=rules, current=p, previous=prev, now=now,
+                             area=None if area.level == "district" else area.code)
+    b.ranking = {"rows": ranked["departments"], "red": ranked["red_list"], "black": ranked["black_list"],
+                 "min_volume": rules.min_volume}
+    model = get_risk_model(settings.risk_file)
+    grids = [g for g in geo.areas("grid") if area.level == "district" or g.code.startswith(area.code)]
+    risk, _ = live.risk_of(r, settings, city, model, grids)
+    top = sorted(grids, key=lambda g: (-risk[g.code]["score"], g.code))[:HOTTEST]
+    b.hottest = [{"code": g.code, "name": g.name, "street": geo.area(g.code[:9]).name, "score": risk[g.code]["score"],
+                  "level": risk[g.code]["risk_level"]} for g in top]
+    b.notable = _notable(engine, city, where)
+    return b
+
+
+def _notable(engine, city, where) -> list[dict[str, Any]]:
+    """Cases of the period graded 重大 or 特别重大 (3, 4) or opened by a sensor alarm, newest first."""
+    from sqlalchemy import or_, select
+
+    from core.models import Case
+
+    c = Case.__table__.c
+    sensor = sorted(code for code, cat in city.categories.items() if cat.sensor_only)
+    q = where.apply(select(c.id, c.title, c.grade, c.category, c.status, c.grid_code, c.reported_at)
+                    .where(or_(c.grade >= 3, c.category.in_(sensor)))).order_by(c.reported_at.desc()).limit(LIST_SIZE)
+    geo = city.geography
+    with engine.connect() as conn:
+        return [{**dict(row._mapping), "category": getattr(city.categories.get(row.category), "name", row.category),
+                 "grid": geo.area(row.grid_code).name if row.grid_code in geo else ""} for row in conn.execute(q)]
+
+
+# --------------------------------------------------------------------------- the spreadsheet
+
+
+def _local(t: datetime | None):
+    return None if t is None else t.astimezone(CITY_TZ).replace(tzinfo=None)
+
+
+def write_xlsx(b: Briefing, path: Path) -> Path:
+    """One sheet per table: real numbers, percentages and dates, frozen header rows, widths that fit. Written aside
+    and renamed, so a failure leaves no partial file."""
+    from openpyxl import Workbook
+    from openpyxl.styles import Font
+    from openpyxl.utils import get_column_letter
+
+    wb = Workbook()
+    wb.remove(wb.active)
+
+    def sheet(title: str, head: list[str], rows: list[list[Any]], formats: dict[int, str] | None = None):
+        ws = wb.create_sheet(title)
+        ws.append(head)
+        for cell in ws[1]:
+            cell.font = Font(bold=True)
+        for row in rows:
+            ws.append(row)
+        for col, fmt in (formats or {}).items():
+            for (cell,) in ws.iter_rows(min_row=2, min_col=col, max_col=col):
+                cell.number_format = fmt
+        ws.freeze_panes = "A2"
+        for i, _ in enumerate(head, start=1):
+            width = max((len(str(c.value)) * (2 if any(ord(ch) > 0x2E80 for ch in str(c.value)) else 1)
+                         for c in ws[get_column_letter(i)] if c.value is not None), default=6)
+            ws.column_dimensions[get_column_letter(i)].width = min(60, max(8, width + 2))
+        return ws
+
+    def fmt_of(unit: str) -> str:
+        return {"share": "0.0%", "seconds": "0", "cases": "#,##0"}.get(unit, "0.00")
+
+    head = ["指标", "本期", "上期"] + (["上周同期"] if any("week_before" in h for h in b.headline) else [])
+    ws = sheet("核心指标", head, [[h["figure"], h["value"], h["previous"]] + ([h["week_before"]] if "week_before" in h else [])
+                                for h in b.headline])
+    for i, h in enumerate(b.headline, start=2):
+        for col in range(2, len(head) + 1):
+            ws.cell(i, col).number_format = fmt_of(h["unit"])
+    sheet("首环节时效", ["环节", "平均用时（秒）"], [[m["figure"], m["value"]] for m in b.moments], {2: "#,##0"})
+    if b.by_area:
+        sheet("分区域", ["编码", "区域", "案件数", "在办"], [[a["code"], a["name"], a["cases"], a["open"]] for a in b.by_area],
+              {3: "#,##0", 4: "#,##0"})
+    sheet("分大类", ["编码", "大类", "案件数"], [[c["code"], c["name"], c["cases"]] for c in b.by_category], {3: "#,##0"})
+    sheet("分来源", ["来源", "名称", "案件数"], [[s["code"], s["name"], s["cases"]] for s in b.by_source], {3: "#,##0"})
+    sheet("超期未办结", ["编号", "标题", "等级", "网格", "责任部门", "上报时间", "办理时限", "超期（小时）"],
+          [[o["id"], o["title"], o["grade"], o["grid"], o["departments"], _local(o["reported_at"]), _local(o["due_at"]),
+            o["late_h"]] for o in b.overdue], {6: "yyyy-mm-dd hh:mm", 7: "yyyy-mm-dd hh:mm", 8: "0.0"})
+    short = f"不足{b.ranking.get('min_volume', 0)}件，不排名"
+    sheet("部门排名", ["名次", "部门", "综合得分", "名次变化", "接收", "按期办结率", "超期在办", "满意率", "说明"],
+          [[d["rank"], d["name"], d["score"], d["rank_change"], d["received"], d["resolved_on_time_rate"],
+            d["overdue_open"], d["satisfaction"],
+            "红榜" if d["department"] in b.ranking["red"] else "黑榜" if d["department"] in b.ranking["black"]
+            else "" if d["ranked"] else short] for d in b.ranking.get("rows", [])],
+          {3: "0.0", 5: "#,##0", 6: "0.0%", 7: "#,##0", 8: "0.0%"})
+    sheet("高风险网格", ["编码", "网格", "街道", "风险分", "等级"],
+          [[h["code"], h["name"], h["street"], h["score"], h["level"]] for h in b.hottest], {4: "0.0"})
+    sheet("重点案件", ["编号", "标题", "等级", "小类", "状态", "网格", "上报时间"],
+          [[n["id"], n["title"], n["grade"], n["category"], n["status"], n["grid"], _local(n["reported_at"])]
+           for n in b.notable], {7: "yyyy-mm-dd hh:mm"})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".briefing-", suffix=".xlsx", dir=path.parent)
+    os.close(fd)
+    try:
+        wb.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def file_name(b: Briefing) -> str:
+    return f"gridwatch-{b.kind}-{b.label}-{b.area['code']}"
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m dashboard.briefing",
+                                 description="Write a briefing (daily, weekly or monthly) as a spreadsheet.")
+    ap.add_argument("--date", required=True, help="a day of the period, YYYY-MM-DD (city time)")
+    ap.add_argument("--period", default="day", help=f"one of {', '.join(KINDS)} (default day)")
+    ap.add_argument("--area", help="an area code (default: the district)")
+    ap.add_argument("--out", required=True, help="the folder to write into")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    try:
+        day = date.fromisoformat(args.date)
+    except ValueError:
+        print(f"error: --date {args.date[:40]!r} is not a date; give YYYY-MM-DD, e.g. 2026-11-21", file=sys.stderr)
+        return 2
+    from config.city import load_city
+    from config.services import get_engine, get_redis, migrate
+    from config.settings import get_settings
+
+    settings = get_settings()
+    engine = get_engine(settings)
+    migrate(engine)
+    try:
+        b = build(engine, get_redis(settings), settings, load_city(settings.city_dir), args.period, day, args.area)
+    except BriefingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = write_xlsx(b, Path(args.out) / f"{file_name(b)}.xlsx")
+    log.info("briefing %s %s for %s written: %s", b.kind, b.label, b.area["name"], out)
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
