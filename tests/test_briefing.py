@@ -3,29 +3,18 @@ period, a few figures recomputed with pandas, and the command line's errors."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import orjson
 import pytest
 
-from ingest.streams import Producer
-from ingest.worker import Worker
-from tests.test_drill import OPEN, TZ, _dataset
+from tests.test_drill import OPEN, TZ, store_dataset
 
 
 @pytest.fixture
 def stored(settings, r, engine, city):
-    now = datetime.now(UTC).replace(microsecond=0)
-    recs, df = _dataset(city, now)
-    Producer(r, settings, source="t").cases(recs)
-    w = Worker(city, settings, engine, r, name="brief")
-    while w.run_once(100):
-        pass
-    with engine.connect() as conn:
-        ids = dict(conn.exec_driver_sql("SELECT external_id, id FROM cases").all())
-    df["id"] = df["external_id"].map(ids)
-    return now, df
+    return store_dataset(settings, r, engine, city)
 
 
 def _sheet(wb, name) -> list[list]:

@@ -65,8 +65,8 @@ def _dataset(city, now: datetime) -> tuple[list[dict], pd.DataFrame]:
     return recs, pd.DataFrame(rows)
 
 
-@pytest.fixture
-def drilled(settings, r, engine, city):
+def store_dataset(settings, r, engine, city) -> tuple[datetime, pd.DataFrame]:
+    """_dataset published and applied by the worker; the expected table gets the stored ids."""
     now = datetime.now(UTC).replace(microsecond=0)
     recs, df = _dataset(city, now)
     Producer(r, settings, source="t").cases(recs)
@@ -78,6 +78,11 @@ def drilled(settings, r, engine, city):
         ids = dict(conn.exec_driver_sql("SELECT external_id, id FROM cases").all())
     df["id"] = df["external_id"].map(ids)
     return now, df
+
+
+@pytest.fixture
+def drilled(settings, r, engine, city):
+    return store_dataset(settings, r, engine, city)
 
 
 @pytest.fixture
