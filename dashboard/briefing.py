@@ -234,6 +234,79 @@ def file_name(b: Briefing) -> str:
     return f"gridwatch-{b.kind}-{b.label}-{b.area['code']}"
 
 
+# --------------------------------------------------------------------------- the archive
+
+LOCK_STALE_S = 3600  # a claim older than this was left by a process that died: it may be taken over
+
+
+def due(kind: str, today: date) -> date | None:
+    """A day of the period the scheduled run on ``today`` archives: yesterday for the daily; last week on Mondays;
+    last month on the 1st; None when there is nothing to do today."""
+    if kind == "day":
+        return today - timedelta(days=1)
+    if kind == "week":
+        return today - timedelta(days=7) if today.weekday() == 0 else None
+    if kind == "month":
+        return today - timedelta(days=1) if today.day == 1 else None
+    raise BriefingError(f"period: unknown period {kind!r}; use one of: {', '.join(KINDS)}")
+
+
+def archive(settings, kind: str, now: datetime | None = None, *, engine=None, r=None, city=None) -> Path | None:
+    """The scheduled run: archive the ``kind`` briefing that is due (var/briefings/<kind>/), once per period.
+
+    Several processes may run the schedule: the first to create the claim file works, the others skip; a period
+    already archived is skipped. A failure is logged with its reason and leaves neither a partial file nor the
+    claim, so the next run tries again. Returns the file written, or None.
+    """
+    from config.city import load_city
+    from config.services import get_engine, get_redis
+
+    now = now or datetime.now(UTC)
+    day = due(kind, now.astimezone(CITY_TZ).date())
+    if day is None:
+        return None
+    p = period_of(kind, day)
+    folder = Path(settings.var_dir) / "briefings" / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    district = (city or load_city(settings.city_dir)).geography.district
+    target = folder / f"gridwatch-{kind}-{p.label}-{district.code}.xlsx"
+    if target.exists():
+        log.info("briefing %s %s: already archived (%s)", kind, p.label, target.name)
+        return None
+    claim = target.with_suffix(".claim")
+    try:
+        fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            age = now.timestamp() - claim.stat().st_mtime
+        except FileNotFoundError:
+            age = 0
+        if age < LOCK_STALE_S:
+            log.info("briefing %s %s: another process is writing it", kind, p.label)
+            return None
+        log.warning("briefing %s %s: taking over a claim left %.0f s ago", kind, p.label, age)
+        claim.unlink(missing_ok=True)
+        try:
+            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return None
+    try:
+        os.write(fd, f"{os.getpid()}\n".encode())
+        os.close(fd)
+        if target.exists():  # finished by another process between our check and our claim
+            return None
+        b = build(engine or get_engine(settings), r or get_redis(settings), settings,
+                  city or load_city(settings.city_dir), kind, day, None, now=now)
+        out = write_xlsx(b, target)
+        log.info("briefing %s %s archived: %s", kind, p.label, out)
+        return out
+    except Exception as exc:  # noqa: BLE001 - logged with the reason; the next scheduled run tries again
+        log.error("briefing %s %s failed: %s: %s", kind, p.label, type(exc).__name__, exc)
+        return None
+    finally:
+        claim.unlink(missing_ok=True)
+
+
 # --------------------------------------------------------------------------- command line
 
 

@@ -227,6 +227,12 @@ def build(settings: Settings | None = None) -> BlockingScheduler:
                   max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
     sched.add_job(device_watch, "interval", seconds=60, id="device_watch", kwargs={"settings": settings},
                   max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
+    from dashboard.briefing import archive
+
+    hour, minute = (int(x) for x in settings.briefing_time.split(":"))
+    for kind in ("day", "week", "month"):  # each checks what is due today (dashboard.briefing.due)
+        sched.add_job(archive, "cron", hour=hour, minute=minute, id=f"briefing_{kind}", args=(settings, kind),
+                      max_instances=1, coalesce=True, misfire_grace_time=3600)
     from ingest.feeds.open311 import scheduled_polls
 
     for name, seconds, poll in scheduled_polls(settings):

@@ -106,3 +106,70 @@ def test_a_failed_write_leaves_no_partial_file(stored, settings, r, engine, city
         briefing.write_xlsx(b, target)
     assert [p.name for p in folder.iterdir()] == ["out.xlsx"] and target.is_dir()  # no partial file beside it
     assert not any(Path(folder).glob(".briefing-*"))
+
+
+def test_what_the_schedule_archives_on_which_day():
+    from datetime import date
+
+    from dashboard import briefing
+
+    monday, tuesday, first = date(2026, 11, 23), date(2026, 11, 24), date(2026, 12, 1)
+    assert briefing.due("day", tuesday) == date(2026, 11, 23)
+    assert briefing.due("week", monday) == date(2026, 11, 16) and briefing.due("week", tuesday) is None
+    assert briefing.due("month", first) == date(2026, 11, 30) and briefing.due("month", tuesday) is None
+    assert briefing.period_of("week", briefing.due("week", monday)).label == "2026-W47"  # Mon 16 – Sun 22 Nov
+
+
+def test_the_archive_writes_each_period_once_even_with_several_processes(stored, settings, r, engine, city):
+    import threading
+
+    from dashboard import briefing
+
+    now, _ = stored
+    results, barrier = [], threading.Barrier(3)
+
+    def run():
+        barrier.wait()
+        results.append(briefing.archive(settings, "day", now, engine=engine, r=r, city=city))
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    written = [p for p in results if p is not None]
+    folder = Path(settings.var_dir) / "briefings" / "day"
+    assert len(written) == 1 and sorted(p.name for p in folder.iterdir()) == [written[0].name]  # one file, no claim
+    yesterday = (now.astimezone(TZ) - timedelta(days=1)).date()
+    assert written[0].name == f"gridwatch-day-{yesterday.isoformat()}-{city.geography.district.code}.xlsx"
+    assert briefing.archive(settings, "day", now, engine=engine, r=r, city=city) is None  # already archived
+
+
+def test_a_failed_archive_run_is_logged_leaves_nothing_and_the_next_run_works(stored, settings, r, engine, city,
+                                                                              monkeypatch, caplog):
+    from dashboard import briefing
+
+    now, _ = stored
+    real = briefing.write_xlsx
+
+    def broken(b, path):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(briefing, "write_xlsx", broken)
+    with caplog.at_level("ERROR"):
+        assert briefing.archive(settings, "day", now, engine=engine, r=r, city=city) is None
+    assert "disk full" in caplog.text
+    folder = Path(settings.var_dir) / "briefings" / "day"
+    assert list(folder.iterdir()) == []  # no partial file, no claim left behind
+    monkeypatch.setattr(briefing, "write_xlsx", real)
+    assert briefing.archive(settings, "day", now, engine=engine, r=r, city=city) is not None
+
+
+def test_the_scheduler_runs_the_briefings_at_the_configured_time(settings):
+    from ingest.scheduler import build
+
+    sched = build(settings.model_copy(update={"briefing_time": "06:45"}))
+    jobs = {j.id: j for j in sched.get_jobs()}
+    for kind in ("day", "week", "month"):
+        trigger = str(jobs[f"briefing_{kind}"].trigger)
+        assert "hour='6'" in trigger and "minute='45'" in trigger
