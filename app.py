@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None) -> dash.Dash:
         __name__,
         server=server,
         assets_folder=str(ROOT / "assets"),
-        title=f"{district.name} · {i18n.texts(i18n.DEFAULT_LANG)['dr_title']}",
+        title=drill.title(i18n.DEFAULT_LANG, district.name),
         update_title=None,
         suppress_callback_exceptions=False,
     )

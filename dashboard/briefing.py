@@ -105,8 +105,7 @@ def build(engine, r, settings, city, kind: str, day: date, area_code: str | None
 
     kids = geo.children(area.code)
     if kids:
-        column = {"street": "street_code", "community": "community_code", "grid": "grid_code"}[kids[0].level]
-        counts = {k[0]: v for k, v in queries.counts_by_columns(engine, where, (column,), open_too=True).items()}
+        counts = queries.counts_below(engine, where, kids[0].level)
         b.by_area = [{"code": a.code, "name": a.name, "cases": counts.get(a.code, (0, 0))[0],
                       "open": counts.get(a.code, (0, 0))[1]} for a in kids]
     by_cat = queries.counts_by(engine, where, "category")

@@ -176,8 +176,7 @@ def children(view: View) -> tuple[list[dict[str, Any]], int | None]:
     kids = geo.children(view.area.code)
     if not kids:
         return [], None
-    column = {"street": "street_code", "community": "community_code", "grid": "grid_code"}[kids[0].level]
-    counts = {k[0]: v for k, v in queries.counts_by_columns(engine(), view.where, (column,), open_too=True).items()}
+    counts = queries.counts_below(engine(), view.where, kids[0].level)
     total = sum(n for n, _ in counts.values())  # the unlocated too (no area code)
     risk, _ = live.risk_of(redis_client(), settings(), city(), get_risk_model(settings().risk_file), kids)
     return [{"code": a.code, "name": a.name, "level": a.level, "url": view.url(a.code),
@@ -193,11 +192,9 @@ def kpis(view: View, now: datetime | None = None, detail: bool = True) -> dict[s
     now = now or datetime.now(UTC)
     eng = engine()
     p0, p1 = view.previous
-    with ThreadPoolExecutor(max_workers=2) as pool:  # both periods at once, each on its own connection
-        later = pool.submit(queries.kpis, eng, dataclasses.replace(view.where, since=p0, until=p1), min(p1, now),
-                            detail)
-        current = queries.kpis(eng, view.where, min(view.until, now), detail)
-        previous = later.result()
+    before = dataclasses.replace(view.where, since=p0, until=p1)
+    current, previous = side_by_side(lambda: queries.kpis(eng, view.where, min(view.until, now), detail),
+                                     lambda: queries.kpis(eng, before, min(p1, now), detail))
     return _with_change(current, previous, p0, p1)
 
 
@@ -220,13 +217,14 @@ def figures(view: View, now: datetime | None = None) -> dict[str, Any]:
     now = now or datetime.now(UTC)
     eng = engine()
     p0, p1 = view.previous
-    with ThreadPoolExecutor(max_workers=3) as pool:  # four statements side by side, each on its own connection
-        prev = pool.submit(queries.kpis, eng, dataclasses.replace(view.where, since=p0, until=p1), min(p1, now), False)
-        hours = pool.submit(queries.hourly_counts, eng, view.where)
-        by = pool.submit(queries.counts_by_columns, eng, view.where, BREAKDOWN_BY)
-        current = queries.kpis(eng, view.where, min(view.until, now), False)
-        return {"kpis": _with_change(current, prev.result(), p0, p1), "daily": _daily(view, hours.result()),
-                "breakdowns": _breakdowns(view, by.result())}
+    before = dataclasses.replace(view.where, since=p0, until=p1)
+    current, previous, hours, by = side_by_side(
+        lambda: queries.kpis(eng, view.where, min(view.until, now), False),
+        lambda: queries.kpis(eng, before, min(p1, now), False),
+        lambda: queries.hourly_counts(eng, view.where),
+        lambda: queries.counts_by_columns(eng, view.where, BREAKDOWN_BY))
+    return {"kpis": _with_change(current, previous, p0, p1), "daily": _daily(view, hours),
+            "breakdowns": _breakdowns(view, by)}
 
 
 def daily(view: View) -> list[dict[str, Any]]:

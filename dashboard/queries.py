@@ -603,6 +603,13 @@ def counts_by_columns(engine: Engine, where: CaseFilter, columns: Collection[str
     return {tuple(r[:n]): (int(r[n]), int(r[n + 1] or 0)) if open_too else int(r[n]) for r in rows}
 
 
+def counts_below(engine: Engine, where: CaseFilter, level: str) -> dict[str, tuple[int, int]]:
+    """Cases matching ``where`` per area of ``level`` (street, community or grid) in one pass: code → (cases, of
+    those open now); the unlocated under None."""
+    column = _AREA_COLUMN[level].name
+    return {k[0]: v for k, v in counts_by_columns(engine, where, (column,), open_too=True).items()}
+
+
 def count_cases(engine: Engine, where: CaseFilter) -> int:
     """How many cases match ``where``."""
     from sqlalchemy import func

@@ -21,6 +21,7 @@ from dash.exceptions import PreventUpdate
 
 from core.records import CITY_TZ
 from dashboard import drill, i18n
+from layouts.screen import map_bounds
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +88,6 @@ def _features(geo, codes: tuple[str, ...]) -> tuple[dict[str, Any], ...]:
         out.append({"type": "Feature", "properties": {"code": a.code, "name": a.name},
                     "geometry": mapping(geo.geometry(code).simplify(tolerance, preserve_topology=True))})
     return tuple(out)
-
-
-def _bounds(geo, code: str) -> list[list[float]]:
-    x0, y0, x1, y1 = geo.geometry(code).bounds if code != geo.district.code else geo.bounds
-    return [[y0, x0], [y1, x1]]
 
 
 def map_data(geo, code: str, children: list[dict[str, Any]], t: dict[str, str]) -> dict[str, Any]:
@@ -209,7 +205,7 @@ def layout(settings, city, query: dict[str, str]) -> html.Div:
     ], className="dr-filters")
     legend = html.Div([html.Span([html.I(className=f"dr-sw dr-l{lv}"), t["scr_levels"].split(",")[lv - 1]])
                        for lv in (4, 3, 2, 1)], className="dr-legend")
-    district_bounds = _bounds(geo, geo.district.code)
+    district_bounds = map_bounds(geo, geo.district.code)
     return html.Div([
         dcc.Location(id=ID.url, refresh="callback-nav"),
         dcc.Store(id=ID.lang, data=lang),
@@ -633,7 +629,7 @@ def frame_of(pathname, search, mode="risk") -> tuple:
     n = total if total is not None else count_cases(engine(), view.where)
     compare = "/compare?" + urlencode({"a": view.area.code, **view.params, **({"lang": "en"} if lang == "en" else {})})
     return (crumbs(view, t), None, {"display": "none"}, data, outline, hideout,
-            {"bounds": _bounds(geo, view.area.code), "transition": "flyToBounds"}, child_list(kids, t),
+            {"bounds": map_bounds(geo, view.area.code), "transition": "flyToBounds"}, child_list(kids, t),
             period_text(view, t), drill.export_url(view), t["dr_count"].format(n=f"{n:,}"), compare,
             _switch(pathname, search, lang), {}, {}, pin_markers(drill.pins(view), t) if not kids else [],
             area_labels(geo, kids))
@@ -716,8 +712,7 @@ def _grade_names(lang: str) -> dict[int, str]:
     return {g.level: i18n.pick((g.name, g.en), lang) for g in city().grades.values()}
 
 
-def title(lang: str | None = None) -> str:
+def title(lang: str | None = None, district_name: str | None = None) -> str:
     from dashboard.context import city
 
-    t = i18n.texts(lang)
-    return f"{city().geography.district.name} · {t['dr_title']}"
+    return f"{district_name or city().geography.district.name} · {i18n.texts(lang)['dr_title']}"

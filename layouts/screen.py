@@ -112,8 +112,9 @@ def _geojson(geo, level: str) -> dict[str, Any]:
     return {"type": "FeatureCollection", "features": feats}
 
 
-def _bounds(geo, code: str | None) -> list[list[float]]:
-    x0, y0, x1, y1 = geo.geometry(code).bounds if code else geo.bounds
+def map_bounds(geo, code: str | None) -> list[list[float]]:
+    """[[south, west], [north, east]] of an area (None or the district: the whole city) for a Leaflet map."""
+    x0, y0, x1, y1 = geo.geometry(code).bounds if code and code != geo.district.code else geo.bounds
     return [[y0, x0], [y1, x1]]
 
 
@@ -134,14 +135,14 @@ def layout(settings, city, args: dict[str, Any]) -> html.Div:
     for name, value in problems:
         key = "scr_unknown_area" if name == "area" else "scr_bad_param"
         notices.append(t[key].format(name=name, value=value))
-    streets = [{"code": a.code, "name": a.name, "bounds": _bounds(geo, a.code)} for a in geo.areas("street")]
+    streets = [{"code": a.code, "name": a.name, "bounds": map_bounds(geo, a.code)} for a in geo.areas("street")]
     config = {
         "lang": opts["lang"], "layout": opts["layout"], "rotate": opts["rotate"], "area": opts["area"],
-        "district": {"code": geo.district.code, "name": geo.district.name, "bounds": _bounds(geo, None)},
+        "district": {"code": geo.district.code, "name": geo.district.name, "bounds": map_bounds(geo, None)},
         "streets": streets, "stale_after_ms": STALE_AFTER_MS, "texts": {k: v for k, v in t.items() if k.startswith("scr_")},
         "sources": {code: i18n.source_label(code, opts["lang"]) for code in i18n.SOURCES},
     }
-    start = _bounds(geo, opts["area"])
+    start = map_bounds(geo, opts["area"])
     layers = []
     if settings.map_tile_url:
         layers.append(dl.TileLayer(url=settings.map_tile_url, attribution=""))
