@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 
-.PHONY: demo test lint bench city clean help browser
+.PHONY: demo test lint bench city clean help browser fonts
 
 help:
 	@echo "make demo   - run the whole system (embedded Redis, SQLite, worker, scheduler, simulator, web on :8050)"
@@ -20,19 +20,25 @@ $(STAMP): requirements.txt
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) fonts
 	$(PY) -m ingest demo
 
-# The browser tests drive Debian's Chromium and need a CJK font (installed once, if missing and possible).
-BROWSER_PKGS := chromium chromium-driver fonts-noto-cjk
-browser:
-	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1 \
-	    || ! test -e /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc; then \
-	  echo "installing $(BROWSER_PKGS) (Debian packages) for the browser tests…"; \
-	  { apt-get install -y -q --no-install-recommends $(BROWSER_PKGS) \
-	    || { apt-get update -q && apt-get install -y -q --no-install-recommends $(BROWSER_PKGS); }; } >/dev/null 2>&1 \
-	  || echo "could not install $(BROWSER_PKGS): the browser tests will be skipped (install them as root)"; \
+# Debian packages, installed once if missing and possible: the briefing PDF needs Pango and a CJK font; the tests
+# also drive Chromium and read PDFs back with poppler-utils.
+define apt_need
+	@if ! $(1); then \
+	  echo "installing $(2) (Debian packages) $(3)…"; \
+	  { apt-get install -y -q --no-install-recommends $(2) \
+	    || { apt-get update -q && apt-get install -y -q --no-install-recommends $(2); }; } >/dev/null 2>&1 \
+	  || echo "could not install $(2): $(4) (install them as root)"; \
 	fi
+endef
+FONT_PKGS := fonts-noto-cjk libpango-1.0-0 libpangoft2-1.0-0
+BROWSER_PKGS := $(FONT_PKGS) chromium chromium-driver poppler-utils
+fonts:
+	$(call apt_need,fc-list :lang=zh-cn | grep -q . && ldconfig -p | grep -q libpangoft2,$(FONT_PKGS),for the briefing PDF,the briefing PDF cannot be laid out)
+browser:
+	$(call apt_need,command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 && command -v pdftoppm >/dev/null 2>&1 && fc-list :lang=zh-cn | grep -q .,$(BROWSER_PKGS),for the browser and PDF tests,those tests will be skipped)
 
 test: $(STAMP) browser
 	$(PY) -m ruff check .

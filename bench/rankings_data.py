@@ -21,8 +21,9 @@ ASSIGN_COLS = ("case_id", "department", "role", "grid_code", "assigned_at", "due
                "finished_at", "checked_in_at", "rating", "evaluated_at", "handling_s")
 
 
-def generate(engine, city, n: int, now: datetime, seed: int = 7, chunk: int = 100_000) -> tuple[int, int]:
-    """Write ``n`` cases over the 365 days before ``now`` and their assignment rows. Returns (cases, rows)."""
+def generate(engine, city, n: int, now: datetime, seed: int = 7, chunk: int = 100_000,
+             days: float = 365) -> tuple[int, int]:
+    """Write ``n`` cases over the ``days`` days before ``now`` and their assignment rows. Returns (cases, rows)."""
     rng = np.random.default_rng(seed)
     depts = sorted(city.departments)
     weights = 1 / np.arange(1, len(depts) + 1) ** 0.8
@@ -37,7 +38,7 @@ def generate(engine, city, n: int, now: datetime, seed: int = 7, chunk: int = 10
         ids = np.arange(lo + 1, lo + m + 1)
         # ids rise with the report time, as in a store the worker filled over the year
         frac = (lo + np.sort(rng.random(m)) * m) / n
-        rep = now - timedelta(days=365) + (frac * 365 * 86400).astype("timedelta64[s]").astype(object)
+        rep = now - timedelta(days=days) + (frac * days * 86400).astype("timedelta64[s]").astype(object)
         dept = rng.choice(len(depts), m, p=weights)
         grid = rng.integers(0, len(grids), m)
         cat = rng.integers(0, len(cats), m)

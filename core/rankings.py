@@ -20,49 +20,67 @@ SATISFIED = 4  # a rating of 4 or 5 (of 5) counts as satisfied (as in core/kpis.
 # Each metric: what it counts, and (for the composite) whether higher is better.
 DEFINITIONS: dict[str, dict[str, Any]] = {
     "received": {"zh": "受理案件数", "en": "Cases received", "unit": "cases",
+                 "definition_zh": "期内派给本部门的主办任务数（退回或重办后再次派遣的另计一次）",
                  "definition": "lead (主办) assignments received in the period: dispatches to the department (a case "
                                "dispatched to it again after a return or a reopen counts again)"},
     "accepted_on_time_rate": {"zh": "按时签收率", "en": "Accepted on time", "unit": "share", "better": "higher",
+                              "definition_zh": "期内受理、签收已有结果（已签收或已过签收时限）的任务中，在签收时限内签收的比例",
                               "definition": "of the lead assignments received in the period whose 签收 is decided by "
                                             "the end of the period (accepted, or the deadline passed unaccepted), the "
                                             "share accepted by the case's 签收 deadline"},
     "resolved": {"zh": "办结数", "en": "Resolved", "unit": "cases",
+                 "definition_zh": "期内本部门办结（含现场处置）的主办任务数",
                  "definition": "lead assignments the department resolved (办结 or 现场处置) in the period"},
     "resolved_on_time_rate": {"zh": "按期办结率", "en": "Resolved on time", "unit": "share", "better": "higher",
+                              "definition_zh": "上述办结中，在当时有效的办理时限内办结的比例",
                               "definition": "of those, the share resolved by the case's deadline in force at the time"},
     "open_at_end": {"zh": "在办数", "en": "Open at period end", "unit": "cases",
+                    "definition_zh": "期末尚未办结且未退回的主办任务数",
                     "definition": "lead assignments still unresolved and not returned at the end of the period"},
     "overdue_open": {"zh": "超期在办", "en": "Overdue open", "unit": "cases",
+                     "definition_zh": "其中期末已超过办理时限的任务数",
                      "definition": "of those, past the case's deadline at the end of the period"},
     "overdue_share": {"zh": "超期在办占比", "en": "Overdue share of open", "unit": "share", "better": "lower",
+                      "definition_zh": "超期在办 ÷ 在办数",
                       "definition": "overdue_open / open_at_end"},
     "handling_median_s": {"zh": "办理时长中位数", "en": "Median handling time", "unit": "seconds",
+                          "definition_zh": "期内办结任务“派遣→办结”用时的中位数",
                           "definition": "median of resolved_at − dispatched_at over the resolutions in the period"},
     "handling_p90_s": {"zh": "办理时长P90", "en": "90th percentile handling time", "unit": "seconds",
+                       "definition_zh": "同一用时的第 90 百分位数（线性插值）",
                        "definition": "90th percentile (linear interpolation) of the same durations"},
     "returned_rate": {"zh": "退回率", "en": "Returned", "unit": "share", "better": "lower",
+                      "definition_zh": "期内受理的任务中，期末前被本部门退回的比例",
                       "definition": "of the assignments received in the period, the share the department returned "
                                     "(退回) by the end of the period"},
     "reopened_rate": {"zh": "重办率", "en": "Reopened", "unit": "share", "better": "lower",
+                      "definition_zh": "期内办结中，期末前被要求重新办理的比例",
                       "definition": "of the resolutions in the period, the share reopened (重新办理) by the end of "
                                     "the period"},
     "whistles": {"zh": "应哨次数", "en": "Whistles answered", "unit": "times",
+                 "definition_zh": "期内被“吹哨”召集的次数",
                  "definition": "times the department was summoned by a whistle (吹哨) in the period"},
     "whistle_on_time_rate": {"zh": "按时报到率", "en": "Reported on time", "unit": "share", "better": "higher",
+                             "definition_zh": "期内应哨、报到已有结果的召集中，在时限内报到的比例",
                              "definition": "of the summons in the period whose 报到 is decided by the end of the period "
                                            "(checked in, or the limit passed), the share checked in within the limit"},
     "evaluations": {"zh": "评价数", "en": "Evaluations", "unit": "cases",
+                    "definition_zh": "期内对本部门办结案件的评价数",
                     "definition": "evaluations in the period of cases the department resolved"},
     "satisfaction": {"zh": "满意率", "en": "Satisfaction", "unit": "share", "better": "higher",
+                     "definition_zh": f"评分为 {SATISFIED} 分及以上（满分 5 分）的评价 ÷ 评价数",
                      "definition": f"evaluations rated {SATISFIED} or 5 (of 5) / evaluations"},
     "score": {"zh": "综合得分", "en": "Composite score", "unit": "0–100",
+              "definition_zh": "100 × Σ 权重 × 指标值（越低越好的指标取 1 − 指标值）÷ Σ 权重；本期无可计量数据的指标连同其权重不计入",
               "definition": "100 × Σ weight × (the rate, or 1 − the rate where lower is better) / Σ weight, over the "
                             "weighted rates the department has in the period (a rate with nothing to measure leaves "
                             "the sum, and its weight with it)"},
     "rank": {"zh": "排名", "en": "Rank", "unit": "",
+             "definition_zh": "受理数达到最低量的部门按综合得分由高到低排名，得分相同者名次相同",
              "definition": "by score, highest first, among departments with at least the minimum volume received; "
                            "equal scores share a rank"},
     "rank_change": {"zh": "名次变化", "en": "Rank change", "unit": "places",
+                    "definition_zh": "上期名次 − 本期名次（正数为上升）；两期均未排名则为空",
                     "definition": "rank in the previous period of the same kind − rank now (positive: moved up); "
                                   "empty if not ranked in either"},
 }

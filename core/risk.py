@@ -50,16 +50,17 @@ class RiskLevel:
     name: str  # 蓝/黄/橙/红
     roman: str  # IV..I (I is the most severe)
     en: str
+    color: str  # how maps draw it (assets/drill.js keeps the same four for the browser)
 
     def as_dict(self) -> dict[str, Any]:
         return {"risk_level": self.level, "color_name": self.name, "roman": self.roman, "en": self.en}
 
 
 RISK_LEVELS: dict[int, RiskLevel] = {
-    1: RiskLevel(1, "蓝", "IV", "blue"),
-    2: RiskLevel(2, "黄", "III", "yellow"),
-    3: RiskLevel(3, "橙", "II", "orange"),
-    4: RiskLevel(4, "红", "I", "red"),
+    1: RiskLevel(1, "蓝", "IV", "blue", "#1E88E5"),
+    2: RiskLevel(2, "黄", "III", "yellow", "#FDD835"),
+    3: RiskLevel(3, "橙", "II", "orange", "#FB8C00"),
+    4: RiskLevel(4, "红", "I", "red", "#E53935"),
 }
 
 DEFINITIONS: dict[str, dict[str, str]] = {

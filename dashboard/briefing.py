@@ -1,20 +1,22 @@
-"""Briefings (每日简报 · 周通报 · 月评估): what goes in them, read by the same functions as the API, and the XLSX.
+"""Briefings (每日简报 · 周通报 · 月评估): what goes in them, read by the same functions as the API; the XLSX, and
+the archive the scheduler and the /briefings page write into. The PDF is laid out by dashboard/briefing_pdf.py.
 
     python -m dashboard.briefing --date 2026-11-21 [--period day|week|month] [--area CODE] --out DIR
 
 Every figure comes from dashboard.queries / dashboard.live / core (the KPIs, counts, the SLA list, the department
-ranking, the risk levels): a briefing never has figures of its own. This first step writes the spreadsheet; the PDF
-follows (issue 7 is open).
+ranking, the risk levels): a briefing never has figures of its own.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -31,6 +33,12 @@ MOMENTS = ("moment_report_to_dispatch_s", "moment_dispatch_to_resolve_s", "momen
            "moment_feedback_to_evaluate_s")
 LIST_SIZE = 50  # overdue and notable cases listed at most
 HOTTEST = 10
+HISTORY = 6  # weeks and months: the trend charts cover this many periods, the current one last
+SCORE_LINES = 3  # the score trend follows this many departments from the top and from the bottom of the ranking
+
+
+class FontMissing(RuntimeError):
+    """No font with Chinese glyphs is installed, so no PDF can be laid out (the message names the package)."""
 
 
 class BriefingError(ValueError):
@@ -45,6 +53,7 @@ class Briefing:
     since: datetime
     until: datetime
     generated_at: datetime
+    as_of: datetime  # the figures are judged at this instant: the period's end, or now for a running period
     headline: list[dict[str, Any]] = field(default_factory=list)  # figure, value, previous, last week's
     moments: list[dict[str, Any]] = field(default_factory=list)
     by_area: list[dict[str, Any]] = field(default_factory=list)
@@ -54,6 +63,10 @@ class Briefing:
     ranking: dict[str, Any] = field(default_factory=dict)
     hottest: list[dict[str, Any]] = field(default_factory=list)
     notable: list[dict[str, Any]] = field(default_factory=list)
+    trend: dict[str, Any] = field(default_factory=dict)  # labels, current, previous: per hour (a day) or per day
+    history: list[dict[str, Any]] = field(default_factory=list)  # weeks and months: the last HISTORY periods' KPIs
+    score_history: dict[str, Any] = field(default_factory=dict)  # labels, series: department → scores (or None)
+    shapes: list[dict[str, Any]] = field(default_factory=list)  # the area's grids: code, level, rings (lon, lat)
 
 
 def period_of(kind: str, day: date):
@@ -92,7 +105,7 @@ def build(engine, r, settings, city, kind: str, day: date, area_code: str | None
                                                       until=prev.until.astimezone(UTC)), prev.until.astimezone(UTC))
     last_week = queries.kpis(engine, dataclasses.replace(where, since=week_ago[0], until=week_ago[1]), week_ago[1])
     b = Briefing(kind=kind, label=p.label, area={"code": area.code, "name": area.name, "level": area.level},
-                 since=since, until=until, generated_at=now)
+                 since=since, until=until, generated_at=now, as_of=as_of)
     from core.kpis import DEFINITIONS
 
     for key in HEADLINE:
@@ -119,6 +132,7 @@ def build(engine, r, settings, city, kind: str, day: date, area_code: str | None
                                  warn_share=settings.sla_warn_share, limit=LIST_SIZE, latest_first=True):
         depts = [city.departments[d].name for d in row["departments"] if d in city.departments]
         b.overdue.append({"id": row["id"], "title": row["title"], "grade": row["grade"],
+                          "grade_name": _grade_name(city, row["grade"]),
                           "grid": geo.area(row["grid_code"]).name if row.get("grid_code") in geo else "",
                           "departments": "、".join(depts), "reported_at": row["reported_at"], "due_at": row["due_at"],
                           "late_h": round((as_of - row["due_at"]).total_seconds() / 3600, 1)})
@@ -126,15 +140,71 @@ def build(engine, r, settings, city, kind: str, day: date, area_code: str | None
     ranked = queries.ranking(engine, departments=city.departments, rules=rules, current=p, previous=prev, now=now,
                              area=None if area.level == "district" else area.code)
     b.ranking = {"rows": ranked["departments"], "red": ranked["red_list"], "black": ranked["black_list"],
-                 "min_volume": rules.min_volume}
+                 "min_volume": rules.min_volume, "weights": dict(rules.weights)}
+    b.trend = _trend(engine, where, p, prev)
+    if kind != "day":
+        b.history, b.score_history = _history(engine, city, rules, where, p, now, ranked, area)
     model = get_risk_model(settings.risk_file)
     grids = [g for g in geo.areas("grid") if area.level == "district" or g.code.startswith(area.code)]
     risk, _ = live.risk_of(r, settings, city, model, grids)
     top = sorted(grids, key=lambda g: (-risk[g.code]["score"], g.code))[:HOTTEST]
     b.hottest = [{"code": g.code, "name": g.name, "street": geo.area(g.code[:9]).name, "score": risk[g.code]["score"],
                   "level": risk[g.code]["risk_level"]} for g in top]
+    b.shapes = [{"code": g.code, "level": risk[g.code]["risk_level"], "rings": _rings(geo.geometry(g.code))}
+                for g in grids]
     b.notable = _notable(engine, city, where)
     return b
+
+
+def _trend(engine, where, p, prev) -> dict[str, Any]:
+    """Cases per hour (a day) or per day of the period, and of the period before, bucket by bucket."""
+    from dashboard import queries
+    from dashboard.drill import buckets
+
+    cur = buckets(p.since, p.until, queries.hourly_counts(engine, where))
+    before = buckets(prev.since, prev.until, queries.hourly_counts(
+        engine, dataclasses.replace(where, since=prev.since.astimezone(UTC), until=prev.until.astimezone(UTC))))
+    return {"labels": [c["day"] for c in cur], "current": [c["cases"] for c in cur],
+            "previous": [c["cases"] for c in before[:len(cur)]] + [None] * max(0, len(cur) - len(before))}
+
+
+def _history(engine, city, rules, where, p, now, ranked, area):
+    """The last HISTORY periods (the current one last): the area's headline KPIs, and the composite score of the
+    SCORE_LINES best and worst ranked departments of the current period."""
+    from core.records import CITY_TZ as tz
+    from dashboard import queries
+
+    periods = [p]
+    while len(periods) < HISTORY:
+        periods.insert(0, periods[0].previous(tz))
+    history, scores = [], {}
+    ranked_now = [d for d in ranked["departments"] if d["rank"] is not None]
+    follow = [d["department"] for d in ranked_now[:SCORE_LINES]]
+    follow += [d["department"] for d in ranked_now[SCORE_LINES:][-SCORE_LINES:]]
+    for q in periods:
+        since, until = q.since.astimezone(UTC), q.until.astimezone(UTC)
+        k = queries.kpis(engine, dataclasses.replace(where, since=since, until=until), min(until, now), detail=False)
+        history.append({"label": q.label, **{key: k.get(key) for key in ("cases_total", "resolved", "resolution_rate",
+                                                                          "on_time_rate", "satisfaction")}})
+        if q is p:
+            rows = ranked["departments"]
+        else:
+            rows = queries.ranking(engine, departments=city.departments, rules=rules, current=q,
+                                   previous=q.previous(tz), now=now,
+                                   area=None if area.level == "district" else area.code)["departments"]
+        by_code = {d["department"]: d for d in rows}
+        for code in follow:
+            d = by_code.get(code)
+            scores.setdefault(code, []).append(d["score"] if d and d["rank"] is not None else None)
+    names = {code: getattr(city.departments.get(code), "name", code) for code in follow}
+    return history, {"labels": [q.label for q in periods],
+                     "series": {names[code]: scores.get(code, []) for code in follow}}
+
+
+def _rings(geom) -> list[list[tuple[float, float]]]:
+    """The outer rings of an area's polygons, rounded to about a metre, for the static risk map."""
+    parts = getattr(geom, "geoms", [geom])
+    return [[(round(x, 5), round(y, 5)) for x, y in part.exterior.coords] for part in parts if hasattr(part, "exterior")]
 
 
 def _notable(engine, city, where) -> list[dict[str, Any]]:
@@ -150,7 +220,22 @@ def _notable(engine, city, where) -> list[dict[str, Any]]:
     geo = city.geography
     with engine.connect() as conn:
         return [{**dict(row._mapping), "category": getattr(city.categories.get(row.category), "name", row.category),
+                 "grade_name": _grade_name(city, row.grade), "status_name": _status_name(row.status),
                  "grid": geo.area(row.grid_code).name if row.grid_code in geo else ""} for row in conn.execute(q)]
+
+
+def _grade_name(city, grade) -> str:
+    g = city.grades.get(grade)
+    return g.name if g else str(grade)
+
+
+def _status_name(status: str) -> str:
+    from core.lifecycle import STATUS_LABELS, Status
+
+    try:
+        return STATUS_LABELS[Status(status)][0]
+    except ValueError:
+        return status
 
 
 # --------------------------------------------------------------------------- the spreadsheet
@@ -217,11 +302,17 @@ def write_xlsx(b: Briefing, path: Path) -> Path:
     sheet("重点案件", ["编号", "标题", "等级", "小类", "状态", "网格", "上报时间"],
           [[n["id"], n["title"], n["grade"], n["category"], n["status"], n["grid"], _local(n["reported_at"])]
            for n in b.notable], {7: "yyyy-mm-dd hh:mm"})
+    return write_aside(path, wb.save)
+
+
+def write_aside(path: Path, write: Callable[[str], Any]) -> Path:
+    """``write(temporary name)`` beside ``path``, then rename it to ``path``: a reader (or the archive) never sees
+    a partial file, and a failure leaves none."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".briefing-", suffix=".xlsx", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=".briefing-", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
-        wb.save(tmp)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -231,6 +322,16 @@ def write_xlsx(b: Briefing, path: Path) -> Path:
 
 def file_name(b: Briefing) -> str:
     return f"gridwatch-{b.kind}-{b.label}-{b.area['code']}"
+
+
+def write_pdf(b: Briefing, path: Path) -> Path:
+    from dashboard import briefing_pdf
+
+    return briefing_pdf.write_pdf(b, path)
+
+
+def writer(fmt: str) -> Callable[[Briefing, Path], Path]:
+    return {"pdf": write_pdf, "xlsx": write_xlsx}[fmt]
 
 
 # --------------------------------------------------------------------------- the archive
@@ -250,12 +351,79 @@ def due(kind: str, today: date) -> date | None:
     raise BriefingError(f"period: unknown period {kind!r}; use one of: {', '.join(KINDS)}")
 
 
-def archive(settings, kind: str, now: datetime | None = None, *, engine=None, r=None, city=None) -> Path | None:
+FORMATS = ("pdf", "xlsx")
+
+
+def archive_folder(settings, kind: str) -> Path:
+    """Where briefings of ``kind`` are archived: var/briefings/<kind>/."""
+    return Path(settings.var_dir) / "briefings" / kind
+
+
+class Busy(RuntimeError):
+    """Another process is writing the same briefing now."""
+
+
+@contextlib.contextmanager
+def _claim(base: Path, now: datetime):
+    """Hold the claim file ``<base>.claim`` while writing ``base``'s files: the first process to create it works,
+    another gets Busy; a claim older than LOCK_STALE_S was left by a process that died and is taken over."""
+    claim = base.with_name(base.name + ".claim")
+    try:
+        fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            age = now.timestamp() - claim.stat().st_mtime
+        except FileNotFoundError:
+            age = 0
+        if age < LOCK_STALE_S:
+            raise Busy(f"{base.name} is being written by another process") from None
+        log.warning("briefing %s: taking over a claim left %.0f s ago", base.name, age)
+        claim.unlink(missing_ok=True)
+        try:
+            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            raise Busy(f"{base.name} is being written by another process") from None
+    try:
+        os.write(fd, f"{os.getpid()}\n".encode())
+        os.close(fd)
+        yield
+    finally:
+        claim.unlink(missing_ok=True)
+
+
+def produce(engine, r, settings, city, kind: str, day: date, area_code: str | None, folder: Path, *,
+            now: datetime | None = None, formats: tuple[str, ...] = FORMATS,
+            progress: Callable[[str, float], None] | None = None) -> list[Path]:
+    """Build the briefing and write its files into ``folder`` (each written aside and renamed), under a claim so
+    two processes never write the same briefing at once (Busy). ``progress(step, share)`` is told how far it got:
+    steps "read", then one per format, share 0..1. BriefingError for a bad date, period or area."""
+    for f in formats:
+        if f not in FORMATS:
+            raise BriefingError(f"format: unknown format {f!r}; use one of: {', '.join(FORMATS)}")
+    now = now or datetime.now(UTC)
+    tell = progress or (lambda step, share: None)
+    tell("read", 0.0)
+    b = build(engine, r, settings, city, kind, day, area_code, now=now)  # checks the request before any claim
+    folder.mkdir(parents=True, exist_ok=True)
+    base = folder / file_name(b)
+    with _claim(base, now), tempfile.TemporaryDirectory(prefix=".briefing-", dir=folder) as aside:
+        written = []
+        for i, f in enumerate(formats):  # every file aside first: a failure leaves none of them in the folder
+            tell(f, 0.4 + 0.6 * i / len(formats))
+            written.append(writer(f)(b, Path(aside) / f"{base.name}.{f}"))
+        out = [folder / w.name for w in written]
+        for w, o in zip(written, out, strict=True):
+            os.replace(w, o)
+    tell("done", 1.0)
+    return out
+
+
+def archive(settings, kind: str, now: datetime | None = None, *, engine=None, r=None, city=None) -> list[Path] | None:
     """The scheduled run: archive the ``kind`` briefing that is due (var/briefings/<kind>/), once per period.
 
-    Several processes may run the schedule: the first to create the claim file works, the others skip; a period
+    Several processes may run the schedule: the first to claim the period writes, the others skip; a period
     already archived is skipped. A failure is logged with its reason and leaves neither a partial file nor the
-    claim, so the next run tries again. Returns the file written, or None.
+    claim, so the next run tries again. Returns the files written, or None.
     """
     from config.city import load_city
     from config.services import get_engine, get_redis
@@ -265,45 +433,24 @@ def archive(settings, kind: str, now: datetime | None = None, *, engine=None, r=
     if day is None:
         return None
     p = period_of(kind, day)
-    folder = Path(settings.var_dir) / "briefings" / kind
-    folder.mkdir(parents=True, exist_ok=True)
-    district = (city or load_city(settings.city_dir)).geography.district
-    target = folder / f"gridwatch-{kind}-{p.label}-{district.code}.xlsx"
-    if target.exists():
-        log.info("briefing %s %s: already archived (%s)", kind, p.label, target.name)
+    folder = archive_folder(settings, kind)
+    city = city or load_city(settings.city_dir)
+    district = city.geography.district
+    name = f"gridwatch-{kind}-{p.label}-{district.code}"
+    if all((folder / f"{name}.{f}").exists() for f in FORMATS):
+        log.info("briefing %s %s: already archived (%s)", kind, p.label, name)
         return None
-    claim = target.with_suffix(".claim")
     try:
-        fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        try:
-            age = now.timestamp() - claim.stat().st_mtime
-        except FileNotFoundError:
-            age = 0
-        if age < LOCK_STALE_S:
-            log.info("briefing %s %s: another process is writing it", kind, p.label)
-            return None
-        log.warning("briefing %s %s: taking over a claim left %.0f s ago", kind, p.label, age)
-        claim.unlink(missing_ok=True)
-        try:
-            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            return None
-    try:
-        os.write(fd, f"{os.getpid()}\n".encode())
-        os.close(fd)
-        if target.exists():  # finished by another process between our check and our claim
-            return None
-        b = build(engine or get_engine(settings), r or get_redis(settings), settings,
-                  city or load_city(settings.city_dir), kind, day, None, now=now)
-        out = write_xlsx(b, target)
-        log.info("briefing %s %s archived: %s", kind, p.label, out)
+        out = produce(engine or get_engine(settings), r or get_redis(settings), settings, city, kind, day, None,
+                      folder, now=now)
+        log.info("briefing %s %s archived: %s", kind, p.label, ", ".join(str(o) for o in out))
         return out
+    except Busy:
+        log.info("briefing %s %s: another process is writing it", kind, p.label)
+        return None
     except Exception as exc:  # noqa: BLE001 - logged with the reason; the next scheduled run tries again
         log.error("briefing %s %s failed: %s: %s", kind, p.label, type(exc).__name__, exc)
         return None
-    finally:
-        claim.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- command line
@@ -311,11 +458,12 @@ def archive(settings, kind: str, now: datetime | None = None, *, engine=None, r=
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m dashboard.briefing",
-                                 description="Write a briefing (daily, weekly or monthly) as a spreadsheet.")
+                                 description="Write a briefing (daily, weekly or monthly) as a PDF and a spreadsheet.")
     ap.add_argument("--date", required=True, help="a day of the period, YYYY-MM-DD (city time)")
     ap.add_argument("--period", default="day", help=f"one of {', '.join(KINDS)} (default day)")
     ap.add_argument("--area", help="an area code (default: the district)")
     ap.add_argument("--out", required=True, help="the folder to write into")
+    ap.add_argument("--format", default=",".join(FORMATS), help="pdf, xlsx or both (default pdf,xlsx)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     try:
@@ -330,14 +478,26 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     engine = get_engine(settings)
     migrate(engine)
+    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+
+    def progress(step: str, share: float) -> None:
+        log.info("%3.0f%% %s", 100 * share, {"read": "reading the figures", "pdf": "laying out the PDF",
+                                              "xlsx": "writing the spreadsheet", "done": "done"}.get(step, step))
+
     try:
-        b = build(engine, get_redis(settings), settings, load_city(settings.city_dir), args.period, day, args.area)
+        out = produce(engine, get_redis(settings), settings, load_city(settings.city_dir), args.period, day,
+                      args.area, Path(args.out), formats=formats, progress=progress)
     except BriefingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = write_xlsx(b, Path(args.out) / f"{file_name(b)}.xlsx")
-    log.info("briefing %s %s for %s written: %s", b.kind, b.label, b.area["name"], out)
-    print(out)
+    except Busy as exc:
+        print(f"error: {exc}; try again when it is done", file=sys.stderr)
+        return 3
+    except FontMissing as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 4
+    for path in out:
+        print(path)
     return 0
 
 

@@ -235,10 +235,16 @@ def daily(view: View) -> list[dict[str, Any]]:
 
 
 def _daily(view: View, hours: dict[datetime, int]) -> list[dict[str, Any]]:
-    one_day = view.until - view.since <= timedelta(days=1)
+    return buckets(view.since, view.until, hours)
+
+
+def buckets(since: datetime, until: datetime, hours: dict[datetime, int]) -> list[dict[str, Any]]:
+    """Per-hour counts (queries.hourly_counts) summed per local day of [since, until), every day (zeros included);
+    per local hour ("HH:00") for a period of one day."""
+    one_day = until - since <= timedelta(days=1)
     out: dict[str, int] = {}
-    t = view.since
-    while t < view.until:  # every bucket, so a quiet day shows as 0
+    t = since
+    while t < until:  # every bucket, so a quiet day shows as 0
         local = t.astimezone(CITY_TZ)
         out.setdefault(local.strftime("%H:00" if one_day else "%Y-%m-%d"), 0)
         t += timedelta(hours=1)

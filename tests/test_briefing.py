@@ -139,9 +139,11 @@ def test_the_archive_writes_each_period_once_even_with_several_processes(stored,
         th.join()
     written = [p for p in results if p is not None]
     folder = Path(settings.var_dir) / "briefings" / "day"
-    assert len(written) == 1 and sorted(p.name for p in folder.iterdir()) == [written[0].name]  # one file, no claim
+    assert len(written) == 1  # one process wrote; the others skipped
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in written[0])  # its files, no claim
     yesterday = (now.astimezone(TZ) - timedelta(days=1)).date()
-    assert written[0].name == f"gridwatch-day-{yesterday.isoformat()}-{city.geography.district.code}.xlsx"
+    name = f"gridwatch-day-{yesterday.isoformat()}-{city.geography.district.code}"
+    assert sorted(p.name for p in written[0]) == [f"{name}.pdf", f"{name}.xlsx"]
     assert briefing.archive(settings, "day", now, engine=engine, r=r, city=city) is None  # already archived
 
 
@@ -160,7 +162,7 @@ def test_a_failed_archive_run_is_logged_leaves_nothing_and_the_next_run_works(st
         assert briefing.archive(settings, "day", now, engine=engine, r=r, city=city) is None
     assert "disk full" in caplog.text
     folder = Path(settings.var_dir) / "briefings" / "day"
-    assert list(folder.iterdir()) == []  # no partial file, no claim left behind
+    assert list(folder.iterdir()) == []  # no partial file (not even the PDF written before), no claim left behind
     monkeypatch.setattr(briefing, "write_xlsx", real)
     assert briefing.archive(settings, "day", now, engine=engine, r=r, city=city) is not None
 
