@@ -118,6 +118,7 @@ def html_of(b: Briefing) -> str:
                                                       families=FONT_FAMILIES, title=title(b), period=period_text(b))
 
 
+PDF_ROWS = 20  # the overdue list on paper; the spreadsheet holds them all (briefing.LIST_SIZE)
 CHILD_LEVEL = {"district": "街道", "street": "社区", "community": "网格"}
 
 
@@ -139,6 +140,7 @@ def context(b: Briefing) -> dict[str, Any]:
         "levels": {lv.level: lv for lv in RISK_LEVELS.values()},
         "defs": defs,
         "charts": charts(b),
+        "pdf_rows": PDF_ROWS,
     }
 
 
@@ -255,7 +257,7 @@ def _trend_chart(b: Briefing) -> str:
     labels = [lb[5:] if len(lb) == 10 else lb for lb in t["labels"]]  # 2026-11-21 → 11-21
     ax.set_xticks(x[::step], labels[::step])
     ax.set_ylabel("案件数", fontsize=7.5, color=MUTED)
-    ax.legend(fontsize=7.5, frameon=False, loc="upper left", ncols=2)
+    ax.legend(fontsize=7.5, frameon=False, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncols=2)
     return _svg(fig)
 
 
@@ -330,7 +332,7 @@ def _risk_map(b: Briefing) -> str:
     if not xs:
         return ""
     aspect = (max(ys) - min(ys)) / max(1e-9, (max(xs) - min(xs)) * math.cos(math.radians(sum(ys) / len(ys))))
-    width = 118
+    width = 96
     fig = _figure(width, max(40, min(150, width * aspect)))
     ax = fig.subplots()
     polys, colors = [], []

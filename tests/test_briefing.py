@@ -1,14 +1,20 @@
-"""Briefings (issue 7, first step: the content and the spreadsheet): the XLSX against the API for the same area and
-period, a few figures recomputed with pandas, and the command line's errors."""
+"""Briefings: the XLSX against the API for the same area and period, a few figures recomputed with pandas, the
+command line's errors, the archive (once per period, nothing partial), and the PDF rendered back to pictures
+(pdftoppm: no blank page) and to text (pdftotext: the Chinese headings, page numbers, the API's figures)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import re
+import shutil
+import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 import pytest
 
+from ingest.streams import Producer
+from ingest.worker import Worker
 from tests.test_drill import OPEN, TZ, store_dataset
 
 
@@ -73,6 +79,7 @@ def app_settings(settings):
     (["--date", "2026-11-21", "--period", "fortnight"], "period"),
     (["--date", "2026-11-21", "--area", "440311999"], "area"),
     (["--date", "2099-01-01"], "future"),
+    (["--date", "2026-11-21", "--format", "docx"], "format"),
 ])
 def test_the_command_line_refuses_bad_input(settings, args, message, tmp_path, capsys, monkeypatch):
     from dashboard import briefing
@@ -175,3 +182,131 @@ def test_the_scheduler_runs_the_briefings_at_the_configured_time(settings):
     for kind in ("day", "week", "month"):
         trigger = str(jobs[f"briefing_{kind}"].trigger)
         assert "hour='6'" in trigger and "minute='45'" in trigger
+
+
+# --------------------------------------------------------------------------- the PDF
+
+needs_poppler = pytest.mark.skipif(not shutil.which("pdftoppm") or not shutil.which("pdftotext"),
+                                   reason="poppler-utils (pdftoppm, pdftotext) is not installed; `make test` installs it")
+
+
+def _pdf_text(path: Path, page: int | None = None, mode: str = "-layout") -> str:
+    """The PDF's text: laid out as on the page (table rows on one line), or ``-raw`` (in the order drawn)."""
+    pages = ["-f", str(page), "-l", str(page)] if page else []
+    return subprocess.run(["pdftotext", mode, *pages, str(path), "-"], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def _pages(path: Path) -> int:
+    info = subprocess.run(["pdfinfo", str(path)], capture_output=True, text=True, check=True).stdout
+    return int(re.search(r"^Pages:\s+(\d+)", info, re.M).group(1))
+
+
+def _ink(png: Path) -> float:
+    """The share of a page's pixels that are not white."""
+    from PIL import Image
+
+    im = Image.open(png).convert("L")
+    hist = im.histogram()
+    return 1 - sum(hist[245:]) / (im.width * im.height)
+
+
+@needs_poppler
+@pytest.mark.parametrize("kind", ["day", "week", "month"])
+def test_the_pdf_renders_every_page_with_its_chinese_headings_and_the_apis_figures(stored, settings, r, engine, city,
+                                                                                   tmp_path, kind):
+    import yaml
+
+    from app import create_app
+    from dashboard import briefing
+
+    now, df = stored
+    rules = yaml.safe_load(Path(settings.rankings_file).read_text(encoding="utf-8"))
+    (tmp_path / "rankings.yaml").write_text(yaml.safe_dump({**rules, "min_volume": 1}), encoding="utf-8")
+    settings = settings.model_copy(update={"rankings_file": tmp_path / "rankings.yaml"})  # few cases: rank them all
+    yesterday = (now.astimezone(TZ) - timedelta(days=1)).date()
+    pdf, xlsx = briefing.produce(engine, r, settings, city, kind, yesterday, None, tmp_path, now=now)
+    assert pdf.suffix == ".pdf" and xlsx.suffix == ".xlsx" and pdf.read_bytes()[:5] == b"%PDF-"
+    n = _pages(pdf)
+    assert n >= 2
+    # every page rendered (pdftoppm) carries ink: no blank page
+    subprocess.run(["pdftoppm", "-r", "40", "-png", str(pdf), str(tmp_path / "page")], check=True)
+    pngs = sorted(tmp_path.glob("page-*.png"))
+    assert len(pngs) == n
+    assert all(_ink(p) > 0.01 for p in pngs), [round(_ink(p), 4) for p in pngs]
+    # the font is embedded (pdffonts: a CJK font, "emb" yes) and the Chinese headings come back as text
+    fonts = subprocess.run(["pdffonts", str(pdf)], capture_output=True, text=True, check=True).stdout
+    cjk = [ln for ln in fonts.splitlines() if "CJK" in ln]
+    assert cjk and all(" yes " in ln for ln in cjk), fonts
+    text = _pdf_text(pdf)
+    title = {"day": "每日简报", "week": "周通报", "month": "月评估"}[kind]
+    assert f"{city.geography.district.name}{title}" in text
+    for heading in ("一、核心指标", "二、案件分布", "三、超期未办结案件", "五、风险热点", "六、重点案件", "“六个第一”时效"):
+        assert heading in text, heading
+    assert ("四、部门排名" if kind == "day" else "四、部门考核") in text
+    # page numbers on every page, the time it was generated (city time) in the first page's header block
+    for i in range(1, n + 1):
+        assert f"第{i}页/共{n}页" in re.sub(r"\s+", "", _pdf_text(pdf, i))
+    assert f"生成于 {now.astimezone(TZ):%Y-%m-%d %H:%M}" in _pdf_text(pdf, 1)
+    # the headline row of the case count shows the API's figure for the same period
+    p = briefing.period_of(kind, yesterday)
+    client = create_app(settings).server.test_client()
+    api = orjson.loads(client.get(f"/api/v1/kpis?since={p.since.date().isoformat()}"
+                                  f"&until={p.until.date().isoformat()}").data)
+    row = next(ln for ln in text.splitlines() if ln.strip().startswith("案件总数"))
+    assert row.split()[1] == f"{api['kpis']['cases_total']:,}"
+    since, until = p.since, p.until
+    assert api["kpis"]["cases_total"] == int(((df["reported_at"] >= since) & (df["reported_at"] < until)).sum())
+    if kind != "day":  # the assessment: every ranking metric defined, with the weights of config/rankings.yaml
+        from core.rankings import DEFINITIONS
+
+        assert "考核指标口径" in text and "综合得分走势" in text
+        flat = re.sub(r"\s+", "", text)
+        weights = rules["weights"]
+        for key, d in DEFINITIONS.items():
+            assert re.sub(r"\s+", "", d["zh"]) in flat, key
+            if key in weights:
+                assert f"{d['zh']}{d['definition_zh']}（权重{100 * weights[key]:.1f}%）".replace(" ", "") in flat, key
+
+
+@needs_poppler
+def test_hostile_titles_print_as_text_in_the_pdf(settings, r, engine, city, tmp_path):
+    from dashboard import briefing
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    g = city.geography.areas("grid")[0]
+    cat = next(c for c in city.categories.values() if not c.sensor_only)
+    hostile = '<img src=x onerror=alert(1)></td>&amp; {{ 7*7 }} 标题'
+    Producer(r, settings, source="t").cases([{
+        "source": "patrol", "external_id": "x1", "event": "report", "occurred_at": (now - timedelta(hours=1)).isoformat(),
+        "category": cat.code, "title": hostile, "grid_code": g.code, "grade": 4}])
+    w = Worker(city, settings, engine, r, name="hostile")
+    while w.run_once(100):
+        pass
+    pdf, _ = briefing.produce(engine, r, settings, city, "day", now.astimezone(TZ).date(), None, tmp_path, now=now)
+    flat = re.sub(r"\s+", "", _pdf_text(pdf, mode="-raw"))
+    assert re.sub(r"\s+", "", hostile) in flat  # printed as written: neither markup nor a template expression
+    assert "49标题" not in flat
+
+
+def test_without_a_chinese_font_the_pdf_is_refused_with_the_package_to_install(stored, settings, r, engine, city,
+                                                                                tmp_path, monkeypatch, capsys):
+    from dashboard import briefing, briefing_pdf
+
+    now, _ = stored
+    real_run = briefing_pdf.subprocess.run
+
+    def no_cjk(cmd, *a, **kw):  # fontconfig answers as on a machine without a Chinese font
+        if cmd[0] == "fc-list":
+            return subprocess.CompletedProcess(cmd, 0, stdout="DejaVu Sans\n", stderr="")
+        return real_run(cmd, *a, **kw)
+
+    monkeypatch.setattr(briefing_pdf.subprocess, "run", no_cjk)
+    briefing_pdf.cjk_family.cache_clear()
+    try:
+        with pytest.raises(briefing.FontMissing, match="fonts-noto-cjk"):
+            briefing.produce(engine, r, settings, city, "day", now.astimezone(TZ).date(), None, tmp_path / "out",
+                             now=now)
+        assert [p.name for p in (tmp_path / "out").iterdir()] == []  # not even the spreadsheet: nothing partial
+    finally:
+        briefing_pdf.cjk_family.cache_clear()
