@@ -310,3 +310,26 @@ def test_without_a_chinese_font_the_pdf_is_refused_with_the_package_to_install(s
         assert [p.name for p in (tmp_path / "out").iterdir()] == []  # not even the spreadsheet: nothing partial
     finally:
         briefing_pdf.cjk_family.cache_clear()
+
+
+@needs_poppler
+def test_a_street_leader_gets_the_briefing_of_their_street_alone(stored, settings, r, engine, city, tmp_path):
+    from dashboard import briefing
+
+    now, df = stored
+    yesterday = (now.astimezone(TZ) - timedelta(days=1)).date()
+    street = city.geography.area(df["street_code"].value_counts().index[0])
+    others = [s.name for s in city.geography.areas("street") if s.code != street.code]
+    pdf, _ = briefing.produce(engine, r, settings, city, "week", yesterday, street.code, tmp_path, now=now)
+    assert pdf.name == f"gridwatch-week-{briefing.period_of('week', yesterday).label}-{street.code}.pdf"
+    text = _pdf_text(pdf)
+    assert f"{street.name}周通报" in text and "按社区" in text
+    communities = [c.name for c in city.geography.children(street.code)]
+    assert all(c in text for c in communities)
+    # the area table lists this street's communities, not the other streets
+    table = text[text.index("按社区"):text.index("按大类")]
+    assert not any(o in table for o in others)
+    p = briefing.period_of("week", yesterday)
+    sel = df[(df["street_code"] == street.code) & (df["reported_at"] >= p.since) & (df["reported_at"] < p.until)]
+    row = next(ln for ln in text.splitlines() if ln.strip().startswith("案件总数"))
+    assert row.split()[1] == f"{len(sel):,}"
