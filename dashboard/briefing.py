@@ -291,12 +291,35 @@ def write_xlsx(b: Briefing, path: Path) -> Path:
           [[o["id"], o["title"], o["grade"], o["grid"], o["departments"], _local(o["reported_at"]), _local(o["due_at"]),
             o["late_h"]] for o in b.overdue], {6: "yyyy-mm-dd hh:mm", 7: "yyyy-mm-dd hh:mm", 8: "0.0"})
     short = f"不足{b.ranking.get('min_volume', 0)}件，不排名"
-    sheet("部门排名", ["名次", "部门", "综合得分", "名次变化", "接收", "按期办结率", "超期在办", "满意率", "说明"],
-          [[d["rank"], d["name"], d["score"], d["rank_change"], d["received"], d["resolved_on_time_rate"],
-            d["overdue_open"], d["satisfaction"],
+    sheet("部门排名", ["名次", "部门", "综合得分", "上期名次", "名次变化", "受理", "按时签收率", "按期办结率", "超期在办",
+                       "按时报到率", "满意率", "说明"],
+          [[d["rank"], d["name"], d["score"], d.get("previous_rank"), d["rank_change"], d["received"],
+            d["accepted_on_time_rate"], d["resolved_on_time_rate"], d["overdue_open"], d["whistle_on_time_rate"],
+            d["satisfaction"],
             "红榜" if d["department"] in b.ranking["red"] else "黑榜" if d["department"] in b.ranking["black"]
             else "" if d["ranked"] else short] for d in b.ranking.get("rows", [])],
-          {3: "0.0", 5: "#,##0", 6: "0.0%", 7: "#,##0", 8: "0.0%"})
+          {3: "0.0", 6: "#,##0", 7: "0.0%", 8: "0.0%", 9: "#,##0", 10: "0.0%", 11: "0.0%"})
+    if b.kind != "day":
+        from core.rankings import DEFINITIONS as RANKING_DEFINITIONS
+
+        weights = b.ranking.get("weights", {})
+        sheet("考核口径", ["指标", "口径", "权重", "较好"],
+              [[d["zh"], d.get("definition_zh") or d["definition"], weights.get(k),
+                {"higher": "越高越好", "lower": "越低越好"}.get(d.get("better"), "")]
+               for k, d in RANKING_DEFINITIONS.items()], {3: "0%"})
+    label = "时段" if b.kind == "day" else "日期"
+    sheet("走势", [label, "本期案件数", "上期案件数"],
+          [[lb, c, p] for lb, c, p in zip(b.trend.get("labels", []), b.trend.get("current", []),
+                                          b.trend.get("previous", []), strict=True)], {2: "#,##0", 3: "#,##0"})
+    if b.history:
+        sheet("近期走势", ["期间", "案件数", "办结数", "办结率", "按期办结率", "满意率"],
+              [[h["label"], h["cases_total"], h["resolved"], h["resolution_rate"], h["on_time_rate"],
+                h["satisfaction"]] for h in b.history], {2: "#,##0", 3: "#,##0", 4: "0.0%", 5: "0.0%", 6: "0.0%"})
+    if b.score_history.get("series"):
+        labels = b.score_history["labels"]
+        sheet("得分走势", ["部门", *labels],
+              [[name, *scores] for name, scores in b.score_history["series"].items()],
+              dict.fromkeys(range(2, len(labels) + 2), "0.0"))
     sheet("高风险网格", ["编码", "网格", "街道", "风险分", "等级"],
           [[h["code"], h["name"], h["street"], h["score"], h["level"]] for h in b.hottest], {4: "0.0"})
     sheet("重点案件", ["编号", "标题", "等级", "小类", "状态", "网格", "上报时间"],

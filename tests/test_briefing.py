@@ -333,3 +333,62 @@ def test_a_street_leader_gets_the_briefing_of_their_street_alone(stored, setting
     sel = df[(df["street_code"] == street.code) & (df["reported_at"] >= p.since) & (df["reported_at"] < p.until)]
     row = next(ln for ln in text.splitlines() if ln.strip().startswith("案件总数"))
     assert row.split()[1] == f"{len(sel):,}"
+
+
+def test_the_weekly_spreadsheets_assessment_and_history_equal_the_api(stored, settings, r, engine, city, tmp_path):
+    import yaml
+    from openpyxl import load_workbook
+
+    from app import create_app
+    from dashboard import briefing
+
+    now, df = stored
+    rules = yaml.safe_load(Path(settings.rankings_file).read_text(encoding="utf-8"))
+    (tmp_path / "rankings.yaml").write_text(yaml.safe_dump({**rules, "min_volume": 1}), encoding="utf-8")
+    settings = settings.model_copy(update={"rankings_file": tmp_path / "rankings.yaml"})
+    day = now.astimezone(TZ).date() - timedelta(days=1)
+    (xlsx,) = briefing.produce(engine, r, settings, city, "week", day, None, tmp_path, now=now, formats=("xlsx",))
+    wb = load_workbook(xlsx)
+    client = create_app(settings).server.test_client()
+    api = orjson.loads(client.get(f"/api/v1/rankings?period=week&date={day.isoformat()}").data)
+    sheet = _sheet(wb, "部门排名")
+    head = sheet[0]
+    by_name = {row[head.index("部门")]: row for row in sheet[1:]}
+    assert set(by_name) == {d["name"] for d in api["departments"]}
+    ranked = 0
+    for d in api["departments"]:
+        row = by_name[d["name"]]
+        for col, key in (("名次", "rank"), ("上期名次", "previous_rank"), ("名次变化", "rank_change"), ("受理", "received"),
+                         ("超期在办", "overdue_open")):
+            assert row[head.index(col)] == d[key], (d["name"], col)
+        for col, key in (("综合得分", "score"), ("按时签收率", "accepted_on_time_rate"),
+                         ("按期办结率", "resolved_on_time_rate"), ("按时报到率", "whistle_on_time_rate"),
+                         ("满意率", "satisfaction")):
+            assert row[head.index(col)] == (pytest.approx(d[key]) if d[key] is not None else None), (d["name"], col)
+        ranked += d["rank"] is not None
+        if d["department"] in api["red_list"]:
+            assert row[head.index("说明")] == "红榜"
+    assert ranked >= 2
+    # the last six weeks: each row equals /api/v1/kpis for that week
+    weeks = _sheet(wb, "近期走势")[1:]
+    assert len(weeks) == briefing.HISTORY and weeks[-1][0] == briefing.period_of("week", day).label
+    p = briefing.period_of("week", day)
+    for row in reversed(weeks):
+        k = orjson.loads(client.get(f"/api/v1/kpis?since={p.since.date().isoformat()}"
+                                    f"&until={p.until.date().isoformat()}").data)["kpis"]
+        assert row[0] == p.label and row[1] == k["cases_total"] and row[2] == k["resolved"]
+        assert row[4] == (pytest.approx(k["on_time_rate"]) if k["on_time_rate"] is not None else None)
+        p = p.previous(TZ)
+    # the daily trend: per local day, recounted with pandas
+    trend = {row[0]: row[1] for row in _sheet(wb, "走势")[1:]}
+    p = briefing.period_of("week", day)
+    sel = df[(df["reported_at"] >= p.since) & (df["reported_at"] < p.until)]
+    counts = sel["reported_at"].dt.tz_convert(TZ).dt.strftime("%Y-%m-%d").value_counts().to_dict()
+    assert {k: v for k, v in trend.items() if v} == counts and len(trend) == 7
+    # the definitions sheet names every ranking metric with its weight
+    defs = {row[0]: row for row in _sheet(wb, "考核口径")[1:]}
+    from core.rankings import DEFINITIONS
+
+    assert set(defs) == {d["zh"] for d in DEFINITIONS.values()}
+    for key, w in rules["weights"].items():
+        assert defs[DEFINITIONS[key]["zh"]][2] == pytest.approx(w)
