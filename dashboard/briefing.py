@@ -489,6 +489,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--format", default=",".join(FORMATS), help="pdf, xlsx or both (default pdf,xlsx)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    for noisy in ("alembic", "weasyprint", "fontTools", "matplotlib"):  # their steps are not what the user asked
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         day = date.fromisoformat(args.date)
     except ValueError:

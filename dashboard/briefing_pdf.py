@@ -141,7 +141,14 @@ def context(b: Briefing) -> dict[str, Any]:
         "defs": defs,
         "charts": charts(b),
         "pdf_rows": PDF_ROWS,
+        # a department with nothing received, open or summoned here gets a name in one line, not a row of dashes
+        "active": [d for d in b.ranking.get("rows", []) if _active(d)],
+        "idle": [d["name"] for d in b.ranking.get("rows", []) if not _active(d)],
     }
+
+
+def _active(d: dict[str, Any]) -> bool:
+    return bool(d.get("received") or d.get("open_at_end") or d.get("whistles") or d.get("resolved"))
 
 
 KIND_TITLES = {"day": "每日简报", "week": "周通报", "month": "月评估"}
