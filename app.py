@@ -19,7 +19,7 @@ from config.city import load_city
 from config.settings import Settings, get_settings
 from dashboard import api, callbacks, context, i18n
 from ingest.feeds import push
-from layouts import case, compare, drill, live, screen
+from layouts import briefings, case, compare, drill, live, screen
 
 ROOT = Path(__file__).resolve().parent
 
@@ -31,6 +31,7 @@ def create_app(settings: Settings | None = None) -> dash.Dash:
     server.config[context.SETTINGS_KEY] = settings
     server.register_blueprint(api.blueprint())
     server.register_blueprint(push.blueprint(context.city, context.redis_client, context.settings))
+    server.register_blueprint(briefings.blueprint())
 
     app = dash.Dash(
         __name__,
@@ -47,7 +48,7 @@ def create_app(settings: Settings | None = None) -> dash.Dash:
         city = load_city(settings.city_dir)
         app.validation_layout = html.Div([
             app.layout, drill.layout(settings, city, {}), live.layout(i18n.texts(i18n.DEFAULT_LANG), district.name),
-            screen.layout(settings, city, {}), compare.skeleton(),
+            screen.layout(settings, city, {}), compare.skeleton(), briefings.skeleton(),
         ])
 
     @app.callback(Output(ROUTER_CONTENT, "children"), Output(ROUTER_KIND, "data"), Output(ROUTER_TITLE, "data"),
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None) -> dash.Dash:
     screen.register(app)
     drill.register(app)
     compare.register(app)
+    briefings.register(app)
     return app
 
 
@@ -86,6 +88,8 @@ def page_of(pathname: str | None) -> str:
         return "case"
     if path == "/compare":
         return "compare"
+    if path == "/briefings":
+        return "briefings"
     return "missing"
 
 
@@ -102,6 +106,8 @@ def render(kind: str, pathname: str | None, query: dict[str, str]):
         return case.layout(settings, city, (pathname or "").rstrip("/")[len("/case/"):], query)
     if kind == "compare":
         return compare.layout(settings, city, query)
+    if kind == "briefings":
+        return briefings.layout(settings, city, query)
     t = i18n.texts(query.get("lang"))
     return html.Div([html.H1(t["dr_bad_path"]), html.P(str(pathname)[:80]),
                      dcc.Link(t["dr_go_home"], href="/", className="dr-button")], className="dr dr-missing")
@@ -117,6 +123,8 @@ def page_title(kind: str, query: dict[str, str]) -> str:
         return case.title(lang)
     if kind == "compare":
         return compare.title(lang)
+    if kind == "briefings":
+        return briefings.title(lang)
     return drill.title(lang)
 
 

@@ -476,6 +476,120 @@ def archive(settings, kind: str, now: datetime | None = None, *, engine=None, r=
         return None
 
 
+MIMETYPES = {"pdf": "application/pdf", "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
+LISTED = 200  # the archive list shows at most this many briefings, the newest
+AREA_CODE_LENGTHS = (6, 9, 12, 15)  # district, street, community, grid
+
+
+@dataclass(frozen=True)
+class ArchiveName:
+    """What an archive file's name says: the briefing (kind, period label, area code) and the format."""
+
+    kind: str
+    label: str
+    area: str
+    fmt: str
+
+
+def parse_name(name: str) -> ArchiveName | None:
+    """The briefing an archive file is, if ``name`` is exactly what produce() calls its files — ``file_name`` of a
+    real period of its kind and an area code, then ``.pdf`` or ``.xlsx`` — else None. Claims, files being written
+    (``.briefing-*``) and anything else are not briefings; the download route serves only names this accepts."""
+    from types import SimpleNamespace
+
+    stem, dot, fmt = name.rpartition(".")
+    kind, _, rest = stem.removeprefix("gridwatch-").partition("-")
+    label, _, area = rest.rpartition("-")
+    if not (dot and fmt in FORMATS and kind in KINDS and area.isascii() and area.isdigit()
+            and len(area) in AREA_CODE_LENGTHS) or labelled(kind, label) is None:
+        return None
+    if file_name(SimpleNamespace(kind=kind, label=label, area={"code": area})) != stem:  # type: ignore[arg-type]
+        return None
+    return ArchiveName(kind, label, area, fmt)
+
+
+def labelled(kind: str, label: str):
+    """The period of ``kind`` (period_of) whose label is exactly ``label`` — "2026-11-21", "2026-W47", "2026-11" —
+    or None (also for "20261121", "2026-1", "2026-W60", other digits than 0–9)."""
+    try:  # the period's first day, read from the label; the label must then be that period's own label
+        if kind == "day":
+            first = date.fromisoformat(label)
+        elif kind == "week":
+            year, w, week = label.partition("-W")
+            first = date.fromisocalendar(int(year), int(week), 1) if w else None
+        elif kind == "month":
+            first = date(int(label[:4]), int(label[5:]), 1)
+        else:
+            return None
+    except ValueError:
+        return None
+    p = period_of(kind, first) if first else None
+    return p if p is not None and p.label == label else None
+
+
+@dataclass(frozen=True)
+class Archived:
+    """One archived briefing: its files (format → file name and bytes) and when the newest of them was written."""
+
+    kind: str
+    label: str
+    area: str
+    files: dict[str, tuple[str, int]]
+    generated_at: datetime
+
+
+def archived(settings, limit: int = LISTED) -> list[Archived]:
+    """The briefings in the archive (scheduled and on demand), newest first, at most ``limit``: in each kind's
+    folder the files parse_name accepts as a briefing of that kind, one entry per briefing."""
+    found: dict[tuple[str, str, str], tuple[dict[str, tuple[str, int]], float]] = {}
+    for kind in KINDS:
+        try:
+            entries = list(os.scandir(archive_folder(settings, kind)))
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            n = parse_name(entry.name)
+            if n is None or n.kind != kind:
+                continue
+            try:
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:  # replaced or removed meanwhile
+                continue
+            files, newest = found.get((kind, n.label, n.area), ({}, 0.0))
+            files[n.fmt] = (entry.name, st.st_size)
+            found[(kind, n.label, n.area)] = (files, max(newest, st.st_mtime))
+    rows = [Archived(kind, label, area, {f: files[f] for f in FORMATS if f in files},
+                     datetime.fromtimestamp(mtime, UTC))
+            for (kind, label, area), (files, mtime) in found.items()]
+    rows.sort(key=lambda a: (a.generated_at, a.kind, a.label, a.area), reverse=True)
+    return rows[:limit]
+
+
+def archived_file(settings, kind: str, name: str) -> Path | None:
+    """The archive file ``name`` of ``kind``'s folder, if the name is a briefing of that kind (parse_name) and such
+    a file is there; None for anything else, so a name can never reach another path."""
+    n = parse_name(name)
+    if n is None or n.kind != kind:
+        return None
+    path = archive_folder(settings, kind) / name
+    return path if path.is_file() and not path.is_symlink() else None
+
+
+def parse_day(text: str | None) -> date:
+    """The day a form or a link names (YYYY-MM-DD, a day of the city); BriefingError naming the fix otherwise."""
+    if not text:
+        raise BriefingError("date: missing; give a day as YYYY-MM-DD, e.g. 2026-11-21")
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        day = None
+    if day is None or day.isoformat() != text:
+        raise BriefingError(f"date: {text[:40]!r} is not a date; give YYYY-MM-DD, e.g. 2026-11-21")
+    return day
+
+
 # --------------------------------------------------------------------------- command line
 
 

@@ -45,6 +45,7 @@ class ID:
     reset = "drill-reset"
     export = "drill-export"
     compare = "drill-compare"
+    briefings = "drill-briefings"
     map = "drill-map"
     areas = "drill-areas"
     outline = "drill-outline"
@@ -215,6 +216,8 @@ def layout(settings, city, query: dict[str, str]) -> html.Div:
             html.Nav([
                 html.A(t["dr_compare"], id=ID.compare, href="/compare", className="dr-link"),
                 html.A(t["dr_screen"], href="/screen", className="dr-link", target="_blank"),
+                html.A(t["dr_briefings"], id=ID.briefings, href="/briefings" + ("?lang=en" if lang == "en" else ""),
+                       className="dr-link"),
                 html.A(t["switch"], id=f"{ID.lang}-switch", href="?lang=" + ("zh" if lang == "en" else "en"),
                        className="dr-link"),
             ], className="dr-nav"),

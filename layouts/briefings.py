@@ -1,0 +1,333 @@
+"""Briefings (``/briefings``): the archive of daily, weekly and monthly briefings with their downloads, and a form
+that generates one on demand while the page shows how far it got.
+
+    /briefings[?lang=en]                      the page (drawn on the server; the form and the progress are callbacks)
+    /briefings/files/<kind>/<file name>       one archived file, as an attachment (404 for any other name)
+
+A generation runs in a thread of the web process (dashboard.briefing.produce into the archive folder). Its state
+lives in Redis (a hash per job, an hour long), because the page's polls may reach another worker process than the
+one doing the work. Two requests for the same briefing never write it twice at once: produce's claim turns the
+second away (Busy), and the page says so. A bad request says what to fix; a failure is logged with its reason and
+the page says it failed and why — never a traceback. Nothing partial is ever left in the archive (produce).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from dash import Input, Output, State, clientside_callback, dcc, html, no_update
+from flask import Blueprint, Response, request, send_file
+
+from core.records import CITY_TZ
+from dashboard import briefing, context, i18n
+
+log = logging.getLogger(__name__)
+
+FILES = "/briefings/files"  # the download route: FILES/<kind>/<file name>
+JOB_TTL_S = 3600  # a job's state is kept this long after its last change
+JOB_STALE_S = 900  # a job unchanged this long was lost with its process (a restart): it is reported as stopped
+POLL_MS = 700
+
+
+class ID:
+    """Component ids of this page (prefix ``br-``)."""
+
+    lang = "br-lang"
+    date = "br-date"
+    kind = "br-kind"
+    area = "br-area"
+    go = "br-go"
+    job = "br-job"
+    poll = "br-poll"
+    status = "br-status"
+    archive = "br-archive"
+
+
+def title(lang: str | None = None) -> str:
+    return i18n.texts(lang)["br_title"]
+
+
+def file_url(kind: str, name: str) -> str:
+    return f"{FILES}/{kind}/{name}"
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def _key(settings, job: str) -> str:
+    return settings.key("briefing", "job", job)
+
+
+def _write(r, settings, job: str, **fields: Any) -> None:
+    """Set fields of the job's state and keep it for JOB_TTL_S from now."""
+    key = _key(settings, job)
+    pipe = r.pipeline()
+    pipe.hset(key, mapping={k: str(v) for k, v in fields.items()} | {"updated": f"{time.time():.3f}"})
+    pipe.expire(key, JOB_TTL_S)
+    pipe.execute()
+
+
+def new_job(r, settings, kind: str | None, day: str | None, area: str | None) -> str:
+    """Record a queued job for the form's choice; its id."""
+    job = uuid.uuid4().hex
+    _write(r, settings, job, state="queued", step="queued", share=0, kind=kind or "", day=day or "", area=area or "")
+    return job
+
+
+def run_job(engine, r, settings, city, job: str, kind: str | None, day: str | None, area: str | None, *,
+            now: datetime | None = None) -> None:
+    """The work of one job (in its own thread): produce the briefing into the archive, telling Redis each step; it
+    ends "done" with the file names, "busy" when the same briefing is being written already, or "failed" with the
+    reason (input: what to fix; font: the package to install; error: the exception's own words)."""
+
+    def tell(step: str, share: float) -> None:
+        _write(r, settings, job, state="running", step=step, share=f"{share:.3f}")
+
+    try:
+        first = briefing.parse_day(day)
+        briefing.period_of(kind or "", first)  # the period checked before its folder is named
+        out = briefing.produce(engine, r, settings, city, kind, first, area or None,
+                               briefing.archive_folder(settings, kind), now=now, progress=tell)
+    except briefing.BriefingError as exc:
+        _write(r, settings, job, state="failed", reason="input", message=str(exc))
+    except briefing.Busy as exc:
+        log.info("briefing job %s: %s", job, exc)
+        _write(r, settings, job, state="busy", message=str(exc))
+    except briefing.FontMissing as exc:
+        log.error("briefing job %s: %s", job, exc)
+        _write(r, settings, job, state="failed", reason="font", message=str(exc))
+    except Exception as exc:  # noqa: BLE001 - logged with its reason; the page says it failed and why
+        log.exception("briefing job %s (%s %s %s) failed", job, kind, day, area)
+        _write(r, settings, job, state="failed", reason="error", message=f"{type(exc).__name__}: {exc}")
+    else:
+        log.info("briefing job %s: %s", job, ", ".join(str(p) for p in out))
+        _write(r, settings, job, state="done", step="done", share=1, files=",".join(p.name for p in out))
+
+
+def start(engine, r, settings, city, kind: str | None, day: str | None, area: str | None) -> str:
+    """A new job for the form's choice, run in a thread of this process; its id."""
+    job = new_job(r, settings, kind, day, area)
+    threading.Thread(target=run_job, args=(engine, r, settings, city, job, kind, day, area),
+                     name=f"briefing-{job[:8]}", daemon=True).start()
+    return job
+
+
+def job_state(r, settings, job: str | None) -> dict[str, str] | None:
+    """The job's state as written by run_job, or None for an unknown (or expired) job. A job that has not moved in
+    JOB_STALE_S died with its process: it is reported failed, reason "stopped"."""
+    if not job or len(job) != 32 or not all(c in "0123456789abcdef" for c in job):
+        return None
+    raw = r.hgetall(_key(settings, job))
+    if not raw:
+        return None
+    state = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+             for k, v in raw.items()}
+    if state.get("state") in ("queued", "running") and time.time() - float(state.get("updated") or 0) > JOB_STALE_S:
+        state.update(state="failed", reason="stopped")
+    return state
+
+
+FINISHED = ("done", "busy", "failed")
+
+
+# --------------------------------------------------------------------------- drawing
+
+
+def area_options(geo) -> list[dict[str, str]]:
+    """The district, then each street followed by its communities (indented)."""
+    out = [{"label": geo.district.name, "value": geo.district.code}]
+    for s in geo.areas("street"):
+        out.append({"label": s.name, "value": s.code})
+        out += [{"label": f"\u2003{c.name}", "value": c.code} for c in geo.children(s.code)]
+    return out
+
+
+def _area_name(geo, code: str) -> str:
+    a = geo.get(code)
+    return a.name if a is not None else code
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024:.0f} KB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.1f} MB"
+
+
+def _links(kind: str, files: dict[str, tuple[str, int | None]]) -> list:
+    return [html.A([f.upper(), html.Span(_size(size), className="br-size") if size is not None else None],
+                   href=file_url(kind, name), className=f"br-file br-{f}", **{"data-format": f})
+            for f, (name, size) in files.items()]
+
+
+def _period(kind: str, label: str, t: dict[str, str]) -> list:
+    """The period's label, and for a week its days."""
+    p = briefing.labelled(kind, label) if kind == "week" else None
+    if p is None:
+        return [label]
+    a, b = p.since.astimezone(CITY_TZ), p.until.astimezone(CITY_TZ) - timedelta(seconds=1)
+    return [label, html.Span(t["br_week_days"].format(a=f"{a:%m-%d}", b=f"{b:%m-%d}"), className="br-days")]
+
+
+def archive_view(rows: list[briefing.Archived], geo, t: dict[str, str]) -> list:
+    """The archive as a table, newest first, with the downloads."""
+    if not rows:
+        return [html.Div(t["br_empty"], className="dr-empty")]
+    count = t["br_count_max" if len(rows) >= briefing.LISTED else "br_count"].format(n=len(rows))
+    head = html.Tr([html.Th(t[k]) for k in ("br_col_kind", "br_col_period", "br_col_area", "br_col_generated",
+                                            "br_col_files")])
+    body = [html.Tr([
+        html.Td(html.Span(t[f"br_kind_{a.kind}"], className=f"br-kind br-kind-{a.kind}")),
+        html.Td(_period(a.kind, a.label, t), className="br-label"),
+        html.Td(_area_name(geo, a.area), title=a.area),
+        html.Td(a.generated_at.astimezone(CITY_TZ).strftime("%Y-%m-%d %H:%M"), className="br-time"),
+        html.Td(_links(a.kind, a.files), className="br-files"),
+    ], **{"data-kind": a.kind, "data-label": a.label, "data-area": a.area}) for a in rows]
+    return [html.Div(count, className="br-count"),
+            html.Table([html.Thead(head), html.Tbody(body)], className="dr-list br-table")]
+
+
+def status_view(state: dict[str, str] | None, geo, t: dict[str, str]) -> html.Div:
+    """A job's progress (a bar and the step), its downloads when done, or what went wrong."""
+    if state is None:
+        return html.Div(t["br_lost"], className="br-note br-lost", **{"data-state": "lost"})
+    s = state.get("state", "")
+    if s in ("queued", "running"):
+        share = float(state.get("share") or 0)
+        return html.Div([
+            html.Div(html.I(style={"width": f"{max(share, 0.03) * 100:.0f}%"}), className="br-bar"),
+            html.Div(t.get(f"br_step_{state.get('step')}", state.get("step", "")), className="br-step"),
+        ], className="br-progress", **{"data-state": s, "data-step": state.get("step", "")})
+    if s == "done":
+        names = [n for n in (state.get("files") or "").split(",") if n]
+        found = {p.fmt: (n, None) for n in names if (p := briefing.parse_name(n)) is not None}
+        first = briefing.parse_name(names[0]) if names else None
+        made = t["br_made"].format(area=_area_name(geo, first.area), kind=t[f"br_kind_{first.kind}"],
+                                   label=first.label) if first else ""
+        return html.Div([
+            html.Div([html.Div(html.I(style={"width": "100%"}), className="br-bar br-bar-done"),
+                      html.Div(t["br_step_done"], className="br-step")], className="br-progress"),
+            html.Div(made, className="br-made"),
+            html.Div(_links(first.kind, found) if first else [], className="br-files"),
+        ], className="br-done", **{"data-state": "done"})
+    if s == "busy":
+        return html.Div(t["br_busy"], className="br-note br-busy", **{"data-state": "busy"})
+    reason = state.get("reason", "error")
+    if reason == "stopped":
+        return html.Div(t["br_stopped"], className="br-note br-lost", **{"data-state": "failed",
+                                                                            "data-reason": reason})
+    head = {"input": t["br_bad_input"], "font": t["br_no_font"]}.get(reason, t["br_failed"])
+    return html.Div([html.Strong(head), html.Div(state.get("message", ""), className="dr-detail")],
+                    className="dr-message br-error", **{"data-state": "failed", "data-reason": reason})
+
+
+def layout(settings, city, query: dict[str, str]) -> html.Div:
+    lang = i18n.lang_of(query.get("lang"))
+    t = i18n.texts(lang)
+    geo = city.geography
+    en = "?lang=en" if lang == "en" else ""
+    yesterday = (datetime.now(CITY_TZ).date() - timedelta(days=1)).isoformat()
+    header = html.Header([
+        html.H1(f"{geo.district.name} · {t['br_title']}"),
+        html.Nav([
+            dcc.Link(t["br_back"], href="/" + en, className="dr-link"),
+            html.A(t["switch"], href="?lang=" + ("zh" if lang == "en" else "en"), className="dr-link"),
+        ], className="dr-nav"),
+    ], className="dr-header")
+    make = html.Section([
+        html.H3(t["br_make"]),
+        html.Div([html.Label(t["br_date"], htmlFor=ID.date),
+                  dcc.DatePickerSingle(id=ID.date, date=yesterday, display_format="YYYY-MM-DD", first_day_of_week=1,
+                                       clearable=False, className="dr-dates")], className="dr-filter"),
+        html.Div([html.Label(t["br_period"]),
+                  dcc.RadioItems([{"label": t[f"br_kind_{k}"], "value": k} for k in briefing.KINDS], "day",
+                                 id=ID.kind, inline=True, className="dr-range")], className="dr-filter"),
+        html.Div([html.Label(t["br_area"]),
+                  dcc.Dropdown(area_options(geo), geo.district.code, id=ID.area, clearable=False,
+                               className="dr-dd dr-dd-wide")], className="dr-filter"),
+        html.Button(t["br_go"], id=ID.go, n_clicks=0, className="dr-button br-go"),
+        html.P(t["br_hint"], className="dr-note"),
+        html.Div(id=ID.status, className="br-status"),
+    ], className="dr-panel br-make")
+    archive = html.Section([
+        html.H3(t["br_archive"]),
+        html.Div(archive_view(briefing.archived(settings), geo, t), id=ID.archive),
+    ], className="dr-panel br-archive")
+    return html.Div([
+        dcc.Store(id=ID.lang, data=lang), dcc.Store(id=ID.job), dcc.Interval(id=ID.poll, interval=POLL_MS,
+                                                                              disabled=True),
+        header, html.Div([make, archive], className="br-body"),
+    ], className="dr br", lang="zh-CN" if lang == "zh" else "en")
+
+
+def skeleton() -> html.Div:
+    """The components the callbacks use, for the app's validation layout (nothing is read)."""
+    return html.Div([dcc.Store(id=ID.lang), dcc.Store(id=ID.job), dcc.Interval(id=ID.poll),
+                     dcc.DatePickerSingle(id=ID.date), dcc.RadioItems([], id=ID.kind), dcc.Dropdown([], id=ID.area),
+                     html.Button(id=ID.go), html.Div(id=ID.status), html.Div(id=ID.archive)])
+
+
+# --------------------------------------------------------------------------- callbacks and the download route
+
+
+def register(app) -> None:
+    clientside_callback(  # at once in the browser, so a double click starts one job
+        "function(n) { return true; }", Output(ID.go, "disabled"), Input(ID.go, "n_clicks"), prevent_initial_call=True)
+
+    @app.callback(Output(ID.job, "data"), Output(ID.poll, "disabled"), Output(ID.status, "children"),
+                  Output(ID.go, "disabled", allow_duplicate=True),
+                  Input(ID.go, "n_clicks"), State(ID.date, "date"), State(ID.kind, "value"), State(ID.area, "value"),
+                  State(ID.lang, "data"), prevent_initial_call=True)
+    def generate(_n, day, kind, area, lang):
+        """Start a job for the form's choice and follow it."""
+        t = i18n.texts(lang)
+        try:
+            job = start(context.engine(), context.redis_client(), context.settings(), context.city(), kind, day, area)
+        except Exception as exc:  # noqa: BLE001 - Redis or SQL away: logged, and said on the page
+            log.exception("briefings page: a job could not be started")
+            return None, True, status_view({"state": "failed", "reason": "error",
+                                            "message": f"{type(exc).__name__}: {exc}"}, None, t), False
+        return job, False, status_view({"state": "queued", "step": "queued"}, None, t), True
+
+    @app.callback(Output(ID.status, "children", allow_duplicate=True), Output(ID.poll, "disabled", allow_duplicate=True),
+                  Output(ID.go, "disabled", allow_duplicate=True), Output(ID.archive, "children"),
+                  Input(ID.poll, "n_intervals"), State(ID.job, "data"), State(ID.lang, "data"),
+                  prevent_initial_call=True)
+    def follow(_n, job, lang):
+        """The job's progress; when it ends, its downloads or what went wrong, and the archive again."""
+        t = i18n.texts(lang)
+        settings = context.settings()
+        geo = context.city().geography
+        try:
+            state = job_state(context.redis_client(), settings, job)
+        except Exception as exc:  # noqa: BLE001 - Redis away for a moment: keep polling
+            log.warning("briefings page: reading job %s: %s", job, exc)
+            return no_update, False, True, no_update
+        if state is not None and state.get("state") not in FINISHED:
+            return status_view(state, geo, t), False, True, no_update
+        return status_view(state, geo, t), True, False, archive_view(briefing.archived(settings), geo, t)
+
+
+def blueprint() -> Blueprint:
+    """The download route: FILES/<kind>/<file name> serves an archived briefing file as an attachment — only a name
+    dashboard.briefing.parse_name accepts as a briefing of that kind, from that kind's folder. Every other path
+    under FILES gets 404 here (a route's converters would let odd ones, such as a doubled slash, fall through to
+    the pages)."""
+    bp = Blueprint("briefings", __name__)
+
+    @bp.before_app_request
+    def download():
+        path = request.path
+        if path != FILES and not path.startswith(FILES + "/"):
+            return None
+        kind, _, name = path[len(FILES) + 1:].partition("/")
+        found = briefing.archived_file(context.settings(), kind, name)
+        if found is None:
+            return Response("404 not found: no archived briefing by that name; the archive is listed at /briefings\n",
+                            status=404, mimetype="text/plain")
+        return send_file(found.absolute(), mimetype=briefing.MIMETYPES[name.rpartition(".")[2]], as_attachment=True,
+                         download_name=name, max_age=0)
+
+    return bp
