@@ -78,6 +78,18 @@ def period_of(kind: str, day: date):
     return rk.period(kind, day, CITY_TZ)
 
 
+def requested(city, kind: str, day: date, area_code: str | None, now: datetime):
+    """(the area, the period) a request names; BriefingError for an unknown area or period or a future date."""
+    geo = city.geography
+    area = geo.district if area_code is None else geo.get(area_code)
+    if area is None:
+        raise BriefingError(f"area: no area with code {str(area_code)[:32]!r}; list the codes with /api/v1/areas")
+    p = period_of(kind, day)
+    if p.since.astimezone(UTC) > now:
+        raise BriefingError(f"date: {day.isoformat()} is in the future; a briefing covers a period that has begun")
+    return area, p
+
+
 def build(engine, r, settings, city, kind: str, day: date, area_code: str | None = None,
           now: datetime | None = None) -> Briefing:
     """The briefing of ``kind`` for the period holding ``day`` in ``area_code`` (default: the district)."""
@@ -88,12 +100,7 @@ def build(engine, r, settings, city, kind: str, day: date, area_code: str | None
 
     now = now or datetime.now(UTC)
     geo = city.geography
-    area = geo.district if area_code is None else geo.get(area_code)
-    if area is None:
-        raise BriefingError(f"area: no area with code {str(area_code)[:32]!r}; list the codes with /api/v1/areas")
-    p = period_of(kind, day)
-    if p.since.astimezone(UTC) > now:
-        raise BriefingError(f"date: {day.isoformat()} is in the future; a briefing covers a period that has begun")
+    area, p = requested(city, kind, day, area_code, now)
     since, until = p.since.astimezone(UTC), p.until.astimezone(UTC)
     as_of = min(until, now)
     where = queries.CaseFilter(area=area.code, since=since, until=until)
@@ -343,8 +350,13 @@ def write_aside(path: Path, write: Callable[[str], Any]) -> Path:
     return path
 
 
+def stem(kind: str, label: str, area_code: str) -> str:
+    """The archive's name of a briefing (without the format's extension); parse_name reads it back."""
+    return f"gridwatch-{kind}-{label}-{area_code}"
+
+
 def file_name(b: Briefing) -> str:
-    return f"gridwatch-{b.kind}-{b.label}-{b.area['code']}"
+    return stem(b.kind, b.label, b.area["code"])
 
 
 def write_pdf(b: Briefing, path: Path) -> Path:
@@ -416,27 +428,33 @@ def _claim(base: Path, now: datetime):
 
 def produce(engine, r, settings, city, kind: str, day: date, area_code: str | None, folder: Path, *,
             now: datetime | None = None, formats: tuple[str, ...] = FORMATS,
-            progress: Callable[[str, float], None] | None = None) -> list[Path]:
-    """Build the briefing and write its files into ``folder`` (each written aside and renamed), under a claim so
-    two processes never write the same briefing at once (Busy). ``progress(step, share)`` is told how far it got:
-    steps "read", then one per format, share 0..1. BriefingError for a bad date, period or area."""
+            progress: Callable[[str, float], None] | None = None, skip_archived: bool = False) -> list[Path]:
+    """Build the briefing and write its files into ``folder`` (each written aside, then all renamed), under a claim
+    taken before any reading, so two processes never build the same briefing at once (the second gets Busy).
+    ``skip_archived``: once holding the claim, write nothing (return []) if every file is already there.
+    ``progress(step, share)`` is told how far it got: "read", then one step per format, then "done"; share 0..1.
+    BriefingError for a bad date, period, area or format."""
     for f in formats:
         if f not in FORMATS:
             raise BriefingError(f"format: unknown format {f!r}; use one of: {', '.join(FORMATS)}")
     now = now or datetime.now(UTC)
     tell = progress or (lambda step, share: None)
-    tell("read", 0.0)
-    b = build(engine, r, settings, city, kind, day, area_code, now=now)  # checks the request before any claim
+    area, p = requested(city, kind, day, area_code, now)  # a checked request names the claim and the files
     folder.mkdir(parents=True, exist_ok=True)
-    base = folder / file_name(b)
-    with _claim(base, now), tempfile.TemporaryDirectory(prefix=".briefing-", dir=folder) as aside:
-        written = []
-        for i, f in enumerate(formats):  # every file aside first: a failure leaves none of them in the folder
-            tell(f, 0.4 + 0.6 * i / len(formats))
-            written.append(writer(f)(b, Path(aside) / f"{base.name}.{f}"))
-        out = [folder / w.name for w in written]
-        for w, o in zip(written, out, strict=True):
-            os.replace(w, o)
+    base = folder / stem(kind, p.label, area.code)
+    with _claim(base, now):
+        if skip_archived and all(base.with_name(f"{base.name}.{f}").exists() for f in formats):
+            return []
+        tell("read", 0.0)
+        b = build(engine, r, settings, city, kind, day, area_code, now=now)
+        with tempfile.TemporaryDirectory(prefix=".briefing-", dir=folder) as aside:
+            written = []
+            for i, f in enumerate(formats):  # every file aside first: a failure leaves none of them in the folder
+                tell(f, 0.4 + 0.6 * i / len(formats))
+                written.append(writer(f)(b, Path(aside) / f"{base.name}.{f}"))
+            out = [folder / w.name for w in written]
+            for w, o in zip(written, out, strict=True):
+                os.replace(w, o)
     tell("done", 1.0)
     return out
 
@@ -458,14 +476,16 @@ def archive(settings, kind: str, now: datetime | None = None, *, engine=None, r=
     p = period_of(kind, day)
     folder = archive_folder(settings, kind)
     city = city or load_city(settings.city_dir)
-    district = city.geography.district
-    name = f"gridwatch-{kind}-{p.label}-{district.code}"
+    name = stem(kind, p.label, city.geography.district.code)
     if all((folder / f"{name}.{f}").exists() for f in FORMATS):
         log.info("briefing %s %s: already archived (%s)", kind, p.label, name)
         return None
     try:
         out = produce(engine or get_engine(settings), r or get_redis(settings), settings, city, kind, day, None,
-                      folder, now=now)
+                      folder, now=now, skip_archived=True)
+        if not out:  # written by another process between the look above and the claim
+            log.info("briefing %s %s: already archived (%s)", kind, p.label, name)
+            return None
         log.info("briefing %s %s archived: %s", kind, p.label, ", ".join(str(o) for o in out))
         return out
     except Busy:
@@ -495,15 +515,13 @@ def parse_name(name: str) -> ArchiveName | None:
     """The briefing an archive file is, if ``name`` is exactly what produce() calls its files — ``file_name`` of a
     real period of its kind and an area code, then ``.pdf`` or ``.xlsx`` — else None. Claims, files being written
     (``.briefing-*``) and anything else are not briefings; the download route serves only names this accepts."""
-    from types import SimpleNamespace
-
-    stem, dot, fmt = name.rpartition(".")
-    kind, _, rest = stem.removeprefix("gridwatch-").partition("-")
+    name_stem, dot, fmt = name.rpartition(".")
+    kind, _, rest = name_stem.removeprefix("gridwatch-").partition("-")
     label, _, area = rest.rpartition("-")
     if not (dot and fmt in FORMATS and kind in KINDS and area.isascii() and area.isdigit()
             and len(area) in AREA_CODE_LENGTHS) or labelled(kind, label) is None:
         return None
-    if file_name(SimpleNamespace(kind=kind, label=label, area={"code": area})) != stem:  # type: ignore[arg-type]
+    if stem(kind, label, area) != name_stem:
         return None
     return ArchiveName(kind, label, area, fmt)
 
@@ -606,9 +624,9 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("alembic", "weasyprint", "fontTools", "matplotlib"):  # their steps are not what the user asked
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        day = date.fromisoformat(args.date)
-    except ValueError:
-        print(f"error: --date {args.date[:40]!r} is not a date; give YYYY-MM-DD, e.g. 2026-11-21", file=sys.stderr)
+        day = parse_day(args.date)
+    except BriefingError as exc:
+        print(f"error: --{exc}", file=sys.stderr)  # each message starts with the option it is about
         return 2
     from config.city import load_city
     from config.services import get_engine, get_redis, migrate
@@ -627,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
         out = produce(engine, get_redis(settings), settings, load_city(settings.city_dir), args.period, day,
                       args.area, Path(args.out), formats=formats, progress=progress)
     except BriefingError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: --{exc}", file=sys.stderr)
         return 2
     except Busy as exc:
         print(f"error: {exc}; try again when it is done", file=sys.stderr)

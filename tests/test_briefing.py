@@ -76,10 +76,10 @@ def app_settings(settings):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--date", "2026-13-01"], "--date"),
-    (["--date", "2026-11-21", "--period", "fortnight"], "period"),
-    (["--date", "2026-11-21", "--area", "440311999"], "area"),
-    (["--date", "2099-01-01"], "future"),
-    (["--date", "2026-11-21", "--format", "docx"], "format"),
+    (["--date", "2026-11-21", "--period", "fortnight"], "--period"),
+    (["--date", "2026-11-21", "--area", "440311999"], "--area"),
+    (["--date", "2099-01-01"], "--date: 2099-01-01 is in the future"),
+    (["--date", "2026-11-21", "--format", "docx"], "--format"),
 ])
 def test_the_command_line_refuses_bad_input(settings, args, message, tmp_path, capsys, monkeypatch):
     from dashboard import briefing
