@@ -102,3 +102,19 @@ def browser():
     from tests.browser import driver
 
     yield from driver()
+
+
+@pytest.fixture
+def app(settings):
+    """The web app on this test's settings."""
+    from app import create_app
+
+    return create_app(settings)
+
+
+@pytest.fixture
+def stored(settings, r, engine, city):
+    """The drill-down's dataset (tests/test_drill.py) published and applied: (now, the expected case table)."""
+    from tests.test_drill import store_dataset
+
+    return store_dataset(settings, r, engine, city)

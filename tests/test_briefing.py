@@ -15,12 +15,7 @@ import pytest
 
 from ingest.streams import Producer
 from ingest.worker import Worker
-from tests.test_drill import OPEN, TZ, store_dataset
-
-
-@pytest.fixture
-def stored(settings, r, engine, city):
-    return store_dataset(settings, r, engine, city)
+from tests.test_drill import OPEN, TZ
 
 
 def _sheet(wb, name) -> list[list]:

@@ -19,21 +19,9 @@ import orjson
 import pytest
 
 from tests.browser import LiveServer, errors, js, shot, size, wait
-from tests.test_drill import TZ, store_dataset
+from tests.test_drill import TZ
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-
-
-@pytest.fixture
-def stored(settings, r, engine, city):
-    return store_dataset(settings, r, engine, city)
-
-
-@pytest.fixture
-def app(settings):
-    from app import create_app
-
-    return create_app(settings)
 
 
 def _yesterday(now: datetime):

@@ -85,13 +85,6 @@ def drilled(settings, r, engine, city):
     return store_dataset(settings, r, engine, city)
 
 
-@pytest.fixture
-def app(settings):
-    from app import create_app
-
-    return create_app(settings)
-
-
 def _days_ago(now: datetime, days: int) -> datetime:
     """Midnight (city time) of the day ``days`` before today."""
     local = now.astimezone(TZ).replace(hour=0, minute=0, second=0, microsecond=0)
