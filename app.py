@@ -17,7 +17,8 @@ from flask import Flask
 
 from config.city import load_city
 from config.settings import Settings, get_settings
-from dashboard import api, callbacks, context, i18n
+from core import access
+from dashboard import api, auth, callbacks, context, i18n
 from ingest.feeds import push
 from layouts import briefings, case, compare, drill, live, screen
 
@@ -29,6 +30,7 @@ def create_app(settings: Settings | None = None) -> dash.Dash:
     district = load_city(settings.city_dir).geography.district
     server = Flask(__name__)
     server.config[context.SETTINGS_KEY] = settings
+    auth.install(server)  # the gate before every route: a session, the role's permission, CSRF on posts
     server.register_blueprint(api.blueprint())
     server.register_blueprint(push.blueprint(context.city, context.redis_client, context.settings))
     server.register_blueprint(briefings.blueprint())
@@ -41,13 +43,12 @@ def create_app(settings: Settings | None = None) -> dash.Dash:
         update_title=None,
         suppress_callback_exceptions=False,
     )
-    app.layout = html.Div([dcc.Location(id=ROUTER_URL), dcc.Store(id=ROUTER_KIND), dcc.Store(id=ROUTER_TITLE),
-                           html.Div(id=ROUTER_CONTENT)])
+    app.layout = root  # a function: drawn per page load, with who is logged in
     # every page's components, so the callbacks of pages not shown are still checked against real ids
     with server.app_context():
         city = load_city(settings.city_dir)
         app.validation_layout = html.Div([
-            app.layout, drill.layout(settings, city, {}), live.layout(i18n.texts(i18n.DEFAULT_LANG), district.name),
+            frame(), drill.layout(settings, city, {}), live.layout(i18n.texts(i18n.DEFAULT_LANG), district.name),
             screen.layout(settings, city, {}), compare.skeleton(), briefings.skeleton(),
         ])
 
@@ -76,6 +77,30 @@ STAYS = {"drill"}  # pages that follow their URL themselves instead of being dra
 # the case page (/case/<id>) is drawn whole on the server: a new URL draws it again
 
 
+def frame(user=None) -> html.Div:
+    """The router's frame: the URL, the page kind and title, the page, and who is logged in (with 退出)."""
+    return html.Div([dcc.Location(id=ROUTER_URL), dcc.Store(id=ROUTER_KIND), dcc.Store(id=ROUTER_TITLE),
+                     html.Div(id=ROUTER_CONTENT), *([user] if user is not None else [])])
+
+
+def root() -> html.Div:
+    """The layout Dash serves: the frame, and a small note of the user with a logout button (not on a wall link)."""
+    from flask import g
+
+    v = auth.viewer()
+    if v is None or v.role == "screen":
+        return frame()
+    t = i18n.texts(i18n.DEFAULT_LANG)
+    city = context.city()
+    area = city.geography.get(v.area)
+    user = html.Form([
+        html.Span(f"{v.username} · {t[f'role_{v.role}']} · {area.name if area else v.area}", className="gw-who"),
+        dcc.Input(type="hidden", name="csrf", value=g.get("gw_csrf") or ""),
+        html.Button(t["logout"], type="submit", className="gw-logout"),
+    ], method="post", action="/logout", className="gw-user", id="gw-user")
+    return frame(user)
+
+
 def page_of(pathname: str | None) -> str:
     path = (pathname or "/").rstrip("/") or "/"
     if path == "/" or path.startswith("/area/"):
@@ -96,6 +121,13 @@ def page_of(pathname: str | None) -> str:
 def render(kind: str, pathname: str | None, query: dict[str, str]):
     settings = context.settings()
     city = context.city()
+    v = auth.viewer()
+    if v is not None and not (access.may(v.role, kind)
+                              and (kind not in access.WHOLE_DISTRICT or v.area == city.geography.district.code)):
+        t = i18n.texts(query.get("lang"))
+        return html.Div([html.H1(t["forbidden"]), html.P(t["forbidden_hint"].format(role=t[f"role_{v.role}"])),
+                         dcc.Link(t["dr_go_home"], href="/", className="dr-button")],
+                        className="dr dr-missing")
     if kind == "drill":
         return drill.layout(settings, city, query)
     if kind == "screen":

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     sla_escalate_after_hours: float = Field(24.0, description="overdue this long escalates to the department head / district")
     whistle_report_minutes: int = Field(30, description="吹哨报到: a summoned department must check in within this many minutes")
     device_offline_factor: float = Field(2.0, description="a device is offline after this many heartbeats of silence")
+    cookie_secure: bool = Field(False, description="send the session cookie over HTTPS only (set it when served over "
+                                                   "HTTPS, as in production)")
+    trust_proxy: bool = Field(False, description="take the client's address from X-Forwarded-For (behind a reverse "
+                                                 "proxy only: otherwise anyone can claim any address)")
     briefing_time: str = Field("07:30", pattern=r"^([01]\d|2[0-3]):[0-5]\d$",
                                description="when the scheduler archives the briefings (HH:MM, city time): yesterday's "
                                            "daily, on Mondays last week's, on the 1st last month's")

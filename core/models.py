@@ -241,3 +241,53 @@ class CaseAssignment(Base):
     rating: Mapped[int | None] = mapped_column(Integer)
     evaluated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     handling_s: Mapped[float | None] = mapped_column(Float)  # lead: seconds from dispatch to resolution
+
+
+class User(Base):
+    """A person who logs in (dashboard/auth.py): a role (core.access.ROLES) within a jurisdiction (an area code)."""
+
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("username", name="uq_users_username"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64))
+    password_hash: Mapped[str] = mapped_column(String(255))  # argon2id, with its parameters and salt
+    role: Mapped[str] = mapped_column(String(16))
+    area_code: Mapped[str] = mapped_column(String(15))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)  # in a row; reset by a good login
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ScreenLink(Base):
+    """A kiosk link for the wall: whoever holds the token sees /screen of the area, read-only, no personal data.
+    Only the token's SHA-256 is kept."""
+
+    __tablename__ = "screen_links"
+    __table_args__ = (UniqueConstraint("token_sha256", name="uq_screen_links_token_sha256"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    token_sha256: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(64))
+    area_code: Mapped[str] = mapped_column(String(15))
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AuditEntry(Base):
+    """Who did what, when, from where: logins and failures, case views, exports, changes to users and links."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_at", "at"), Index("ix_audit_log_username_at", "username", "at"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    username: Mapped[str | None] = mapped_column(String(64))  # None: nobody logged in (a failed login names the try)
+    role: Mapped[str | None] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str | None] = mapped_column(String(255))
+    detail: Mapped[dict | None] = mapped_column(JSON)
+    address: Mapped[str | None] = mapped_column(String(64))  # the client's address
+    ok: Mapped[bool] = mapped_column(Boolean, default=True)

@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException
 from core.geography import LEVELS, level_of
 from core.lifecycle import OPEN_STATUSES, Status
 from core.whistle import whistle_reports
-from dashboard import context, live, queries
+from dashboard import auth, context, live, queries
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def _params(allowed: tuple[str, ...]) -> dict[str, str]:
 
 
 def _area(code: str, parameter: str = "area"):
-    """The Area for a code; 400 if malformed, 404 if no such area."""
+    """The Area for a code; 400 if malformed, 404 if no such area, 403 if outside the viewer's jurisdiction."""
     try:
         level_of(code)
     except ValueError as exc:
@@ -91,7 +91,23 @@ def _area(code: str, parameter: str = "area"):
     found = context.city().geography.get(code)
     if found is None:
         raise ApiError(404, f"{parameter}: no area with code {code!r}; list the codes with /api/v1/areas", parameter)
+    if not auth.in_scope(found.code):
+        raise ApiError(403, f"{parameter}: {code} is outside your jurisdiction ({auth.scope()}); ask for an area "
+                            "within it", parameter)
     return found
+
+
+def _home():
+    """The area a request means when it names none: the viewer's jurisdiction (a system job: the district)."""
+    geo = context.city().geography
+    s = auth.scope()
+    return geo.district if s is None else geo.area(s)
+
+
+def _home_code() -> str | None:
+    """The case filter's area when the request names none: None (everything) for a district-wide viewer."""
+    home = _home()
+    return None if home.level == "district" else home.code
 
 
 def _statuses(value: str) -> list[str]:
@@ -186,7 +202,7 @@ def _case_filter(p: dict[str, str]) -> queries.CaseFilter:
         raise ApiError(400, f"q: a title search of at most {MAX_TEXT_CHARS} printable characters, e.g. 井盖", "q")
     return queries.CaseFilter(
         text=text,
-        area=_area(p["area"]).code if "area" in p else None, since=since, until=until,
+        area=_area(p["area"]).code if "area" in p else _home_code(), since=since, until=until,
         category=_category(p["category"]) if "category" in p else None, grades=grades, sources=sources,
         statuses=_statuses(p["status"]) if "status" in p else None, department=dept,
     )
@@ -263,6 +279,11 @@ def _select_areas(p: dict[str, str]) -> list:
     if level is not None and level not in LEVELS:
         raise ApiError(400, f"level: unknown level {level[:40]!r}; use one of: {', '.join(LEVELS)}", "level")
     parent = _code(p["parent"], "parent") if "parent" in p else None
+    home = _home()
+    if parent is None and home.level != "district":  # a jurisdiction below the district: its own areas only
+        parent = home
+        if level is not None and LEVELS.index(level) <= LEVELS.index(home.level):
+            return [home] if level == home.level else []
     if parent is not None and level is not None:
         if LEVELS.index(level) <= LEVELS.index(parent.level):
             below = ", ".join(LEVELS[LEVELS.index(parent.level) + 1:]) or "none"
@@ -363,8 +384,7 @@ def blueprint() -> Blueprint:
     @bp.get("/api/v1/summary")
     def summary():
         p = _params(("area",))
-        city = context.city()
-        area = _area(p["area"]) if "area" in p else city.geography.district
+        area = _area(p["area"]) if "area" in p else _home()
         data = live.summary(context.redis_client(), context.settings(), area.code)
         data["by_grade"] = _grades(data["by_grade"])
         data["last_event_at"] = _utc(data["last_event_at"])
@@ -397,13 +417,16 @@ def blueprint() -> Blueprint:
 
     @bp.get("/api/v1/cases.csv")
     def cases_csv():
-        """The filtered cases as CSV (UTF-8 with a BOM, so Excel reads the Chinese), streamed; no personal data."""
+        """The filtered cases as CSV (UTF-8 with a BOM, so Excel reads the Chinese), streamed; the reporter's name and
+        phone masked unless the viewer may see personal data."""
         import csv
         import io
 
         p = _params(FILTER_PARAMS)
         where = _case_filter(p)
         engine = context.engine()
+        personal = auth.personal()
+        auth.audit("export", "cases.csv", {"filters": p, "personal": personal})
 
         def value(v):
             if isinstance(v, datetime):
@@ -417,7 +440,7 @@ def blueprint() -> Blueprint:
             w = csv.writer(buf)
             buf.write("\ufeff")
             w.writerow(queries.EXPORT_COLUMNS)
-            for n, row in enumerate(queries.export_cases(engine, where), start=1):
+            for n, row in enumerate(queries.export_cases(engine, where, personal=personal), start=1):
                 w.writerow([value(v) for v in row])
                 if n % 1000 == 0:
                     yield buf.getvalue()
@@ -441,7 +464,7 @@ def blueprint() -> Blueprint:
                     raise ApiError(400, f"state: unknown SLA state {part!r}; use warning, overdue or both "
                                         "(comma-separated)", "state")
                 states.add(part)
-        area = _area(p["area"]).code if "area" in p else None
+        area = _area(p["area"]).code if "area" in p else _home_code()
         limit = _limit(p.get("limit"))
         now = datetime.now(UTC)
         items = queries.sla_cases(context.engine(), now=now, states=states, area=area,
@@ -454,7 +477,7 @@ def blueprint() -> Blueprint:
         from core import kpis as k
 
         p = _params(("area", "since", "until"))
-        area = _area(p["area"]) if "area" in p else context.city().geography.district
+        area = _area(p["area"]) if "area" in p else _home()
         since, until = _period(p)
         length = until - since
         now = datetime.now(UTC)
@@ -473,7 +496,7 @@ def blueprint() -> Blueprint:
 
         p = _params(("period", "date", "since", "until", "area"))
         city = context.city()
-        area = _area(p["area"]) if "area" in p else city.geography.district
+        area = _area(p["area"]) if "area" in p else _home()
         kind = p.get("period", "week").lower()
         if kind not in rk.PERIODS:
             raise ApiError(400, f"period: unknown period {kind!r}; use one of: {', '.join(rk.PERIODS)}", "period")
@@ -572,9 +595,10 @@ def blueprint() -> Blueprint:
         _params(())
         if queries.case_id_of(case_id) is None:
             raise ApiError(400, f"id: {case_id[:40]!r} is not a case id; a case id is a positive whole number", "id")
-        found = queries.get_case(context.engine(), int(case_id))
-        if found is None:
-            raise ApiError(404, f"id: no case with id {case_id}", "id")
+        found = queries.get_case(context.engine(), int(case_id), personal=auth.personal())
+        if found is None or not auth.in_scope(found.get("grid_code")):  # outside: as if absent (no probing)
+            raise ApiError(404, f"id: no case with id {case_id} in your jurisdiction", "id")
+        auth.audit("case_view", case_id, {"via": "api"})
         limit = timedelta(minutes=context.settings().whistle_report_minutes)
         found["whistle_reports"] = [w.as_dict() for w in whistle_reports(found["timeline"], datetime.now(UTC), limit)]
         return json_response(found)

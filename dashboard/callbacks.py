@@ -11,8 +11,9 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from dash import Dash, Input, Output, State
+from dash.exceptions import PreventUpdate
 
-from dashboard import context, i18n, live
+from dashboard import auth, context, i18n, live
 from layouts import live as page
 from layouts.live import ID, TILES, GradeColumn, StreetRow
 
@@ -129,4 +130,6 @@ def register(app: Dash) -> None:
         Input(ID.lang, "data"),
     )
     def tick(_n, lang):
+        if not auth.whole_district():  # the stream overview is the district's
+            raise PreventUpdate
         return refresh(lang)

@@ -5,7 +5,7 @@ category's limits on the working calendar, moved them on 恢复 by the held time
 departments' parts are the ``case_assignments`` rows (core/assignments.py), the 报到 verdicts come from
 core/whistle.py and the open clock's state from core/sla.py. This module only lines them up per stage.
 
-Personal data (the reporter's name and phone) is never selected (dashboard/queries.py).
+The reporter's name and phone come masked unless the caller asks for them whole (dashboard/queries.get_case).
 Times are aware UTC datetimes, durations seconds; the layout formats both.
 """
 
@@ -162,9 +162,11 @@ def _evaluation(events: list[dict[str, Any]]) -> dict[str, Any] | None:
     return found
 
 
-def case_view(engine, settings, case_id: int, now: datetime | None = None) -> dict[str, Any] | None:
-    """Everything the case page shows about one case, or None if there is no such case."""
-    case = queries.get_case(engine, case_id)
+def case_view(engine, settings, case_id: int, now: datetime | None = None, *,
+              personal: bool = False) -> dict[str, Any] | None:
+    """Everything the case page shows about one case, or None if there is no such case. The reporter's name and
+    phone are masked unless ``personal``."""
+    case = queries.get_case(engine, case_id, personal=personal)
     if case is None:
         return None
     now = now or datetime.now(UTC)
@@ -180,6 +182,7 @@ def case_view(engine, settings, case_id: int, now: datetime | None = None) -> di
     return {
         "now": now,
         "case": {k: case.get(k) for k in FIELDS},
+        "reporter": case["reporter"],
         "open": is_open,
         "overdue": bool(is_open and (case.get("overdue") or overdue_now)),
         "resolved_late": resolved_late,

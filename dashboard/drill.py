@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from core.records import CITY_TZ
-from dashboard import api, live, queries
+from dashboard import api, auth, live, queries
 
 RANGES = ("today", "7d", "30d", "custom")
 DEFAULT_RANGE = "7d"
@@ -84,8 +84,8 @@ def parse(pathname: str | None, search: str | None, now: datetime | None = None)
     now = now or datetime.now(UTC)
     geo = city().geography
     path = (pathname or "/").rstrip("/") or "/"
-    if path == "/":
-        code = geo.district.code
+    if path == "/":  # the viewer's jurisdiction (a system job: the district)
+        code = auth.scope() or geo.district.code
     elif path.startswith(AREA_PREFIX):
         code = path[len(AREA_PREFIX):]
     else:
@@ -157,13 +157,13 @@ def side_by_side(*calls):
 
 
 def trail(view: View) -> list[dict[str, str]]:
-    """The breadcrumb: the district down to the view's area, each with its URL (same filters)."""
+    """The breadcrumb: the district (or the viewer's jurisdiction) down to the view's area, each with its URL."""
     from core.geography import ancestors
     from dashboard.context import city
 
     geo = city().geography
     return [{"code": c, "name": geo.area(c).name, "level": geo.area(c).level, "url": view.url(c)}
-            for c in ancestors(view.area.code)]
+            for c in ancestors(view.area.code) if auth.in_scope(c)]  # from the viewer's jurisdiction down
 
 
 def children(view: View) -> tuple[list[dict[str, Any]], int | None]:

@@ -1,6 +1,7 @@
 """SQL reads for the API and the views: case lists (keyset pagination) and one case with its timeline.
 
-Personal data (reporter name and phone) is never selected: a later change adds roles that may see it.
+Personal data (reporter name and phone) is read for one case (get_case) and the CSV export only, masked there
+unless the viewer's role may see it (core.access.PERSONAL).
 """
 
 from __future__ import annotations
@@ -149,18 +150,27 @@ def list_cases(
 
 EXPORT_COLUMNS = ("id", "source", "external_id", "category", "grade", "title", "status", "district_code",
                   "street_code", "community_code", "grid_code", "departments", "onsite", "overdue", "rating",
-                  "reported_at", "accept_due_at", "due_at", "accepted_at", "resolved_at", "closed_at")
+                  "reported_at", "accept_due_at", "due_at", "accepted_at", "resolved_at", "closed_at", "reporter_name",
+                  "reporter_phone")
 
 
-def export_cases(engine: Engine, where: CaseFilter, chunk: int = 5000):
+def reporter(name: str | None, phone: str | None, personal: bool) -> tuple[str | None, str | None]:
+    """The reporter's name and phone as a viewer sees them: whole for the roles with personal data
+    (core.access.PERSONAL), masked for the others."""
+    from core.access import mask_name, mask_phone
+
+    return (name, phone) if personal else (mask_name(name), mask_phone(phone))
+
+
+def export_cases(engine: Engine, where: CaseFilter, chunk: int = 5000, *, personal: bool = False):
     """Rows of the filtered cases for a CSV export, newest first, read in chunks (never all in memory).
 
-    Yields tuples in EXPORT_COLUMNS order. No personal data: the reporter's name and phone are not selected.
+    Yields tuples in EXPORT_COLUMNS order, the reporter's name and phone (the last two) masked unless ``personal``.
     """
     q = where.apply(select(*(_CASE.c[c] for c in EXPORT_COLUMNS))).order_by(_CASE.c.id.desc())
     with engine.connect() as conn:
         for row in conn.execution_options(stream_results=True, yield_per=chunk).execute(q):
-            yield tuple(row)
+            yield (*row[:-2], *reporter(row[-2], row[-1], personal))
 
 
 CASE_ID_DIGITS = 18  # a case id fits a signed 64-bit integer
@@ -184,16 +194,20 @@ def case_assignments(engine: Engine, case_id: int) -> list[dict[str, Any]]:
         return [dict(r._mapping) for r in rows]
 
 
-def get_case(engine: Engine, case_id: int) -> dict[str, Any] | None:
-    """One case with its timeline (events by occurred_at, then id), or None."""
+def get_case(engine: Engine, case_id: int, *, personal: bool = False) -> dict[str, Any] | None:
+    """One case with its timeline (events by occurred_at, then id), or None. ``reporter``: the name and phone,
+    masked unless ``personal``."""
     with engine.connect() as conn:
-        row = conn.execute(select(*_DETAIL_COLUMNS).where(_CASE.c.id == case_id)).first()
+        row = conn.execute(select(*_DETAIL_COLUMNS, _CASE.c.reporter_name, _CASE.c.reporter_phone)
+                           .where(_CASE.c.id == case_id)).first()
         if row is None:
             return None
         events = conn.execute(
             select(*_EVENT_COLUMNS).where(_EVENT.c.case_id == case_id).order_by(_EVENT.c.occurred_at, _EVENT.c.id)
         )
         case = _case_row(row)
+        name, phone = reporter(case.pop("reporter_name"), case.pop("reporter_phone"), personal)
+        case["reporter"] = {"name": name, "phone": phone, "masked": not personal}
         case["timeline"] = [dict(e._mapping) for e in events]
     return case
 

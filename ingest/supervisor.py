@@ -85,6 +85,12 @@ def run(args) -> int:
     for c in kids:
         c.start(env)
     log.info("Gridwatch is up: http://%s:%s  (health: /healthz; Ctrl-C stops everything)", settings.host, settings.port)
+    accounts = subprocess.run([sys.executable, "-m", "dashboard.auth", "demo", "--base",
+                               f"http://{settings.host}:{settings.port}"], env=env, capture_output=True, text=True)
+    if accounts.returncode == 0:
+        print(accounts.stdout, flush=True)
+    else:
+        log.error("the demo accounts could not be made: %s", accounts.stderr.strip()[-500:])
 
     stopping = False
 

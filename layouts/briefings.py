@@ -24,7 +24,8 @@ from dash import Input, Output, State, clientside_callback, dcc, html, no_update
 from flask import Blueprint, Response, request, send_file
 
 from core.records import CITY_TZ
-from dashboard import briefing, context, i18n
+from dashboard import auth, briefing, context, i18n
+from layouts import drill as page
 
 log = logging.getLogger(__name__)
 
@@ -138,13 +139,9 @@ FINISHED = ("done", "busy", "failed")
 # --------------------------------------------------------------------------- drawing
 
 
-def area_options(geo) -> list[dict[str, str]]:
-    """The district, then each street followed by its communities (indented)."""
-    out = [{"label": geo.district.name, "value": geo.district.code}]
-    for s in geo.areas("street"):
-        out.append({"label": s.name, "value": s.code})
-        out += [{"label": f"\u2003{c.name}", "value": c.code} for c in geo.children(s.code)]
-    return out
+def _mine(entries):
+    """The archived briefings of areas within the viewer's jurisdiction."""
+    return [e for e in entries if auth.in_scope(e.area)]
 
 
 def _area_name(geo, code: str) -> str:
@@ -245,7 +242,7 @@ def layout(settings, city, query: dict[str, str]) -> html.Div:
                   dcc.RadioItems([{"label": t[f"br_kind_{k}"], "value": k} for k in briefing.KINDS], "day",
                                  id=ID.kind, inline=True, className="dr-range")], className="dr-filter"),
         html.Div([html.Label(t["br_area"]),
-                  dcc.Dropdown(area_options(geo), geo.district.code, id=ID.area, clearable=False,
+                  dcc.Dropdown(page.area_options(geo), auth.scope() or geo.district.code, id=ID.area, clearable=False,
                                className="dr-dd dr-dd-wide")], className="dr-filter"),
         html.Button(t["br_go"], id=ID.go, n_clicks=0, className="dr-button br-go"),
         html.P(t["br_hint"], className="dr-note"),
@@ -253,7 +250,7 @@ def layout(settings, city, query: dict[str, str]) -> html.Div:
     ], className="dr-panel br-make")
     archive = html.Section([
         html.H3(t["br_archive"]),
-        html.Div(archive_view(briefing.archived(settings), geo, t), id=ID.archive),
+        html.Div(archive_view(_mine(briefing.archived(settings)), geo, t), id=ID.archive),
     ], className="dr-panel br-archive")
     return html.Div([
         dcc.Store(id=ID.lang, data=lang), dcc.Store(id=ID.job), dcc.Interval(id=ID.poll, interval=POLL_MS,
@@ -283,6 +280,12 @@ def register(app) -> None:
     def generate(_n, day, kind, area, lang):
         """Start a job for the form's choice and follow it."""
         t = i18n.texts(lang)
+        if area and not auth.in_scope(area):  # the dropdown offers none, but a request can name any
+            return None, True, status_view({"state": "failed", "reason": "input",
+                                            "message": f"area: {str(area)[:32]} is outside your jurisdiction"},
+                                           None, t), False
+        area = area or auth.scope()
+        auth.audit("briefing_generate", f"{kind} {day} {area}")
         try:
             job = start(context.engine(), context.redis_client(), context.settings(), context.city(), kind, day, area)
         except Exception as exc:  # noqa: BLE001 - Redis or SQL away: logged, and said on the page
@@ -307,7 +310,7 @@ def register(app) -> None:
             return no_update, False, True, no_update
         if state is not None and state.get("state") not in FINISHED:
             return status_view(state, geo, t), False, True, no_update
-        return status_view(state, geo, t), True, False, archive_view(briefing.archived(settings), geo, t)
+        return status_view(state, geo, t), True, False, archive_view(_mine(briefing.archived(settings)), geo, t)
 
 
 def blueprint() -> Blueprint:
@@ -324,6 +327,11 @@ def blueprint() -> Blueprint:
             return None
         kind, _, name = path[len(FILES) + 1:].partition("/")
         found = briefing.archived_file(context.settings(), kind, name)
+        parsed = briefing.parse_name(name)
+        if found is not None and not (parsed and auth.in_scope(parsed.area) and auth.may_see("briefings")):
+            found = None  # outside the jurisdiction: as if absent
+        if found is not None:
+            auth.audit("export", f"briefing {name}")
         if found is None:
             return Response("404 not found: no archived briefing by that name; the archive is listed at /briefings\n",
                             status=404, mimetype="text/plain")

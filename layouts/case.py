@@ -3,7 +3,8 @@ stage's duration against its limit, the departments and their whistle reports, e
 evaluation. Rendered whole on the server (no callbacks); the data is dashboard/casepage.py's view model.
 
 ``?lang=en`` switches to English (Simplified Chinese by default). A bad or unknown id shows a message with a link
-back — never a traceback. Personal data (the reporter's name and phone) is never read, so never shown.
+back — never a traceback. The reporter's name and phone are shown masked unless the viewer's role may see them (core/access.py); a case
+outside the viewer's jurisdiction is answered as if it did not exist.
 """
 
 from __future__ import annotations
@@ -209,6 +210,7 @@ def _fields(f: _Fmt, city, view: dict[str, Any]) -> html.Dl:
         ("case_f_escalated", f.yes(c["escalated"])),
         ("case_f_grid", f"{grid.name} ({grid.code})" if grid else t["unlocated"]),
         ("case_f_address", c["address"] or "—"),
+        ("case_f_reporter", " · ".join(x for x in (view["reporter"]["name"], view["reporter"]["phone"]) if x) or "—"),
         ("case_f_location", f"{c['lon']:.6f}, {c['lat']:.6f}" if c["lon"] is not None else t["case_unlocated"]),
         ("case_f_updated", f.time(c["updated_at"])),
     ]
@@ -435,7 +437,7 @@ def render(view: dict[str, Any], settings, city, lang: str) -> html.Div:
 
 def layout(settings, city, case_id: str, query: dict[str, str]) -> html.Div:
     """The page for ``/case/<case_id>`` with its query parameters (``lang``); a message for a bad or unknown id."""
-    from dashboard import casepage, context, queries
+    from dashboard import auth, casepage, context, queries
 
     lang = i18n.lang_of(query.get("lang"))
     t = i18n.texts(lang)
@@ -445,10 +447,11 @@ def layout(settings, city, case_id: str, query: dict[str, str]) -> html.Div:
     if number is None:
         return _message(t, lang, t["case_bad_id"].format(value=shown), t["case_bad_id_hint"], "")
     try:
-        view = casepage.case_view(context.engine(), settings, number)
+        view = casepage.case_view(context.engine(), settings, number, personal=auth.personal())
     except Exception:  # the store is away: say so on the page, keep the traceback in the log
         log.exception("case page: reading case %s failed", number)
         return _message(t, lang, t["case_unavailable"], "", str(number))
-    if view is None:
+    if view is None or not auth.in_scope(view["case"]["grid_code"]):  # outside the jurisdiction: as if absent
         return _message(t, lang, t["case_not_found"].format(id=number), t["case_not_found_hint"], str(number))
+    auth.audit("case_view", str(number), {"via": "page"})
     return render(view, settings, city, lang)

@@ -18,7 +18,7 @@ from dash import Input, Output, State, dcc, html
 from dash.exceptions import PreventUpdate
 
 from core.records import CITY_TZ
-from dashboard import drill, i18n
+from dashboard import auth, drill, i18n
 from layouts import drill as page
 
 PARAMS = ("a", "b", "since_b", "until_b", *(p for p in drill.PAGE_PARAMS))
@@ -45,7 +45,7 @@ def views(query: dict[str, str]) -> tuple[drill.View, drill.View, str]:
             raise drill.ViewError(f"unknown parameter {name[:40]!r}; compare takes: {', '.join(PARAMS)}", name,
                                   query[name])
     geo = city().geography
-    a = query.get("a") or geo.district.code
+    a = query.get("a") or auth.scope() or geo.district.code
     shared = {k: v for k, v in query.items() if k in drill.PAGE_PARAMS}
     search = "?" + urlencode(shared)
     view_a = drill.parse(f"{drill.AREA_PREFIX}{a}", search)
@@ -100,10 +100,7 @@ def layout(settings, city, query: dict[str, str]) -> html.Div:
     lang = i18n.lang_of(query.get("lang"))
     t = i18n.texts(lang)
     geo = city.geography
-    options = [{"label": geo.district.name, "value": geo.district.code}]
-    for s in geo.areas("street"):
-        options.append({"label": s.name, "value": s.code})
-        options += [{"label": f"\u2003{c.name}", "value": c.code} for c in geo.children(s.code)]
+    options = page.area_options(geo)
     try:
         va, vb, mode = views(query)
         error = None

@@ -550,10 +550,11 @@ def register(app) -> None:
                     value = ",".join(sorted(str(v) for v in value))
                 if value:
                     params[name] = str(value)
-        if code is None:  # the URL names no area: start again from the district with these filters
+        if code is None:  # the URL names no area: start again from the viewer's jurisdiction with these filters
+            from dashboard import auth
             from dashboard.context import city
 
-            code = city().geography.district.code
+            code = auth.scope() or city().geography.district.code
         url = drill.view_url(code, params, lang)
         path, _, query = url.partition("?")
         new_search = "?" + query if query else ""
@@ -619,7 +620,10 @@ def frame_of(pathname, search, mode="risk") -> tuple:
     geo = city().geography
     if err is not None:
         home = "/" + ("?lang=en" if lang == "en" else "")
-        none = [html.Span(dcc.Link(geo.district.name, href=home), className="dr-crumb")]
+        from dashboard import auth
+
+        mine = geo.area(auth.scope() or geo.district.code)
+        none = [html.Span(dcc.Link(mine.name, href=home), className="dr-crumb")]
         hidden = {"display": "none"}  # a URL that names no view shows no data at all
         return (none, problem(err, t, home), {"display": "block"}, None, None, no_update, no_update, None, "",
                 "#", "", "/compare", _switch(pathname, search, lang), hidden, hidden, [], [])
@@ -713,6 +717,23 @@ def _grade_names(lang: str) -> dict[int, str]:
     from dashboard.context import city
 
     return {g.level: i18n.pick((g.name, g.en), lang) for g in city().grades.values()}
+
+
+def area_options(geo) -> list[dict[str, str]]:
+    """The areas a viewer may pick (compare, briefings): the jurisdiction, then each street in it followed by its
+    communities (indented); a community's or grid's jurisdiction lists itself."""
+    from dashboard import auth
+
+    home = geo.area(auth.scope() or geo.district.code)
+    out = [{"label": home.name, "value": home.code}]
+    if home.level in ("district", "street"):
+        streets = geo.areas("street") if home.level == "district" else []
+        for s in streets:
+            out.append({"label": s.name, "value": s.code})
+            out += [{"label": f"\u2003{c.name}", "value": c.code} for c in geo.children(s.code)]
+        if home.level == "street":
+            out += [{"label": f"\u2003{c.name}", "value": c.code} for c in geo.children(home.code)]
+    return out
 
 
 def title(lang: str | None = None, district_name: str | None = None) -> str:

@@ -23,7 +23,7 @@ import orjson
 from dash import Input, Output, State, clientside_callback, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
-from dashboard import i18n
+from dashboard import auth, i18n
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +242,8 @@ def register(app) -> None:
                   Output(ID.fast_version, "data"), Output(ID.heartbeat, "data"),
                   Input(ID.poll, "n_intervals"), State(ID.fast_version, "data"), State(ID.slow_version, "data"))
     def _poll(_n, fast_version, slow_version):
+        if not auth.whole_district():  # the wall is the district's: nothing for a narrower jurisdiction
+            raise PreventUpdate
         return snapshot(fast_version, slow_version)
 
     clientside_callback(  # when the last answer came (browser clock): the stale banner counts from here

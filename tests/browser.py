@@ -33,10 +33,12 @@ def free_port() -> int:
 class LiveServer:
     """The app on a real port (werkzeug, threaded) plus a worker applying the streams, both stoppable."""
 
-    def __init__(self, settings, engine, r, city):
+    def __init__(self, settings, engine, r, city, role: str = "admin", area: str | None = None):
         from app import create_app
 
         self.app = create_app(settings)
+        self.role, self.area = role, area
+        self._logged_in: set[int] = set()  # the drivers that hold a session here
         self.settings, self.engine, self.r, self.city = settings, engine, r, city
         self.port = free_port()
         self.server = None
@@ -64,6 +66,52 @@ class LiveServer:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def open(self, driver, path: str) -> None:
+        """``driver.get`` of ``path`` here, logged in first (once per driver): a user of this server's role through
+        the login form, or the wall's kiosk link for the ``screen`` role."""
+        if id(driver) not in self._logged_in:
+            self.login(driver)
+        driver.get(self.url + path)
+
+    def http(self):
+        """A requests session logged in here through the login form (as this server's role, a person's)."""
+        import re
+
+        import requests
+
+        from tests.accounts import PASSWORD, make_user
+
+        if getattr(self, "_http", None) is None:
+            name = make_user(self.app.server.config["GRIDWATCH_SETTINGS"], "admin" if self.role == "screen" else self.role,
+                             self.area)
+            s = requests.Session()
+            page = s.get(self.url + "/login", timeout=10).text
+            token = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+            s.post(self.url + "/login", data={"username": name, "password": PASSWORD, "csrf": token, "next": "/"},
+                   timeout=10)
+            s.headers["X-CSRFToken"] = s.cookies.get("_csrf_token", "")
+            self._http = s
+        return self._http
+
+    def login(self, driver, role: str | None = None, area: str | None = None) -> None:
+        from selenium.webdriver.common.by import By
+
+        from dashboard import auth
+        from tests.accounts import PASSWORD, make_user
+
+        role = role or self.role
+        if role == "screen":
+            token = auth.create_screen_link(self.engine, self.city, "test-wall", area or self.area)
+            driver.get(f"{self.url}/s/{token}")
+        else:
+            name = make_user(self.app.server.config["GRIDWATCH_SETTINGS"], role, area or self.area)
+            driver.get(self.url + "/login")
+            driver.find_element(By.ID, "username").send_keys(name)
+            driver.find_element(By.ID, "password").send_keys(PASSWORD)
+            driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        wait(lambda: "/login" not in driver.current_url and "/s/" not in driver.current_url, 20)
+        self._logged_in.add(id(driver))
 
     def close(self):
         self.stop()

@@ -15,6 +15,7 @@ import pytest
 from core.lifecycle import OPEN_STATUSES, Status
 from ingest.streams import Producer, ensure_groups
 from ingest.worker import Worker
+from tests import accounts
 
 NOW = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=6)
 OPEN = {s.value for s in OPEN_STATUSES}
@@ -146,7 +147,7 @@ def client(settings, r, engine):
     from app import create_app
 
     app = create_app(settings)
-    return app.server.test_client()
+    return accounts.client(app=app)
 
 
 def get(client, url: str, status: int = 200):
@@ -305,7 +306,7 @@ def test_cases_filters_and_pagination(client, loaded, city):
     assert "张三丰" not in client.get("/api/v1/cases?limit=500").get_data(as_text=True)
 
 
-def test_case_filters_by_time_grade_source_and_department_and_the_csv_export(client, loaded, city):
+def test_case_filters_by_time_grade_source_and_department_and_the_csv_export(client, loaded, city, settings):
     """Each filter against a pandas selection of the dataset as it was built (not as it was stored)."""
     import csv
     import io
@@ -337,8 +338,11 @@ def test_case_filters_by_time_grade_source_and_department_and_the_csv_export(cli
         table = list(csv.DictReader(io.StringIO(text_.lstrip("\ufeff"))))
         assert sorted(r["external_id"] for r in table) == sorted(expected.ext), query
     assert len(cases[-1][1]) > 0 and len(cases[0][1]) > 0
-    everything = client.get("/api/v1/cases.csv").get_data(as_text=True)
-    assert "张三丰" not in everything and "13800138000" not in everything and "reporter" not in everything
+    # the reporter: whole for an administrator, masked for a leader (core.access)
+    everything = list(csv.DictReader(io.StringIO(client.get("/api/v1/cases.csv").get_data(as_text=True).lstrip("\ufeff"))))
+    assert {(r["reporter_name"], r["reporter_phone"]) for r in everything} >= {("张三丰", "13800138000")}
+    leader = accounts.client(settings, "leader").get("/api/v1/cases.csv").get_data(as_text=True)
+    assert "张三丰" not in leader and "13800138000" not in leader and "张**" in leader and "138******00" in leader
     for query, parameter in [("grade=5", "grade"), ("grade=a", "grade"), ("source=%3Cscript%3E", "source"),
                              ("dept=nobody", "dept"), ("since=yesterday", "since"),
                              (f"since={iso}&until={iso}", "until"), ("sort=title", "sort")]:
@@ -347,7 +351,7 @@ def test_case_filters_by_time_grade_source_and_department_and_the_csv_export(cli
             assert body["parameter"] == parameter, (route, query)
 
 
-def test_case_detail_timeline_in_order(client, loaded):
+def test_case_detail_timeline_in_order(client, loaded, settings):
     df, _ = loaded
     items = all_cases(client, "status=closed")
     target = next(c for c in items if c["source"] == "test")
@@ -357,7 +361,11 @@ def test_case_detail_timeline_in_order(client, loaded):
     times = [datetime.fromisoformat(e["occurred_at"]) for e in body["timeline"]]
     assert times == sorted(times) and all(x.utcoffset() == timedelta(0) for x in times)
     assert body["timeline"][0]["status_before"] is None and body["timeline"][-1]["status_after"] in ("closed",)
-    assert body["reporter"] == "hidden" and "reporter_phone" not in body and "张三丰" not in str(body)
+    assert body["reporter"] == {"name": "张三丰", "phone": "13800138000", "masked": False}  # an administrator
+    assert "reporter_phone" not in body and "reporter_name" not in body
+    masked = get(accounts.client(settings, "leader"), f"/api/v1/cases/{target['id']}")
+    assert masked["reporter"] == {"name": "张**", "phone": "138******00", "masked": True}
+    assert "张三丰" not in str(masked) and "13800138000" not in str(masked)
     assert body["reported_at"].endswith(("Z", "+00:00"))
 
 
@@ -433,7 +441,7 @@ def test_live_refresh_reads_the_live_state(loaded, settings, r, engine, city):
     df, alarms = loaded
     exp = expected_counts(df, alarms)
     app = create_app(settings)
-    with app.server.test_request_context("/"):
+    with accounts.request(app):
         out = callbacks.refresh("zh")
         values = dict(zip(TILES, out[: len(TILES)], strict=True))
         assert values == {"cases_total": f"{exp['total']:,}", "cases_open": f"{exp['open']:,}",
@@ -450,7 +458,6 @@ def test_sla_lists_warning_and_overdue_cases_nearest_deadline_first(settings, r,
     """Expected states are worked out here by plain arithmetic on each case's window, not by core.sla."""
     from datetime import UTC, datetime, timedelta
 
-    from app import create_app
     from ingest.streams import Producer
     from ingest.worker import Worker
 
@@ -490,7 +497,7 @@ def test_sla_lists_warning_and_overdue_cases_nearest_deadline_first(settings, r,
                 out.append((ext, st))
         return out
 
-    client = create_app(settings).server.test_client()
+    client = accounts.client(settings)
     every = {g.code for g in city.geography.areas("grid")}
     body = orjson.loads(client.get("/api/v1/sla").data)
     assert [(c["external_id"], c["sla_state"]) for c in body["items"]] == expected(every, {"warning", "overdue"})

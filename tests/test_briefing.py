@@ -15,6 +15,7 @@ import pytest
 
 from ingest.streams import Producer
 from ingest.worker import Worker
+from tests import accounts
 from tests.test_drill import OPEN, TZ
 
 
@@ -25,7 +26,6 @@ def _sheet(wb, name) -> list[list]:
 def test_the_spreadsheet_equals_the_api_and_a_pandas_recount(app_settings, stored, settings, r, engine, city, tmp_path):
     from openpyxl import load_workbook
 
-    from app import create_app
     from dashboard import briefing
 
     now, df = stored
@@ -37,7 +37,7 @@ def test_the_spreadsheet_equals_the_api_and_a_pandas_recount(app_settings, store
     path = briefing.write_xlsx(b, tmp_path / f"{briefing.file_name(b)}.xlsx")
     wb = load_workbook(path)
     # every headline figure equals the API's for the same area and day (and the day before)
-    client = create_app(settings).server.test_client()
+    client = accounts.client(settings)
     api = orjson.loads(client.get(f"/api/v1/kpis?area={street.code}&since={yesterday.isoformat()}"
                                   f"&until={(yesterday + timedelta(days=1)).isoformat()}").data)
     rows = _sheet(wb, "核心指标")
@@ -212,7 +212,6 @@ def test_the_pdf_renders_every_page_with_its_chinese_headings_and_the_apis_figur
                                                                                    tmp_path, kind):
     import yaml
 
-    from app import create_app
     from dashboard import briefing
 
     now, df = stored
@@ -245,7 +244,7 @@ def test_the_pdf_renders_every_page_with_its_chinese_headings_and_the_apis_figur
     assert f"生成于 {now.astimezone(TZ):%Y-%m-%d %H:%M}" in _pdf_text(pdf, 1)
     # the headline row of the case count shows the API's figure for the same period
     p = briefing.period_of(kind, yesterday)
-    client = create_app(settings).server.test_client()
+    client = accounts.client(settings)
     api = orjson.loads(client.get(f"/api/v1/kpis?since={p.since.date().isoformat()}"
                                   f"&until={p.until.date().isoformat()}").data)
     row = next(ln for ln in text.splitlines() if ln.strip().startswith("案件总数"))
@@ -334,7 +333,6 @@ def test_the_weekly_spreadsheets_assessment_and_history_equal_the_api(stored, se
     import yaml
     from openpyxl import load_workbook
 
-    from app import create_app
     from dashboard import briefing
 
     now, df = stored
@@ -344,7 +342,7 @@ def test_the_weekly_spreadsheets_assessment_and_history_equal_the_api(stored, se
     day = now.astimezone(TZ).date() - timedelta(days=1)
     (xlsx,) = briefing.produce(engine, r, settings, city, "week", day, None, tmp_path, now=now, formats=("xlsx",))
     wb = load_workbook(xlsx)
-    client = create_app(settings).server.test_client()
+    client = accounts.client(settings)
     api = orjson.loads(client.get(f"/api/v1/rankings?period=week&date={day.isoformat()}").data)
     sheet = _sheet(wb, "部门排名")
     head = sheet[0]

@@ -18,6 +18,7 @@ from urllib.parse import quote
 import orjson
 import pytest
 
+from tests import accounts
 from tests.browser import LiveServer, errors, js, shot, size, wait
 from tests.test_drill import TZ
 
@@ -142,7 +143,7 @@ def test_the_download_route_serves_the_archive_and_refuses_every_other_name(app,
     out = briefing.produce(engine, r, settings, city, "day", day, None, _folder(settings, "day"))
     name = f"gridwatch-day-{day.isoformat()}-{geo.district.code}"
     assert sorted(p.name for p in out) == [f"{name}.pdf", f"{name}.xlsx"]
-    client = app.server.test_client()
+    client = accounts.client(app=app)
     for fmt, mimetype, magic in (("pdf", "application/pdf", b"%PDF"), ("xlsx", XLSX, b"PK")):
         resp = client.get(f"/briefings/files/day/{name}.{fmt}")
         assert resp.status_code == 200, resp.data[:200]
@@ -232,10 +233,10 @@ def test_a_job_records_its_progress_and_ends_with_its_files_in_the_archive(app, 
     assert 0 < r.ttl(key) <= 3600
     # the page: the job's downloads, and the archive listing the briefing; both links serve the files on disk
     t = page.i18n.texts("zh")
-    with app.server.test_request_context("/"):
+    with accounts.request(app):
         done = _json(page.status_view(page.job_state(r, settings, job), geo, t))
         listed = _json(page.layout(settings, city, {}))
-    client = app.server.test_client()
+    client = accounts.client(app=app)
     for fmt in ("pdf", "xlsx"):
         href = f"/briefings/files/day/{name}.{fmt}"
         assert f'"{href}"' in done and f'"{href}"' in listed
@@ -269,7 +270,7 @@ def test_bad_input_ends_with_the_message_and_nothing_written(app, settings, r, e
     assert state["state"] == "failed" and state["reason"] == "input"
     assert state["message"].startswith(f"{word}:" if word != "future" else "date:") and word in state["message"]
     assert _files_under(settings) == []  # no file, no folder
-    with app.server.test_request_context("/"):
+    with accounts.request(app):
         shown = _json(page.status_view(page.job_state(r, settings, job), city.geography, page.i18n.texts("zh")))
     assert "无法生成" in shown and state["message"].replace('"', '\\"') in shown
 
@@ -330,7 +331,7 @@ def test_the_router_draws_the_page_and_the_drill_down_links_to_it(app, settings,
 
     assert page_of("/briefings") == page_of("/briefings/") == "briefings"
     assert page_title("briefings", {}) == "简报中心" and page_title("briefings", {"lang": "en"}) == "Briefings"
-    with app.server.test_request_context("/"):
+    with accounts.request(app):
         assert '"/briefings"' in _json(drill.layout(settings, city, {}))
         assert '"/briefings?lang=en"' in _json(drill.layout(settings, city, {"lang": "en"}))
 
@@ -368,7 +369,6 @@ def _type_date(browser, value: str):
 
 
 def test_generating_a_streets_daily_briefing_in_the_browser(server, browser, stored, settings, engine, r, city):
-    import requests
 
     from dashboard import briefing
 
@@ -380,7 +380,7 @@ def test_generating_a_streets_daily_briefing_in_the_browser(server, browser, sto
     for kind, when in (("week", day - timedelta(days=7)), ("month", day.replace(day=1) - timedelta(days=1))):
         briefing.produce(engine, r, settings, city, kind, when, None, _folder(settings, kind))
     size(browser, 1920, 1080)
-    browser.get(server.url + "/briefings")
+    server.open(browser, "/briefings")
     assert wait(lambda: js(browser, "return document.getElementById('br-go') !== null"))
     assert wait(lambda: len(js(browser, STATE)["rows"]) == 2), js(browser, STATE)
     _type_date(browser, day.isoformat())
@@ -396,7 +396,7 @@ def test_generating_a_streets_daily_briefing_in_the_browser(server, browser, sto
     assert done, js(browser, STATE)
     name = f"gridwatch-day-{day.isoformat()}-{street.code}"
     assert done["pdf"] == [f"/briefings/files/day/{name}.pdf"] and done["xlsx"] == [f"/briefings/files/day/{name}.xlsx"]
-    resp = requests.get(server.url + done["pdf"][0], timeout=30)
+    resp = server.http().get(server.url + done["pdf"][0], timeout=30)
     assert resp.status_code == 200 and resp.content.startswith(b"%PDF")
     assert resp.headers["Content-Type"] == "application/pdf" and "attachment" in resp.headers["Content-Disposition"]
     assert resp.content == (_folder(settings, "day") / f"{name}.pdf").read_bytes()

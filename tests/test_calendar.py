@@ -11,6 +11,7 @@ import pytest
 from config.calendar import CalendarConfigError, coverage_warning, load_calendar
 from config.settings import ROOT
 from core.sla import parse_limit
+from tests import accounts
 
 
 def library_knows(d: date) -> bool:
@@ -67,9 +68,8 @@ def test_broken_files_name_file_entry_and_fix(tmp_path, text, message):
 
 
 def test_healthz_carries_the_warning(settings, r, engine):
-    from app import create_app
 
-    client = create_app(settings).server.test_client()
+    client = accounts.client(settings)
     body = orjson.loads(client.get("/healthz").data)
     today = datetime.now(UTC).date()
     expected = coverage_warning(load_calendar(settings.holidays_file), today)

@@ -15,6 +15,7 @@ from selenium.common.exceptions import WebDriverException
 
 from ingest.streams import Producer, read_dead
 from ingest.worker import Worker
+from tests import accounts
 from tests.browser import LiveServer, errors, js, shot, size, wait
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -196,12 +197,12 @@ def test_an_open_overdue_case_has_its_stage_running_past_the_limit(loaded, setti
 # --------------------------------------------------------------------------- the rendered page
 
 
-def _rendered(settings, city, case_id, query=None) -> str:
+def _rendered(settings, city, case_id, query=None, role: str = "leader", area: str | None = None) -> str:
     from app import create_app
     from layouts import case
 
     app = create_app(settings)
-    with app.server.app_context():
+    with accounts.request(app, role, area):
         page = case.layout(settings, city, case_id, query or {})
     return json.dumps(page, cls=plotly.utils.PlotlyJSONEncoder, ensure_ascii=False)
 
@@ -224,9 +225,8 @@ def test_bad_ids_show_a_message_and_a_way_back(loaded, settings, city, raw, expe
 
 
 def test_the_page_and_the_api_answer_bad_ids_without_a_traceback(loaded, settings):
-    from app import create_app
 
-    client = create_app(settings).server.test_client()
+    client = accounts.client(settings)
     for raw in ("abc", "-1", "0", str(10**30), "999999", "%3Cscript%3E"):
         page = client.get(f"/case/{raw}")
         assert page.status_code == 200 and b"Traceback" not in page.data
@@ -235,15 +235,22 @@ def test_the_page_and_the_api_answer_bad_ids_without_a_traceback(loaded, setting
         assert api.json["parameter"] == "id"
 
 
-def test_no_personal_data_is_rendered(loaded, settings, city, engine):
+def test_personal_data_is_masked_for_a_leader_and_whole_for_a_dispatcher(loaded, settings, city, engine):
     from dashboard.casepage import case_view
 
     _, ids = loaded
     for ext in ("full-1", "nopos-1"):
-        text = _rendered(settings, city, str(ids[ext]))
+        text = _rendered(settings, city, str(ids[ext]))  # a leader of the district
         assert SECRET_NAME not in text and SECRET_PHONE not in text
-        assert "reporter" not in json.dumps(case_view(engine, settings, ids[ext]), default=str)
+        assert "李**" in text and "138******00" in text
+        whole = _rendered(settings, city, str(ids[ext]), role="dispatcher")
+        assert SECRET_NAME in whole and SECRET_PHONE in whole
+        assert SECRET_NAME not in json.dumps(case_view(engine, settings, ids[ext]), default=str)  # masked by default
     assert "未定位：此案件没有坐标" in _rendered(settings, city, str(ids["nopos-1"]))
+    # a case outside a street leader's street is answered as if it did not exist
+    other = next(s.code for s in city.geography.areas("street") if not _grid(city).code.startswith(s.code))
+    outside = _rendered(settings, city, str(ids["full-1"]), area=other)
+    assert "李**" not in outside and "人行道井盖缺失" not in outside and f"没有编号为 {ids['full-1']} 的案件" in outside
 
 
 def test_the_page_shows_every_section_in_both_languages(loaded, settings, city):
@@ -264,7 +271,7 @@ def test_the_page_shows_every_section_in_both_languages(loaded, settings, city):
 
 @pytest.fixture
 def live_server(loaded, settings, engine, r, city):
-    srv = LiveServer(settings, engine, r, city)
+    srv = LiveServer(settings, engine, r, city, role="leader")  # a leader: the reporter masked
     srv.start()
     yield srv
     srv.close()
@@ -285,7 +292,7 @@ def test_opening_a_case_shows_its_timeline_map_pin_and_english(live_server, brow
     records, ids = loaded
     df = _frame(records, "full-1")
     size(browser, 1920, 1080)
-    browser.get(f"{live_server.url}/case/{ids['full-1']}")
+    live_server.open(browser, f"/case/{ids['full-1']}")
     state = wait(lambda: (s := js(browser, STATE)) and s["rows"] and s["pin"] and s["grid"] >= 2 and s)
     assert state, js(browser, STATE)
     assert state["rows"] == [ACTION_LABELS[Action(a)][0] for a in df["event"]]
@@ -318,20 +325,20 @@ def test_opening_a_case_shows_its_timeline_map_pin_and_english(live_server, brow
 def test_an_open_overdue_case_in_the_browser_marks_its_running_stage(live_server, browser, loaded):
     _, ids = loaded
     size(browser, 1920, 1080)
-    browser.get(f"{live_server.url}/case/{ids['late-1']}")
+    live_server.open(browser, f"/case/{ids['late-1']}")
     running = wait(lambda: js(browser, "const r = document.querySelector('#case-stages tr.case-row-running');"
                                        "return r && r.textContent"))
     assert running and "超时" in running and "已超" in running
     assert js(browser, "return document.querySelectorAll('.case-header .case-bad').length") == 1  # 超期
     shot(browser, "case-page-overdue.png")
-    browser.get(f"{live_server.url}/case/{ids['nopos-1']}")
+    live_server.open(browser, f"/case/{ids['nopos-1']}")
     assert wait(lambda: js(browser, "const u = document.querySelector('.case-unlocated'); return u && u.textContent"))
     assert js(browser, "return document.querySelectorAll('#case-map').length") == 0
     assert errors(browser) == []
 
 
 def test_an_unknown_case_in_the_browser_shows_the_message(live_server, browser):
-    browser.get(f"{live_server.url}/case/999999")
+    live_server.open(browser, "/case/999999")
     text = wait(lambda: js(browser, "const m = document.getElementById('case-message'); return m && m.textContent"))
     assert text and "没有编号为 999999 的案件" in text
     assert errors(browser) == []

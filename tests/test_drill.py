@@ -17,6 +17,7 @@ import pytest
 
 from ingest.streams import Producer
 from ingest.worker import Worker
+from tests import accounts
 from tests.browser import LiveServer, errors, js, shot, size, wait
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -126,7 +127,7 @@ def test_a_view_is_read_from_its_url(app, city, drilled):
 
     now, _ = drilled
     street = city.geography.areas("street")[2]
-    with app.server.test_request_context("/"):
+    with accounts.request(app):
         v = drill.parse(f"/area/{street.code}", "?grade=4,3&source=patrol&range=30d", now)
         assert v.area.code == street.code and v.range == "30d"
         assert v.since == _days_ago(now, 29) and v.until == _days_ago(now, -1)
@@ -161,7 +162,7 @@ def test_a_bad_url_names_what_is_wrong_and_shows_no_data(app, drilled, path, sea
     from dashboard import drill
     from layouts import drill as page
 
-    with app.server.test_request_context("/"):
+    with accounts.request(app):
         with pytest.raises(drill.ViewError) as err:
             drill.parse(path, search)
         assert err.value.parameter == parameter
@@ -179,7 +180,7 @@ def test_the_table_pages_and_sorts_the_views_rows(app, city, drilled):
     from layouts import drill as page
 
     now, df = drilled
-    with app.server.test_request_context("/"):
+    with accounts.request(app):
         _table_checks(page, city, now, df)
 
 
@@ -217,7 +218,7 @@ def test_the_panel_follows_the_view(app, city, drilled):
 
     now, df = drilled
     geo = city.geography
-    with app.server.test_request_context("/"):
+    with accounts.request(app):
         v = drill.parse("/", "?range=30d&grade=1,3", now)
         sel = _select(df, now, days=30, grade=[1, 3])
         kids, total = drill.children(v)
@@ -268,8 +269,8 @@ def test_the_export_link_gives_exactly_the_views_rows(app, city, drilled, settin
 
     now, df = drilled
     street = city.geography.areas("street")[0]
-    client = app.server.test_client()
-    with app.server.test_request_context("/"):
+    client = accounts.client(app=app)
+    with accounts.request(app):
         v = drill.parse(f"/area/{street.code}", "?range=30d&source=hotline12345,citizen", now)
         url = drill.export_url(v)
     resp = client.get(url)
@@ -291,9 +292,8 @@ def server(drilled, settings, engine, r, city):
 
 
 def _api(server, path: str) -> dict:
-    import requests
 
-    resp = requests.get(server.url + path, timeout=10)
+    resp = server.http().get(server.url + path, timeout=10)
     assert resp.status_code == 200, resp.text[:300]
     return resp.json()
 
@@ -325,7 +325,7 @@ def test_clicking_a_street_drills_in_and_back_returns(server, browser, city, dri
     now, df = drilled
     geo = city.geography
     size(browser, 1920, 1080)
-    browser.get(server.url + "/")
+    server.open(browser, "/")
     first = wait(lambda: (s := _read(browser))["ids"] and s["kpis"] and s["paths"] >= 6 and s)
     assert first, _read(browser)
     assert first["crumbs"] == [geo.district.code]
@@ -366,7 +366,7 @@ def test_a_filter_narrows_the_table_to_matching_rows_only(server, browser, city,
 
     now, df = drilled
     size(browser, 1920, 1080)
-    browser.get(server.url + "/?range=30d")
+    server.open(browser, "/?range=30d")
     assert wait(lambda: _read(browser)["ids"])
     grade = city.grades[3]
     browser.find_element("id", "drill-grade").click()  # the dropdown opens a list of options
@@ -396,11 +396,11 @@ def test_a_filter_narrows_the_table_to_matching_rows_only(server, browser, city,
 
 def test_a_bad_url_shows_a_message_and_no_rows(server, browser):
     size(browser, 1920, 1080)
-    browser.get(server.url + "/area/440311999?grade=2")
+    server.open(browser, "/area/440311999?grade=2")
     state = wait(lambda: (s := _read(browser))["message"] and s)
     assert state and "440311999" in state["message"]
     assert js(browser, "return document.querySelectorAll('#drill-grid .ag-row').length") == 0
-    browser.get(server.url + "/?grade=9")
+    server.open(browser, "/?grade=9")
     state = wait(lambda: "grade" in (s := _read(browser))["message"] and s)
     assert state, _read(browser)
     assert state["count"] == "" and js(browser, "return document.querySelectorAll('#drill-grid .ag-row').length") == 0
@@ -438,7 +438,7 @@ def test_compare_two_areas_and_two_periods(app, city, drilled, settings):
 
     now, df = drilled
     s1, s2 = city.geography.areas("street")[:2]
-    with app.server.test_request_context("/"):
+    with accounts.request(app):
         shown = _kpi_cells(compare.layout(settings, city, {"a": s1.code, "b": s2.code, "range": "30d", "grade": "2,3"}))
         n1 = len(_select(df, now, area=s1.code, days=30, grade=[2, 3]))
         n2 = len(_select(df, now, area=s2.code, days=30, grade=[2, 3]))
@@ -471,7 +471,7 @@ def test_compare_refuses_a_bad_query_with_a_message(app, city, settings, query, 
     from dashboard import drill
     from layouts import compare
 
-    with app.server.test_request_context("/"):
+    with accounts.request(app):
         with pytest.raises(drill.ViewError) as err:
             compare.views(query)
         assert err.value.parameter == parameter
@@ -484,7 +484,7 @@ def test_opening_a_case_from_the_table_shows_its_timeline(server, browser, city,
     from sqlalchemy import text
 
     size(browser, 1920, 1080)
-    browser.get(server.url + "/?range=30d")
+    server.open(browser, "/?range=30d")
     state = wait(lambda: (s := _read(browser))["ids"] and s)
     assert state, _read(browser)
     case_id = state["ids"][0]
@@ -507,7 +507,7 @@ def test_a_grid_pins_its_cases_and_the_page_speaks_english(server, browser, city
     grid = df[df["reported_at"] >= _days_ago(now, 29)]["grid_code"].value_counts().index[0]
     expected = len(_select(df, now, area=grid, days=30))
     size(browser, 1920, 1080)
-    browser.get(server.url + f"/area/{grid}?range=30d&lang=en")
+    server.open(browser, f"/area/{grid}?range=30d&lang=en")
     pins = wait(lambda: js(browser, "return document.querySelectorAll('#drill-map path.leaflet-interactive').length")
                 >= expected + 1)  # the grid's outline and a dot per case
     assert pins, js(browser, "return document.querySelectorAll('#drill-map path.leaflet-interactive').length")
@@ -528,8 +528,8 @@ def test_a_title_search_narrows_the_view_and_the_export(app, city, drilled):
     from layouts import drill as page
 
     now, df = drilled
-    client = app.server.test_client()
-    with app.server.test_request_context("/"):
+    client = accounts.client(app=app)
+    with accounts.request(app):
         for q in ("测试 1", "试 4", "%", "_", "nothing-like-this"):
             expected = _newest(_select(df, now, days=30, q=q))
             rows = page.rows_of({"startRow": 0, "endRow": 500, "sortModel": []}, "/",

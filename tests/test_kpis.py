@@ -9,6 +9,7 @@ import pytest
 
 from ingest.streams import Producer
 from ingest.worker import Worker
+from tests import accounts
 
 H = timedelta(hours=1)
 M = timedelta(minutes=1)
@@ -47,9 +48,8 @@ def period_client(settings, r, engine, city):
     w = Worker(city, settings, engine, r, name="k")
     while w.run_once(50):
         pass
-    from app import create_app
 
-    return create_app(settings).server.test_client(), p0, streets
+    return accounts.client(settings), p0, streets
 
 
 def test_kpis_for_a_street_and_a_day_equal_the_hand_worked_figures(period_client):

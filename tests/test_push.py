@@ -21,12 +21,13 @@ SENSORS = "/api/v1/ingest/sensors"
 
 @pytest.fixture
 def make_client(settings, r, engine):
-    """A test client of an app built with ``settings`` (or an override of them)."""
-    from app import create_app
+    """A test client of an app built with ``settings`` (or an override of them), logged in to read back through the
+    API what it pushed (the push routes themselves need no session)."""
+    from tests import accounts
 
     def make(s=None):
         s = s or settings
-        return create_app(s).server.test_client()
+        return accounts.client(s)
 
     return make
 

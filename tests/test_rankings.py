@@ -21,6 +21,7 @@ from core.rankings import RankingRules
 from ingest.feeds.simulator import Simulator
 from ingest.streams import Producer
 from ingest.worker import Worker
+from tests import accounts
 
 TZ = ZoneInfo("Asia/Shanghai")
 H = timedelta(hours=1)
@@ -165,9 +166,8 @@ def simulated(settings, r, engine, city):
     while w.run_once(50):
         pass
     assert w.totals.dead == 0
-    from app import create_app
 
-    return create_app(settings).server.test_client(), records
+    return accounts.client(settings), records
 
 
 def _expected(records, cases: pd.DataFrame, since, until, as_of, whistle_limit, area=None) -> pd.DataFrame:
@@ -360,9 +360,8 @@ def test_a_period_in_progress_is_judged_now(simulated, engine, settings):
     ("area=%27%3B%20DROP%20TABLE%20cases%3B--", "area"), ("date=" + "9" * 5000, "date"),
 ])
 def test_bad_parameters_get_a_400_naming_them(settings, engine, query, parameter):
-    from app import create_app
 
-    client = create_app(settings).server.test_client()
+    client = accounts.client(settings)
     resp = client.get(f"/api/v1/rankings?{query}")
     assert resp.status_code in (400, 404), resp.data
     body = orjson.loads(resp.data)
@@ -370,9 +369,8 @@ def test_bad_parameters_get_a_400_naming_them(settings, engine, query, parameter
 
 
 def test_definitions_include_every_ranking_figure(settings, engine):
-    from app import create_app
 
-    client = create_app(settings).server.test_client()
+    client = accounts.client(settings)
     body = orjson.loads(client.get("/api/v1/definitions").data)
     ranking_body = orjson.loads(client.get("/api/v1/rankings?period=day&date=2025-03-04").data)
     dept = ranking_body["departments"][0]

@@ -22,6 +22,7 @@ from core.risk import HotspotRule, Report, RiskModel, find_hotspots
 from ingest.scheduler import device_watch, risk_sweep, sla_sweep
 from ingest.streams import Producer
 from ingest.worker import Worker
+from tests import accounts
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -273,9 +274,8 @@ def scene(tmp_path, settings, r, engine, city):
     sla_sweep(settings, now=NOW)
     device_watch(settings, city=city)  # gas-a has been silent for 3 hours: offline
     drain(w)
-    from app import create_app
 
-    client = create_app(settings).server.test_client()
+    client = accounts.client(settings)
     return {"settings": settings, "client": client, "worker": w, "producer": p, "grids": (ga, gb, gc), "cat": cat,
             "comms": comms, "streets": streets}
 
@@ -486,17 +486,15 @@ def test_the_sweep_trims_old_reports_and_reports_level_changes(scene, city, r, c
     ],
 )
 def test_bad_risk_parameters_name_the_parameter(settings, r, engine, url, status, parameter):
-    from app import create_app
 
-    client = create_app(settings).server.test_client()
+    client = accounts.client(settings)
     body = get(client, url, status)
     assert body["parameter"] == parameter and parameter in body["error"]
 
 
 def test_hostile_codes_are_refused_harmlessly(settings, r, engine):
-    from app import create_app
 
-    client = create_app(settings).server.test_client()
+    client = accounts.client(settings)
     huge = "4" * 100_000
     for url in (f"/api/v1/risk/{huge}/explain", f"/api/v1/risk?parent={huge}", f"/api/v1/risk?level={'x' * 100_000}",
                 "/api/v1/risk/" + quote("1 OR 1=1", safe="") + "/explain", "/api/v1/risk/%00/explain",

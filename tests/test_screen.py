@@ -17,6 +17,7 @@ from sqlalchemy import text
 
 from ingest.streams import Producer
 from ingest.worker import Worker
+from tests import accounts
 from tests.browser import LiveServer, errors, js, shot, size, wait
 
 # --------------------------------------------------------------------------- data behind the screen
@@ -91,9 +92,8 @@ def test_the_snapshot_matches_an_independent_recount(loaded, screen_settings, r,
     ahead = open_[open_["due_at"] >= ts].sort_values("due_at").head(screen.SLA_AHEAD)
     assert [c["id"] for c in fast["sla"]] == [*behind["id"], *ahead["id"]]
     # risk levels: the same figures /api/v1/risk gives for every grid
-    from app import create_app
 
-    client = create_app(screen_settings).server.test_client()
+    client = accounts.client(screen_settings)
     api = orjson.loads(client.get("/api/v1/risk?level=grid").data)["items"]
     assert fast["levels"] == {a["code"]: a["risk_level"] for a in api}
     assert fast["open"] == len(open_)
@@ -144,7 +144,7 @@ def test_bad_parameters_fall_back_to_the_default_view(city, query, problems):
 
 @pytest.fixture
 def live_server(loaded, screen_settings, engine, r, city):
-    srv = LiveServer(screen_settings, engine, r, city)
+    srv = LiveServer(screen_settings, engine, r, city, role="screen")
     srv.start()
     yield srv
     srv.close()
@@ -163,7 +163,7 @@ return {ticker: q('#scr-ticker .scr-tk'), kpis: q('#scr-kpis .scr-kpi'), sla: q(
 @pytest.mark.parametrize(("w", "h"), [(1920, 1080), (3840, 2160)])
 def test_the_screen_shows_every_panel_with_data_and_no_console_errors(live_server, browser, city, w, h):
     size(browser, w, h)
-    browser.get(live_server.url + "/screen")
+    live_server.open(browser, "/screen")
 
     def filled():
         s = js(browser, PANELS_FILLED)
@@ -184,7 +184,7 @@ def test_the_screen_shows_every_panel_with_data_and_no_console_errors(live_serve
 
 def test_countdowns_tick_in_the_browser_without_the_network(live_server, browser):
     size(browser, 1920, 1080)
-    browser.get(live_server.url + "/screen")
+    live_server.open(browser, "/screen")
     first = wait(lambda: js(browser, "const c = document.querySelector('#scr-sla .scr-cd'); return c && c.textContent"))
     assert first
     browser.execute_cdp_cmd("Network.enable", {})
@@ -200,7 +200,7 @@ def test_a_red_case_pushed_through_the_api_reaches_the_ticker_and_the_map(live_s
     import requests
 
     size(browser, 1920, 1080)
-    browser.get(live_server.url + "/screen")
+    live_server.open(browser, "/screen")
     assert wait(lambda: js(browser, "return document.querySelectorAll('#scr-ticker .scr-tk').length"))
     grid = city.geography.areas("grid")[40]
     title = "燃气泄漏 推送测试"
@@ -221,7 +221,7 @@ def test_a_red_case_pushed_through_the_api_reaches_the_ticker_and_the_map(live_s
 
 def test_stale_banner_when_the_backend_stops_and_it_clears_when_it_returns(live_server, browser):
     size(browser, 1920, 1080)
-    browser.get(live_server.url + "/screen")
+    live_server.open(browser, "/screen")
     assert wait(lambda: js(browser, "return document.querySelectorAll('#scr-ticker .scr-tk').length"))
     js(browser, "window.__sameDocument = true")
     visible = "const s = document.getElementById('scr-stale'); return s.style.display !== 'none' && s.textContent"
@@ -238,7 +238,7 @@ def test_stale_banner_when_the_backend_stops_and_it_clears_when_it_returns(live_
 
 def test_bad_query_parameters_show_the_default_view_and_a_notice(live_server, browser):
     size(browser, 1920, 1080)
-    browser.get(live_server.url + "/screen?layout=sideways&rotate=abc&area=123&zoom=9")
+    live_server.open(browser, "/screen?layout=sideways&rotate=abc&area=123&zoom=9")
     notice = wait(lambda: js(browser, "const n = document.getElementById('scr-notice'); return n && n.textContent"))
     assert "layout=sideways" in notice and "rotate=abc" in notice and "123" in notice and "zoom=9" in notice
     assert wait(lambda: js(browser, "return document.querySelectorAll('#scr-ticker .scr-tk').length"))
@@ -276,7 +276,7 @@ def test_the_poll_sends_nothing_new_when_nothing_changed_and_keeps_quiet_when_re
     from layouts.screen import snapshot
 
     app = create_app(screen_settings)
-    with app.server.test_request_context("/"):
+    with accounts.request(app):
         fast, slow, slow_version, digest, beat = snapshot(None, None)
         assert fast["ticker"] and slow["kpis"] and beat == fast["as_of"]
         again = snapshot(digest, slow_version)
@@ -284,13 +284,13 @@ def test_the_poll_sends_nothing_new_when_nothing_changed_and_keeps_quiet_when_re
         assert again[4] >= beat
     away = screen_settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
     app = create_app(away)
-    with app.server.test_request_context("/"), pytest.raises(PreventUpdate):
+    with accounts.request(app), pytest.raises(PreventUpdate):
         snapshot(None, None)  # the wall keeps its last data; the missing heartbeat shows the stale banner
 
 
 def test_rotation_cycles_the_map_through_the_streets(live_server, browser, city):
     size(browser, 1920, 1080)
-    browser.get(live_server.url + "/screen?rotate=10")
+    live_server.open(browser, "/screen?rotate=10")
     streets = {a.name for a in city.geography.areas("street")}
     label = "const e = document.getElementById('scr-area-label'); return e ? e.textContent : ''"
     seen = set()

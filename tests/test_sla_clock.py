@@ -10,6 +10,7 @@ from core.models import Case, CaseEvent
 from ingest.scheduler import sla_sweep
 from ingest.streams import Producer, read_dead
 from ingest.worker import Worker
+from tests import accounts
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -126,7 +127,6 @@ def test_clock_changes_on_a_closed_case_and_bad_checkins_are_refused(settings, r
 def test_case_page_shows_each_summoned_departments_report(settings, r, engine, city):
     import orjson
 
-    from app import create_app
 
     m = timedelta(minutes=1)
     t0 = NOW - 120 * m
@@ -138,7 +138,7 @@ def test_case_page_shows_each_summoned_departments_report(settings, r, engine, c
         rec(city, "w", "checkin", t0 + 50 * m, departments=["zj"]),
     ])
     drain(Worker(city, settings, engine, r, name="t"))
-    client = create_app(settings).server.test_client()
+    client = accounts.client(settings)
     case_id = cases(engine)["w"]["id"]
     body = orjson.loads(client.get(f"/api/v1/cases/{case_id}").data)
     got = {w["department"]: w["status"] for w in body["whistle_reports"]}
