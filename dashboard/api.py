@@ -119,6 +119,17 @@ def _category(value: str) -> str:
     )
 
 
+# The years a date or time in a query may fall in: far around any stored time (2000–2100), far from datetime's own
+# limits (years 1 and 9999), where moving a day or across zones overflowed into a server error.
+QUERY_YEARS = range(1900, 2200)
+
+
+def _in_query_years(name: str, value: str, year: int) -> None:
+    if year not in QUERY_YEARS:
+        raise ApiError(400, f"{name}: {value[:40]!r} is out of range; give a date from {QUERY_YEARS.start} to "
+                            f"{QUERY_YEARS.stop - 1}", name)
+
+
 def _when(name: str, value: str) -> datetime:
     """An ISO 8601 time (a date alone means its midnight in the city's zone; no zone means the city's zone)."""
     from core.records import CITY_TZ
@@ -128,6 +139,7 @@ def _when(name: str, value: str) -> datetime:
     except ValueError:
         raise ApiError(400, f"{name}: {value!r} is not an ISO 8601 date or time, e.g. 2026-11-20 or "
                             "2026-11-20T08:00+08:00", name) from None
+    _in_query_years(name, value, t.year)
     if t.tzinfo is None:
         t = t.replace(tzinfo=CITY_TZ)
     return t.astimezone(UTC)
@@ -496,6 +508,7 @@ def blueprint() -> Blueprint:
                     day = date.fromisoformat(p["date"])
                 except ValueError:
                     raise ApiError(400, f"date: {p['date']!r} is not an ISO 8601 date, e.g. 2026-11-20", "date") from None
+                _in_query_years("date", p["date"], day.year)
             current = rk.period(kind, day, CITY_TZ)
         previous = current.previous(CITY_TZ)
         rules = get_rules(context.settings().rankings_file)
