@@ -322,7 +322,8 @@ def blueprint() -> Blueprint:
         # Without this, the Dash page's catch-all route would answer unknown API paths with HTML.
         return _error(404, f"no API route /api/{rest}; the routes are /api/v1/summary, /api/v1/areas, "
                            "/api/v1/cases, /api/v1/cases.csv, /api/v1/cases/<id>, /api/v1/sla, /api/v1/kpis, /api/v1/rankings, "
-                           "/api/v1/definitions, /api/v1/risk and /api/v1/risk/<code>/explain")
+                           "/api/v1/definitions, /api/v1/risk and /api/v1/risk/<code>/explain; all are described in "
+                           "/api/v1/openapi.json")
 
     @bp.get("/healthz")
     def healthz():
@@ -531,6 +532,14 @@ def blueprint() -> Blueprint:
 
         _params(())
         return json_response({"kpis": k.DEFINITIONS, "rankings": rnk.DEFINITIONS, "risk": rk.DEFINITIONS})
+
+    @bp.get("/api/v1/openapi.json")
+    def openapi_description():
+        """This API's OpenAPI description (dashboard/openapi.py), built from the validators' own rules."""
+        from dashboard import openapi
+
+        _params(())
+        return json_response(openapi.spec(context.city(), context.settings()))
 
     @bp.get("/api/v1/risk")
     def risk():
