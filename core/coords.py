@@ -29,10 +29,17 @@ def crs_name(value: str) -> str:
     return name
 
 
+def in_china(lon: float, lat: float) -> bool:
+    """Whether GCJ-02 and BD-09 offsets apply at (lon, lat): prcoords' box around China. Outside it the offset
+    formulas mean nothing, and near the poles they fail (math domain errors), so points there are left as they are."""
+    return prcoords.sanity_in_china_p(prcoords.Coords(lat, lon))
+
+
 def to_wgs84(lon: float, lat: float, crs: str) -> tuple[float, float]:
-    """(lon, lat) in WGS84. Points outside China are returned unchanged (the offsets only apply inside)."""
+    """(lon, lat) in WGS84. Points outside China (``in_china``) are returned unchanged (the offsets only apply
+    inside)."""
     crs = crs_name(crs)
-    if crs == "wgs84":
+    if crs == "wgs84" or not in_china(lon, lat):
         return lon, lat
     if crs == "gcj02":
         c = prcoords.gcj_wgs_bored(prcoords.Coords(lat, lon), check_china=False)
@@ -42,9 +49,9 @@ def to_wgs84(lon: float, lat: float, crs: str) -> tuple[float, float]:
 
 
 def from_wgs84(lon: float, lat: float, crs: str) -> tuple[float, float]:
-    """(lon, lat) in ``crs`` from WGS84 (for tests and for drawing on GCJ-02 tile servers)."""
+    """(lon, lat) in ``crs`` from WGS84 (for tests and for drawing on GCJ-02 tile servers); unchanged outside China."""
     crs = crs_name(crs)
-    if crs == "wgs84":
+    if crs == "wgs84" or not in_china(lon, lat):
         return lon, lat
     c = prcoords.Coords(lat, lon)
     out = prcoords.wgs_gcj(c, check_china=False) if crs == "gcj02" else prcoords.wgs_bd(c, check_china=False)

@@ -91,7 +91,10 @@ def _aware_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         # A naive time is the city's local time (documented for every feed).
         value = value.replace(tzinfo=CITY_TZ)
-    value = value.astimezone(UTC)
+    try:
+        value = value.astimezone(UTC)
+    except OverflowError:  # year 1 or 9999 moved across zones: out of range either way, a problem, not a crash
+        raise ValueError("is before 2000-01-01" if value.year < 2000 else "is more than 24 hours in the future") from None
     if value < MIN_TIME:
         raise ValueError("is before 2000-01-01")
     if value > _latest_acceptable():
@@ -115,8 +118,11 @@ def _deadline(value: datetime) -> datetime:
     """A deadline may lie far ahead (working days, an approved extension), but not before 2000 or after 2100."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=CITY_TZ)
-    value = value.astimezone(UTC)
-    if value < MIN_TIME or value >= _LATEST_DEADLINE:
+    try:
+        value = value.astimezone(UTC)
+    except OverflowError:  # year 1 or 9999 moved across zones
+        value = None
+    if value is None or value < MIN_TIME or value >= _LATEST_DEADLINE:
         raise ValueError("must be between 2000-01-01 and 2100-01-01")
     return value
 

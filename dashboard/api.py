@@ -135,6 +135,17 @@ def _category(value: str) -> str:
     )
 
 
+# The years a date or time in a query may fall in: far around any stored time (2000–2100), far from datetime's own
+# limits (years 1 and 9999), where moving a day or across zones overflowed into a server error.
+QUERY_YEARS = range(1900, 2200)
+
+
+def _in_query_years(name: str, value: str, year: int) -> None:
+    if year not in QUERY_YEARS:
+        raise ApiError(400, f"{name}: {value[:40]!r} is out of range; give a date from {QUERY_YEARS.start} to "
+                            f"{QUERY_YEARS.stop - 1}", name)
+
+
 def _when(name: str, value: str) -> datetime:
     """An ISO 8601 time (a date alone means its midnight in the city's zone; no zone means the city's zone)."""
     from core.records import CITY_TZ
@@ -144,6 +155,7 @@ def _when(name: str, value: str) -> datetime:
     except ValueError:
         raise ApiError(400, f"{name}: {value!r} is not an ISO 8601 date or time, e.g. 2026-11-20 or "
                             "2026-11-20T08:00+08:00", name) from None
+    _in_query_years(name, value, t.year)
     if t.tzinfo is None:
         t = t.replace(tzinfo=CITY_TZ)
     return t.astimezone(UTC)
@@ -331,7 +343,8 @@ def blueprint() -> Blueprint:
         # Without this, the Dash page's catch-all route would answer unknown API paths with HTML.
         return _error(404, f"no API route /api/{rest}; the routes are /api/v1/summary, /api/v1/areas, "
                            "/api/v1/cases, /api/v1/cases.csv, /api/v1/cases/<id>, /api/v1/sla, /api/v1/kpis, /api/v1/rankings, "
-                           "/api/v1/definitions, /api/v1/risk and /api/v1/risk/<code>/explain")
+                           "/api/v1/definitions, /api/v1/risk and /api/v1/risk/<code>/explain; all are described in "
+                           "/api/v1/openapi.json")
 
     @bp.get("/healthz")
     def healthz():
@@ -519,6 +532,7 @@ def blueprint() -> Blueprint:
                     day = date.fromisoformat(p["date"])
                 except ValueError:
                     raise ApiError(400, f"date: {p['date']!r} is not an ISO 8601 date, e.g. 2026-11-20", "date") from None
+                _in_query_years("date", p["date"], day.year)
             current = rk.period(kind, day, CITY_TZ)
         previous = current.previous(CITY_TZ)
         rules = get_rules(context.settings().rankings_file)
@@ -541,6 +555,14 @@ def blueprint() -> Blueprint:
 
         _params(())
         return json_response({"kpis": k.DEFINITIONS, "rankings": rnk.DEFINITIONS, "risk": rk.DEFINITIONS})
+
+    @bp.get("/api/v1/openapi.json")
+    def openapi_description():
+        """This API's OpenAPI description (dashboard/openapi.py), built from the validators' own rules."""
+        from dashboard import openapi
+
+        _params(())
+        return json_response(openapi.spec(context.city(), context.settings()))
 
     @bp.get("/api/v1/risk")
     def risk():

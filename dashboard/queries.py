@@ -58,10 +58,8 @@ def decode_cursor(cursor: str) -> int:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise CursorError("not a cursor") from None
-    if not text.startswith(_CURSOR_PREFIX) or not text[len(_CURSOR_PREFIX):].isdigit():
-        raise CursorError("not a cursor")
-    value = int(text[len(_CURSOR_PREFIX):])
-    if value <= 0:
+    value = case_id_of(text[len(_CURSOR_PREFIX):]) if text.startswith(_CURSOR_PREFIX) else None
+    if value is None:  # a case id by the same rule as the API's (a too large one overflowed the SQL integer)
         raise CursorError("not a cursor")
     return value
 

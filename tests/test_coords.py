@@ -21,6 +21,13 @@ def test_round_trips_are_sub_metre():
         assert to_wgs84(lon, lat, "WGS-84") == (lon, lat)
 
 
+def test_points_outside_china_are_left_as_they_are():
+    """No offset applies there; near the poles the formulas failed (a push with crs=gcj02 and lat -90 was a 500)."""
+    for lon, lat in [(0.0, -90.0), (0.0, 89.99999999999999), (5.43, 59.6), (-180.0, 0.0), (180.0, 90.0)]:
+        for crs in ("gcj02", "bd09"):
+            assert to_wgs84(lon, lat, crs) == (lon, lat) == from_wgs84(lon, lat, crs)
+
+
 def test_crs_names():
     assert crs_name("AMap") == "gcj02" and crs_name("baidu") == "bd09" and crs_name("epsg:4326") == "wgs84"
     with pytest.raises(ValueError, match="unknown coordinate system 'utm'.*gcj02"):

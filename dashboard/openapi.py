@@ -1,0 +1,480 @@
+"""The OpenAPI 3.1 description of the JSON API (``/api/v1/...``) and the push feed, served at /api/v1/openapi.json.
+
+Built from the code's own rules, not written beside them, so it cannot drift:
+
+- the query parameters of each route are the names its handler passes to ``_params`` (``routes()`` below; the case
+  list's and the CSV export's are ``dashboard.api.FILTER_PARAMS``); tests/test_openapi.py asks every route which
+  parameters it takes (its answer to an unknown one) and compares;
+- their values come from the validators' constants: area codes from ``core.geography.CODE_LENGTHS``, levels from
+  ``LEVELS``, statuses from ``core.lifecycle.Status`` and ``dashboard.api.STATUS_WORDS``, periods from
+  ``core.rankings.PERIODS``, limits from ``dashboard.queries.MAX_LIMIT`` and ``dashboard.api.RISK_TOP_MAX``, years
+  from ``dashboard.api.QUERY_YEARS``, source names from ``dashboard.api._SOURCE_CHARS``; categories, grades and
+  departments from the city's configuration. The SLA states (warning, overdue) are written out in both places: a
+  test asks the API to take every enumerated value;
+- the case rows are the columns the queries select (``dashboard.queries``), typed from the SQL schema; the push
+  records are the pydantic models the worker validates with (``core.records``); KPI and ranking figures are the
+  keys of ``core.kpis.DEFINITIONS`` and ``dashboard.queries.department_metrics_empty``.
+
+Every /api/v1 route in the Flask url_map has an operation here and every operation a route (a test fails
+otherwise). Security is declared as it is being built: reads need the session cookie (``cookieAuth``), pushes a
+bearer token (``bearerAuth``); the description itself needs neither.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from config.city import City
+from config.settings import Settings
+
+OPENAPI_VERSION = "3.1.0"
+SESSION_COOKIE = "gridwatch_session"
+SPEC_PATH = "/api/v1/openapi.json"
+
+def routes() -> dict[str, tuple[str, ...]]:
+    """OpenAPI path → the query parameters the route takes, as its handler passes them to dashboard.api._params
+    (FILTER_PARAMS: the case filter). tests/test_openapi.py compares them with each route's own answer to an unknown
+    parameter."""
+    from dashboard.api import FILTER_PARAMS
+
+    return {
+        "/api/v1/summary": ("area",),
+        "/api/v1/areas": ("level", "parent"),
+        "/api/v1/cases": (*FILTER_PARAMS, "limit", "cursor"),
+        "/api/v1/cases.csv": FILTER_PARAMS,
+        "/api/v1/cases/{case_id}": (),
+        "/api/v1/sla": ("state", "area", "limit"),
+        "/api/v1/kpis": ("area", "since", "until"),
+        "/api/v1/rankings": ("period", "date", "since", "until", "area"),
+        "/api/v1/definitions": (),
+        "/api/v1/risk": ("level", "parent"),
+        "/api/v1/risk/{code}/explain": ("limit",),
+        SPEC_PATH: (),
+    }
+
+
+PUSH_ROUTES = {"/api/v1/ingest/cases": "CaseEvent", "/api/v1/ingest/sensors": "SensorReading"}
+
+
+# --------------------------------------------------------------------------- small schema helpers
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    t = schema.get("type")
+    if t is None:
+        return {"anyOf": [schema, {"type": "null"}]}
+    return {**schema, "type": [t, "null"] if isinstance(t, str) else [*t, "null"]}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _obj(properties: dict[str, Any], required: list[str] | tuple[str, ...] | None = None,
+         description: str | None = None) -> dict[str, Any]:
+    """An object with these properties (all required unless told); more properties may be added later."""
+    out: dict[str, Any] = {"type": "object", "properties": properties,
+                           "required": list(properties if required is None else required)}
+    if description:
+        out["description"] = description
+    return out
+
+
+TIME = {"type": "string", "format": "date-time"}
+NULL_TIME = _nullable(TIME)
+INT = {"type": "integer"}
+NUM = {"type": "number"}
+NULL_NUM = _nullable(NUM)
+STR = {"type": "string"}
+NULL_STR = _nullable(STR)
+BOOL = {"type": "boolean"}
+COUNTS = {"type": "object", "additionalProperties": INT}
+
+
+def _columns_schema(columns, extra: dict[str, Any] | None = None, description: str | None = None) -> dict[str, Any]:
+    """An object schema of SQL columns as the API serialises them (times ISO 8601 UTC, JSON lists as arrays)."""
+    from sqlalchemy import JSON, Boolean, Float, Integer, String, Text
+
+    from core.models import UTCDateTime
+
+    props: dict[str, Any] = {}
+    for c in columns:
+        if isinstance(c.type, UTCDateTime):
+            s: dict[str, Any] = dict(TIME)
+        elif isinstance(c.type, Boolean):
+            s = dict(BOOL)
+        elif isinstance(c.type, Integer):
+            s = dict(INT)
+        elif isinstance(c.type, Float):
+            s = dict(NUM)
+        elif isinstance(c.type, String | Text):
+            s = dict(STR)
+        elif isinstance(c.type, JSON):  # the JSON columns hold lists of codes (departments, flags)
+            s = {"type": "array", "items": STR}
+        else:
+            raise TypeError(f"column {c.name}: no JSON type for {c.type!r}; add it to dashboard/openapi.py")
+        props[c.name] = _nullable(s) if c.nullable and not c.primary_key else s
+    props.update(extra or {})
+    return _obj(props, description=description)
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def _area_pattern() -> str:
+    from core.geography import CODE_LENGTHS
+
+    return "^(?:" + "|".join(f"[0-9]{{{n}}}" for n in sorted(CODE_LENGTHS)) + ")$"
+
+
+def _area_schema(city: City, **extra: Any) -> dict[str, Any]:
+    """An area code: any code of the right shape (an unknown one is a 404); the examples are real ones."""
+    geo = city.geography
+    street = geo.children(geo.district.code)[0]
+    community = geo.children(street.code)[0]
+    grid = geo.children(community.code)[0]
+    return {"type": "string", "pattern": _area_pattern(), **extra,
+            "examples": [geo.district.code, street.code, community.code, grid.code]}
+
+
+def _char_class(chars: set[str]) -> str:
+    """The inside of a regex character class holding exactly ``chars`` (ASCII), runs written as ranges: ``0-9A-Z``."""
+    codes = sorted(ord(c) for c in chars)
+    runs: list[list[int]] = []
+    for c in codes:
+        if runs and c == runs[-1][1] + 1:
+            runs[-1][1] = c
+        else:
+            runs.append([c, c])
+    out = []
+    for a, b in runs:
+        esc = [re.escape(chr(x)) if chr(x) in "\\]^-[" else chr(x) for x in (a, b)]
+        out.append(esc[0] if a == b else f"{esc[0]}{esc[1]}" if b == a + 1 else f"{esc[0]}-{esc[1]}")
+    return "".join(out)
+
+
+def _list(items: dict[str, Any]) -> dict[str, Any]:
+    """A comma-separated list in one parameter (``grade=1,3``)."""
+    return {"type": "array", "items": items, "minItems": 1}
+
+
+def _parameters(city: City) -> dict[str, dict[str, Any]]:
+    """Every query parameter of the API by the name its routes give it (``limit`` of the risk explanation is
+    ``risk_limit`` here: it has its own range)."""
+    from core.geography import CODE_LENGTHS, LEVELS
+    from core.lifecycle import Status
+    from core.rankings import PERIODS
+    from dashboard import api, queries
+
+    area = _area_schema(city)
+    lengths = ", ".join(f"{n} ({lvl})" for n, lvl in sorted(CODE_LENGTHS.items()))
+    when = {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]}
+    years = f"years {api.QUERY_YEARS.start}–{api.QUERY_YEARS.stop - 1}"
+    when_doc = ("ISO 8601 date or time; a date alone is its midnight in the city's zone (Asia/Shanghai), a time "
+                f"without a zone is in the city's zone; {years}")
+    source_chars = _char_class(api._SOURCE_CHARS)
+    categories = sorted({*city.categories, *(g.code for g in city.groups)})
+
+    def q(name: str, schema: dict[str, Any], description: str, *, explode: bool = True) -> dict[str, Any]:
+        p: dict[str, Any] = {"name": name, "in": "query", "required": False, "schema": schema,
+                             "description": description}
+        if not explode:
+            p.update(style="form", explode=False)
+        return p
+
+    return {
+        "area": q("area", area, f"an area code: {lengths} digits; list them with /api/v1/areas"),
+        "parent": q("parent", area, "the area whose areas are listed (an area code, as for area); default: the "
+                                    "district"),
+        "level": q("level", {"type": "string", "enum": list(LEVELS)},
+                   "the level of the areas listed (default: the level below parent)"),
+        "since": q("since", when, f"start of the period, included ({when_doc})"),
+        "until": q("until", when, f"end of the period, excluded ({when_doc}); after since"),
+        "category": q("category", {"type": "string", "enum": categories},
+                      "a 小类 (4 digits) or 大类 (2 digits) code from config/city/categories.yaml"),
+        "grade": q("grade", _list({"type": "integer", "enum": sorted(city.grades)}),
+                   "grades, comma-separated", explode=False),
+        "source": q("source", _list({"type": "string", "minLength": 1, "maxLength": 32,
+                                     "pattern": f"^[{source_chars}]+$"}),
+                    "source names (letters, digits, - _ .), comma-separated", explode=False),
+        "status": q("status", _list({"type": "string", "enum": [*api.STATUS_WORDS, *(s.value for s in Status)]}),
+                    "statuses, comma-separated; 'open' stands for every open status", explode=False),
+        "dept": q("dept", {"type": "string", "enum": sorted(city.departments)},
+                  "a department that had a part in the case (config/city/departments.yaml)"),
+        "q": q("q", {"type": "string", "minLength": 1, "maxLength": api.MAX_TEXT_CHARS},
+               f"words in the title (any case, taken literally; at most {api.MAX_TEXT_CHARS} printable characters)"),
+        "limit": q("limit", {"type": "integer", "minimum": 1, "maximum": queries.MAX_LIMIT,
+                             "default": queries.DEFAULT_LIMIT}, "items per page"),
+        "cursor": q("cursor", {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"},
+                    "next_cursor of the previous page, unchanged"),
+        "state": q("state", _list({"type": "string", "enum": ["warning", "overdue"]}),
+                   "SLA states, comma-separated (default: both)", explode=False),
+        "period": q("period", {"type": "string", "enum": list(PERIODS), "default": "week"},
+                    "the ranking period holding date; custom takes since and until instead"),
+        "date": q("date", {"type": "string", "format": "date"},
+                  f"a day of the period (city days; weeks run Monday–Sunday; {years}); default: today"),
+        "risk_limit": q("limit", {"type": "integer", "minimum": 1, "maximum": api.RISK_TOP_MAX,
+                                  "default": api.RISK_TOP_DEFAULT}, "items in each list"),
+    }
+
+
+# --------------------------------------------------------------------------- schemas
+
+
+def _schemas(settings: Settings) -> dict[str, dict[str, Any]]:
+    from pydantic.json_schema import models_json_schema
+
+    from core import kpis as k
+    from core.geography import LEVELS
+    from core.records import CaseEvent, SensorReading
+    from core.risk import PART_NAMES, RISK_LEVELS
+    from dashboard import queries
+
+    level = {"type": "string", "enum": list(LEVELS)}
+    hidden = {"type": "string", "const": queries.REPORTER_HIDDEN,
+              "description": "the reporter's name and phone are never shown"}
+    case = _columns_schema(queries._LIST_COLUMNS, {"reporter": hidden}, "a case (no personal data)")
+    event = _columns_schema(queries._EVENT_COLUMNS, description="one event of a case's timeline")
+    whistle = _obj({"department": STR, "whistled_at": TIME, "due_at": TIME, "reported_at": NULL_TIME,
+                    "status": {"type": "string", "enum": ["on_time", "late", "missing", "pending"]}})
+    detail = _columns_schema(queries._DETAIL_COLUMNS, {
+        "reporter": hidden, "timeline": {"type": "array", "items": _ref("TimelineEvent")},
+        "whistle_reports": {"type": "array", "items": whistle}}, "one case with its timeline")
+    sla_case = _columns_schema(queries.SLA_COLUMNS, {
+        "sla_state": {"type": "string", "enum": ["warning", "overdue"]}, "seconds_left": INT})
+    kpi_values = _obj({name: (NUM if d["unit"] == "cases" else NULL_NUM) for name, d in k.DEFINITIONS.items()},
+                      required=["cases_total"])
+    kpi_change = _obj({name: NULL_NUM for name in k.DEFINITIONS}, required=[])
+    period = _obj({"since": TIME, "until": TIME})
+    dept_row = _obj({
+        "department": STR, "name": STR, "short": NULL_STR,
+        **{name: (INT if value == 0 else NULL_NUM) for name, value in queries.department_metrics_empty().items()},
+        "score": NULL_NUM, "ranked": BOOL, "rank": _nullable(INT), "rank_change": _nullable(INT),
+        "previous_rank": _nullable(INT)})
+    definition = {"type": "object", "additionalProperties": {
+        "type": "object", "properties": {"zh": STR, "en": STR, "unit": STR, "definition": STR},
+        "required": ["zh", "en", "unit", "definition"]}}
+    risk_area = _obj({
+        "code": STR, "name": STR, "level": level, "score": NUM,
+        "risk_level": {"type": "integer", "enum": sorted(RISK_LEVELS)},
+        "color_name": STR, "roman": STR, "en": STR, "color": STR, "parts": _obj({p: NUM for p in PART_NAMES})})
+    risk_item = {"allOf": [risk_area, _obj({"parent": NULL_STR})]}
+    loose = {"type": "object"}
+
+    def listed(item: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "array", "items": item}
+
+    _, defs = models_json_schema([(CaseEvent, "validation"), (SensorReading, "validation")],
+                                 ref_template="#/components/schemas/{model}")
+    return {
+        **defs.get("$defs", {}),
+        "Error": _obj({"error": {"type": "string", "description": "what is wrong and how to fix it"},
+                       "parameter": {"type": "string", "description": "the parameter at fault, if one is"}},
+                      required=["error"], description="a refused request: never a traceback"),
+        "Case": case,
+        "TimelineEvent": event,
+        "CaseDetail": detail,
+        "CasePage": _obj({"items": listed(_ref("Case")),
+                          "next_cursor": _nullable({"type": "string", "description": "pass as cursor for the next "
+                                                                                     "page; null on the last"})}),
+        "Summary": _obj({"area": STR, "name": STR, "level": level, "cases_total": INT, "cases_open": INT,
+                         "overdue_open": INT, "warning_open": INT, "sensor_alarms_active": INT,
+                         "devices_offline": INT, "by_grade": COUNTS, "by_status": COUNTS, "as_of": TIME,
+                         "last_event_at": NULL_STR}),
+        "Area": _obj({"code": STR, "name": STR, "level": level, "parent": NULL_STR, "kind": NULL_STR,
+                      "total": INT, "open": INT, "overdue": INT, "warning": INT, "alarms": INT, "offline": INT,
+                      "by_grade": COUNTS}),
+        "SlaPage": _obj({"as_of": TIME, "states": listed({"type": "string", "enum": ["warning", "overdue"]}),
+                         "warn_share": NUM, "items": listed(sla_case)}),
+        "Kpis": _obj({"area": STR, "name": STR, "since": TIME, "until": TIME,
+                      "previous": {"allOf": [period, _obj({"kpis": kpi_values})]},
+                      "kpis": kpi_values, "change": kpi_change}),
+        "Rankings": _obj({"area": STR, "name": STR, "period": STR, "label": STR, "since": TIME, "until": TIME,
+                          "as_of": TIME, "previous": {"allOf": [period, _obj({"label": STR})]},
+                          "rules": _obj({"weights": {"type": "object", "additionalProperties": NUM},
+                                         "min_volume": INT, "list_size": INT}),
+                          "departments": listed(dept_row), "red_list": listed(STR), "black_list": listed(STR)}),
+        "Definitions": _obj({"kpis": definition, "rankings": definition, "risk": definition}),
+        "RiskPage": _obj({"as_of": TIME, "hotspots_as_of": NULL_TIME, "notes": listed(STR),
+                          "items": listed(risk_item)}),
+        "RiskExplain": {"allOf": [risk_area, _obj({
+            "as_of": TIME, "hotspots_as_of": NULL_TIME, "notes": listed(STR),
+            "thresholds": {"type": "object", "additionalProperties": NUM},
+            "weights": _obj({"grades": {"type": "object", "additionalProperties": NUM},
+                             "overdue_multiplier": NUM, "alarm": NUM, "offline": NUM, "hotspot": loose}),
+            "open_cases": INT, "top_cases": listed(_columns_schema(queries.RISK_CASE_COLUMNS, {"contribution": NUM})),
+            "alarms_total": INT, "alarms": listed(loose), "offline_total": INT, "offline": listed(loose),
+            "hotspots_total": INT, "hotspots": listed(loose)})]},
+        "PushItem": {"oneOf": [
+            _obj({"index": INT, "status": {"const": "accepted"},
+                  "id": {"type": "string", "description": "the stream entry holding the record"}}),
+            _obj({"index": INT, "status": {"const": "rejected"},
+                  "errors": listed({"type": "string", "description": "field: problem"})}),
+        ]},
+        "PushResult": _obj({"accepted": INT, "rejected": INT, "items": listed(_ref("PushItem"))},
+                           description="one item per record sent, in order"),
+        **{f"{name}Batch": {"oneOf": [_ref(name), {"type": "array", "items": _ref(name),
+                                                   "maxItems": settings.max_push_items}],
+                            "description": f"one record or an array of at most {settings.max_push_items} "
+                                           f"(MAX_PUSH_ITEMS); at most {settings.max_push_bytes} bytes "
+                                           f"(MAX_PUSH_BYTES), each record at most {settings.max_payload_bytes} "
+                                           f"(MAX_PAYLOAD_BYTES)"}
+           for name in PUSH_ROUTES.values()},
+    }
+
+
+# --------------------------------------------------------------------------- operations
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref("Error")}}}
+
+
+RESPONSES = {
+    "BadRequest": _error("a bad parameter: the error names it and the fix"),
+    "NotFound": _error("no such area or case"),
+    "Unauthorized": _error("not logged in (no or an expired session; for pushes: no or an unknown token)"),
+    "Forbidden": _error("logged in, but this role or jurisdiction may not see it"),
+}
+
+
+def _answers(ok: dict[str, Any], *, secured: bool = True, not_found: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {"200": ok, "400": {"$ref": "#/components/responses/BadRequest"}}
+    if not_found:
+        out["404"] = {"$ref": "#/components/responses/NotFound"}
+    if secured:
+        out["401"] = {"$ref": "#/components/responses/Unauthorized"}
+        out["403"] = {"$ref": "#/components/responses/Forbidden"}
+    return out
+
+
+def _json_ok(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _get_operations() -> dict[str, dict[str, Any]]:
+    """path → (operation id, summary, 200 answer, may be 404); parameters are added from routes()."""
+    from dashboard import queries
+
+    csv = {"description": "the cases as CSV (UTF-8 with BOM), newest first, no personal data; columns: "
+                          + ", ".join(queries.EXPORT_COLUMNS),
+           "content": {"text/csv": {"schema": {"type": "string"}}}}
+    return {
+        "/api/v1/summary": ("summary", "Live figures of one area (default: the district)",
+                            _json_ok(_ref("Summary"), "the area's live figures"), True),
+        "/api/v1/areas": ("areas", "Areas with their live counts",
+                          _json_ok({"type": "array", "items": _ref("Area")}, "the areas"), True),
+        "/api/v1/cases": ("listCases", "Cases, newest first, keyset-paged",
+                          _json_ok(_ref("CasePage"), "a page of cases"), True),
+        "/api/v1/cases.csv": ("exportCases", "The filtered cases as CSV", csv, True),
+        "/api/v1/cases/{case_id}": ("getCase", "One case with its timeline and whistle reports",
+                                    _json_ok(_ref("CaseDetail"), "the case"), True),
+        "/api/v1/sla": ("sla", "Open cases in SLA warning or overdue, nearest deadline first",
+                        _json_ok(_ref("SlaPage"), "the cases"), True),
+        "/api/v1/kpis": ("kpis", "KPIs of a period and the one before it",
+                         _json_ok(_ref("Kpis"), "the KPIs"), True),
+        "/api/v1/rankings": ("rankings", "Department ranking (吹哨报到 accountability) for a period",
+                             _json_ok(_ref("Rankings"), "the ranking"), True),
+        "/api/v1/definitions": ("definitions", "What every KPI, ranking figure and risk part means",
+                                _json_ok(_ref("Definitions"), "the definitions"), False),
+        "/api/v1/risk": ("risk", "Each area's live risk score and level",
+                         _json_ok(_ref("RiskPage"), "the areas' risk"), True),
+        "/api/v1/risk/{code}/explain": ("explainRisk", "What makes up one area's risk score",
+                                        _json_ok(_ref("RiskExplain"), "the area's risk explained"), True),
+        SPEC_PATH: ("openapi", "This description (OpenAPI 3.1)",
+                    _json_ok({"type": "object"}, "the OpenAPI description"), False),
+    }
+
+
+def _path_parameters(city: City, path: str) -> list[dict[str, Any]]:
+    from core.geography import CODE_LENGTHS
+    from dashboard import api, queries
+
+    if path == "/api/v1/cases/{case_id}":
+        return [{"name": "case_id", "in": "path", "required": True, "description": "the case's id",
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 10 ** queries.CASE_ID_DIGITS - 1,
+                            "examples": [1]}}]
+    if path == "/api/v1/risk/{code}/explain":
+        return [{"name": "code", "in": "path", "required": True,
+                 "description": f"an area code ({', '.join(map(str, sorted(CODE_LENGTHS)))} digits)",
+                 "schema": _area_schema(city, maxLength=api.MAX_CODE_CHARS)}]
+    return []
+
+
+def _push_operation(record: str) -> dict[str, Any]:
+    from core.coords import CRS_NAMES
+    from ingest.feeds.push import CRS_HEADER, SOURCE_HEADER
+
+    crs = {"type": "string", "enum": list(CRS_NAMES), "default": "wgs84"}
+    kind = "case events" if record == "CaseEvent" else "sensor readings"
+    result = {"content": {"application/json": {"schema": _ref("PushResult")}}}
+    push_error = {"content": {"application/json": {"schema": _obj({"error": STR})}}}
+    return {
+        "operationId": "push" + ("Cases" if record == "CaseEvent" else "Sensors"),
+        "summary": f"Push {kind}: each is validated now, published if valid, dead-lettered with its reason if not",
+        "tags": ["push"],
+        "security": [{"bearerAuth": []}],
+        "parameters": [
+            {"name": "crs", "in": "query", "required": False, "schema": crs,
+             "description": f"coordinate system of lon/lat (wins over {CRS_HEADER}); converted to WGS84 here"},
+            {"name": SOURCE_HEADER, "in": "header", "required": False, "schema": {"type": "string"},
+             "description": "the source of records that name none (first 32 characters; default push)"},
+            {"name": CRS_HEADER, "in": "header", "required": False, "schema": crs,
+             "description": "coordinate system of lon/lat, as crs"},
+        ],
+        "requestBody": {"required": True,
+                        "content": {"application/json": {"schema": _ref(f"{record}Batch")}}},
+        "responses": {
+            "200": {"description": "every record accepted", **result},
+            "207": {"description": "some records rejected (each with its errors)", **result},
+            "422": {"description": "every record rejected", **result},
+            "400": {"description": "the body is not JSON, not an object or array, or crs is unknown", **push_error},
+            "401": {"$ref": "#/components/responses/Unauthorized"},
+            "403": {"$ref": "#/components/responses/Forbidden"},
+            "413": {"description": "the body or the batch is over its limit: send smaller batches", **push_error},
+            "415": {"description": "not application/json", **push_error},
+        },
+    }
+
+
+def spec(city: City, settings: Settings) -> dict[str, Any]:
+    """The OpenAPI description for this city (its categories, grades, departments) and settings (push limits)."""
+    params = _parameters(city)
+    route_params = routes()
+    paths: dict[str, Any] = {}
+    for path, (op_id, summary, ok, not_found) in _get_operations().items():
+        names = ["risk_limit" if path.endswith("/explain") and n == "limit" else n for n in route_params[path]]
+        op: dict[str, Any] = {
+            "operationId": op_id, "summary": summary, "tags": ["read"],
+            "parameters": _path_parameters(city, path) + [{"$ref": f"#/components/parameters/{n}"} for n in names],
+            "responses": _answers(ok, secured=path != SPEC_PATH, not_found=not_found),
+        }
+        if path == SPEC_PATH:
+            op["security"] = []
+        paths[path] = {"get": op}
+    for path, record in PUSH_ROUTES.items():
+        paths[path] = {"post": _push_operation(record)}
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {"title": "Gridwatch API", "version": "1",
+                 "description": "Live figures, areas, cases, KPIs, rankings and risk of "
+                                f"{city.geography.district.name} ({city.geography.district.code}), and the HTTP "
+                                "push feed. Times are ISO 8601 UTC. A refused request gets 4xx JSON "
+                                '{"error": ..., "parameter": ...} naming the parameter and the fix.'},
+        "tags": [{"name": "read", "description": "the JSON API"},
+                 {"name": "push", "description": "the HTTP push feed"}],
+        "security": [{"cookieAuth": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "cookieAuth": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE,
+                               "description": "the session cookie set at login"},
+                "bearerAuth": {"type": "http", "scheme": "bearer",
+                               "description": "a push token (FEED_TOKENS), sent as Authorization: Bearer <token>"},
+            },
+            "parameters": params,
+            "responses": RESPONSES,
+            "schemas": _schemas(settings),
+        },
+    }
