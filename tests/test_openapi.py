@@ -18,6 +18,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
 from dashboard import openapi, queries
+from tests import accounts
 from tests.test_api import apply, build_dataset
 
 # What every request of the run carries besides what schemathesis generates, e.g. once auth lands:
@@ -45,7 +46,18 @@ def spec_operations(description: dict) -> set[tuple[str, str]]:
 
 @pytest.fixture
 def client(app):
-    return app.server.test_client()
+    """A client logged in as an administrator (the reads need a session; the description itself does not)."""
+    return accounts.client(app=app)
+
+
+@pytest.fixture
+def auth(app) -> dict[str, str]:
+    """AUTH and the headers of an administrator's session, for the requests schemathesis makes."""
+    c = accounts.client(app=app)
+    token, csrf = c.get_cookie("gridwatch_session").value, c.get_cookie("_csrf_token").value
+    headers = {**AUTH, "Cookie": f"gridwatch_session={token}; _csrf_token={csrf}", "X-CSRFToken": csrf}
+    assert app.server.test_client().get("/api/v1/summary", headers=headers).status_code == 200  # they do log in
+    return headers
 
 
 def fetch_spec(client) -> dict:
@@ -56,7 +68,7 @@ def fetch_spec(client) -> dict:
 
 
 def test_the_description_is_valid_openapi_and_describes_every_route(app, client):
-    spec = fetch_spec(client)
+    spec = fetch_spec(app.server.test_client())  # nobody logged in
     schemathesis.openapi.from_dict(spec).validate()  # against the OpenAPI 3.1 meta-schema
     rules, described = api_rules(app), spec_operations(spec)
     assert rules - described == set(), "routes missing from dashboard/openapi.py"
@@ -174,7 +186,7 @@ def seeded(settings, r, engine, city):
 @schema.parametrize()
 @hypothesis.settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
                      suppress_health_check=list(hypothesis.HealthCheck))
-def test_no_server_errors(case, app, seeded):
-    """Generated requests, valid and invalid, to every operation of the app (WSGI, in-process): never a 5xx, and
-    every answer is one the description gives, in its content type and shape."""
-    case.call_and_validate(app=app.server, headers=AUTH, checks=CHECKS)
+def test_no_server_errors(case, app, seeded, auth):
+    """Generated requests, valid and invalid, to every operation of the app (WSGI, in-process), as a logged-in
+    administrator: never a 5xx, and every answer is one the description gives, in its content type and shape."""
+    case.call_and_validate(app=app.server, headers=auth, checks=CHECKS)
