@@ -233,13 +233,17 @@ def _schemas(settings: Settings) -> dict[str, dict[str, Any]]:
 
     level = {"type": "string", "enum": list(LEVELS)}
     hidden = {"type": "string", "const": queries.REPORTER_HIDDEN,
-              "description": "the reporter's name and phone are never shown"}
+              "description": "lists never carry the reporter's name and phone"}
+    nullable = {"type": ["string", "null"]}
+    reporter = _obj({"name": nullable, "phone": nullable, "masked": {"type": "boolean"}},
+                    description="the reporter's name and phone: whole for the dispatcher and admin roles, masked "
+                                "for the others (masked: true)")
     case = _columns_schema(queries._LIST_COLUMNS, {"reporter": hidden}, "a case (no personal data)")
     event = _columns_schema(queries._EVENT_COLUMNS, description="one event of a case's timeline")
     whistle = _obj({"department": STR, "whistled_at": TIME, "due_at": TIME, "reported_at": NULL_TIME,
                     "status": {"type": "string", "enum": ["on_time", "late", "missing", "pending"]}})
     detail = _columns_schema(queries._DETAIL_COLUMNS, {
-        "reporter": hidden, "timeline": {"type": "array", "items": _ref("TimelineEvent")},
+        "reporter": reporter, "timeline": {"type": "array", "items": _ref("TimelineEvent")},
         "whistle_reports": {"type": "array", "items": whistle}}, "one case with its timeline")
     sla_case = _columns_schema(queries.SLA_COLUMNS, {
         "sla_state": {"type": "string", "enum": ["warning", "overdue"]}, "seconds_left": INT})

@@ -51,13 +51,16 @@ def client(app):
 
 
 @pytest.fixture
-def auth(app) -> dict[str, str]:
-    """AUTH and the headers of an administrator's session, for the requests schemathesis makes."""
+def auth(app) -> dict[str, dict[str, str]]:
+    """The headers (AUTH and the CSRF token) and cookies of an administrator's session, for schemathesis' requests."""
     c = accounts.client(app=app)
-    token, csrf = c.get_cookie("gridwatch_session").value, c.get_cookie("_csrf_token").value
-    headers = {**AUTH, "Cookie": f"gridwatch_session={token}; _csrf_token={csrf}", "X-CSRFToken": csrf}
-    assert app.server.test_client().get("/api/v1/summary", headers=headers).status_code == 200  # they do log in
-    return headers
+    cookies = {name: c.get_cookie(name).value for name in ("gridwatch_session", "_csrf_token")}
+    headers = {**AUTH, "X-CSRFToken": cookies["_csrf_token"]}
+    check = app.server.test_client()
+    for name, value in cookies.items():
+        check.set_cookie(name, value)
+    assert check.get("/api/v1/summary", headers=headers).status_code == 200  # they do log in
+    return {"headers": headers, "cookies": cookies}
 
 
 def fetch_spec(client) -> dict:
@@ -189,4 +192,4 @@ def seeded(settings, r, engine, city):
 def test_no_server_errors(case, app, seeded, auth):
     """Generated requests, valid and invalid, to every operation of the app (WSGI, in-process), as a logged-in
     administrator: never a 5xx, and every answer is one the description gives, in its content type and shape."""
-    case.call_and_validate(app=app.server, headers=auth, checks=CHECKS)
+    case.call_and_validate(app=app.server, headers=auth["headers"], cookies=auth["cookies"], checks=CHECKS)
