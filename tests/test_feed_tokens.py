@@ -1,10 +1,11 @@
-"""Feed tokens: FEED_TOKENS from the environment, the token check, the refusal counters' read-back and scrubbing.
-The push and MQTT tests exercise them through the real feeds."""
+"""Feed tokens: FEED_TOKENS from the environment, the token check, the refusal counters' read-back, scrubbing, and
+the demo's tokens made once with no set-up. The push and MQTT tests exercise them through the real feeds."""
 
 from __future__ import annotations
 
 import json
 import secrets
+import stat
 
 import pytest
 from pydantic import ValidationError
@@ -12,6 +13,7 @@ from pydantic import ValidationError
 from config.settings import Settings
 from core.livestate import refusal_field, with_refusals
 from ingest import feedauth
+from ingest.supervisor import DEMO_SOURCES, demo_tokens
 
 
 def test_feed_tokens_from_the_environment_are_kept_secret(monkeypatch):
@@ -89,3 +91,30 @@ def test_scrub_removes_every_configured_token(settings):
     raw = ('{"value": 1, "token": "' + settings.feed_token("mqtt") + '", "x": "' + settings.feed_token("citizen")
            + '"').encode()
     assert feedauth.scrub(raw, settings) == b'{"value": 1, "token": "<token removed>", "x": "<token removed>"'
+
+
+def test_the_demo_makes_its_tokens_once_and_keeps_them_private(tmp_path):
+    s = Settings(var_dir=tmp_path / "var", feed_tokens={})
+    tokens, path = demo_tokens(s)
+    assert path == tmp_path / "var" / "feed-tokens.json"
+    assert set(tokens) == set(DEMO_SOURCES) == {"push", "citizen", "mqtt"}
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert json.loads(path.read_text(encoding="utf-8")) == tokens
+    assert len(set(tokens.values())) == 3
+    given = Settings(feed_tokens=json.dumps(tokens))  # what the children get as FEED_TOKENS
+    assert {source: given.feed_token(source) for source in DEMO_SOURCES} == tokens
+    assert demo_tokens(s) == (tokens, path)  # a second start uses the same ones
+
+
+def test_the_demo_uses_configured_tokens_and_names_a_broken_file(tmp_path):
+    mine = {"citizen": secrets.token_urlsafe(20)}
+    s = Settings(var_dir=tmp_path / "var", feed_tokens=mine)
+    assert demo_tokens(s) == (mine, None)
+    assert not (tmp_path / "var").exists()
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "feed-tokens.json").write_text('{"citizen": "tiny"}', encoding="utf-8")
+    with pytest.raises(ValueError) as exc:
+        demo_tokens(Settings(var_dir=tmp_path / "var", feed_tokens={}))
+    text = str(exc.value)
+    assert "feed-tokens.json" in text and "the token of source 'citizen'" in text and "delete" in text
+    assert "tiny" not in text
