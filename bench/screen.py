@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import secrets
 import shutil
 import statistics
 import threading
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     from ingest.streams import Producer
     from ingest.worker import Worker, tune_gc
 
-    env = bench_env("screen")
+    env = bench_env("screen", feed_tokens={"citizen": secrets.token_urlsafe(32)})  # the pushes' source
     settings, r, engine, city = env.settings, env.r, env.engine, env.city
     print(f"Gridwatch screen benchmark — {os.cpu_count()} cores, {engine.dialect.name}, "
           f"{len(city.geography.areas('grid'))} grids", flush=True)
@@ -170,7 +171,9 @@ def browser_figures(settings, engine, r, city, events: int) -> None:
                    "grid_code": g.code, "lon": g.centroid[0], "lat": g.centroid[1], "grade": 4}
             sent[str(i)] = time.time() * 1000
             requests.post(f"http://127.0.0.1:{port}/api/v1/ingest/cases", data=orjson.dumps([rec]),
-                          headers={"Content-Type": "application/json"}, timeout=10).raise_for_status()
+                          headers={"Content-Type": "application/json", "X-Gridwatch-Source": "citizen",
+                                   "Authorization": f"Bearer {settings.feed_token('citizen')}"},
+                          timeout=10).raise_for_status()
             time.sleep(rnd.uniform(0.3, 0.9))
         time.sleep(3)
         seen = driver.execute_script("return window.__seen")

@@ -6,17 +6,27 @@ embedded Redis and a SQLite file under ``var/``.
 
 from __future__ import annotations
 
+import json
+import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# A feed token's source: a record's source name (core/records.py: Ident, at most 32 characters).
+_SOURCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/#@+-]{0,31}$")
+# A bearer token's syntax (RFC 6750 b64token): fits a header as it is and a JSON string without escapes.
+_TOKEN = re.compile(r"^(?=.{16,256}$)[A-Za-z0-9._~+/-]+=*$")
+TOKEN_HINT = "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+    # hide_input_in_errors: a validation error must never print FEED_TOKENS' (or any other secret's) value.
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False, hide_input_in_errors=True)
 
     redis_url: str | None = Field(None, description="Redis URL; unset starts an embedded Redis under VAR_DIR")
     database_url: str | None = Field(None, description="SQLAlchemy URL; unset uses SQLite at VAR_DIR/gridwatch.db")
@@ -42,6 +52,13 @@ class Settings(BaseSettings):
     mqtt_username: str | None = Field(None, description="MQTT user (overrides the URL's)")
     mqtt_password: str | None = Field(None, description="MQTT password (overrides the URL's)")
     mqtt_topic_root: str = Field("gridwatch", description="topics are ROOT/<district>/<device_type>/<device_id>")
+    feed_tokens: Annotated[dict[str, SecretStr], NoDecode] = Field(
+        default_factory=dict,
+        description="FEED_TOKENS: a JSON object of source name → token, e.g. {\"citizen\": \"…\", \"mqtt\": \"…\"}. "
+                    "HTTP push takes a source's records only with 'Authorization: Bearer <its token>'; MQTT devices "
+                    "put the 'mqtt' token in each reading's \"token\" field. A source without a token is refused. "
+                    "Tokens are 16-256 letters, digits or - . _ ~ + / (bearer token syntax). `make demo` makes its "
+                    "own when unset (VAR_DIR/feed-tokens.json).")
     holidays_file: Path = Field(ROOT / "config" / "holidays.yaml", description="holiday schedule for years chinesecalendar does not know")
     risk_file: Path = Field(ROOT / "config" / "risk.yaml", description="the risk model: weights, hotspot rule, thresholds")
     feeds_file: Path = Field(ROOT / "config" / "feeds.yaml", description="pulling feeds (Open311 endpoints) and their mappings")
@@ -60,6 +77,18 @@ class Settings(BaseSettings):
                                description="when the scheduler archives the briefings (HH:MM, city time): yesterday's "
                                            "daily, on Mondays last week's, on the 1st last month's")
 
+    @field_validator("feed_tokens", mode="before")
+    @classmethod
+    def _feed_tokens(cls, value: Any) -> Any:
+        return feed_tokens(value)
+
+    def feed_token(self, source: str) -> str | None:
+        """The token FEED_TOKENS holds for ``source``, or None. The one place a token's value is read."""
+        token = self.feed_tokens.get(source)
+        if token is None:
+            return None
+        return token.get_secret_value() if isinstance(token, SecretStr) else str(token)  # model_copy keeps plain str
+
     @property
     def sqlalchemy_url(self) -> str:
         if self.database_url:
@@ -74,6 +103,33 @@ class Settings(BaseSettings):
     def key(self, *parts: str) -> str:
         """A Redis key under this deployment's prefix: key('stream', 'cases') -> 'gw:stream:cases'."""
         return ":".join((self.stream_prefix, *parts))
+
+
+def feed_tokens(value: Any, name: str = "FEED_TOKENS") -> dict[str, Any]:
+    """Feed tokens given as JSON (the environment, a file) or a mapping, checked: source → token. Every problem
+    names ``name``, the source and the fix, never the token."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{name} is not valid JSON ({exc.msg} at character {exc.pos}); it must be a JSON "
+                             'object of source → token, e.g. {"citizen": "<token>"}') from None
+    if not isinstance(value, dict):
+        raise ValueError(f'{name} must be a JSON object of source → token, e.g. {{"citizen": "<token>"}}')
+    problems = []
+    for source, token in value.items():
+        if not isinstance(source, str) or not _SOURCE.match(source):
+            problems.append(f"source {str(source)[:40]!r} is not a source name (1-32 letters, digits or "
+                            "_ . : / # @ + -, starting with a letter or digit)")
+        secret = token.get_secret_value() if isinstance(token, SecretStr) else token
+        if not isinstance(secret, str) or not _TOKEN.match(secret):
+            problems.append(f"the token of source {str(source)[:40]!r} must be 16-256 letters, digits or "
+                            f"- . _ ~ + / (then = padding only); {TOKEN_HINT}")
+    if problems:
+        raise ValueError(f"{name}: " + "; ".join(problems))
+    return value
 
 
 @lru_cache(maxsize=1)

@@ -16,6 +16,9 @@ Keys (``P`` is the deployment prefix, default ``gw``):
 - ``P:live:device``    hash  device id → JSON of the last reading
 - ``P:live:feeds``     hash  source → ISO time of its last applied record
 - ``P:live:feed_status`` hash feed → JSON health reported by pulling/subscribing feeds (ok, failures, error)
+- ``P:live:feed_refused`` hash ``feed|source|reason`` → how many requests or messages a feed refused for lack of the
+    right token or credentials (ingest/feedauth.py counts them; read back merged into the feed's status as
+    ``refused: {source: {reason: n}}``, see :func:`with_refusals`)
 - ``P:live:offline``   hash  device id → JSON of its open offline alarm (``grid`` inside); area field ``offline``
 - ``P:live:last_event_at``  ISO time of the newest applied record
 - ``P:live:recent``    sorted set  case id, scored by its report time (Unix seconds): the located reports of the last
@@ -69,6 +72,10 @@ class LiveKeys:
     @property
     def feed_status(self) -> str:
         return f"{self.prefix}:live:feed_status"
+
+    @property
+    def feed_refused(self) -> str:
+        return f"{self.prefix}:live:feed_refused"
 
     @property
     def offline(self) -> str:
@@ -218,3 +225,21 @@ for i = 4, #ARGV, 3 do
 end
 return changed
 """
+
+
+def refusal_field(feed: str, source: str, reason: str) -> str:
+    """The ``feed_refused`` hash field of one (feed, source, reason). ``|`` is in no feed, source or reason name."""
+    return f"{feed}|{source}|{reason}"
+
+
+def with_refusals(states: dict[str, dict], counts: dict[str, int]) -> dict[str, dict]:
+    """Feed statuses with the refusal counters (``feed_refused``, field → count) merged in as
+    ``refused: {source: {reason: n}}``. A feed with refusals but no status of its own (HTTP push: it is the web app,
+    up whenever this is read) gets ``ok: true`` so its refusals show without marking anything down."""
+    out = {feed: dict(state) for feed, state in states.items()}
+    for name, n in sorted(counts.items()):
+        feed, _, rest = name.partition("|")
+        source, _, reason = rest.rpartition("|")
+        state = out.setdefault(feed, {"ok": True, "detail": "no status of its own; refusals counted"})
+        state.setdefault("refused", {}).setdefault(source, {})[reason] = int(n)
+    return out

@@ -14,7 +14,7 @@ import redis
 
 from config.settings import Settings
 from core.lifecycle import Status
-from core.livestate import LiveKeys
+from core.livestate import LiveKeys, with_refusals
 from core.streams import DEAD, KINDS, StreamNames
 
 GRADES = (1, 2, 3, 4)
@@ -70,8 +70,15 @@ def feeds(r: redis.Redis, settings: Settings) -> dict[str, str]:
 
 
 def feed_status(r: redis.Redis, settings: Settings) -> dict[str, dict]:
-    """Feed → its reported health (see ingest/feedhealth.py)."""
-    return {_s(k): orjson.loads(v) for k, v in r.hgetall(LiveKeys(settings.stream_prefix).feed_status).items()}
+    """Feed → its reported health (see ingest/feedhealth.py), with what it refused for a missing or wrong token or
+    credentials as ``refused: {source: {reason: n}}`` (ingest/feedauth.py)."""
+    keys = LiveKeys(settings.stream_prefix)
+    pipe = r.pipeline(transaction=False)
+    pipe.hgetall(keys.feed_status)
+    pipe.hgetall(keys.feed_refused)
+    states, refused = pipe.execute()
+    return with_refusals({_s(k): orjson.loads(v) for k, v in states.items()},
+                         {_s(k): _int(v) for k, v in refused.items()})
 
 
 def dead_letters(r: redis.Redis, settings: Settings) -> dict[str, int]:

@@ -2,7 +2,9 @@
 
 Stored in the live state (``P:live:feed_status``, feed name → JSON) so /healthz and the screens
 can show a light per feed without asking the feed process. A feed that keeps failing stays
-visible with its last error and the number of failures in a row.
+visible with its last error and the number of failures in a row. What a feed refused for a
+missing or wrong token or credentials is counted apart (ingest/feedauth.py) and read back with
+the feed's health as ``refused``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import orjson
 import redis
 
 from config.settings import Settings
-from core.livestate import LiveKeys
+from core.livestate import LiveKeys, with_refusals
 
 
 class FeedHealth:
@@ -43,5 +45,12 @@ class FeedHealth:
 
 
 def read_all(r: redis.Redis, settings: Settings) -> dict[str, dict[str, Any]]:
-    raw = r.hgetall(LiveKeys(settings.stream_prefix).feed_status)
-    return {(k.decode() if isinstance(k, bytes) else k): orjson.loads(v) for k, v in raw.items()}
+    """Feed → its health, with its refusals (``refused: {source: {reason: n}}``, counted by ingest/feedauth.py)."""
+    keys = LiveKeys(settings.stream_prefix)
+    raw, refused = r.hgetall(keys.feed_status), r.hgetall(keys.feed_refused)
+    return with_refusals({_text(k): orjson.loads(v) for k, v in raw.items()},
+                         {_text(k): int(v) for k, v in refused.items()})
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -4,21 +4,33 @@ Starts the embedded Redis (unless REDIS_URL is set), migrates the database, then
 worker, the scheduler (SLA sweep, device watch, Open311 polls), the simulator, the MQTT feed when
 MQTT_URL is set, and the web app (gunicorn) as child processes; restarts a
 child that dies; Ctrl-C (or SIGTERM) stops every child cleanly, then Redis (saving its data).
+
+Feed tokens need no set-up either: without FEED_TOKENS the demo uses ``VAR_DIR/feed-tokens.json``, written once
+with a random token for each of :data:`DEMO_SOURCES` (mode 0600), gives them to its children as FEED_TOKENS and
+prints them at start, so HTTP pushes and MQTT devices can be pointed at it at once. The simulator publishes to
+the streams directly and needs none.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from config.settings import ROOT, get_settings
+from config.settings import ROOT, Settings, feed_tokens, get_settings
 
 log = logging.getLogger("gridwatch.demo")
+
+TOKENS_FILE = "feed-tokens.json"
+# The sources the demo makes tokens for: HTTP push without X-Gridwatch-Source, the README's curl example, MQTT.
+DEMO_SOURCES = ("push", "citizen", "mqtt")
 
 
 @dataclass
@@ -58,6 +70,46 @@ def children(args, backfill_hours: float = 0) -> list[Child]:
     return out
 
 
+def demo_tokens(settings: Settings) -> tuple[dict[str, str], Path | None]:
+    """The demo's feed tokens and the file they are kept in: FEED_TOKENS when set (no file), else
+    VAR_DIR/feed-tokens.json, written with random tokens (mode 0600) the first time. ValueError names the file
+    and the fix when it cannot be used."""
+    if settings.feed_tokens:
+        return {source: settings.feed_token(source) for source in settings.feed_tokens}, None
+    path = Path(settings.var_dir) / TOKENS_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tokens = {source: secrets.token_urlsafe(32) for source in DEMO_SOURCES}
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(tokens, f, indent=2)
+            f.write("\n")
+        log.info("feed tokens: made new ones for %s in %s", ", ".join(DEMO_SOURCES), path)
+        return tokens, path
+    try:
+        tokens = feed_tokens(path.read_text(encoding="utf-8"), name=str(path))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{exc} — fix it, or delete {path} to have new tokens made") from None
+    return {source: str(token) for source, token in tokens.items()}, path
+
+
+def _print_tokens(tokens: dict[str, str], path: Path | None, settings: Settings) -> None:
+    """The demo's tokens on the terminal (printed, never logged), with how to use them."""
+    if path is None:
+        print(f"feed tokens: FEED_TOKENS (sources: {', '.join(sorted(tokens))})", flush=True)
+        return
+    width = max(map(len, tokens))
+    lines = [f"feed tokens (from {path}; FEED_TOKENS overrides them):"]
+    lines += [f"  {source:<{width}}  {token}" for source, token in sorted(tokens.items())]
+    if "citizen" in tokens:
+        lines.append(f"  push: curl -X POST http://{settings.host}:{settings.port}/api/v1/ingest/cases "
+                     "-H 'Content-Type: application/json' -H 'X-Gridwatch-Source: citizen' "
+                     "-H 'Authorization: Bearer <the citizen token>' -d '[...]'")
+    if "mqtt" in tokens:
+        lines.append('  MQTT devices: put the mqtt token in each reading, {"token": "<the mqtt token>", "value": ...}')
+    print("\n".join(lines), flush=True)
+
+
 def _store_is_empty() -> bool:
     from sqlalchemy import func, select
 
@@ -72,6 +124,11 @@ def run(args) -> int:
     from config.services import migrate, redis_url
 
     settings = get_settings()
+    try:
+        tokens, tokens_file = demo_tokens(settings)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
     url = redis_url(settings)  # starts the embedded server if REDIS_URL is unset
     log.info("Redis: %s", "embedded (" + url + ")" if not settings.redis_url else "REDIS_URL")
     log.info("database: %s", settings.sqlalchemy_url.split("@")[-1])
@@ -80,7 +137,8 @@ def run(args) -> int:
     if not args.no_simulator and args.backfill and _store_is_empty():
         backfill = args.backfill
         log.info("empty store: the simulator first publishes the last %g hours of history", backfill)
-    env = {**os.environ, "REDIS_URL": url, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "REDIS_URL": url, "PYTHONUNBUFFERED": "1", "FEED_TOKENS": json.dumps(tokens)}
+    _print_tokens(tokens, tokens_file, settings)
     kids = children(args, backfill)
     for c in kids:
         c.start(env)

@@ -4,11 +4,14 @@
   Each test gets its own key prefix, so tests never see each other's streams or live state.
 - SQL: ``DATABASE_URL`` if set (PostgreSQL: each test gets its own schema), else a SQLite file
   in the test's temporary folder. The schema is created by the real migrations.
+- Feed tokens: the settings hold a random token per source the tests push as (``FEED_TOKENS``);
+  ``push_headers(source)`` are the headers that push as that source.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import uuid
 from pathlib import Path
 
@@ -17,6 +20,9 @@ import redis
 from sqlalchemy import text
 
 from config.settings import Settings
+
+# New each run, so a test that looks for a token in logs or answers cannot pass by a fixed string's luck.
+FEED_TOKENS = {source: secrets.token_urlsafe(24) for source in ("push", "push-test", "citizen", "mqtt")}
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +71,18 @@ def settings(tmp_path: Path, redis_url: str, database_url: str, prefix: str) -> 
         stream_prefix=prefix,
         claim_idle_ms=500,
         worker_block_ms=100,
+        feed_tokens=FEED_TOKENS,
     )
+
+
+@pytest.fixture
+def push_headers(settings: Settings):
+    """``push_headers(source)``: the headers of an HTTP push as ``source`` with its token."""
+
+    def headers(source: str = "push-test") -> dict[str, str]:
+        return {"X-Gridwatch-Source": source, "Authorization": f"Bearer {settings.feed_token(source)}"}
+
+    return headers
 
 
 @pytest.fixture

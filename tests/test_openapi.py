@@ -1,8 +1,9 @@
 """The OpenAPI description (/api/v1/openapi.json): valid OpenAPI, in step with the routes, and a schemathesis run
 over every operation — against the Flask app in-process, on a small stored dataset — that finds no server error.
 
-Auth: when the routes need it, the session cookie and the push token go into ``AUTH`` (one place; every request
-of the run sends it), and the ``ignored_auth`` check can join ``CHECKS``.
+Auth: the run logs in as an administrator (the ``auth`` fixture: the session's cookies, its CSRF token, a push
+source's bearer token). That every route refuses a request without them is tests/test_access.py's (schemathesis'
+``ignored_auth`` check needs a base URL, which an in-process run has not).
 """
 
 from __future__ import annotations
@@ -21,9 +22,7 @@ from dashboard import openapi, queries
 from tests import accounts
 from tests.test_api import apply, build_dataset
 
-# What every request of the run carries besides what schemathesis generates, e.g. once auth lands:
-# {"Cookie": "gridwatch_session=…", "Authorization": "Bearer …"} (the token from a test FEED_TOKENS setting).
-AUTH: dict[str, str] = {}
+AUTH: dict[str, str] = {}  # what every request of the run carries besides the login (the ``auth`` fixture)
 CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]
 METHODS_IGNORED = {"HEAD", "OPTIONS"}
 EXAMPLES = 50  # generated per operation and generation mode, besides schemathesis' own boundary cases
@@ -51,11 +50,12 @@ def client(app):
 
 
 @pytest.fixture
-def auth(app) -> dict[str, dict[str, str]]:
-    """The headers (AUTH and the CSRF token) and cookies of an administrator's session, for schemathesis' requests."""
+def auth(app, push_headers) -> dict[str, dict[str, str]]:
+    """The headers (AUTH, the CSRF token, a push source's bearer token) and cookies of an administrator's session,
+    for schemathesis' requests."""
     c = accounts.client(app=app)
     cookies = {name: c.get_cookie(name).value for name in ("gridwatch_session", "_csrf_token")}
-    headers = {**AUTH, "X-CSRFToken": cookies["_csrf_token"]}
+    headers = {**AUTH, **push_headers("push-test"), "X-CSRFToken": cookies["_csrf_token"]}
     check = app.server.test_client()
     for name, value in cookies.items():
         check.set_cookie(name, value)
@@ -150,12 +150,12 @@ def test_edges_the_generated_requests_rarely_reach_are_refused_not_failed(client
     {"due_at": "0001-01-01T00:00:00"}, {"accept_due_at": "9999-12-31T23:59:59-23:59"},  # 500 before: overflow
     {"lon": 0.0, "lat": -90.0}, {"lon": 0.0, "lat": 89.99999999999999},  # 500 before with crs=gcj02: math domain
 ])
-def test_push_edges_are_rejected_records_not_server_errors(client, city, record):
+def test_push_edges_are_rejected_records_not_server_errors(client, city, record, push_headers):
     base = {"external_id": "edge", "event": "report", "occurred_at": "2026-11-20T08:00:00+08:00",
             "category": next(iter(city.categories)), "title": "边界"}
     for crs in ("gcj02", "bd09"):
         resp = client.post(f"/api/v1/ingest/cases?crs={crs}", data=orjson.dumps({**base, **record}),
-                           content_type="application/json", headers=AUTH)
+                           content_type="application/json", headers={**AUTH, **push_headers()})
         assert resp.status_code in (200, 422), (record, resp.status_code, resp.data[:300])
 
 

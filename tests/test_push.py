@@ -6,6 +6,7 @@ letter with its reason.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -20,14 +21,18 @@ SENSORS = "/api/v1/ingest/sensors"
 
 
 @pytest.fixture
-def make_client(settings, r, engine):
-    """A test client of an app built with ``settings`` (or an override of them), logged in to read back through the
-    API what it pushed (the push routes themselves need no session)."""
+def make_client(settings, r, engine, push_headers):
+    """A test client of an app built with ``settings`` (or an override of them) that pushes as ``source`` with its
+    token (``source=None``: no source header and no token), logged in to read back through the API what it pushed
+    (the push routes themselves need no session)."""
     from tests import accounts
 
-    def make(s=None):
-        s = s or settings
-        return accounts.client(s)
+    def make(s=None, source: str | None = "push-test"):
+        client = accounts.client(s or settings)
+        if source is not None:
+            for name, value in push_headers(source).items():
+                client.environ_base["HTTP_" + name.upper().replace("-", "_")] = value
+        return client
 
     return make
 
@@ -256,3 +261,91 @@ def test_a_deadline_days_ahead_is_accepted_but_an_event_from_the_future_is_not(c
     drain(city, settings, engine, r)
     found = cases_by_ext(client)["due-later"]
     assert datetime.fromisoformat(found["due_at"].replace("Z", "+00:00")) == due
+
+
+# --------------------------------------------------------------------------- credentials
+
+
+def _stream_lengths(r, settings) -> tuple[int, int]:
+    return r.xlen(settings.key("stream", "cases")), r.xlen(settings.key("stream", "sensors"))
+
+
+def test_refused_pushes_are_401_unpublished_counted_and_never_show_the_token(make_client, city, settings, r, caplog):
+    caplog.set_level(logging.DEBUG)
+    client = make_client(source=None)
+    right = settings.feed_token("push-test")
+    wrong = "not-the-token-" + right[::-1]
+    others = settings.feed_token("citizen")  # a real token, of another source
+    body = [report("nope", city)]
+    sent = [  # (url, headers, expected reason): 2 missing, 3 wrong, 3 for sources without a token
+        (CASES, {"X-Gridwatch-Source": "push-test"}, "missing"),
+        (SENSORS, {"X-Gridwatch-Source": "push-test", "Authorization": f"Basic {right}"}, "missing"),
+        (CASES, {"X-Gridwatch-Source": "push-test", "Authorization": f"Bearer {wrong}"}, "wrong"),
+        (CASES, {"X-Gridwatch-Source": "push-test", "Authorization": f"Bearer {others}"}, "wrong"),
+        (SENSORS, {"X-Gridwatch-Source": "push-test", "Authorization": f"Bearer {right}x"}, "wrong"),
+        (CASES, {"X-Gridwatch-Source": "nobody", "Authorization": f"Bearer {right}"}, "unconfigured"),
+        (CASES, {"X-Gridwatch-Source": "nobody-else"}, "unconfigured"),
+        (SENSORS, {"X-Gridwatch-Source": "x" * 40, "Authorization": f"Bearer {right}"}, "unconfigured"),
+    ]
+    answers = []
+    for url, headers, expected in sent:
+        resp = client.post(url, data=orjson.dumps(body), content_type="application/json", headers=headers)
+        assert resp.status_code == 401, (expected, resp.data)
+        assert resp.headers["WWW-Authenticate"].startswith("Bearer ")
+        error = orjson.loads(resp.data)["error"]
+        answers.append(resp.data.decode())
+        if expected == "unconfigured":
+            assert "is not configured" in error and "FEED_TOKENS" in error and "X-Gridwatch-Source" in error
+        else:
+            assert "'Authorization: Bearer <token>'" in error and "'push-test'" in error
+    # missing and wrong differ in one word: the answer says what to send, never what was wrong with it
+    missing, wrong_answer = orjson.loads(answers[0])["error"], orjson.loads(answers[2])["error"]
+    assert missing.replace("required", "refused") == wrong_answer
+
+    assert _stream_lengths(r, settings) == (0, 0)
+    assert read_dead(r, settings) == [] and r.get(settings.key("dead", "count")) is None
+    assert r.hgetall(settings.key("live", "feed_refused")) == {
+        b"push|push-test|token missing": b"2", b"push|push-test|token wrong": b"3", b"push|*|source not configured": b"3"}
+
+    health = orjson.loads(client.get("/healthz").data)
+    assert health["feed_status"]["push"]["ok"] is True
+    assert health["feed_status"]["push"]["refused"] == {
+        "push-test": {"token missing": 2, "token wrong": 3}, "*": {"source not configured": 3}}
+    assert not any("push" in reason for reason in health["reasons"]), health["reasons"]
+
+    refusals = [rec for rec in caplog.records if rec.name == "ingest.feeds.push" and "refused" in rec.getMessage()]
+    assert len(refusals) == len(sent)
+    assert all(rec.levelno == logging.WARNING and "127.0.0.1" in rec.getMessage() for rec in refusals)
+    assert sum("'nobody'" in rec.getMessage() and "source not configured" in rec.getMessage() for rec in refusals) == 1
+    secrets = [wrong, *(settings.feed_token(source) for source in settings.feed_tokens)]  # right and others too
+    for rec in caplog.records:
+        text = rec.getMessage() + repr(rec.args)
+        assert not any(t in text for t in secrets), text
+    assert not any(t in a for t in secrets for a in answers)
+
+
+def test_the_right_token_is_accepted_and_counts_nothing(make_client, city, settings, r, push_headers):
+    client = make_client(source=None)
+    resp = client.post(CASES, data=orjson.dumps([report("ok-1", city)]), content_type="application/json",
+                       headers=push_headers("push-test"))
+    assert resp.status_code == 200 and orjson.loads(resp.data)["accepted"] == 1
+    lower = {**push_headers("push-test"), "Authorization": "bearer " + settings.feed_token("push-test")}
+    resp = client.post(CASES, data=orjson.dumps([report("ok-2", city)]), content_type="application/json", headers=lower)
+    assert resp.status_code == 200  # the scheme is case-insensitive (RFC 7235)
+    # without X-Gridwatch-Source the source is "push", with its own token
+    resp = client.post(CASES, data=orjson.dumps([report("ok-3", city, source="push")]), content_type="application/json",
+                       headers={"Authorization": f"Bearer {settings.feed_token('push')}"})
+    assert resp.status_code == 200
+    assert _stream_lengths(r, settings) == (3, 0)
+    assert not r.exists(settings.key("live", "feed_refused"))
+
+
+def test_a_record_of_another_source_is_rejected(client, city, settings, r):
+    resp = post(client, CASES, [report("own", city), report("theirs", city, source="citizen")])
+    assert resp.status_code == 207
+    item = orjson.loads(resp.data)["items"][1]
+    assert item["status"] == "rejected" and item["errors"][0].startswith("source:")
+    assert "'citizen'" in item["errors"][0] and "'push-test'" in item["errors"][0]
+    dead = assert_dead(r, settings, ["source: the record says 'citizen'"])
+    assert orjson.loads(dead[0]["raw"])["external_id"] == "theirs"
+    assert _stream_lengths(r, settings) == (1, 0)

@@ -196,7 +196,7 @@ def test_countdowns_tick_in_the_browser_without_the_network(live_server, browser
     assert js(browser, "return document.getElementById('scr-clock').textContent") != "--:--:--"
 
 
-def test_a_red_case_pushed_through_the_api_reaches_the_ticker_and_the_map(live_server, browser, city):
+def test_a_red_case_pushed_through_the_api_reaches_the_ticker_and_the_map(live_server, browser, city, push_headers):
     import requests
 
     size(browser, 1920, 1080)
@@ -209,7 +209,7 @@ def test_a_red_case_pushed_through_the_api_reaches_the_ticker_and_the_map(live_s
                c.code for c in city.categories.values() if not c.sensor_only), "title": title, "grade": 4,
            "grid_code": grid.code, "lon": grid.centroid[0], "lat": grid.centroid[1]}
     resp = requests.post(live_server.url + "/api/v1/ingest/cases", data=orjson.dumps([rec]),
-                         headers={"Content-Type": "application/json"}, timeout=10)
+                         headers={"Content-Type": "application/json", **push_headers("citizen")}, timeout=10)
     assert resp.status_code in (200, 202), resp.text
     in_ticker = ("return Array.from(document.querySelectorAll('#scr-ticker .scr-tk'))"
                  ".some(e => e.textContent.includes('" + title + "') && e.querySelector('.scr-g4'))")

@@ -12,8 +12,17 @@ device's id (letters, digits and ``_ . : @ -``, up to 64 characters). The feed s
 
 Payload: a JSON object, or a JSON array of such objects (gateways batching readings)::
 
-    {"value": 3.2, "ts": "2026-11-22T09:31:00+08:00", "battery": 87, "lon": 113.93, "lat": 22.76, "crs": "gcj02"}
+    {"token": "…", "value": 3.2, "ts": "2026-11-22T09:31:00+08:00", "battery": 87, "lon": 113.93, "lat": 22.76,
+     "crs": "gcj02"}
 
+- ``token`` is required in every object: the token ``FEED_TOKENS`` holds for the source ``mqtt`` (one token for
+  the fleet; a JSON field rather than an MQTT v5 user property, so MQTT 3.1.1 devices and gateways can send it).
+  A reading without it or with another is refused (ingest/feedauth.py decides): not published, counted
+  (``feed_status.mqtt.refused`` in /healthz) and dead-lettered with the reason ``token refused`` and the reading
+  *without* its ``token`` field. Unlike HTTP push, where a refusal is only counted and logged, MQTT dead-letters it:
+  only clients the broker admits can publish here, so a wrong token is a device fleet's fault an operator must see
+  and fix, not internet junk. The token is never published, logged or dead-lettered: every dead letter of this feed
+  holds its reading without the field, or the raw payload with any configured token's value replaced.
 - ``value`` (number) is required. ``ts`` is optional (ISO 8601, or Unix seconds/milliseconds; without a zone it is
   Asia/Shanghai; missing means the time the feed received it). ``battery`` (0..100) is optional.
 - ``lon``/``lat`` are optional (both or neither); ``crs`` names their system (``wgs84`` default, ``gcj02``,
@@ -23,10 +32,15 @@ Payload: a JSON object, or a JSON array of such objects (gateways batching readi
   contradicts the topic (or the registry's type for the device) is rejected. Any other field is rejected.
 - A retained message without its own ``ts`` is skipped: it would replay an old value as if it were new.
 
+The feed's own connection uses ``MQTT_USERNAME`` / ``MQTT_PASSWORD`` (or the URL's); a broker that refuses them is
+logged as an error naming those settings, counted (``refused`` under the broker's address) and shown failing in
+/healthz, and the feed keeps retrying with backoff (1–60 s) until they are fixed.
+
 Every message is validated like every other feed (:func:`core.records.parse_sensor_reading` against the city's
 catalog). What cannot be used — not JSON, not an object or array, wrong types, NaN/infinite numbers, an unknown
-device type, a topic outside the layout, more than ``MAX_PAYLOAD_BYTES`` — is dead-lettered with the raw payload
-and a reason that starts with the topic. Bad input never stops the feed.
+device type, a topic outside the layout, more than ``MAX_PAYLOAD_BYTES`` — is dead-lettered with the payload (an
+object without its token field, else the raw bytes with any token's value replaced) and a reason that starts with
+the topic. Bad input never stops the feed.
 
 Silence (a device that stops reporting) is not detected here: the scheduler watches the live state and reports
 a device offline after ``DEVICE_OFFLINE_FACTOR`` × the type's ``heartbeat_s`` (sensors.yaml) without a reading.
@@ -56,6 +70,7 @@ import signal
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -71,6 +86,7 @@ import yaml
 from config.settings import Settings
 from core.coords import crs_name, to_wgs84
 from core.records import LIMITS, RecordError, parse_sensor_reading
+from ingest import feedauth
 from ingest.feedhealth import FeedHealth
 from ingest.streams import Producer, dead_letter
 
@@ -83,7 +99,12 @@ BATCH_SECONDS = 0.1  # publish what arrived at least this often ...
 BATCH_MAX = 500  # ... or as soon as this many messages are waiting
 HEALTH_EVERY = 30.0  # seconds between FeedHealth.ok() while connected
 LOG_EVERY = 60.0  # seconds between count log lines
-PAYLOAD_FIELDS = ("value", "ts", "battery", "lon", "lat", "crs", "device_id", "type")
+PAYLOAD_FIELDS = ("value", "ts", "battery", "lon", "lat", "crs", "device_id", "type", "token")
+TOKEN_FIELD = "token"
+# CONNACK codes of a broker refusing the client's credentials (paho maps MQTT 3.1.1's 4 and 5 to these)
+CREDENTIAL_CODES = frozenset({134, 135})  # bad user name or password, not authorized
+NO_TOKEN = (f"FEED_TOKENS holds no token for source {SOURCE!r}, so every reading would be refused: set FEED_TOKENS, "
+            f"e.g. '{{\"{SOURCE}\": \"<token>\"}}', and give the devices that token in each reading's \"token\" field")
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*$")  # the record's id pattern minus MQTT's / + #
 
 
@@ -230,6 +251,7 @@ class Decoded:
     records: list[dict[str, Any]] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     skipped: int = 0  # retained messages without their own time
+    refused: Counter = field(default_factory=Counter)  # readings refused for their token, by reason (feedauth)
 
 
 def _json_type(value: Any) -> str:
@@ -249,6 +271,18 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _text(value: Any) -> str | None:
+    """A payload's token as given: a string, else nothing (a number or object is no token)."""
+    return value if isinstance(value, str) else None
+
+
+def _without_token(item: Any) -> bytes:
+    """What is dead-lettered of a payload object: the object without its token field."""
+    if isinstance(item, dict):
+        item = {k: v for k, v in item.items() if k != TOKEN_FIELD}
+    return orjson.dumps(item)
+
+
 class Decoder:
     """Turns (topic, payload) into canonical sensor readings and rejects. Pure apart from the clock; thread-safe."""
 
@@ -264,6 +298,7 @@ class Decoder:
         self.registry = dict(registry or {})
         self.max_bytes = settings.max_payload_bytes
         self.max_items = settings.max_push_items
+        self.settings = settings
 
     @property
     def layout(self) -> str:
@@ -290,6 +325,12 @@ class Decoder:
         return dtype, device
 
     def decode(self, topic: str, payload: bytes, received: datetime | None = None, retained: bool = False) -> Decoded:
+        out = self._decode(topic, payload, received, retained)
+        for rej in out.rejects:  # a payload that could not be read as objects may still hold a token
+            rej.raw = feedauth.scrub(rej.raw, self.settings)
+        return out
+
+    def _decode(self, topic: str, payload: bytes, received: datetime | None, retained: bool) -> Decoded:
         out = Decoded()
         payload = bytes(payload)
         where = f"mqtt topic {topic[:200]!r}"
@@ -324,6 +365,14 @@ class Decoder:
             return out
         received_iso = (received or datetime.now(UTC)).isoformat()
         for i, item in enumerate(items):
+            label = f"{where} item {i}" if indexed else where
+            if isinstance(item, dict):
+                refused = feedauth.check(self.settings, SOURCE, _text(item.get(TOKEN_FIELD)))
+                if refused is not None:
+                    out.refused[refused] += 1
+                    out.rejects.append(Reject(_without_token(item), f"{label}: token refused ({refused}); "
+                                              f"{self.token_fix(refused)}", i if indexed else None))
+                    continue
             if retained and isinstance(item, dict) and item.get("ts") is None:
                 out.skipped += 1
                 continue
@@ -331,10 +380,17 @@ class Decoder:
             if rec is not None:
                 out.records.append(rec)
             else:
-                label = f"{where} item {i}" if indexed else where
-                raw = payload if not indexed else orjson.dumps(item)
-                out.rejects.append(Reject(raw, f"{label}: {'; '.join(problems)}", i if indexed else None))
+                out.rejects.append(Reject(_without_token(item), f"{label}: {'; '.join(problems)}", i if indexed else None))
         return out
+
+    @staticmethod
+    def token_fix(reason: str) -> str:
+        """What to do about a refused reading, by the reason."""
+        if reason == feedauth.SOURCE_UNCONFIGURED:
+            return (f"FEED_TOKENS holds no token for source {SOURCE!r}: add one and give it to the devices "
+                    f"(the {TOKEN_FIELD!r} field of each reading)")
+        return (f"each reading's {TOKEN_FIELD!r} field must be the token FEED_TOKENS holds for source {SOURCE!r} "
+                "(fix the device or gateway configuration)")
 
     def reading(self, item: Any, dtype: str, device: str, received_iso: str) -> tuple[dict | None, list[str]]:
         """The canonical reading of one payload object, validated; or (None, problems)."""
@@ -390,8 +446,10 @@ class Counts:
     readings: int = 0
     dead: int = 0
     skipped: int = 0
+    token_refused: int = 0  # readings refused for a missing or wrong token (also among ``dead``)
     connects: int = 0
     disconnects: int = 0
+    credentials_refused: int = 0  # connections the broker refused for MQTT_USERNAME / MQTT_PASSWORD
 
     def snapshot(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -430,6 +488,9 @@ class MqttFeed:
         self._stopping = False
         self._lock = threading.Lock()
         self._publisher: threading.Thread | None = None
+        self._refusals_logged_at: float | None = None
+        if settings.feed_token(SOURCE) is None:
+            log.error("mqtt: %s", NO_TOKEN)
 
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"gridwatch-{uuid.uuid4().hex[:12]}",
                              clean_session=True, protocol=mqtt.MQTTv311)
@@ -447,6 +508,9 @@ class MqttFeed:
 
     # ---- paho callbacks (network thread: keep them short) ----------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure and reason_code.value in CREDENTIAL_CODES:
+            self._credentials_refused(str(reason_code))
+            return
         if reason_code.is_failure:
             log.warning("mqtt: %s refused the connection: %s", self.broker, reason_code)
             self._failed(f"{self.broker} refused the connection: {reason_code}")
@@ -461,10 +525,14 @@ class MqttFeed:
         self._failed(f"cannot connect to {self.broker}")
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        was_connected = self.connected.is_set()
         self.connected.clear()
         self.subscribed.clear()
         if self._stopping:
             log.info("mqtt: disconnected from %s", self.broker)
+            return
+        if not was_connected:  # the end of an attempt the broker refused: _on_connect reported it
+            log.debug("mqtt: %s closed a refused connection (%s)", self.broker, reason_code)
             return
         self.counts.disconnects += 1
         log.warning("mqtt: lost the connection to %s (%s); reconnecting with backoff", self.broker, reason_code)
@@ -481,6 +549,19 @@ class MqttFeed:
 
     def _on_message(self, client, userdata, msg) -> None:
         self._queue.put((msg, datetime.now(UTC)))
+
+    def _credentials_refused(self, reason: str) -> None:
+        """The broker refused MQTT_USERNAME / MQTT_PASSWORD: say which settings to fix, count it; paho retries."""
+        self.counts.credentials_refused += 1
+        who = f"user {self.broker.username!r}" if self.broker.username else "no user name"
+        log.error("mqtt: %s refused the credentials (%s, %s): set MQTT_USERNAME and MQTT_PASSWORD (or user:password "
+                  "in MQTT_URL) to an account the broker accepts; retrying with backoff (up to 60 s)",
+                  self.broker, who, reason)
+        try:
+            feedauth.count_refused(self.producer.r, self.settings, FEED, str(self.broker), feedauth.CREDENTIALS_REFUSED)
+        except redis.RedisError as exc:
+            log.warning("mqtt: cannot count a refusal: %s", exc)
+        self._failed(f"{self.broker} refused the credentials ({who}, {reason}): fix MQTT_USERNAME / MQTT_PASSWORD")
 
     # ---- health ---------------------------------------------------------------------------------
     def _ok(self) -> None:
@@ -545,36 +626,57 @@ class MqttFeed:
         """Decode a batch of (message, received) and publish the readings and dead letters."""
         records: list[dict] = []
         rejects: list[Reject] = []
+        refused: Counter = Counter()
+        refused_topic = None
         skipped = 0
         for msg, received in batch:
             try:
                 topic = msg.topic
             except UnicodeDecodeError:
-                rejects.append(Reject(bytes(msg.payload), "mqtt topic is not valid UTF-8"))
+                rejects.append(Reject(feedauth.scrub(bytes(msg.payload), self.settings), "mqtt topic is not valid UTF-8"))
                 continue
             d = self.decoder.decode(topic, msg.payload, received, bool(msg.retain))
             records.extend(d.records)
             rejects.extend(d.rejects)
             skipped += d.skipped
-        self._write(records, rejects)
+            if d.refused:
+                refused.update(d.refused)
+                refused_topic = refused_topic or topic
+        self._write(records, rejects, refused)
         with self._lock:
             self.counts.messages += len(batch)
             self.counts.readings += len(records)
             self.counts.dead += len(rejects)
             self.counts.skipped += skipped
+            self.counts.token_refused += sum(refused.values())
+        if refused:
+            self._log_refusals(refused, refused_topic)
 
-    def _write(self, records: list[dict], rejects: list[Reject]) -> None:
+    def _log_refusals(self, refused: Counter, topic: str) -> None:
+        """Log token refusals: the first at once, then at most one line a minute (the run's summary counts them
+        all), so a fleet with a wrong token cannot flood the log. Reasons and a topic, never a token."""
+        now = time.monotonic()
+        if self._refusals_logged_at is not None and now - self._refusals_logged_at < LOG_EVERY:
+            return
+        self._refusals_logged_at = now
+        log.warning("mqtt: refused %d reading(s) for their token (%s; e.g. topic %r) and dead-lettered them; %s",
+                    sum(refused.values()), ", ".join(f"{reason}: {n}" for reason, n in sorted(refused.items())),
+                    topic[:200], self.decoder.token_fix(next(iter(refused))))
+
+    def _write(self, records: list[dict], rejects: list[Reject], refused: Counter | None = None) -> None:
         """Publish; on a Redis error retry with backoff (at-least-once: a retried batch may repeat readings)."""
         delay = 0.5
         while True:
             try:
                 if records:
                     self.producer.sensors(records)
-                if rejects:
+                if rejects or refused:
                     pipe = self.producer.r.pipeline(transaction=False)
                     for rej in rejects:
                         dead_letter(pipe, self.producer.names, self.settings, rej.raw, rej.reason,
                                     stream=self.producer.names.sensors, source=SOURCE, index=rej.index)
+                    for reason, n in (refused or {}).items():
+                        feedauth.count_refused(pipe, self.settings, FEED, SOURCE, reason, n)
                     pipe.execute()
                 return
             except redis.RedisError as exc:
@@ -630,8 +732,9 @@ def run(settings: Settings, r: redis.Redis, stop_event: threading.Event, *, city
                     feed._ok()
             if now - last_log >= LOG_EVERY:
                 counts = feed.counts.snapshot()
-                log.info("mqtt: last %.0f s: %d messages, %d readings published, %d dead-lettered, %d skipped; %s",
-                         now - last_log, *(counts[k] - before[k] for k in ("messages", "readings", "dead", "skipped")),
+                log.info("mqtt: last %.0f s: %d messages, %d readings published, %d dead-lettered (%d of them refused "
+                         "for their token), %d skipped; %s", now - last_log,
+                         *(counts[k] - before[k] for k in ("messages", "readings", "dead", "token_refused", "skipped")),
                          "connected" if feed.connected.is_set() else "NOT connected")
                 last_log, before = now, counts
     finally:
@@ -663,6 +766,8 @@ def main_mqtt(args) -> int:
             raise ValueError("no MQTT broker: set MQTT_URL (e.g. mqtt://127.0.0.1:1883) or pass --url")
         broker_address(url, settings)
         topic_root(args.topic_root or settings.mqtt_topic_root)
+        if settings.feed_token(SOURCE) is None:
+            raise ValueError(NO_TOKEN)
     except ValueError as exc:
         log.error("mqtt: %s", exc)
         return 2

@@ -2,7 +2,7 @@
 
 Each item is validated with the same parser the worker uses, so the caller learns at once which
 items are bad and why. Valid items are published to the stream; every invalid item is answered
-with its problems and dead-lettered with the raw item — nothing a caller sends is lost.
+with its problems and dead-lettered with the raw item — nothing an authenticated caller sends is lost.
 
 Response (200 when every item was accepted, 207 when some were rejected, 422 when all were,
 400/413/415 when the body itself is unusable — the body is dead-lettered too)::
@@ -10,6 +10,14 @@ Response (200 when every item was accepted, 207 when some were rejected, 422 whe
     {"accepted": 2, "rejected": 1,
      "items": [{"index": 0, "status": "accepted", "id": "1732...-0"},
                {"index": 2, "status": "rejected", "errors": ["category: unknown category '9999' ..."]}]}
+
+Credentials: ``X-Gridwatch-Source`` names the source (``push`` when absent) and ``Authorization: Bearer <token>``
+must carry the token ``FEED_TOKENS`` holds for it (ingest/feedauth.py decides). Before anything else is read, a
+request without it, with another token or for a source that has none is answered 401 (``{"error": ...}`` naming
+the header and the fix; a wrong token gets no hint of what was wrong), logged with the source, the remote address
+and the reason, and counted (``feed_status.push.refused`` in /healthz). Its body is neither published nor
+dead-lettered. A record must be its source's: one naming another ``source`` is rejected like any bad record, so a
+token writes no other source's cases.
 """
 
 from __future__ import annotations
@@ -18,15 +26,20 @@ import logging
 import math
 
 import orjson
+import redis
 from flask import Blueprint, Response, request
 
 from core.coords import crs_name, to_wgs84
 from core.records import RecordError, parse_case_event, parse_sensor_reading
+from ingest import feedauth
 from ingest.streams import Producer
 
 log = logging.getLogger(__name__)
 
+FEED = "push"
+DEFAULT_SOURCE = "push"  # the source of a request without X-Gridwatch-Source
 SOURCE_HEADER = "X-Gridwatch-Source"
+AUTH_HEADER = "Authorization"
 CRS_HEADER = "X-Gridwatch-CRS"  # or ?crs=: wgs84 (default), gcj02, bd09 — converted here, at the edge
 
 
@@ -44,6 +57,36 @@ def _json(body: dict, status: int) -> Response:
     return Response(orjson.dumps(body), status=status, mimetype="application/json")
 
 
+def _bearer(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header; None when there is none (or another scheme)."""
+    scheme, _, token = (header or "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+def _refusal(source: str, reason: str) -> Response:
+    """The 401 answer: what to send and where, never the token or which part of it was wrong."""
+    shown = source[:64]
+    if reason == feedauth.SOURCE_UNCONFIGURED:
+        error = (f"source {shown!r} is not configured for push: FEED_TOKENS holds no token for it — name a "
+                 f"configured source in the {SOURCE_HEADER} header, or ask the operator to add a token for this one")
+        challenge = 'Bearer realm="gridwatch-ingest"'
+    elif reason == feedauth.TOKEN_MISSING:
+        error = (f"authorization required for source {shown!r}: send the header '{AUTH_HEADER}: Bearer <token>' "
+                 f"with the token configured for it (the source is named by {SOURCE_HEADER}, {DEFAULT_SOURCE!r} "
+                 "when absent)")
+        challenge = 'Bearer realm="gridwatch-ingest"'
+    else:
+        error = (f"authorization refused for source {shown!r}: send the header '{AUTH_HEADER}: Bearer <token>' "
+                 f"with the token configured for it (the source is named by {SOURCE_HEADER}, {DEFAULT_SOURCE!r} "
+                 "when absent)")
+        challenge = 'Bearer realm="gridwatch-ingest", error="invalid_token"'
+    resp = _json({"error": error}, 401)
+    resp.headers["WWW-Authenticate"] = challenge
+    return resp
+
+
 def blueprint(city_loader, redis_loader, settings_loader) -> Blueprint:
     """The push routes. The loaders are called per request (and cache what they return)."""
     bp = Blueprint("ingest_push", __name__)
@@ -52,9 +95,20 @@ def blueprint(city_loader, redis_loader, settings_loader) -> Blueprint:
         from ingest.worker import catalog_of
 
         settings = settings_loader()
-        producer = Producer(redis_loader(), settings, source="push")
+        r = redis_loader()
+        source = request.headers.get(SOURCE_HEADER) or DEFAULT_SOURCE
+        reason = feedauth.check(settings, source, _bearer(request.headers.get(AUTH_HEADER)))
+        if reason is not None:
+            # Counted and logged, not dead-lettered: anyone can send this, and a flood of unauthenticated junk must
+            # not fill the dead-letter stream (and push out the letters operators need). The body is never read.
+            log.warning("push %s refused: %s for source %r from %s", kind, reason, source[:64], request.remote_addr)
+            try:
+                feedauth.count_refused(r, settings, FEED, source, reason)
+            except redis.RedisError as exc:
+                log.warning("push: cannot count a refusal: %s", exc)
+            return _refusal(source, reason)
+        producer = Producer(r, settings, source=FEED)
         stream = producer.names.cases if kind == "cases" else producer.names.sensors
-        source = (request.headers.get(SOURCE_HEADER) or "push")[:32]
         try:
             crs = crs_name(request.args.get("crs") or request.headers.get(CRS_HEADER) or "wgs84")
         except ValueError as exc:
@@ -102,9 +156,15 @@ def blueprint(city_loader, redis_loader, settings_loader) -> Blueprint:
             except TypeError:
                 item_raw = repr(item).encode()
             if len(item_raw) > settings.max_payload_bytes:
-                reason = f"record: {len(item_raw)} bytes exceeds the per-record limit of {settings.max_payload_bytes}"
-                producer.dead(item_raw, reason, stream=stream, source=source)
-                items.append({"index": i, "status": "rejected", "errors": [reason]})
+                problem = f"record: {len(item_raw)} bytes exceeds the per-record limit of {settings.max_payload_bytes}"
+                producer.dead(item_raw, problem, stream=stream, source=source)
+                items.append({"index": i, "status": "rejected", "errors": [problem]})
+                continue
+            if isinstance(item, dict) and item["source"] != source:
+                problem = (f"source: the record says {str(item['source'])[:40]!r} but the token is for {source!r} "
+                           f"({SOURCE_HEADER}); push each source's records with its own token")
+                producer.dead(item_raw, problem, stream=stream, source=source)
+                items.append({"index": i, "status": "rejected", "errors": [problem]})
                 continue
             try:
                 parse(item, catalog)
