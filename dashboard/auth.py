@@ -380,12 +380,10 @@ def install(server) -> None:
     @server.before_request
     def _gate():
         path = request.path
-        settings = context.settings()
-        r = context.redis_client()
-        found = load_session(r, settings, request.cookies.get(COOKIE))
-        g.gw_viewer, g.gw_csrf = (found if found else (None, None))
         if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
-            return None
+            return None  # static files, health, login, push feeds: no session read (push checks its own token)
+        found = load_session(context.redis_client(), context.settings(), request.cookies.get(COOKIE))
+        g.gw_viewer, g.gw_csrf = (found if found else (None, None))
         api = path.startswith("/api/") or path.startswith("/_dash-") or path.startswith("/briefings/files/")
         if g.gw_viewer is None:
             return _unauthorised(api)

@@ -152,6 +152,8 @@ def _panel(title_id: str, title: str, body_id: str, cls: str = "") -> html.Secti
 
 
 def layout(settings, city, query: dict[str, str]) -> html.Div:
+    from dashboard import auth
+
     lang = i18n.lang_of(query.get("lang"))
     t = i18n.texts(lang)
     geo = city.geography
@@ -215,7 +217,8 @@ def layout(settings, city, query: dict[str, str]) -> html.Div:
             html.H1(f"{geo.district.name} · {t['dr_title']}", id=ID.title),
             html.Nav([
                 html.A(t["dr_compare"], id=ID.compare, href="/compare", className="dr-link"),
-                html.A(t["dr_screen"], href="/screen", className="dr-link", target="_blank"),
+                *([html.A(t["dr_screen"], href="/screen", className="dr-link", target="_blank")]
+                  if auth.whole_district() else []),  # the wall is the district's
                 html.A(t["dr_briefings"], id=ID.briefings, href="/briefings" + ("?lang=en" if lang == "en" else ""),
                        className="dr-link"),
                 html.A(t["switch"], id=f"{ID.lang}-switch", href="?lang=" + ("zh" if lang == "en" else "en"),

@@ -333,13 +333,16 @@ def test_the_user_command_line(settings, monkeypatch, capsys, city, app):
         get_settings.cache_clear()
 
 
-def test_case_views_and_exports_are_audited_without_personal_data(app, planted, settings, engine):
+def test_case_views_and_exports_are_audited_without_personal_data(app, planted, settings, engine, caplog):
     from sqlalchemy import text
 
     c = accounts.client(settings, "dispatcher", app=app)
-    assert c.get(f"/api/v1/cases/{planted['id_a']}").status_code == 200
-    assert c.get("/api/v1/cases.csv?grade=3").status_code == 200
-    _route(c, f"/case/{planted['id_b']}")
+    with caplog.at_level("DEBUG"):
+        detail = c.get(f"/api/v1/cases/{planted['id_a']}")
+        assert detail.status_code == 200 and detail.json["reporter"]["name"] == f"{planted['inside']}姓名"
+        assert f"{planted['inside']}姓名" in c.get("/api/v1/cases.csv?grade=3").get_data(as_text=True)
+        _route(c, f"/case/{planted['id_b']}")
+    assert "姓名" not in caplog.text and "13912345678" not in caplog.text  # shown to the dispatcher, never logged
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT action, target, detail, role FROM audit_log ORDER BY id")).all()
     got = [(r.action, r.target) for r in rows if r.action in ("case_view", "export")]
@@ -386,6 +389,13 @@ def test_xss_payloads_in_titles_and_descriptions_render_inert_in_chromium(browse
             assert not any(h.strip().lower().startswith("javascript:") for h in links), path
         shot(browser, "xss-case.png")
         assert not [e for e in errors(browser) if "__xss" in e]
+        # 退出 in the corner ends the session: the next page asks for a login again
+        from selenium.webdriver.common.by import By
+
+        browser.find_element(By.CSS_SELECTOR, ".gw-logout").click()
+        wait(lambda: "/login" in browser.current_url, 15)
+        browser.get(srv.url + "/compare")
+        assert wait(lambda: "/login?next=/compare" in browser.current_url, 15)
     finally:
         srv.close()
 
