@@ -409,7 +409,8 @@ def install(server) -> None:
     @server.get("/login")
     def login_page():
         token = secrets.token_urlsafe(24)
-        resp = Response(_login_html(token, request.args.get("next"), request.args.get("error")), mimetype="text/html")
+        resp = Response(_login_html(token, request.args.get("next"), request.args.get("error"), request.args.get("lang")),
+                        mimetype="text/html")
         resp.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, max_age=3600, **_cookie_args(context.settings()))
         return resp
 
@@ -420,18 +421,20 @@ def install(server) -> None:
         form = request.form
         username = (form.get("username") or "")[:64]
         nxt = _safe_next(form.get("next"))
+        lang = "&lang=en" if form.get("lang") == "en" else ""
         sent, kept = form.get("csrf") or "", request.cookies.get(LOGIN_CSRF_COOKIE) or ""
         if not (sent and kept and hmac.compare_digest(sent, kept)):
-            return redirect(f"/login?error=csrf&next={quote(nxt)}", code=303)
+            return redirect(f"/login?error=csrf&next={quote(nxt)}{lang}", code=303)
         if not address_allowed(r, settings, address()):
             audit("login", username, {"reason": "address rate limit"}, ok=False, username=username)
             log.warning("login refused for %r from %s: too many attempts from this address", username, address())
-            return redirect(f"/login?error=rate&next={quote(nxt)}", code=303)
+            return redirect(f"/login?error=rate&next={quote(nxt)}{lang}", code=303)
         v, reason = authenticate(context.engine(), r, settings, username, form.get("password") or "")
         if v is None:
             audit("login", username, {"reason": reason}, ok=False, username=username)
             log.info("login failed for %r from %s: %s", username, address(), reason)
-            return redirect(f"/login?error={'locked' if reason == 'locked' else 'failed'}&next={quote(nxt)}", code=303)
+            return redirect(f"/login?error={'locked' if reason == 'locked' else 'failed'}&next={quote(nxt)}{lang}",
+                            code=303)
         token, csrf = new_session(r, settings, v)
         audit("login", username, who=v)
         log.info("login %s (%s, %s) from %s", v.username, v.role, v.area, address())
@@ -472,26 +475,35 @@ def install(server) -> None:
         return resp
 
 
-LOGIN_ERRORS = {"failed": "用户名或密码不正确。", "locked": f"连续输错次数过多，账号已锁定 {LOCK_MINUTES} 分钟。",
-                "rate": "此地址尝试次数过多，请十分钟后再试。", "csrf": "页面已过期，请重新登录。"}
+def _login_html(csrf: str, nxt: str | None, error: str | None, lang: str | None = None) -> str:
+    """The login form (dashboard/i18n.py's texts; ?lang=en for English)."""
+    from dashboard import context, i18n
 
-
-def _login_html(csrf: str, nxt: str | None, error: str | None) -> str:
-    msg = LOGIN_ERRORS.get(error or "")
-    return f"""<!doctype html><html lang="zh-CN"><head><meta charset="utf-8"><title>登录 · Gridwatch</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
+    lang = i18n.lang_of(lang)
+    t = i18n.texts(lang)
+    district = context.city().geography.district.name
+    msg = t.get(f"login_{error}") if error in ("failed", "locked", "rate", "csrf") else None
+    other = "zh" if lang == "en" else "en"
+    return f"""<!doctype html><html lang="{'zh-CN' if lang == 'zh' else 'en'}"><head><meta charset="utf-8">
+<title>{escape(t["login_submit"])} · Gridwatch</title><meta name="viewport" content="width=device-width, initial-scale=1">
 <style>body{{font-family:"Noto Sans CJK SC","Source Han Sans SC",sans-serif;background:#f1f5f9;margin:0;display:flex;
 min-height:100vh;align-items:center;justify-content:center;color:#0f172a}}form{{background:#fff;padding:32px 36px;
 border-radius:10px;box-shadow:0 4px 20px rgba(15,23,42,.08);width:320px}}h1{{font-size:22px;margin:0 0 18px;color:#0b3a75}}
 label{{display:block;font-size:14px;margin:12px 0 4px;color:#334155}}input{{width:100%;box-sizing:border-box;padding:9px 10px;
 border:1px solid #cbd5e1;border-radius:6px;font-size:15px}}button{{margin-top:20px;width:100%;padding:10px;background:#1b4fb8;
-color:#fff;border:0;border-radius:6px;font-size:16px;cursor:pointer}}.err{{color:#b91c1c;font-size:14px;margin:0 0 8px}}</style>
-</head><body><form method="post" action="/login"><h1>光明区 · 网格治理指挥平台</h1>
-{f'<p class="err" role="alert">{escape(msg)}</p>' if msg else ''}
+color:#fff;border:0;border-radius:6px;font-size:16px;cursor:pointer}}.err{{color:#b91c1c;font-size:14px;margin:0 0 8px}}
+.lang{{display:block;margin-top:14px;text-align:right;font-size:13px;color:#1b4fb8}}</style>
+</head><body><form method="post" action="/login"><h1>{escape(district)} · {escape(t["login_title"])}</h1>
+{f'<p class="err" role="alert">{escape(msg.format(minutes=LOCK_MINUTES))}</p>' if msg else ''}
 <input type="hidden" name="csrf" value="{escape(csrf)}"><input type="hidden" name="next" value="{escape(_safe_next(nxt))}">
-<label for="username">用户名</label><input id="username" name="username" autocomplete="username" required autofocus>
-<label for="password">密码</label><input id="password" name="password" type="password" autocomplete="current-password" required>
-<button type="submit">登录</button></form></body></html>"""
+<input type="hidden" name="lang" value="{lang}">
+<label for="username">{escape(t["login_user"])}</label>
+<input id="username" name="username" autocomplete="username" required autofocus>
+<label for="password">{escape(t["login_password"])}</label>
+<input id="password" name="password" type="password" autocomplete="current-password" required>
+<button type="submit">{escape(t["login_submit"])}</button>
+<a class="lang" href="/login?lang={other}&amp;next={escape(quote(_safe_next(nxt)))}">{escape(t["switch"])}</a>
+</form></body></html>"""
 
 
 DEMO_WALL = "demo-wall"

@@ -248,9 +248,12 @@ def test_failed_logins_lock_the_user_and_are_audited(app, settings, engine):
         rows = conn.execute(text("SELECT action, ok, address, username FROM audit_log WHERE username = :u"),
                             {"u": name}).all()
     assert [r.ok for r in rows].count(False) == auth.LOCK_AFTER + 1 and all(r.address for r in rows)
-    # unknown names answer the same as wrong passwords
-    resp = c.post("/login", data={"username": "nobody-here", "password": "x" * 12, "csrf": _form_token(c)})
-    assert "error=failed" in resp.headers["Location"]
+    # unknown names answer the same as wrong passwords; the form says so, in English too
+    resp = c.post("/login", data={"username": "nobody-here", "password": "x" * 12, "csrf": _form_token(c), "lang": "en"})
+    assert "error=failed" in resp.headers["Location"] and resp.headers["Location"].endswith("&lang=en")
+    page = c.get(resp.headers["Location"]).get_data(as_text=True)
+    assert "Wrong user name or password." in page and "User name" in page and 'lang="en"' in page
+    assert "用户名或密码不正确" in c.get("/login?error=failed").get_data(as_text=True)
 
 
 def test_one_address_may_try_only_so_often(app, settings):
