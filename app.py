@@ -123,7 +123,7 @@ def render(kind: str, pathname: str | None, query: dict[str, str]):
     city = context.city()
     v = auth.viewer()
     if v is not None and not (access.may(v.role, kind)
-                              and (kind not in access.WHOLE_DISTRICT or v.area == city.geography.district.code)):
+                              and (kind not in access.WHOLE_DISTRICT or access.district_wide(v.area))):
         t = i18n.texts(query.get("lang"))
         return html.Div([html.H1(t["forbidden"]), html.P(t["forbidden_hint"].format(role=t[f"role_{v.role}"])),
                          dcc.Link(t["dr_go_home"], href="/", className="dr-button")],

@@ -26,6 +26,11 @@ ALLOWED: dict[str, frozenset[str]] = {
 WHOLE_DISTRICT = frozenset({"screen", "live"})  # pages that show the whole district: for a district-wide scope only
 
 
+def district_wide(scope: str | None) -> bool:
+    """Whether the jurisdiction ``scope`` is a whole district (a 6-digit county code)."""
+    return bool(scope) and len(scope) == 6
+
+
 def may(role: str | None, what: str) -> bool:
     """Whether ``role`` may open ``what`` (a page kind, "api" or "users")."""
     return role in ALLOWED and what in ALLOWED[role]
@@ -37,7 +42,7 @@ def within(scope: str | None, code: str | None) -> bool:
     if not scope:
         return False
     if not code:
-        return len(scope) == 6
+        return district_wide(scope)
     return code.startswith(scope)
 
 

@@ -113,7 +113,7 @@ def may_see(what: str) -> bool:
 def whole_district() -> bool:
     """Whether the current request may see the whole district (its jurisdiction is the district; a system job)."""
     s = scope()
-    return s is None or len(s) == 6
+    return s is None or access.district_wide(s)
 
 
 def personal() -> bool:
@@ -281,11 +281,13 @@ def new_session(r, settings, v: Viewer) -> tuple[str, str]:
     """A session for ``v``: (the cookie's token, its CSRF token)."""
     token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
     key = settings.key("session", _sha(token))
-    r.set(key, orjson.dumps({"u": v.username, "r": v.role, "a": v.area, "i": v.user_id, "c": csrf}),
-          ex=SESSION_HOURS * 3600)
+    pipe = r.pipeline()
+    pipe.set(key, orjson.dumps({"u": v.username, "r": v.role, "a": v.area, "i": v.user_id, "c": csrf}),
+             ex=SESSION_HOURS * 3600)
     if v.user_id is not None:
-        r.sadd(settings.key("sessions", str(v.user_id)), key)
-        r.expire(settings.key("sessions", str(v.user_id)), SESSION_HOURS * 3600)
+        pipe.sadd(settings.key("sessions", str(v.user_id)), key)
+        pipe.expire(settings.key("sessions", str(v.user_id)), SESSION_HOURS * 3600)
+    pipe.execute()
     return token, csrf
 
 
@@ -294,10 +296,9 @@ def load_session(r, settings, token: str | None) -> tuple[Viewer, str] | None:
     if not token or len(token) > 100:
         return None
     key = settings.key("session", _sha(token))
-    raw = r.get(key)
+    raw = r.getex(key, ex=SESSION_HOURS * 3600)  # read and extend in one round trip (every request passes here)
     if raw is None:
         return None
-    r.expire(key, SESSION_HOURS * 3600)
     d = orjson.loads(raw)
     return Viewer(d["u"], d["r"], d["a"], d.get("i")), d["c"]
 

@@ -150,7 +150,8 @@ def build(engine, r, settings, city, kind: str, day: date, area_code: str | None
                  "min_volume": rules.min_volume, "weights": dict(rules.weights)}
     b.trend = _trend(engine, where, p, prev)
     if kind != "day":
-        b.history, b.score_history = _history(engine, city, rules, where, p, now, ranked, area)
+        b.history, b.score_history = _history(engine, city, rules, where, p, now, ranked, area,
+                                              known={p.label: current, prev.label: before})
     model = get_risk_model(settings.risk_file)
     grids = [g for g in geo.areas("grid") if area.level == "district" or g.code.startswith(area.code)]
     risk, _ = live.risk_of(r, settings, city, model, grids)
@@ -175,9 +176,10 @@ def _trend(engine, where, p, prev) -> dict[str, Any]:
             "previous": [c["cases"] for c in before[:len(cur)]] + [None] * max(0, len(cur) - len(before))}
 
 
-def _history(engine, city, rules, where, p, now, ranked, area):
+def _history(engine, city, rules, where, p, now, ranked, area, known: dict[str, dict[str, Any]]):
     """The last HISTORY periods (the current one last): the area's headline KPIs, and the composite score of the
-    SCORE_LINES best and worst ranked departments of the current period."""
+    SCORE_LINES best and worst ranked departments of the current period. ``known``: KPIs already read, by period
+    label (the current period and the one before), not read again."""
     from core.records import CITY_TZ as tz
     from dashboard import queries
 
@@ -190,7 +192,8 @@ def _history(engine, city, rules, where, p, now, ranked, area):
     follow += [d["department"] for d in ranked_now[SCORE_LINES:][-SCORE_LINES:]]
     for q in periods:
         since, until = q.since.astimezone(UTC), q.until.astimezone(UTC)
-        k = queries.kpis(engine, dataclasses.replace(where, since=since, until=until), min(until, now), detail=False)
+        k = known.get(q.label) or queries.kpis(engine, dataclasses.replace(where, since=since, until=until),
+                                               min(until, now), detail=False)
         history.append({"label": q.label, **{key: k.get(key) for key in ("cases_total", "resolved", "resolution_rate",
                                                                           "on_time_rate", "satisfaction")}})
         if q is p:
@@ -477,13 +480,10 @@ def archive(settings, kind: str, now: datetime | None = None, *, engine=None, r=
     folder = archive_folder(settings, kind)
     city = city or load_city(settings.city_dir)
     name = stem(kind, p.label, city.geography.district.code)
-    if all((folder / f"{name}.{f}").exists() for f in FORMATS):
-        log.info("briefing %s %s: already archived (%s)", kind, p.label, name)
-        return None
     try:
         out = produce(engine or get_engine(settings), r or get_redis(settings), settings, city, kind, day, None,
                       folder, now=now, skip_archived=True)
-        if not out:  # written by another process between the look above and the claim
+        if not out:  # every file is there already (produce looks under the claim)
             log.info("briefing %s %s: already archived (%s)", kind, p.label, name)
             return None
         log.info("briefing %s %s archived: %s", kind, p.label, ", ".join(str(o) for o in out))

@@ -199,6 +199,14 @@ def _figure(width_mm: float, height_mm: float):
     return fig
 
 
+def _axes(width_mm: float, height_mm: float, grid_axis: str = "y"):
+    """A figure of that size with one plot in the briefing's style: (figure, axes)."""
+    fig = _figure(width_mm, height_mm)
+    ax = fig.subplots()
+    _style(ax, grid_axis)
+    return fig, ax
+
+
 def _style(ax, grid_axis: str = "y") -> None:
     ax.spines[["top", "right"]].set_visible(False)
     ax.spines[["left", "bottom"]].set_color(GREY)
@@ -254,9 +262,7 @@ def _trend_chart(b: Briefing) -> str:
 
     t = b.trend
     x = np.arange(len(t["labels"]))
-    fig = _figure(178, 52)
-    ax = fig.subplots()
-    _style(ax)
+    fig, ax = _axes(178, 52)
     ax.bar(x, t["current"], color=BLUE, width=0.7, label="本期")
     prev = [np.nan if v is None else v for v in t["previous"]]
     ax.plot(x, prev, color="#f97316", linewidth=1.2, marker="o", markersize=2, label="上期")
@@ -270,9 +276,7 @@ def _trend_chart(b: Briefing) -> str:
 
 def _category_chart(b: Briefing) -> str:
     top = b.by_category[:10][::-1]
-    fig = _figure(178, 8 + 6.5 * len(top))
-    ax = fig.subplots()
-    _style(ax, "x")
+    fig, ax = _axes(178, 8 + 6.5 * len(top), "x")
     bars = ax.barh([c["name"] for c in top], [c["cases"] for c in top], color=BLUE, height=0.65)
     ax.bar_label(bars, fmt="{:,.0f}", fontsize=7, color=INK, padding=2)
     ax.tick_params(axis="y", labelsize=8, colors=INK)
@@ -285,9 +289,7 @@ def _history_chart(b: Briefing) -> str:
 
     h = b.history
     x = np.arange(len(h))
-    fig = _figure(178, 55)
-    ax = fig.subplots()
-    _style(ax)
+    fig, ax = _axes(178, 55)
     ax.bar(x, [r["cases_total"] or 0 for r in h], color="#93c5fd", width=0.6, label="案件数")
     ax.set_xticks(x, [r["label"] for r in h])
     ax.set_ylabel("案件数", fontsize=7.5, color=MUTED)
@@ -312,9 +314,7 @@ def _score_chart(b: Briefing) -> str:
 
     s = b.score_history
     x = np.arange(len(s["labels"]))
-    fig = _figure(178, 58)
-    ax = fig.subplots()
-    _style(ax)
+    fig, ax = _axes(178, 58)
     colors = ["#15803d", "#22c55e", "#86efac", "#fca5a5", "#ef4444", "#991b1b"]
     for i, (name, scores) in enumerate(s["series"].items()):
         ax.plot(x, [np.nan if v is None else v for v in scores], marker="o", markersize=2.5, linewidth=1.3,

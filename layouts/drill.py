@@ -727,15 +727,16 @@ def area_options(geo) -> list[dict[str, str]]:
     communities (indented); a community's or grid's jurisdiction lists itself."""
     from dashboard import auth
 
+    def communities(street):
+        return [{"label": f"\u2003{c.name}", "value": c.code} for c in geo.children(street.code)]
+
     home = geo.area(auth.scope() or geo.district.code)
     out = [{"label": home.name, "value": home.code}]
-    if home.level in ("district", "street"):
-        streets = geo.areas("street") if home.level == "district" else []
-        for s in streets:
-            out.append({"label": s.name, "value": s.code})
-            out += [{"label": f"\u2003{c.name}", "value": c.code} for c in geo.children(s.code)]
-        if home.level == "street":
-            out += [{"label": f"\u2003{c.name}", "value": c.code} for c in geo.children(home.code)]
+    if home.level == "district":
+        for s in geo.areas("street"):
+            out += [{"label": s.name, "value": s.code}, *communities(s)]
+    elif home.level == "street":
+        out += communities(home)
     return out
 
 
