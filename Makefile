@@ -26,7 +26,7 @@ demo: $(STAMP) fonts
 # Debian packages, installed once if missing and possible: the briefing PDF needs Pango and a CJK font; the tests
 # also drive Chromium and read PDFs back with poppler-utils.
 define apt_need
-	@if ! $(1); then \
+	@if ! { $(1); }; then \
 	  echo "installing $(2) (Debian packages) $(3)…"; \
 	  { apt-get install -y -q --no-install-recommends $(2) \
 	    || { apt-get update -q && apt-get install -y -q --no-install-recommends $(2); }; } >/dev/null 2>&1 \
