@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     bulk_batch: int = Field(10, description="bulk-import entries applied per loop between live batches")
     worker_block_ms: int = Field(1000, description="longest wait for new entries")
     claim_idle_ms: int = Field(30_000, description="pending entries idle this long are reclaimed from dead consumers")
+    worker_name: str | None = Field(None, description="the worker's consumer name, stable across restarts so a restarted "
+                                                      "worker re-applies what it left pending first (default: "
+                                                      "<host>-worker; give each worker on one host its own)")
+    hold_seconds: float = Field(60.0, gt=0, description="how long a case event whose case is not there yet (or whose "
+                                                        "predecessor is still pending) waits before it is dead-lettered")
     max_payload_bytes: int = Field(64 * 1024, description="largest single record accepted")
     max_push_bytes: int = Field(8 * 1024 * 1024, description="largest HTTP push body accepted")
     max_push_items: int = Field(5000, description="most items in one HTTP push")

@@ -172,6 +172,36 @@ class CaseEvent(Base):
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class HeldEvent(Base):
+    """A case event that arrived before its case or its predecessors: kept until it can be applied in order.
+
+    The worker holds an event here (in the same transaction as the rest of its batch, then acknowledges the
+    stream entry) when its move is illegal only because earlier events are missing: the case is not there yet,
+    or an older stream entry is still pending with another consumer. Each later batch that names the case retries
+    its held events in stream order; what is still illegal once its predecessors were applied and ``HOLD_SECONDS``
+    have passed goes to the dead letters (core/ordering.py).
+    """
+
+    __tablename__ = "held_events"
+    __table_args__ = (
+        UniqueConstraint("source", "external_id", "event_key", name="uq_held_events_case_key"),
+        Index("ix_held_events_held_at", "held_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(32))
+    external_id: Mapped[str] = mapped_column(String(128))
+    event_key: Mapped[str] = mapped_column(String(160))
+    stream: Mapped[str] = mapped_column(String(128))  # where it came from, and its place there:
+    entry_id: Mapped[str] = mapped_column(String(48))  # the stream entry id and
+    position: Mapped[int] = mapped_column(Integer)  # the record's index within the entry
+    record: Mapped[str] = mapped_column(Text)  # the validated record (JSON), to apply
+    raw: Mapped[str] = mapped_column(Text)  # what the feed sent, for the dead letter if it never applies
+    feed: Mapped[str] = mapped_column(String(64))  # the entry's publisher (its ``s`` field)
+    reason: Mapped[str] = mapped_column(Text)  # why it is held (the lifecycle's words, the latest try)
+    held_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class Device(Base):
     __tablename__ = "devices"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)

@@ -21,7 +21,7 @@ def cmd_worker(args) -> int:
     from ingest.worker import Worker
 
     migrate()
-    w = Worker(get_city())
+    w = Worker(get_city(), name=args.name)
     w.install_signal_handlers()
     w.run()
     return 0
@@ -69,6 +69,8 @@ def parser() -> argparse.ArgumentParser:
                        description="Read cases and sensor readings from the Redis streams as one consumer of the group, "
                                    "apply them to SQL and the live state, acknowledge. A second worker is a hot standby: it reclaims the "
                                    "entries a dead worker left pending.")
+    w.add_argument("--name", default=None, help="consumer name, stable across restarts (default: WORKER_NAME, else "
+                                                "<host>-worker); give each worker on one host its own")
     w.set_defaults(func=cmd_worker)
 
     s = sub.add_parser("scheduler", help="run periodic jobs (SLA sweep, device watch, feed polls)",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import socket
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -139,8 +138,11 @@ def ensure_groups(r: redis.Redis, settings: Settings | None = None) -> None:
                 raise
 
 
-def consumer_name() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
+def consumer_name(settings: Settings | None = None) -> str:
+    """The worker's consumer name: WORKER_NAME, else ``<host>-worker``. Stable across restarts, so a restarted
+    worker finds what it left pending and applies it before anything new."""
+    settings = settings or get_settings()
+    return settings.worker_name or f"{socket.gethostname()}-worker"
 
 
 def entry_source(fields: dict[bytes, bytes]) -> str:

@@ -17,24 +17,25 @@ import signal
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 import redis
-from sqlalchemy import bindparam, select, tuple_, update
+from sqlalchemy import bindparam, delete, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DisconnectionError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLTimeoutError
 
 from config.settings import Settings, get_settings
-from core import assignments, lifecycle
+from core import assignments, lifecycle, ordering
 from core.geography import usable_point
 from core.lifecycle import Action, Status, TransitionError
 from core.livestate import LiveKeys, encode_case_state
-from core.models import Case, CaseAssignment, CaseEvent, Device, SensorAlarm, UTCDateTime, to_db_time
+from core.models import Case, CaseAssignment, CaseEvent, Device, HeldEvent, SensorAlarm, UTCDateTime, to_db_time
 from core.records import CaseEvent as CaseRecord
 from core.records import Catalog, SensorReading, parse_json_entry
 from ingest.live import LiveWriter
@@ -44,12 +45,17 @@ log = logging.getLogger(__name__)
 
 MAX_CONSECUTIVE_ERRORS = 10
 
+# Failures of the parts, not of an entry: the batch stays pending and is retried before anything newer is read.
+# IntegrityError is one too when two writers race for the same row: the retry finds the other's row.
+TRANSIENT = (OperationalError, InterfaceError, DisconnectionError, SQLTimeoutError, redis.RedisError, OSError)
+
 
 @dataclass
 class BatchResult:
     applied: int = 0
     duplicates: int = 0
     dead: int = 0
+    held: int = 0  # events waiting for their case or predecessors (core/ordering.py) after this batch
     cases_touched: int = 0
     readings: int = 0
     alarms_opened: int = 0
@@ -219,6 +225,33 @@ def _item(entry_raw: bytes | None, key) -> bytes | None:
         return None
 
 
+@dataclass(frozen=True)
+class Held:
+    """Where a held event (core.models.HeldEvent) came from: its row, stream entry and the feed's bytes."""
+
+    id: int
+    stream: str
+    entry_id: str
+    position: int
+    feed: str
+    raw: str
+    held_at: datetime
+
+
+def _place(item: tuple[Any, CaseRecord]) -> tuple[int, int, int]:
+    """An item's place in stream order: a held event's original entry, a fresh one's (entry id, index)."""
+    key = item[0]
+    if isinstance(key, Held):
+        return ordering.entry_order(key.entry_id, key.position)
+    if key is None:
+        return ordering.entry_order(None)
+    return ordering.entry_order(key[0], key[1])
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _insert(conn: Connection, table):
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
 
@@ -377,11 +410,24 @@ class Applier:
             case["overdue"] = True
 
     def apply_cases(
-        self, conn: Connection, items: Sequence[tuple[Any, CaseRecord]], result: BatchResult, dead: list
+        self, conn: Connection, items: Sequence[tuple[Any, CaseRecord]], result: BatchResult, dead: list, *,
+        origins: dict[Any, tuple[str, str, bytes | None]] | None = None,
+        pending_before: Callable[[str], str | None] | None = None,
+        also: Sequence[tuple[str, str]] = (), sweep: bool = False,
     ) -> dict[int, dict[str, Any]]:
-        """Apply case events (in stream order) inside ``conn``'s transaction. Returns touched cases by id."""
+        """Apply case events (in stream order) inside ``conn``'s transaction. Returns touched cases by id.
+
+        Events held earlier for the cases named (and for ``also``) are retried with them, in stream order. An event
+        the lifecycle refuses waits as a held event or is dead-lettered, by core/ordering.py: ``origins`` (fresh
+        item key → stream, feed, the entry's raw bytes) says where a fresh event came from, ``pending_before(stream)``
+        gives the oldest entry another consumer still holds there. Held events are dead-lettered only by the
+        ``sweep``, which writes those dead letters before it commits; a batch only holds or applies them.
+        """
         now = datetime.now(UTC)
-        keys = list({(ev.source, ev.external_id) for _, ev in items})
+        keys = list({(ev.source, ev.external_id) for _, ev in items} | set(also))
+        held = self._load_held(conn, keys)
+        if held:
+            items = sorted([*items, *held], key=_place)
         cases: dict[tuple[str, str], dict[str, Any]] = {}
         fast = self.fast if conn.dialect.name == self.fast.dialect else FastWriter(conn.dialect.name)
         for row in fast.select_cases(conn, keys):
@@ -407,21 +453,38 @@ class Applier:
         events: list[tuple[tuple[str, str], tuple]] = []
         applied_keys: set[tuple[tuple[str, str], str]] = set()
         assigning: list[tuple[tuple[str, str], CaseRecord]] = []  # applied events that change assignment rows
-        for entry_id, ev in items:
+        waiting: dict[tuple[str, str], list[tuple[Any, CaseRecord, TransitionError]]] = defaultdict(list)
+        done_held: list[int] = []  # held rows applied, found applied already, or dead-lettered
+        hold = timedelta(seconds=self.settings.hold_seconds)
+        oldest: dict[str, str | None] = {}
+
+        def older_pending(key) -> bool:
+            if pending_before is None:
+                return False
+            if isinstance(key, Held):
+                stream, entry = key.stream, key.entry_id
+            elif origins is not None and key in origins:
+                stream, entry = origins[key][0], key[0]
+            else:
+                return False
+            if stream not in oldest:
+                oldest[stream] = pending_before(stream)
+            return ordering.older(oldest[stream], entry)
+
+        def step(ev: CaseRecord) -> TransitionError | None:
+            """Apply one event; None when it applied (or had been applied), else the lifecycle's refusal."""
             ck = (ev.source, ev.external_id)
             key = ev.key
             case = cases.get(ck)
             if case is not None and ((case["id"], key) in seen or (ck, key) in applied_keys):
                 result.duplicates += 1
                 dirty.add(ck)  # a crash may have come between SQL and Redis: re-assert the live state
-                continue
+                return None
             status = case["status"] if case is not None else None
             try:
                 outcome = lifecycle.apply(status, ev.event)
             except TransitionError as exc:
-                dead.append((entry_id, ev.model_dump(mode="json"),
-                             f"lifecycle: {exc.reason} (case {ev.source}/{ev.external_id})", ev.source))
-                continue
+                return exc
             if case is None:
                 case = self._new_case(ev, now, report_grids.get(id(ev)))
                 cases[ck] = case
@@ -444,6 +507,61 @@ class Applier:
             result.applied += 1
             if ev.event.value in assignments.ACTIONS:
                 assigning.append((ck, ev))
+            return None
+
+        def retry(ck: tuple[str, str]) -> None:
+            """The case moved: its waiting events, oldest first, until none applies."""
+            line = waiting.get(ck)
+            while line:
+                for i, (key, ev, _exc) in enumerate(line):
+                    if step(ev) is None:
+                        del line[i]
+                        if isinstance(key, Held):
+                            done_held.append(key.id)
+                        break
+                else:
+                    return
+
+        for key, ev in items:
+            ck = (ev.source, ev.external_id)
+            refused = step(ev)
+            if refused is None:
+                if isinstance(key, Held):
+                    done_held.append(key.id)
+                retry(ck)
+                continue
+            is_held = isinstance(key, Held)
+            v = ordering.verdict(case_exists=ck in cases, older_pending=older_pending(key),
+                                 earlier_waiting=bool(waiting.get(ck)), held_since=key.held_at if is_held else None,
+                                 now=now, hold=hold)
+            if v is ordering.Verdict.DEAD and (sweep or not is_held):
+                note = f" (held {int((now - key.held_at).total_seconds())} s for its predecessors)" if is_held else ""
+                dead.append((key, ev.model_dump(mode="json"),
+                             f"lifecycle: {refused.reason} (case {ev.source}/{ev.external_id}){note}", ev.source))
+                if is_held:
+                    done_held.append(key.id)
+            else:
+                waiting[ck].append((key, ev, refused))
+
+        holding = []
+        for line in waiting.values():
+            for key, ev, exc in line:
+                result.held += 1
+                if isinstance(key, Held):
+                    continue
+                stream, feed, entry_raw = origins[key] if origins and key in origins else (self.keys.prefix, ev.source, None)
+                raw = _item(entry_raw, key) or orjson.dumps(ev.model_dump(mode="json"))
+                holding.append({"source": ev.source, "external_id": ev.external_id, "event_key": ev.key,
+                                "stream": stream, "entry_id": _text(key[0]) if key else "0-0",
+                                "position": key[1] if key else 0, "record": ev.model_dump_json(),
+                                "raw": raw.decode("utf-8", "replace"), "feed": feed, "reason": exc.reason,
+                                "held_at": now})
+        if holding:
+            conn.execute(_insert(conn, HeldEvent.__table__).on_conflict_do_nothing(
+                index_elements=["source", "external_id", "event_key"]), holding)
+        if done_held:
+            for i in range(0, len(done_held), 400):
+                conn.execute(delete(HeldEvent).where(HeldEvent.id.in_(done_held[i : i + 400])))
 
         if new_keys:
             fast.insert(conn, Case.__table__, _CASE_COLUMNS, [tuple(cases[ck][c] for c in _CASE_COLUMNS) for ck in new_keys])
@@ -464,6 +582,19 @@ class Applier:
         touched = {cases[ck]["id"]: cases[ck] for ck in dirty}
         result.cases_touched += len(touched)
         return touched
+
+    def _load_held(self, conn: Connection, keys: Sequence[tuple[str, str]]) -> list[tuple[Held, CaseRecord]]:
+        """The held events of these cases, as (Held, record) items."""
+        out = []
+        t = HeldEvent.__table__
+        for i in range(0, len(keys), 400):
+            chunk = keys[i : i + 400]
+            rows = conn.execute(select(t.c.id, t.c.stream, t.c.entry_id, t.c.position, t.c.feed, t.c.raw, t.c.held_at,
+                                       t.c.record).where(tuple_(t.c.source, t.c.external_id).in_(chunk))).all()
+            for row in rows:
+                out.append((Held(row.id, row.stream, row.entry_id, row.position, row.feed, row.raw, row.held_at),
+                            CaseRecord.model_validate_json(row.record)))
+        return out
 
     def _assign(self, conn: Connection, fast: FastWriter, cases: dict[tuple[str, str], dict[str, Any]],
                 assigning: list[tuple[tuple[str, str], CaseRecord]], new_keys: set[tuple[str, str]]) -> None:
@@ -645,10 +776,12 @@ class Worker:
         self.engine = engine or get_engine(self.settings)
         self.names = StreamNames.of(self.settings)
         self.applier = Applier(city, self.settings, self.engine, self.r)
-        self.name = name or consumer_name()
+        self.name = name or consumer_name(self.settings)
         self.stop = threading.Event()
         self.totals = BatchResult()
         self._last_claim = 0.0
+        self._last_sweep = 0.0
+        self._own_pending = True  # a previous life of this name may have left entries pending: they come first
         ensure_groups(self.r, self.settings)
 
     # ---- one batch ---------------------------------------------------------------------------
@@ -657,8 +790,8 @@ class Worker:
         result = BatchResult()
         try:
             self._process(batch, result)
-        except (OperationalError, redis.ConnectionError, redis.TimeoutError):
-            raise  # infrastructure: leave pending, retry later
+        except TRANSIENT:
+            raise  # infrastructure: leave pending, retry the same entries before reading past them
         except Exception as exc:
             if sum(len(v) for v in batch.values()) <= 1:
                 # One entry that breaks the batch is poison: dead-letter it rather than loop on it.
@@ -688,7 +821,7 @@ class Worker:
         sensor_items: list[tuple[Any, SensorReading]] = []
         acks: dict[str, list] = defaultdict(list)
         feeds: dict[str, str] = {}
-        raws: dict[Any, bytes] = {}  # what a feed sent for each case event, kept for dead letters
+        origins: dict[Any, tuple[str, str, bytes | None]] = {}  # case event → (stream, feed, the entry's bytes)
         for stream, entries in batch.items():
             is_cases = stream in self.names.case_streams
             model = CaseRecord if is_cases else SensorReading
@@ -707,7 +840,7 @@ class Worker:
                     key = (entry_id, k)
                     target.append((key, rec))
                     if is_cases:
-                        raws[key] = raw
+                        origins[key] = (stream, source, raw)
                 if records:
                     feeds[records[0].source] = datetime.now(UTC).isoformat()
         last_readings: dict[str, dict] = {}
@@ -727,19 +860,17 @@ class Worker:
                     self.applier.write_sensors(conn, sensors)
                 if case_items:
                     cdead: list = []
-                    touched = self.applier.apply_cases(conn, case_items, result, cdead)
-                    dead += [(self.names.cases, *(k or (None, None)), _item(raws.get(k), k) or raw, reason, src)
-                             for k, raw, reason, src in cdead]
+                    touched = self.applier.apply_cases(conn, case_items, result, cdead, origins=origins,
+                                                       pending_before=self.pending_before)
+                    for k, raw, reason, src in cdead:
+                        stream, _feed, entry_raw = origins.get(k, (self.names.cases, src, None))
+                        dead.append((stream, *(k or (None, None)), _item(entry_raw, k) or raw, reason, src))
                 if sensors is not None:
                     self.applier.link_alarm_cases(conn, sensors, touched)
         if sensors is not None:
             self.applier.registry.update(sensors.registering)  # only once the devices are committed
         pipe = self.r.pipeline(transaction=False)
-        if touched:
-            self.applier.live.set_case_states(
-                ((cid, self.applier.case_live_state(c)) for cid, c in touched.items()), pipe=pipe
-            )
-            self.applier.live.note_reports(touched.values(), pipe=pipe)
+        self._live_cases(pipe, touched)
         if last_readings:
             pipe.hset(self.applier.keys.devices, mapping={d: orjson.dumps(v) for d, v in last_readings.items()})
         if alarm_changes:
@@ -758,45 +889,122 @@ class Worker:
                 pipe.xack(stream, self.settings.consumer_group, *ids)
         pipe.execute()
 
+    def _live_cases(self, pipe, touched: dict[int, dict]) -> None:
+        if touched:
+            self.applier.live.set_case_states(
+                ((cid, self.applier.case_live_state(c)) for cid, c in touched.items()), pipe=pipe
+            )
+            self.applier.live.note_reports(touched.values(), pipe=pipe)
+
+    # ---- order after faults --------------------------------------------------------------------
+    def pending_before(self, stream: str) -> str | None:
+        """The oldest entry of ``stream`` that another consumer of the group holds unacknowledged (None: none)."""
+        group = self.settings.consumer_group
+        summary = self.r.xpending(stream, group)
+        oldest = None
+        for c in summary.get("consumers") or ():
+            name = _text(c["name"])
+            if name == self.name or not int(c["pending"]):
+                continue
+            first = self.r.xpending_range(stream, group, min="-", max="+", count=1, consumername=name)
+            if first:
+                eid = _text(first[0]["message_id"])
+                if oldest is None or ordering.older(eid, oldest):
+                    oldest = eid
+        return oldest
+
+    def sweep_held(self) -> int:
+        """Held events whose time is up: retried once more, dead-lettered when still illegal (core/ordering.py).
+
+        The dead letters are written before the transaction that deletes their held rows commits: a crash in
+        between writes a dead letter twice, never loses one.
+        """
+        cutoff = datetime.now(UTC) - timedelta(seconds=self.settings.hold_seconds)
+        t = HeldEvent.__table__
+        with self.engine.connect() as conn:
+            due = conn.execute(select(t.c.source, t.c.external_id).where(t.c.held_at <= cutoff).distinct()
+                               .limit(200)).all()
+        if not due:
+            return 0
+        result = BatchResult()
+        dead: list = []
+        with self.engine.begin() as conn:
+            touched = self.applier.apply_cases(conn, [], result, dead, also=[tuple(x) for x in due],
+                                               pending_before=self.pending_before, sweep=True)
+            if dead:
+                pipe = self.r.pipeline(transaction=False)
+                for key, _rec, reason, _src in dead:
+                    dead_letter(pipe, self.names, self.settings, key.raw, reason, stream=key.stream, source=key.feed,
+                                entry_id=key.entry_id, index=key.position)
+                pipe.execute()
+        pipe = self.r.pipeline(transaction=False)
+        self._live_cases(pipe, touched)
+        pipe.execute()
+        result.dead += len(dead)
+        if result.applied or dead:
+            log.info("held events: %d applied late, %d dead-lettered after waiting %g s, %d still waiting",
+                     result.applied, len(dead), self.settings.hold_seconds, result.held)
+        self._account(result)
+        return result.applied + len(dead)
+
     # ---- the loop ----------------------------------------------------------------------------
+    @property
+    def _all_streams(self) -> tuple[str, ...]:
+        return (*self.names.live, self.names.bulk)
+
     def _read(self, ids: str = ">", block: int | None = None, count: int | None = None, streams=None):
-        streams = {s: ids for s in (streams or (*self.names.live, self.names.bulk))}
+        streams = {s: ids for s in (streams or self._all_streams)}
         resp = self.r.xreadgroup(self.settings.consumer_group, self.name, streams,
                                  count=count or self.settings.worker_batch, block=block)
         out = {}
         for stream, entries in resp or []:
-            stream = stream.decode() if isinstance(stream, bytes) else stream
-            entries = [(eid, f) for eid, f in entries if f is not None]  # trimmed while pending: nothing to apply
+            stream = _text(stream)
+            gone = [eid for eid, f in entries if f is None]
+            if gone:  # trimmed by MAXLEN while pending: nothing left to apply; say so where an operator looks
+                log.error("%d pending entries of %s were trimmed before they were applied (raise STREAM_MAXLEN)",
+                          len(gone), stream)
+                pipe = self.r.pipeline(transaction=False)
+                for eid in gone:
+                    dead_letter(pipe, self.names, self.settings, b"", "entry trimmed from the stream before it was "
+                                "applied (STREAM_MAXLEN too small for the backlog)", stream=stream, source="unknown",
+                                entry_id=eid)
+                pipe.xack(stream, self.settings.consumer_group, *gone)
+                pipe.execute()
+            entries = [(eid, f) for eid, f in entries if f is not None]
             if entries:
                 out[stream] = entries
         return out
 
     def drain_own_pending(self) -> int:
-        """Entries this consumer read but never acknowledged (a previous life of the same name)."""
+        """Entries this consumer read but never acknowledged (a failed batch, or a previous life of the same name)."""
         n = 0
         while not self.stop.is_set():
             batch = self._read("0", count=self.settings.worker_batch)
             if not batch:
+                self._own_pending = False
                 break
             self._account(self.process(batch))
             n += sum(len(v) for v in batch.values())
         return n
 
     def claim_stale(self) -> int:
-        """XAUTOCLAIM entries other consumers left pending longer than claim_idle_ms, and apply them."""
+        """Take over what other consumers left pending longer than claim_idle_ms (a consumer that died).
+
+        The entries move to this consumer's own pending list and are applied next, before any new entry; events
+        of their cases that came meanwhile wait for them as held events (core/ordering.py).
+        """
         n = 0
-        for stream in (*self.names.live, self.names.bulk):
+        for stream in self._all_streams:
             start = "0-0"
             while True:
                 resp = self.r.xautoclaim(stream, self.settings.consumer_group, self.name,
                                          min_idle_time=self.settings.claim_idle_ms, start_id=start,
-                                         count=self.settings.worker_batch)
-                start, entries = resp[0], resp[1]
-                entries = [(eid, f) for eid, f in entries if f]
-                if entries:
-                    log.info("reclaimed %d stale entries from %s", len(entries), stream)
-                    self._account(self.process({stream: entries}))
-                    n += len(entries)
+                                         count=max(self.settings.worker_batch, 100))
+                start, ids = resp[0], resp[1]  # (the entries come along: they are read again from our own list)
+                if ids:
+                    log.info("took over %d entries another consumer left pending on %s", len(ids), stream)
+                    n += len(ids)
+                    self._own_pending = True
                 if start in (b"0-0", "0-0"):
                     break
         return n
@@ -805,10 +1013,41 @@ class Worker:
         self.totals.add(res)
 
     def run_once(self, block_ms: int | None = None) -> int:
+        """One step: a dead consumer's entries, else this consumer's own pending ones, else new ones.
+
+        Entries that failed stay pending and are retried, in order, before anything new is read.
+        """
+        try:
+            return self._run_once(block_ms)
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                self._own_pending = True
+                raise
+            log.warning("the consumer group is missing (%s); creating it again, from the start of each stream "
+                        "(what was applied already changes nothing)", exc)
+            ensure_groups(self.r, self.settings)
+            self._own_pending = True
+            return 1  # not idle: go on at once
+        except BaseException:
+            self._own_pending = True  # whatever was read may be pending now
+            raise
+
+    def _run_once(self, block_ms: int | None) -> int:
         now = time.monotonic()
         if now - self._last_claim > self.settings.claim_idle_ms / 2000:
             self._last_claim = now
             self.claim_stale()
+        if self._own_pending:
+            batch = self._read("0", count=self.settings.worker_batch)
+            if batch:
+                self._account(self.process(batch))
+                return sum(len(v) for v in batch.values())
+            self._own_pending = False
+        if now - self._last_sweep > min(self.settings.hold_seconds / 4, 15):
+            self._last_sweep = now
+            swept = self.sweep_held()
+            if swept:
+                return swept
         # Live streams first; then a bounded slice of the bulk stream, so an import of a million rows
         # drains at full speed when the city is quiet and never holds live events back by more than a slice.
         live = self._read(">", streams=self.names.live)
@@ -826,18 +1065,16 @@ class Worker:
     def run(self) -> None:
         tune_gc()
         log.info("worker %s started (group %s, batch %d)", self.name, self.settings.consumer_group, self.settings.worker_batch)
-        drained = self.drain_own_pending()
-        if drained:
-            log.info("re-applied %d entries left pending by an earlier run", drained)
         errors = 0
         last_report = time.monotonic()
         while not self.stop.is_set():
             try:
                 self.run_once()
                 errors = 0
-            except (OperationalError, IntegrityError, redis.RedisError, OSError) as exc:
+            except (*TRANSIENT, IntegrityError) as exc:
                 errors += 1
-                log.warning("worker error %d/%d: %s", errors, MAX_CONSECUTIVE_ERRORS, exc)
+                log.warning("worker error %d/%d (the entries stay pending and are retried first): %s",
+                            errors, MAX_CONSECUTIVE_ERRORS, exc)
                 if errors >= MAX_CONSECUTIVE_ERRORS:
                     log.error("too many errors in a row; exiting so the supervisor restarts the worker")
                     raise

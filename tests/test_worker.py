@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import func, select
 
 from config.settings import ROOT
-from core.models import Case, CaseEvent, Device, SensorAlarm
+from core.models import Case, CaseEvent, Device, HeldEvent, SensorAlarm
 from ingest.scheduler import sla_sweep
 from ingest.streams import Producer, StreamNames, read_dead
 from ingest.worker import Worker
@@ -143,16 +143,28 @@ def test_same_events_twice_change_nothing(settings, r, engine, city):
 
 
 def test_illegal_transition_is_dead_lettered_with_reason(settings, r, engine, city):
+    settings = settings.model_copy(update={"hold_seconds": 0.5})
     g = city.geography.areas("grid")[0]
     p = Producer(r, settings, source="test")
     p.cases([report(city, "x1", grid=g), ev("x1", "close", 1), ev("x2", "accept", 1), ev("x1", "register", 2)])
     w = Worker(city, settings, engine, r, name="w1")
     drain(w)
+    # A move its case's status refuses, with nothing older pending, is dead at once; an event whose case is not
+    # there yet waits for its report (HOLD_SECONDS) and only then is dead.
+    dead = read_dead(r, settings)
+    assert [d["reason"] for d in dead] == ["lifecycle: cannot close a case that is reported; allowed from: resolved "
+                                           "(case test/x1)"]
+    with engine.connect() as conn:
+        assert conn.execute(select(HeldEvent.external_id, HeldEvent.event_key)).all() == [("x2", "accept-1")]
+    time.sleep(0.6)
+    drain(w)
     dead = read_dead(r, settings)
     reasons = sorted(d["reason"] for d in dead)
     assert len(dead) == 2
     assert "cannot close a case that is reported" in reasons[1] or "cannot close a case that is reported" in reasons[0]
-    assert any("has not been reported" in x for x in reasons)
+    assert any("has not been reported" in x and "held 0 s for its predecessors" in x for x in reasons)
+    with engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(HeldEvent)) == 0
     with engine.connect() as conn:
         assert conn.scalar(select(Case.status).where(Case.external_id == "x1")) == "registered"
     # The raw payload is kept as it was sent.
