@@ -135,3 +135,18 @@ def stored(settings, r, engine, city):
     from tests.test_drill import store_dataset
 
     return store_dataset(settings, r, engine, city)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fault suite's table (tests/test_faults.py), when it ran."""
+    import sys
+
+    mod = sys.modules.get("tests.test_faults")
+    if mod is None or not mod.RESULTS:
+        return
+    table = mod.faults_table()
+    terminalreporter.write_sep("=", "faults: accepted events against SQL")
+    terminalreporter.write_line(table)
+    out = Path(__file__).resolve().parent.parent / "var" / "test-artifacts"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "faults.md").write_text(table + "\n", encoding="utf-8")
