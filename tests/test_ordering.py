@@ -6,12 +6,14 @@ dead-lettered. The rule itself (core/ordering.py) is tested without stores at th
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import create_engine, func, select
+from sqlalchemy.exc import OperationalError
 
 from core import ordering
 from core.models import Case, CaseEvent, HeldEvent
@@ -57,23 +59,38 @@ def held_count(engine) -> int:
         return conn.scalar(select(func.count()).select_from(HeldEvent))
 
 
-def test_a_failed_batch_is_retried_before_anything_newer_is_read(settings, r, engine, city, tmp_path):
-    """SQLite locked by another writer: the reports' batch fails; the registers published meanwhile wait for it."""
+@contextlib.contextmanager
+def locked_store(engine):
+    """Another writer holds the store locked; yields an engine of the worker's that gives up on a lock at once."""
+    if engine.dialect.name == "sqlite":
+        impatient = create_engine(engine.url, connect_args={"timeout": 0.05})
+        locker = sqlite3.connect(engine.url.database, timeout=5)
+        locker.execute("BEGIN EXCLUSIVE")
+        release = locker.rollback
+    else:
+        impatient = create_engine(engine.url, connect_args={"options": f"{engine.url.query.get('options', '')} "
+                                                                       "-c lock_timeout=50"})
+        locker = engine.raw_connection()
+        locker.cursor().execute("LOCK TABLE cases IN ACCESS EXCLUSIVE MODE")
+        release = locker.rollback
+    try:
+        yield impatient
+    finally:
+        release()
+        locker.close()
+
+
+def test_a_failed_batch_is_retried_before_anything_newer_is_read(settings, r, engine, city):
+    """The store is locked by another writer: the reports' batch fails; the registers published meanwhile wait."""
     n = 30
     Producer(r, settings, source="test").cases(reports(city, n, "f"))
-    impatient = create_engine(engine.url, connect_args={"timeout": 0.05})  # gives up on a lock at once
-    w = Worker(city, settings, impatient, r, name="w1")
-    locker = sqlite3.connect(engine.url.database, timeout=5)
-    locker.execute("BEGIN EXCLUSIVE")
-    try:
-        with pytest.raises(Exception, match="locked"):
+    with locked_store(engine) as impatient:
+        w = Worker(city, settings, impatient, r, name="w1")
+        with pytest.raises(OperationalError, match="lock"):
             w.run_once(20)
         Producer(r, settings, source="test").cases(steps(n, "f"))
-        with pytest.raises(Exception, match="locked"):
+        with pytest.raises(OperationalError, match="lock"):
             w.run_once(20)  # still failing: it retries its own pending entries, it does not read past them
-    finally:
-        locker.rollback()
-        locker.close()
     drain(w)
     assert statuses(engine) == {f"f{i}": "resolved" for i in range(n)}
     assert event_count(engine) == n * (1 + len(PATH))
