@@ -98,8 +98,18 @@ def cmd_redrive(args) -> int:
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
+    city = get_city()
+    mapping = None
+    if args.mapping:
+        from ingest.feeds.spreadsheet import MappingError, load_mapping
+
+        try:
+            mapping = load_mapping(args.mapping, city)
+        except MappingError as exc:
+            print(exc, file=sys.stderr)
+            return 2
     try:
-        report = redrive.redrive(get_redis(), get_settings(), get_city(), sel, dry_run=args.dry_run,
+        report = redrive.redrive(get_redis(), get_settings(), city, sel, dry_run=args.dry_run, mapping=mapping,
                                  progress=redrive.progress_line)
     except redrive.Busy as exc:
         print(f"redrive: {exc}", file=sys.stderr)
@@ -170,7 +180,7 @@ def parser() -> argparse.ArgumentParser:
                "running it twice re-publishes nothing twice (and events are idempotent by (source, external_id, "
                "event_id) anyway). What still fails stays, reported with its reason today; what must never be "
                "re-driven (MQTT readings refused for their token, payloads cut short, letters without a stream, "
-               "spreadsheet rows, Open311 requests, replay lines, whole push bodies) is skipped with why. "
+               "spreadsheet rows without --mapping, Open311 requests, replay lines, whole push bodies) is skipped with why. "
                "Restart the worker after changing config/ and before re-driving: it validates with the configuration "
                "it started with.")
     dl.add_argument("--count", type=int, default=20, help="how many to list (default 20)")
@@ -186,6 +196,9 @@ def parser() -> argparse.ArgumentParser:
     dl.add_argument("--stream", help="letters of one stream: cases, sensors, bulk (or a stream's full name)")
     dl.add_argument("--source", help="letters of one source (exactly, e.g. push, mqtt, simulator)")
     dl.add_argument("--limit", type=int, help="select at most this many letters (oldest first)")
+    dl.add_argument("--mapping", metavar="M.yaml",
+                    help="with --redrive: map spreadsheet rows again with this (fixed) import mapping; select one "
+                         "file's rows with --stream import:FILE (without it, spreadsheet rows are skipped)")
     dl.add_argument("--json", action="store_true", help="with --redrive: print the summary as JSON")
     dl.set_defaults(func=cmd_dead)
     return p

@@ -6,9 +6,10 @@ Letters are taken oldest first (a case's report before its later events). For ea
 
 - **skipped** (left in place, with why) when it must never be re-driven: an MQTT reading refused for its token,
   an MQTT payload refused before its token was checked, a raw payload cut short when it was dead-lettered, a letter
-  naming no stream (or one that is not a stream, such as a spreadsheet row), a whole HTTP push body, a record naming
-  another source than the token it came with, an Open311 request or a replay line in its source's own shape (the
-  feed re-publishes those: pull the window or replay the file again).
+  naming no stream, a whole HTTP push body, a record naming another source than the token it came with, an Open311
+  request or a replay line in its source's own shape (the feed re-publishes those: pull the window or replay the
+  file again), and a spreadsheet row unless a (fixed) import mapping is given to map it again — its events then go
+  to the bulk stream, as an import's.
 - **still failing** (left in place) when its record does not validate against today's city (categories,
   departments, sensor types, grids) and the MQTT device registry; the report gives the current reason.
 - **re-driven** otherwise: published again, through the normal :class:`~ingest.streams.Producer`, to the stream
@@ -129,8 +130,8 @@ WHY_TRUNCATED = "its raw payload was cut short when it was dead-lettered (only i
 WHY_TOKEN = "an MQTT reading refused for its token is never re-driven; fix the device's token and let it send again"
 WHY_BEFORE_TOKEN = ("an MQTT payload refused before its token was checked cannot be re-driven unauthenticated; "
                     "fix the cause and let the device send again")
-WHY_IMPORT = ("a spreadsheet row in the export's own shape: fix the mapping and import the file again "
-              "(event ids are fixed per row, so nothing is stored twice)")
+WHY_IMPORT = ("a spreadsheet row in the export's own shape: fix the mapping and re-drive with --mapping M.yaml, or "
+              "import the file again (event ids are fixed per row, so nothing is stored twice)")
 WHY_OPEN311 = ("an Open311 request in the source's own shape: fix the mapping and pull the window again "
                "(python -m ingest open311 --once --since ...; event ids come from the source, so nothing is stored twice)")
 WHY_REPLAY = "a replay line in the export's own shape: fix it and replay the file again"
@@ -151,7 +152,7 @@ class Plan:
 class Planner:
     """Decides each letter's fate from its fields and today's configuration. Writes nothing."""
 
-    def __init__(self, city, settings: Settings, mqtt_decoder=None):
+    def __init__(self, city, settings: Settings, mqtt_decoder=None, mapping=None):
         from ingest.worker import catalog_of
 
         self.city = city
@@ -159,6 +160,7 @@ class Planner:
         self.names = StreamNames.of(settings)
         self.catalog = catalog_of(city)
         self._mqtt = mqtt_decoder
+        self.mapping = mapping  # a spreadsheet mapping (ingest/feeds/spreadsheet.py) to map import rows again with
 
     @property
     def mqtt(self):
@@ -179,7 +181,7 @@ class Planner:
         if row.get("truncated") == "1":
             return Plan(SKIPPED, WHY_TRUNCATED)
         if stream.startswith("import:"):
-            return Plan(SKIPPED, WHY_IMPORT)
+            return self._import_row(stream, source, raw) if self.mapping is not None else Plan(SKIPPED, WHY_IMPORT)
         if stream not in (self.names.cases, self.names.sensors, self.names.bulk):
             return Plan(SKIPPED, f"names {stream[:80]!r}, which is not one of this deployment's streams")
         if "entry" in row:  # the worker's: a record a feed published, refused when applied
@@ -203,7 +205,29 @@ class Planner:
         if isinstance(item, dict) and "source" in item and item["source"] != source:
             return Plan(SKIPPED, f"the record names source {str(item['source'])[:40]!r} but came with the token of "
                                  f"{source[:40]!r}; a token writes only its own source's records")
+        if len(raw) > self.settings.max_payload_bytes:  # the edge's per-record limit, which the worker does not check
+            return Plan(FAILING, f"record: {len(raw)} bytes exceeds the per-record limit of {self.settings.max_payload_bytes}")
         return self._records(stream, raw)
+
+    def _import_row(self, stream: str, source: str, raw: bytes) -> Plan:
+        """A spreadsheet row mapped again with ``self.mapping``: its events go to the bulk stream, as an import's."""
+        from ingest.feeds.spreadsheet import MappingError, map_rows
+
+        try:
+            row = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            return Plan(FAILING, f"record: payload is not valid JSON ({exc})")
+        if not isinstance(row, dict):
+            return Plan(FAILING, "record: a spreadsheet row is a JSON object")
+        number = row.pop("_row", 1)
+        try:
+            events, dead = map_rows([row], self.mapping, self.city, source, stream.removeprefix("import:"),
+                                    int(number) if isinstance(number, int) else 1)
+        except MappingError as exc:
+            return Plan(FAILING, "; ".join(exc.problems))
+        if dead:
+            return Plan(FAILING, dead[0][1])
+        return Plan(REDRIVEN, stream=self.names.bulk, records=events)
 
     def _records(self, stream: str, raw: bytes) -> Plan:
         if not raw.strip():
@@ -311,10 +335,10 @@ class Busy(RuntimeError):
 
 
 def redrive(r: redis.Redis, settings: Settings, city, sel: Selection, *, dry_run: bool = False,
-            mqtt_decoder=None, progress: Callable[[Report], None] | None = None, progress_every: int = 1000) -> Report:
+            mqtt_decoder=None, mapping=None, progress: Callable[[Report], None] | None = None, progress_every: int = 1000) -> Report:
     """Re-drive the selected dead letters (see the module's description). Returns the report."""
     names = StreamNames.of(settings)
-    planner = Planner(city, settings, mqtt_decoder)
+    planner = Planner(city, settings, mqtt_decoder, mapping)
     report = Report(dry_run=dry_run)
     lock = None if dry_run else r.lock(settings.key("dead", "redrive", "lock"), timeout=LOCK_SECONDS, blocking=False)
     if lock is not None and not lock.acquire():

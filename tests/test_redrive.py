@@ -306,3 +306,48 @@ def test_the_command_line_redrives_after_categories_yaml_gained_the_category(set
 
     drain(Worker(load_city(city_dir), settings, engine, r, name="restarted"))
     assert stored(engine, "cli-1") == (1, 1, "reported") and stored(engine, "cli-2") == (1, 1, "reported")
+
+
+def test_spreadsheet_rows_are_mapped_again_with_the_fixed_mapping(settings, r, engine, city, tmp_path):
+    from ingest.feeds.spreadsheet import import_file, load_mapping
+    from tests.test_import import _mini_mapping, _write
+
+    rows = [{"id": f"sp-{i}", "created": "2024-05-06 09:00:00", "closed": "", "status": "new", "kind": kind,
+             "dept": "city", "place": "光明大道", "x": "", "y": ""} for i, kind in enumerate(["litter", "pothole", "pothole"])]
+    csv = _write(tmp_path / "export.csv", rows)
+    broken = _mini_mapping(tmp_path, "m", "sheet")
+    rep = import_file(csv, broken, settings, r, city=city)
+    assert rep.rows_dead == 2
+    w = Worker(city, settings, engine, r, name="w")
+    drain(w)
+    letters = dead_rows(r, settings)
+    assert [row["stream"] for _, row in letters] == ["import:export.csv"] * 2
+    assert "pothole" in letters[0][1]["reason"] and stored(engine, "sp-1") == (0, 0, None)
+
+    assert redrive(r, settings, city, Selection()).skipped_why  # without a mapping: skipped, with why
+    fixed_file = tmp_path / "fixed.yaml"
+    fixed_file.write_text(broken.read_text(encoding="utf-8").replace('parking: "0202"', 'parking: "0202", pothole: "0202"'),
+                          encoding="utf-8")
+    same = redrive(r, settings, city, Selection(), mapping=load_mapping(broken, city))
+    assert (same.counts[FAILING], same.counts[REDRIVEN]) == (2, 0)  # the old mapping still fails them
+    done = redrive(r, settings, city, Selection(stream="import:export.csv"), mapping=load_mapping(fixed_file, city))
+    assert (done.counts[REDRIVEN], done.streams) == (2, {StreamNames.of(settings).bulk: 2})
+    assert dead_rows(r, settings) == []
+    assert redrive(r, settings, city, Selection(), mapping=load_mapping(fixed_file, city)).examined == 0
+    drain(w)
+    for ext in ("sp-1", "sp-2"):
+        assert stored(engine, ext) == (1, 2, "registered")  # report → register, once
+    # Importing the file again with the fixed mapping stores nothing twice.
+    import_file(csv, fixed_file, settings, r, city=city)
+    drain(w)
+    assert stored(engine, "sp-1") == (1, 2, "registered") and stored(engine, "sp-0") == (1, 2, "registered")
+
+
+def test_progress_is_reported_while_going(settings, r, city, public_category):
+    names = StreamNames.of(settings)
+    for i in range(5):
+        dead_letter(r, names, settings, orjson.dumps(report(f"p-{i}", "8888")), "category: unknown category '8888'",
+                    stream=names.cases, source="feed-a", entry_id=f"{i + 1}-0")
+    seen = []
+    rep = redrive(r, settings, city, Selection(), progress=lambda rp: seen.append(rp.examined), progress_every=2)
+    assert rep.counts[FAILING] == 5 and seen[:2] == [2, 4]
