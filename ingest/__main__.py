@@ -186,7 +186,7 @@ def parser() -> argparse.ArgumentParser:
     dl.add_argument("--count", type=int, default=20, help="how many to list (default 20)")
     dl.add_argument("--width", type=int, default=300, help="characters of raw payload to show (default 300)")
     dl.add_argument("--redrive", action="store_true", help="re-validate the selected letters and re-publish what applies")
-    dl.add_argument("--dry-run", action="store_true", help="with --redrive: show what would happen, change nothing")
+    dl.add_argument("--dry-run", action="store_true", help="show what --redrive would do (implies it), change nothing")
     dl.add_argument("--reason", metavar="REGEX",
                     help="letters whose reason matches this Python regular expression, searched anywhere in the "
                          "reason and case-insensitively (a plain word is a substring match), e.g. 'unknown category'")
