@@ -47,16 +47,74 @@ def cmd_demo(args) -> int:
 
 
 def cmd_dead(args) -> int:
+    import collections
+
     import orjson
 
     from config.services import get_redis
+    from config.settings import get_settings
     from ingest.streams import read_dead
 
-    for row in read_dead(get_redis(), count=args.count):
+    if args.redrive or args.dry_run:
+        return cmd_redrive(args)
+    filtered = any(v is not None for v in (args.reason, args.since, args.stream, args.source))
+    if filtered:
+        from ingest import redrive
+
+        try:
+            sel = _selection(args)
+        except ValueError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        newest = collections.deque(redrive.select(get_redis(), get_settings(), sel), maxlen=args.count)
+        rows = [{**row, "id": row_id, "raw": row["raw"].decode("utf-8", "replace")} for row_id, row in reversed(newest)]
+    else:
+        rows = read_dead(get_redis(), count=args.count)
+    for row in rows:
         raw = row["raw"]
         if len(raw) > args.width:
             raw = raw[: args.width] + f"… ({row.get('size')} bytes)"
         print(orjson.dumps({k: row.get(k) for k in ("id", "at", "stream", "source", "reason")}).decode(), raw, sep="\n  ")
+    return 0
+
+
+def _selection(args):
+    from ingest.redrive import Selection, parse_since
+
+    return Selection(reason=args.reason, since=parse_since(args.since) if args.since else None, stream=args.stream,
+                     source=args.source, limit=args.limit)
+
+
+def cmd_redrive(args) -> int:
+    import orjson
+
+    from config.city import get_city
+    from config.services import get_redis
+    from config.settings import get_settings
+    from ingest import redrive
+
+    try:
+        sel = _selection(args)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    city = get_city()
+    mapping = None
+    if args.mapping:
+        from ingest.feeds.spreadsheet import MappingError, load_mapping
+
+        try:
+            mapping = load_mapping(args.mapping, city)
+        except MappingError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+    try:
+        report = redrive.redrive(get_redis(), get_settings(), city, sel, dry_run=args.dry_run, mapping=mapping,
+                                 progress=redrive.progress_line)
+    except redrive.Busy as exc:
+        print(f"redrive: {exc}", file=sys.stderr)
+        return 1
+    print(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode() if args.json else report.text())
     return 0
 
 
@@ -115,9 +173,35 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--access-log", action="store_true", help="print web access logs")
     d.set_defaults(func=cmd_demo)
 
-    dl = sub.add_parser("dead", help="show the newest dead letters", description="Print the newest dead letters with their reasons.")
-    dl.add_argument("--count", type=int, default=20, help="how many (default 20)")
+    dl = sub.add_parser(
+        "dead", help="show the newest dead letters, or re-drive them (--redrive)",
+        description="Print the newest dead letters with their reasons (filtered by --reason/--since/--stream/--source "
+                    "when given), or with --redrive re-validate the selected ones (oldest first) against today's "
+                    "configuration and re-publish what now validates to the stream it came from.",
+        epilog="Re-drive: a re-published letter is deleted from the dead-letter stream in the same MULTI/EXEC, so "
+               "running it twice re-publishes nothing twice (and events are idempotent by (source, external_id, "
+               "event_id) anyway). What still fails stays, reported with its reason today; what must never be "
+               "re-driven (MQTT readings refused for their token, payloads cut short, letters without a stream, "
+               "spreadsheet rows without --mapping, Open311 requests, replay lines, whole push bodies) is skipped with why. "
+               "Restart the worker after changing config/ and before re-driving: it validates with the configuration "
+               "it started with.")
+    dl.add_argument("--count", type=int, default=20, help="how many to list (default 20)")
     dl.add_argument("--width", type=int, default=300, help="characters of raw payload to show (default 300)")
+    dl.add_argument("--redrive", action="store_true", help="re-validate the selected letters and re-publish what applies")
+    dl.add_argument("--dry-run", action="store_true", help="show what --redrive would do (implies it), change nothing")
+    dl.add_argument("--reason", metavar="REGEX",
+                    help="letters whose reason matches this Python regular expression, searched anywhere in the "
+                         "reason and case-insensitively (a plain word is a substring match), e.g. 'unknown category'")
+    dl.add_argument("--since", metavar="TIME",
+                    help="letters dead-lettered at or after TIME: ISO 8601 (no zone: Asia/Shanghai) or a duration "
+                         "back from now such as 30m, 2h, 7d")
+    dl.add_argument("--stream", help="letters of one stream: cases, sensors, bulk (or a stream's full name)")
+    dl.add_argument("--source", help="letters of one source (exactly, e.g. push, mqtt, simulator)")
+    dl.add_argument("--limit", type=int, help="select at most this many letters (oldest first)")
+    dl.add_argument("--mapping", metavar="M.yaml",
+                    help="with --redrive: map spreadsheet rows again with this (fixed) import mapping; select one "
+                         "file's rows with --stream import:FILE (without it, spreadsheet rows are skipped)")
+    dl.add_argument("--json", action="store_true", help="with --redrive: print the summary as JSON")
     dl.set_defaults(func=cmd_dead)
     return p
 

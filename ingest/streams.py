@@ -39,10 +39,16 @@ class Producer:
         self.names = StreamNames.of(self.settings)
         self.source = source
 
-    def _publish(self, stream: str, records: Iterable[Any], maxlen: int) -> list[bytes]:
-        """XADD the records, ``per_entry`` to an entry (a JSON array), pipelined. Returns one id per entry."""
+    def _publish(self, stream: str, records: Iterable[Any], maxlen: int, pipe: Any = None) -> list[bytes]:
+        """XADD the records, ``per_entry`` to an entry (a JSON array), pipelined. Returns one id per entry.
+
+        With ``pipe`` the XADDs are only queued on the caller's pipeline (which the caller executes, e.g. in one
+        MULTI with other commands) and nothing is returned.
+        """
         ids: list[bytes] = []
-        pipe = self.r.pipeline(transaction=False)
+        own = pipe is None
+        if own:
+            pipe = self.r.pipeline(transaction=False)
         src = self.source.encode()
         queued = 0
         chunk: list[bytes] = []
@@ -53,7 +59,7 @@ class Producer:
             pipe.xadd(stream, {b"d": payload, b"s": src}, maxlen=maxlen, approximate=True)
             chunk.clear()
             queued += 1
-            if queued % 200 == 0:
+            if own and queued % 200 == 0:
                 ids.extend(pipe.execute())
 
         for rec in records:
@@ -62,9 +68,13 @@ class Producer:
                 flush_chunk()
         if chunk:
             flush_chunk()
-        if queued % 200:
+        if own and queued % 200:
             ids.extend(pipe.execute())
         return ids
+
+    def queue(self, stream: str, records: Iterable[Any], pipe: Any) -> None:
+        """Queue the records for ``stream`` (one of the three) on ``pipe``, which the caller executes."""
+        self._publish(stream, records, self.settings.stream_maxlen, pipe)
 
     def cases(self, records: Iterable[Any]) -> list[bytes]:
         """Publish case events; returns the stream ids."""
@@ -149,6 +159,30 @@ def entry_source(fields: dict[bytes, bytes]) -> str:
     return (fields.get(b"s") or b"unknown").decode("utf-8", "replace")
 
 
+DEAD_TEXT_FIELDS = ("reason", "stream", "source", "at", "size", "entry", "index", "sha256", "truncated")
+
+
+def iter_dead(r: redis.Redis, settings: Settings, start: str = "-", page: int = 500):
+    """Every dead letter from ``start`` (an id, or ``-``), oldest first, as (id, fields); ``raw`` stays bytes.
+
+    Pages through the stream by id, so letters deleted while iterating do not disturb it.
+    """
+    names = StreamNames.of(settings)
+    while True:
+        entries = r.xrange(names.dead, min=start, count=page)
+        for entry_id, fields in entries:
+            row: dict[str, Any] = {k.decode(): v for k, v in fields.items()}
+            for k in DEAD_TEXT_FIELDS:
+                if isinstance(row.get(k), bytes):
+                    row[k] = row[k].decode("utf-8", "replace")
+            row.setdefault("raw", b"")
+            yield (entry_id.decode() if isinstance(entry_id, bytes) else entry_id), row
+        if len(entries) < page:
+            return
+        last = entries[-1][0]
+        start = "(" + (last.decode() if isinstance(last, bytes) else last)
+
+
 def read_dead(r: redis.Redis, settings: Settings | None = None, count: int = 100) -> Sequence[dict[str, Any]]:
     """The newest dead letters, newest first, decoded for display."""
     settings = settings or get_settings()
@@ -157,7 +191,7 @@ def read_dead(r: redis.Redis, settings: Settings | None = None, count: int = 100
     for entry_id, fields in r.xrevrange(names.dead, count=count):
         row = {k.decode(): v for k, v in fields.items()}
         row["id"] = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-        for k in ("reason", "stream", "source", "at", "size", "entry", "index", "sha256", "truncated"):
+        for k in DEAD_TEXT_FIELDS:
             if isinstance(row.get(k), bytes):
                 row[k] = row[k].decode("utf-8", "replace")
         raw = row.get("raw", b"")

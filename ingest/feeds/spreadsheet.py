@@ -1088,6 +1088,15 @@ def _context(mapping: Mapping, city, source: str, file_label: str) -> _Context:
     )
 
 
+def map_rows(rows: list[dict[str, Any]], mapping: Mapping, city, source: str, file_label: str,
+             first_row: int = 1) -> tuple[list[bytes], list[tuple[dict, str]]]:
+    """Rows as an import dead-letters them (column → text), mapped again: (events as JSON, [(row, reason)])."""
+    df = pd.DataFrame([{k: "" if v is None else str(v) for k, v in row.items()} for row in rows], dtype=str)
+    check_columns(mapping, list(df.columns), file_label)
+    report = ImportReport(file=file_label, mapping=mapping.path, source=source, dry_run=True)
+    return map_chunk(df, _context(mapping, city, source, file_label), first_row, report, None)
+
+
 def import_file(path: str | Path, mapping: Mapping | str | Path, settings=None, r=None, dry_run: bool = False, *,
                 city=None, source: str | None = None, encoding: str | None = None,
                 chunk_rows: int = DEFAULT_CHUNK_ROWS, progress: Callable[[ImportReport], None] | None = None,
