@@ -85,7 +85,7 @@ class System:
         self.token = secrets.token_urlsafe(24)
         self.env = {**os.environ, "VAR_DIR": str(self.var), "PORT": str(self.port), "HOST": "127.0.0.1",
                     "FEED_TOKENS": json.dumps({SOURCE: self.token}), "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "INFO",
-                    "CLAIM_IDLE_MS": "5000", **(env or {})}
+                    **(env or {})}
         for k in ("REDIS_URL", "DATABASE_URL", "STREAM_PREFIX"):
             if k not in (env or {}):
                 self.env.pop(k, None)
