@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
@@ -24,6 +25,15 @@ NEW_CATEGORY = "9999"
 def drain(worker: Worker) -> None:
     while worker.run_once(50):
         pass
+    if worker.settings.hold_seconds < 1:  # events held for a case that never came: dead-lettered once their time is up
+        time.sleep(worker.settings.hold_seconds + 0.05)
+        while worker.run_once(50):
+            pass
+
+
+def quick_hold(settings):
+    """Settings under which an event whose case never comes is dead-lettered after a moment (HOLD_SECONDS)."""
+    return settings.model_copy(update={"hold_seconds": 0.1})
 
 
 def city_with_new_category(city):
@@ -104,8 +114,8 @@ def test_unknown_category_redriven_after_it_was_added_and_stored_once(settings, 
 
 def test_lifecycle_letter_redriven_after_the_report_arrived_is_applied(settings, r, engine, city, public_category):
     producer = Producer(r, settings, source="feed-b")
-    w = Worker(city, settings, engine, r, name="w")
-    producer.cases([event("late-1", "register", 5)])  # the register overtook its report
+    w = Worker(city, quick_hold(settings), engine, r, name="w")
+    producer.cases([event("late-1", "register", 5)])  # the register overtook its report, which never came
     drain(w)
     [(_, letter)] = dead_rows(r, settings)
     assert letter["reason"].startswith("lifecycle:") and letter["stream"] == StreamNames.of(settings).cases
@@ -143,7 +153,7 @@ def test_filters_select_by_reason_since_stream_source_and_limit(settings, r, eng
     r.xadd(names.dead, {b"reason": f"category: unknown category '{NEW_CATEGORY}'".encode(), b"stream": names.cases.encode(),
                         b"source": b"feed-a", b"at": b"x", b"size": b"1", b"entry": b"1-0",
                         b"raw": orjson.dumps(report("old-1", NEW_CATEGORY))}, id=f"{old_ms}-0")
-    w = Worker(city, settings, engine, r, name="w")
+    w = Worker(city, quick_hold(settings), engine, r, name="w")
     Producer(r, settings, source="feed-a").cases([report("new-4", NEW_CATEGORY)])
     drain(w)
     Producer(r, settings, source="feed-b").cases([event("early-1", "register", 3)])
