@@ -21,11 +21,11 @@ import pytest
 
 from tests.faults import TABLE_HEAD, Count, Load, PostgresServer, System, count, live_matches_sql, wait_stored
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 RESULTS: list[Count] = []
 RATE = 50.0  # events a second: 3,000 a minute
-RECOVER_TIMEOUT = 180
+RECOVER_TIMEOUT = 120
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def _finish(name: str, system: System, load: Load, city, fault_end: float, more:
     recover = None if waited is None else time.monotonic() - fault_end
     time.sleep(max(0.0, fault_end + more - time.monotonic()))
     load.stop()
-    wait_stored(system.database_url(), set(load.accepted), RECOVER_TIMEOUT)
+    wait_stored(system.database_url(), set(load.accepted), 60 if waited is not None else 5)
     c = count(name, load, system, recover)
     RESULTS.append(c)
     assert c.accepted > 500, f"the load hardly ran ({c.accepted} accepted; refused: {load.refused})"
