@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -366,6 +367,36 @@ def _forbidden(message: str, api: bool = True) -> Response:
     return Response(str(escape(message)), status=403, mimetype="text/plain")
 
 
+CALLBACK_PAGES = "GRIDWATCH_CALLBACK_PAGES"  # server.config: a Dash callback's output key → the page it belongs to
+DASH_UPDATE = "/_dash-update-component"
+
+
+@contextlib.contextmanager
+def callbacks_of(app, page: str):
+    """Record the Dash callbacks registered inside the block as the page ``page``'s (a router kind, or "frame").
+    The gate lets a viewer call a callback only when they may open its page (core.access.may_open); a callback
+    recorded for no page is refused."""
+    before = set(app.callback_map)
+    yield
+    owned = app.server.config.setdefault(CALLBACK_PAGES, {})
+    for key in set(app.callback_map) - before:
+        owned[key] = page
+
+
+def _callback_refusal(server, v: Viewer) -> tuple[str | None, str | None, str | None]:
+    """(the callback's output key, its page, why it is refused — None when allowed) for a Dash update request."""
+    body = request.get_json(silent=True)
+    key = body.get("output") if isinstance(body, dict) else None
+    key = key if isinstance(key, str) else None
+    page = server.config.get(CALLBACK_PAGES, {}).get(key)
+    if page is None:
+        return key, None, "unknown callback: it belongs to no page of this site (reload the page)"
+    if not access.may_open(v.role, v.area, page):
+        return key, page, (f"the {v.role} role over {v.area} may not use the {page} page "
+                           "(ask the administrator for a role that may)")
+    return key, page, None
+
+
 def _safe_next(target: str | None) -> str:
     """Where to go after logging in: a path of this site only (no //host, no scheme)."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
@@ -395,6 +426,13 @@ def install(server) -> None:
                 return _forbidden(f"CSRF: send the session's token in the {CSRF_HEADER} header (reload the page)")
         if path.startswith("/api/") and not access.may(g.gw_viewer.role, "api"):
             return _forbidden(f"the {g.gw_viewer.role} role has no access to the API")
+        if path == DASH_UPDATE:  # roles at the data: every callback is its page's, and checked as the page is
+            key, page, refused = _callback_refusal(server, g.gw_viewer)
+            if refused:
+                audit("refused", page or "callback", {"callback": (key or "")[:200]}, ok=False)
+                log.warning("refused callback %s (%s) for %s (%s)", (key or "")[:80], page, g.gw_viewer.username,
+                            g.gw_viewer.role)
+                return _forbidden(refused)
         return None
 
     @server.after_request

@@ -149,6 +149,66 @@ def test_every_dash_callback_keeps_out_of_jurisdiction_data_out(app, planted, se
     assert seen_by_admin >= 3 and seen_inside >= 3
 
 
+# Which page a callback belongs to, by its outputs' id prefix, and which pages each role may open — written from the
+# product's rules (the wall link: the wall only; leaders: not the stream overview; the wall and the overview are the
+# whole district's), not read from the code.
+PAGE_BY_PREFIX = {"page-": "frame", "live-": "live", "scr-": "screen", "drill-": "drill", "cmp-": "compare",
+                  "br-": "briefings"}
+MAY_USE = {
+    "screen": {"frame", "screen"},
+    "leader": {"frame", "drill", "compare", "briefings", "screen"},
+    "street-leader": {"frame", "drill", "compare", "briefings"},
+    "dispatcher": {"frame", "drill", "compare", "briefings", "screen", "live"},
+    "admin": {"frame", "drill", "compare", "briefings", "screen", "live"},
+}
+
+
+def _page_of_callback(key: str) -> str:
+    ids = {o.rpartition(".")[0] for o in key.strip(".").split("...")}
+    pages = {page for i in ids for prefix, page in PAGE_BY_PREFIX.items() if i.startswith(prefix)}
+    assert len(pages) == 1, (key, pages)  # a new page's callbacks: add its prefix above
+    return pages.pop()
+
+
+def test_every_dash_callback_is_refused_to_the_roles_that_may_not_open_its_page(app, planted, settings, engine, city):
+    from sqlalchemy import text
+
+    from dashboard import auth
+
+    p = planted
+    c_screen = app.server.test_client()
+    assert c_screen.get(f"/s/{auth.create_screen_link(engine, city, 'hall')}").status_code == 303
+    c_screen.environ_base["HTTP_X_CSRFTOKEN"] = c_screen.get_cookie("_csrf_token").value
+    clients = {"screen": c_screen, "leader": accounts.client(settings, "leader", app=app),
+               "street-leader": accounts.client(settings, "leader", p["a"].code, app=app),
+               "dispatcher": accounts.client(settings, "dispatcher", app=app),
+               "admin": accounts.client(settings, "admin", app=app)}
+    first = {}
+    for body in _callback_bodies(app, p):
+        for d in (*body["inputs"], *body["state"]):
+            d["value"] = None if d["property"] == "data" else d["value"]  # stores as a fresh page holds them
+        first.setdefault(body["output"], body)
+    assert set(first) == set(app.callback_map) and len(first) >= 10
+    forged = {**next(iter(first.values())), "output": "..drill-kpis.children...scr-fast.data.."}
+    refusals = 0
+    for key, body in [*first.items(), ("forged", forged)]:
+        # a browser-side callback has no server function: the server runs it for no one
+        page = None if key == "forged" or "callback" not in app.callback_map[key] else _page_of_callback(key)
+        for role, c in clients.items():
+            resp = c.post("/_dash-update-component", data=orjson.dumps(body), content_type="application/json")
+            if page in MAY_USE[role]:
+                assert resp.status_code in (200, 204), (role, key, resp.status_code)
+            else:
+                assert resp.status_code == 403, (role, key, resp.status_code)
+                assert resp.is_json and resp.json["error"], (role, key)
+                assert p["inside"] not in resp.get_data(as_text=True)
+                refusals += 1
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT action, role, ok FROM audit_log")).all()
+    assert sum(1 for r in rows if r.action == "refused" and not r.ok) == refusals
+    assert not [r for r in rows if r.action == "briefing_generate" and r.role == "screen"]  # the wall started nothing
+
+
 def test_pages_and_downloads_respect_the_role_and_the_jurisdiction(app, planted, settings, r, engine, city, tmp_path):
     from dashboard import briefing
 
