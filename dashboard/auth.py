@@ -124,15 +124,10 @@ def personal() -> bool:
 
 
 def address() -> str | None:
-    """The client's address (the proxy's X-Forwarded-For is trusted only when TRUST_PROXY is set)."""
+    """The client's address: the peer's, or with TRUST_PROXY hops the one the outermost trusted proxy saw (ProxyFix,
+    installed by ``install``, reads it from the right of X-Forwarded-For; what a client wrote on the left is ignored)."""
     if not has_request_context():
         return None
-    from dashboard import context
-
-    if context.settings().trust_proxy:
-        forwarded = request.headers.get("X-Forwarded-For", "")
-        if forwarded:
-            return forwarded.split(",")[0].strip()[:64]
     return (request.remote_addr or "")[:64] or None
 
 
@@ -406,8 +401,15 @@ def _safe_next(target: str | None) -> str:
 
 
 def install(server) -> None:
-    """The gate, the login and logout routes and the kiosk links, on the Flask server."""
+    """The gate, the login and logout routes and the kiosk links, on the Flask server; behind TRUST_PROXY proxies,
+    Werkzeug's ProxyFix, so the client's address (and scheme) are what the trusted proxies saw."""
     from dashboard import context
+
+    hops = (server.config.get(context.SETTINGS_KEY) or context.settings()).trust_proxy
+    if hops:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        server.wsgi_app = ProxyFix(server.wsgi_app, x_for=hops, x_proto=hops)
 
     @server.before_request
     def _gate():

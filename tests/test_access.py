@@ -327,6 +327,41 @@ def test_one_address_may_try_only_so_often(app, settings):
     assert codes[:auth.ADDRESS_TRIES] == ["failed"] * auth.ADDRESS_TRIES and codes[-2:] == ["rate", "rate"]
 
 
+def test_trust_proxy_is_a_number_of_hops_and_true_false_still_read():
+    from config.settings import Settings
+
+    assert Settings().trust_proxy == 0
+    for given, hops in (("true", 1), ("True", 1), ("false", 0), ("0", 0), ("1", 1), ("2", 2), (True, 1), (False, 0)):
+        assert Settings(trust_proxy=given).trust_proxy == hops, given
+    with pytest.raises(ValueError):
+        Settings(trust_proxy="maybe")
+
+
+@pytest.mark.parametrize("hops", [0, 1, 2])
+def test_a_forged_leftmost_forwarded_for_changes_neither_the_limit_nor_the_audit(settings, engine, hops):
+    from sqlalchemy import text
+
+    from app import create_app
+    from dashboard import auth
+
+    app = create_app(settings.model_copy(update={"trust_proxy": hops}))
+    c = app.server.test_client()
+    # the client 203.0.113.7 reaches the app through `hops` proxies (the last one, 10.0.0.2, is the peer); each
+    # proxy appends the address it saw, so the chain's right end is theirs; the client forges the left end
+    seen = ["203.0.113.7", "10.0.0.1"][:hops]  # what proxy 1 (and 2) appended
+    client = {0: "10.0.0.2", 1: "203.0.113.7", 2: "203.0.113.7"}[hops]  # written by hand: what the app must see
+    codes = []
+    for i in range(auth.ADDRESS_TRIES + 1):
+        forged = f"198.51.100.{i}"
+        c.environ_base.update(REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR=", ".join([forged, *seen]))
+        resp = c.post("/login", data={"username": f"forger{i}", "password": "x" * 12, "csrf": _form_token(c)})
+        codes.append(re.search(r"error=(\w+)", resp.headers["Location"]).group(1))
+    assert codes == ["failed"] * auth.ADDRESS_TRIES + ["rate"]  # one address, however the header is forged
+    with engine.connect() as conn:
+        addresses = {a for (a,) in conn.execute(text("SELECT address FROM audit_log WHERE action = 'login'"))}
+    assert addresses == {client}
+
+
 def test_the_wall_link_is_read_only_and_shows_no_personal_data(app, planted, settings, engine, city):
     from dashboard import auth
 
