@@ -302,7 +302,7 @@ def test_failed_logins_lock_the_user_and_are_audited(app, settings, engine):
         resp = c.post("/login", data={"username": name, "password": "wrong password!!", "csrf": _form_token(c)})
         assert "error=" in resp.headers["Location"]
     resp = c.post("/login", data={"username": name, "password": accounts.PASSWORD, "csrf": _form_token(c)})
-    assert "error=locked" in resp.headers["Location"]  # the right password is refused while locked
+    assert "error=failed" in resp.headers["Location"]  # the right password is refused while locked (said as wrong)
     assert c.get("/api/v1/summary").status_code == 401
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT action, ok, address, username FROM audit_log WHERE username = :u"),
@@ -325,6 +325,91 @@ def test_one_address_may_try_only_so_often(app, settings):
         resp = c.post("/login", data={"username": f"guess{i}", "password": "x" * 12, "csrf": _form_token(c)})
         codes.append(re.search(r"error=(\w+)", resp.headers["Location"]).group(1))
     assert codes[:auth.ADDRESS_TRIES] == ["failed"] * auth.ADDRESS_TRIES and codes[-2:] == ["rate", "rate"]
+
+
+def _login_as(c, name: str, password: str, addr: str):
+    c.environ_base["REMOTE_ADDR"] = addr
+    return c.post("/login", data={"username": name, "password": password, "csrf": _form_token(c)})
+
+
+def test_wall_links_neither_count_against_nor_are_blocked_by_the_login_limit(app, settings, engine, city):
+    from dashboard import auth
+
+    token = auth.create_screen_link(engine, city, "hall")
+    name = accounts.make_user(settings, "leader")
+    nat = "192.0.2.50"  # everyone behind one NAT
+    wall = app.server.test_client()
+    wall.environ_base["REMOTE_ADDR"] = nat
+    for _ in range(auth.ADDRESS_TRIES + 5):  # the wall reloads often; its link is not a password guess
+        resp = wall.get(f"/s/{token}")
+        assert resp.status_code == 303 and resp.headers["Location"] == "/screen"
+    c = app.server.test_client()
+    assert "error" not in _login_as(c, name, accounts.PASSWORD, nat).headers["Location"]
+    codes = [re.search(r"error=(\w+)", _login_as(app.server.test_client(), f"guess{i}", "x" * 12, nat)
+                       .headers["Location"]).group(1) for i in range(auth.ADDRESS_TRIES)]
+    assert codes[-1] == "rate"  # the password logins from the NAT are used up …
+    again = app.server.test_client()
+    again.environ_base["REMOTE_ADDR"] = nat
+    resp = again.get(f"/s/{token}")  # … and the wall still opens
+    assert resp.status_code == 303 and resp.headers["Location"] == "/screen"
+    assert "无权访问此页面" not in _route(_with_csrf(again), "/screen")
+
+
+def _with_csrf(c):
+    c.environ_base["HTTP_X_CSRFTOKEN"] = c.get_cookie("_csrf_token").value
+    return c
+
+
+def test_wrong_passwords_lock_a_user_out_from_that_address_only(app, settings, engine, r):
+    from dashboard import auth
+
+    name = accounts.make_user(settings, "admin")
+    attacker, office = "198.51.100.9", "192.0.2.10"
+    for _ in range(auth.LOCK_AFTER):
+        _login_as(app.server.test_client(), name, "wrong password!!", attacker)
+    c = app.server.test_client()
+    assert "error=" in _login_as(c, name, accounts.PASSWORD, attacker).headers["Location"]
+    assert c.get("/api/v1/summary").status_code == 401  # locked out from the attacker's address …
+    c = app.server.test_client()
+    assert "error" not in _login_as(c, name, accounts.PASSWORD, office).headers["Location"]
+    assert c.get("/api/v1/summary").status_code == 200  # … not from the office
+    assert auth.locks(r, settings, name) == 1
+    auth.set_password(engine, r, settings, name, accounts.PASSWORD)  # a new password unlocks
+    assert "error" not in _login_as(app.server.test_client(), name, accounts.PASSWORD, attacker).headers["Location"]
+
+
+def test_locked_wrong_and_unknown_get_the_same_answer_after_the_same_work(app, settings, engine, r, monkeypatch):
+    from argon2 import PasswordHasher
+
+    from dashboard import auth
+
+    verified = []
+    original = PasswordHasher.verify
+
+    def counting(self, hash_, password):
+        verified.append(1)
+        return original(self, hash_, password)
+
+    monkeypatch.setattr(PasswordHasher, "verify", counting)
+    locked, wrong, disabled = (accounts.make_user(settings, "leader") for _ in range(3))
+    for i in range(auth.LOCK_AFTER):
+        _login_as(app.server.test_client(), locked, "wrong password!!", f"192.0.2.{i % 2 + 1}")  # two addresses
+    for _ in range(auth.LOCK_AFTER):
+        _login_as(app.server.test_client(), locked, "wrong password!!", "192.0.2.7")
+    auth.set_disabled(engine, r, settings, disabled, True)
+    answers = []
+    for name, password in ((locked, accounts.PASSWORD), (wrong, "wrong password!!"), (disabled, accounts.PASSWORD),
+                           ("nobody-at-all", "x" * 12),
+                           ("not a valid name!", "x" * 12)):
+        c = app.server.test_client()
+        verified.clear()
+        resp = _login_as(c, name, password, "192.0.2.7")
+        page = c.get(resp.headers["Location"])
+        answers.append((resp.status_code, resp.headers["Location"], page.status_code, page.get_data(as_text=True)
+                        .replace(re.search(r'name="csrf" value="([^"]+)"', page.get_data(as_text=True)).group(1), "")))
+        assert len(verified) == 1, name  # one argon2 verify, whoever asks
+    assert all(a == answers[0] for a in answers) and "error=failed" in answers[0][1]
+    assert "用户名或密码不正确" in answers[0][3]
 
 
 def test_trust_proxy_is_a_number_of_hops_and_true_false_still_read():
