@@ -11,8 +11,10 @@
   ``X-CSRFToken`` header; Dash's renderer sends it from the ``_csrf_token`` cookie by itself.
 - The gate (``install``) lets through only the login page, static files, health, the OpenAPI description and the
   push feeds (which check their own tokens); everything else needs a session and the role's permission
-  (core.access.ALLOWED). Jurisdiction is applied where areas are read: ``scope()`` is the viewer's area code, used by
-  the API's area checks (dashboard/api.py), the drill-down's views, the case page and the briefings.
+  (core.access.ALLOWED); a Dash callback only when the viewer may open the page it belongs to (``callbacks_of``
+  records each page's callbacks as it registers them; a callback of no page is refused). Jurisdiction is applied
+  where areas are read: ``scope()`` is the viewer's area code, used by the API's area checks (dashboard/api.py), the
+  drill-down's views, the case page and the briefings.
 - The wall's kiosk links (``/s/<token>``) open a read-only ``screen`` session; only the token's hash is stored.
 - ``audit()`` writes who did what, when and from where to SQL (logins and failures, case views, exports, changes).
 
