@@ -52,23 +52,24 @@ def create_app(settings: Settings | None = None) -> dash.Dash:
             screen.layout(settings, city, {}), compare.skeleton(), briefings.skeleton(),
         ])
 
-    @app.callback(Output(ROUTER_CONTENT, "children"), Output(ROUTER_KIND, "data"), Output(ROUTER_TITLE, "data"),
-                  Input(ROUTER_URL, "pathname"), Input(ROUTER_URL, "search"), State(ROUTER_KIND, "data"))
-    def route(pathname, search, kind):
-        """The page for the URL. Within the drill-down (/, /area/…) the page stays and follows the URL itself."""
-        found = page_of(pathname)
-        if found == kind and found in STAYS:
-            raise PreventUpdate
-        query = dict(parse_qsl((search or "").lstrip("?"), keep_blank_values=True))
-        return render(found, pathname, query), found, page_title(found, query)
+    # every callback is recorded as its page's: the gate refuses a callback whose page the viewer may not open
+    with auth.callbacks_of(app, "frame"):  # the router, for every role: it checks the page it draws
+        @app.callback(Output(ROUTER_CONTENT, "children"), Output(ROUTER_KIND, "data"), Output(ROUTER_TITLE, "data"),
+                      Input(ROUTER_URL, "pathname"), Input(ROUTER_URL, "search"), State(ROUTER_KIND, "data"))
+        def route(pathname, search, kind):
+            """The page for the URL. Within the drill-down (/, /area/…) the page stays and follows the URL itself."""
+            found = page_of(pathname)
+            if found == kind and found in STAYS:
+                raise PreventUpdate
+            query = dict(parse_qsl((search or "").lstrip("?"), keep_blank_values=True))
+            return render(found, pathname, query), found, page_title(found, query)
 
-    clientside_callback("function(t) { if (t) { document.title = t; } return window.dash_clientside.no_update; }",
-                        Output(ROUTER_TITLE, "id"), Input(ROUTER_TITLE, "data"))
-    callbacks.register(app)
-    screen.register(app)
-    drill.register(app)
-    compare.register(app)
-    briefings.register(app)
+        clientside_callback("function(t) { if (t) { document.title = t; } return window.dash_clientside.no_update; }",
+                            Output(ROUTER_TITLE, "id"), Input(ROUTER_TITLE, "data"))
+    for kind, register in (("live", callbacks.register), ("screen", screen.register), ("drill", drill.register),
+                           ("compare", compare.register), ("briefings", briefings.register)):
+        with auth.callbacks_of(app, kind):
+            register(app)
     return app
 
 
@@ -122,8 +123,7 @@ def render(kind: str, pathname: str | None, query: dict[str, str]):
     settings = context.settings()
     city = context.city()
     v = auth.viewer()
-    if v is not None and not (access.may(v.role, kind)
-                              and (kind not in access.WHOLE_DISTRICT or access.district_wide(v.area))):
+    if v is not None and not access.may_open(v.role, v.area, kind):
         t = i18n.texts(query.get("lang"))
         return html.Div([html.H1(t["forbidden"]), html.P(t["forbidden_hint"].format(role=t[f"role_{v.role}"])),
                          dcc.Link(t["dr_go_home"], href="/", className="dr-button")],

@@ -76,11 +76,24 @@ class Settings(BaseSettings):
     device_offline_factor: float = Field(2.0, description="a device is offline after this many heartbeats of silence")
     cookie_secure: bool = Field(False, description="send the session cookie over HTTPS only (set it when served over "
                                                    "HTTPS, as in production)")
-    trust_proxy: bool = Field(False, description="take the client's address from X-Forwarded-For (behind a reverse "
-                                                 "proxy only: otherwise anyone can claim any address)")
+    trust_proxy: int = Field(0, ge=0, le=10, description="how many reverse proxies stand in front of the app (0: none): "
+                                                        "the client's address is the one the outermost of them saw, read "
+                                                        "from the right of X-Forwarded-For (Werkzeug's ProxyFix); true / "
+                                                        "false still mean 1 / 0")
     briefing_time: str = Field("07:30", pattern=r"^([01]\d|2[0-3]):[0-5]\d$",
                                description="when the scheduler archives the briefings (HH:MM, city time): yesterday's "
                                            "daily, on Mondays last week's, on the 1st last month's")
+
+    @field_validator("trust_proxy", mode="before")
+    @classmethod
+    def _trust_proxy(cls, value: Any) -> Any:
+        """TRUST_PROXY was a flag: true / false (yes / no, on / off) still read as 1 / 0 hops."""
+        if isinstance(value, bool):
+            return int(value)
+        if isinstance(value, str):
+            word = value.strip().lower()
+            return {"true": 1, "yes": 1, "on": 1, "false": 0, "no": 0, "off": 0, "": 0}.get(word, word)
+        return value
 
     @field_validator("feed_tokens", mode="before")
     @classmethod

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 ROLES = ("screen", "leader", "dispatcher", "admin")
 PERSONAL = frozenset({"dispatcher", "admin"})  # the roles that see reporters' names and phones
-# what a role may open; pages by their router kind (app.page_of), "api" the JSON reads, "users" the user admin
+# what a role may open; pages by their router kind (app.page_of), "frame" the router (which then checks the page it
+# draws), "api" the JSON reads, "users" the user admin. A page's Dash callbacks are the page's: the same rule.
 ALLOWED: dict[str, frozenset[str]] = {
-    "screen": frozenset({"screen"}),
-    "leader": frozenset({"drill", "compare", "case", "briefings", "screen", "api", "missing"}),
-    "dispatcher": frozenset({"drill", "compare", "case", "briefings", "screen", "live", "api", "missing"}),
-    "admin": frozenset({"drill", "compare", "case", "briefings", "screen", "live", "api", "missing", "users"}),
+    "screen": frozenset({"frame", "screen"}),
+    "leader": frozenset({"frame", "drill", "compare", "case", "briefings", "screen", "api", "missing"}),
+    "dispatcher": frozenset({"frame", "drill", "compare", "case", "briefings", "screen", "live", "api", "missing"}),
+    "admin": frozenset({"frame", "drill", "compare", "case", "briefings", "screen", "live", "api", "missing", "users"}),
 }
 WHOLE_DISTRICT = frozenset({"screen", "live"})  # pages that show the whole district: for a district-wide scope only
 
@@ -34,6 +35,13 @@ def district_wide(scope: str | None) -> bool:
 def may(role: str | None, what: str) -> bool:
     """Whether ``role`` may open ``what`` (a page kind, "api" or "users")."""
     return role in ALLOWED and what in ALLOWED[role]
+
+
+def may_open(role: str | None, scope: str | None, what: str | None) -> bool:
+    """Whether a viewer of ``role`` over the jurisdiction ``scope`` may open the page ``what`` (or use its callbacks):
+    the role's permission, and for a page that shows the whole district a district-wide jurisdiction. None (a
+    callback of no known page): no."""
+    return what is not None and may(role, what) and (what not in WHOLE_DISTRICT or district_wide(scope))
 
 
 def within(scope: str | None, code: str | None) -> bool:

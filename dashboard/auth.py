@@ -1,7 +1,9 @@
 """Login, sessions, the gate in front of every route, and the audit log (the rules: core/access.py).
 
-- Passwords are hashed with argon2id (argon2-cffi). A user is locked for LOCK_MINUTES after LOCK_AFTER failed logins
-  in a row, and an address may try at most ADDRESS_TRIES logins per ADDRESS_WINDOW_S (Redis), so guessing is slow.
+- Passwords are hashed with argon2id (argon2-cffi). A user is locked out from an address for LOCK_MINUTES after
+  LOCK_AFTER failed logins in a row from it (by user and address, so nobody can lock a user out from elsewhere), and
+  an address may try at most ADDRESS_TRIES password logins per ADDRESS_WINDOW_S (Redis), so guessing is slow. A
+  locked user, a wrong password and an unknown name get the same answer after the same work (one argon2 verify).
 - A session is a random token in an HttpOnly, SameSite=Lax cookie (``gridwatch_session``); the server keeps what it
   means in Redis (user, role, jurisdiction, CSRF token) under the token's SHA-256, for SESSION_HOURS after the last
   request. Logging out, disabling the user or changing the password ends it at once.
@@ -9,8 +11,10 @@
   ``X-CSRFToken`` header; Dash's renderer sends it from the ``_csrf_token`` cookie by itself.
 - The gate (``install``) lets through only the login page, static files, health, the OpenAPI description and the
   push feeds (which check their own tokens); everything else needs a session and the role's permission
-  (core.access.ALLOWED). Jurisdiction is applied where areas are read: ``scope()`` is the viewer's area code, used by
-  the API's area checks (dashboard/api.py), the drill-down's views, the case page and the briefings.
+  (core.access.ALLOWED); a Dash callback only when the viewer may open the page it belongs to (``callbacks_of``
+  records each page's callbacks as it registers them; a callback of no page is refused). Jurisdiction is applied
+  where areas are read: ``scope()`` is the viewer's area code, used by the API's area checks (dashboard/api.py), the
+  drill-down's views, the case page and the briefings.
 - The wall's kiosk links (``/s/<token>``) open a read-only ``screen`` session; only the token's hash is stored.
 - ``audit()`` writes who did what, when and from where to SQL (logins and failures, case views, exports, changes).
 
@@ -21,6 +25,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -28,7 +33,7 @@ import re
 import secrets
 import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -123,15 +128,10 @@ def personal() -> bool:
 
 
 def address() -> str | None:
-    """The client's address (the proxy's X-Forwarded-For is trusted only when TRUST_PROXY is set)."""
+    """The client's address: the peer's, or with TRUST_PROXY hops the one the outermost trusted proxy saw (ProxyFix,
+    installed by ``install``, reads it from the right of X-Forwarded-For; what a client wrote on the left is ignored)."""
     if not has_request_context():
         return None
-    from dashboard import context
-
-    if context.settings().trust_proxy:
-        forwarded = request.headers.get("X-Forwarded-For", "")
-        if forwarded:
-            return forwarded.split(",")[0].strip()[:64]
     return (request.remote_addr or "")[:64] or None
 
 
@@ -213,6 +213,8 @@ def set_disabled(engine, r, settings, username: str, disabled: bool) -> None:
             disabled=disabled, failed_logins=0, locked_until=None, updated_at=datetime.now(UTC)))
     if disabled:
         end_sessions_of(r, settings, u.id)
+    else:
+        _unlock(r, settings, username)
 
 
 def set_password(engine, r, settings, username: str, password: str) -> None:
@@ -225,6 +227,7 @@ def set_password(engine, r, settings, username: str, password: str) -> None:
         conn.execute(update(User).where(User.id == u.id).values(
             password_hash=_hasher().hash(password), failed_logins=0, locked_until=None, updated_at=datetime.now(UTC)))
     end_sessions_of(r, settings, u.id)
+    _unlock(r, settings, username)
 
 
 def list_users(engine) -> list[dict[str, Any]]:
@@ -234,35 +237,69 @@ def list_users(engine) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in rows]
 
 
-def authenticate(engine, r, settings, username: str, password: str, now: datetime | None = None) -> tuple[Viewer | None, str]:
-    """(the viewer, "ok") for a good login; (None, reason) otherwise — "unknown", "wrong", "locked", "disabled".
-    Failures count towards the lock; the caller says the same to the user whatever the reason (no user probing)."""
+_DUMMY_HASH: list[str] = []  # an argon2id hash of nothing anyone types: verified for unknown names (same work)
+
+
+def _verify(password_hash: str | None, password: str) -> bool:
+    """One argon2 verify, whatever is asked: of the user's hash, or of a stand-in for an unknown name."""
     from argon2.exceptions import InvalidHashError, VerificationError
 
-    now = now or datetime.now(UTC)
-    with engine.begin() as conn:
+    if password_hash is None:
+        if not _DUMMY_HASH:
+            _DUMMY_HASH.append(_hasher().hash(secrets.token_urlsafe(24)))
+        password_hash = _DUMMY_HASH[0]
+    try:
+        return _hasher().verify(password_hash, password or "")
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def _fail_key(settings, username: str, addr: str | None) -> str:
+    return settings.key("auth", "fail", username, addr or "-")  # a valid user name holds no ':' nor a glob character
+
+
+def locks(r, settings, username: str) -> int:
+    """From how many addresses ``username`` is locked out now."""
+    keys = list(r.scan_iter(settings.key("auth", "fail", username) + ":*", count=1000))
+    return sum(1 for n in (r.mget(keys) if keys else []) if n is not None and int(n) >= LOCK_AFTER)
+
+
+def _unlock(r, settings, username: str) -> None:
+    keys = list(r.scan_iter(settings.key("auth", "fail", username) + ":*", count=1000))
+    if keys:
+        r.delete(*keys)
+
+
+def authenticate(engine, r, settings, username: str, password: str,
+                 addr: str | None = None) -> tuple[Viewer | None, str]:
+    """(the viewer, "ok") for a good login; (None, reason) otherwise — "unknown", "wrong", "locked", "disabled".
+    LOCK_AFTER wrong passwords from one address lock the user out from that address (``addr``) only, for
+    LOCK_MINUTES (Redis): nobody elsewhere can lock a user out. Every way runs exactly one argon2 verify, and the
+    caller gives the same answer whatever the reason, so neither the answer nor its time tells which names exist."""
+    with engine.connect() as conn:
         u = _user(conn, username) if USERNAME_RE.match(username or "") else None
-        if u is None:
-            _hasher().hash(password or "-")  # the same work as a real check: no timing hint that the name is unknown
-            return None, "unknown"
-        if u.disabled:
-            return None, "disabled"
-        if u.locked_until is not None and u.locked_until > now:
-            return None, "locked"
-        try:
-            _hasher().verify(u.password_hash, password or "")
-        except (VerificationError, InvalidHashError):
-            failed = (u.failed_logins or 0) + 1
-            locked = now + timedelta(minutes=LOCK_MINUTES) if failed >= LOCK_AFTER else None
-            conn.execute(update(User).where(User.id == u.id).values(failed_logins=0 if locked else failed,
-                                                                     locked_until=locked))
-            return None, "locked" if locked else "wrong"
-        conn.execute(update(User).where(User.id == u.id).values(failed_logins=0, locked_until=None))
+    good = _verify(u.password_hash if u is not None else None, password)
+    if u is None:
+        return None, "unknown"
+    key = _fail_key(settings, u.username, addr)
+    failed = int(r.get(key) or 0)
+    if failed >= LOCK_AFTER:
+        return None, "locked"
+    if u.disabled:
+        return None, "disabled"
+    if not good:
+        pipe = r.pipeline()
+        pipe.incr(key)
+        pipe.expire(key, LOCK_MINUTES * 60)  # in a row: a failure within LOCK_MINUTES of the last one counts on
+        failed = pipe.execute()[0]
+        return None, "locked" if failed >= LOCK_AFTER else "wrong"
+    r.delete(key)
     return Viewer(u.username, u.role, u.area_code, u.id), "ok"
 
 
 def address_allowed(r, settings, addr: str | None) -> bool:
-    """Count a login attempt from ``addr``; False once it has made ADDRESS_TRIES in the window."""
+    """Count a password login attempt from ``addr``; False once it has made ADDRESS_TRIES in the window. (A wall's
+    kiosk link is neither counted nor refused here: behind a NAT, everyone's guesses would block the wall.)"""
     key = settings.key("auth", "tries", addr or "-")
     n = r.incr(key)
     if n == 1:
@@ -366,6 +403,36 @@ def _forbidden(message: str, api: bool = True) -> Response:
     return Response(str(escape(message)), status=403, mimetype="text/plain")
 
 
+CALLBACK_PAGES = "GRIDWATCH_CALLBACK_PAGES"  # server.config: a Dash callback's output key → the page it belongs to
+DASH_UPDATE = "/_dash-update-component"
+
+
+@contextlib.contextmanager
+def callbacks_of(app, page: str):
+    """Record the Dash callbacks registered inside the block as the page ``page``'s (a router kind, or "frame").
+    The gate lets a viewer call a callback only when they may open its page (core.access.may_open); a callback
+    recorded for no page is refused."""
+    before = set(app.callback_map)
+    yield
+    owned = app.server.config.setdefault(CALLBACK_PAGES, {})
+    for key in set(app.callback_map) - before:
+        owned[key] = page
+
+
+def _callback_refusal(server, v: Viewer) -> tuple[str | None, str | None, str | None]:
+    """(the callback's output key, its page, why it is refused — None when allowed) for a Dash update request."""
+    body = request.get_json(silent=True)
+    key = body.get("output") if isinstance(body, dict) else None
+    key = key if isinstance(key, str) else None
+    page = server.config.get(CALLBACK_PAGES, {}).get(key)
+    if page is None:
+        return key, None, "unknown callback: it belongs to no page of this site (reload the page)"
+    if not access.may_open(v.role, v.area, page):
+        return key, page, (f"the {v.role} role over {v.area} may not use the {page} page "
+                           "(ask the administrator for a role that may)")
+    return key, page, None
+
+
 def _safe_next(target: str | None) -> str:
     """Where to go after logging in: a path of this site only (no //host, no scheme)."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
@@ -375,8 +442,15 @@ def _safe_next(target: str | None) -> str:
 
 
 def install(server) -> None:
-    """The gate, the login and logout routes and the kiosk links, on the Flask server."""
+    """The gate, the login and logout routes and the kiosk links, on the Flask server; behind TRUST_PROXY proxies,
+    Werkzeug's ProxyFix, so the client's address (and scheme) are what the trusted proxies saw."""
     from dashboard import context
+
+    hops = (server.config.get(context.SETTINGS_KEY) or context.settings()).trust_proxy
+    if hops:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        server.wsgi_app = ProxyFix(server.wsgi_app, x_for=hops, x_proto=hops)
 
     @server.before_request
     def _gate():
@@ -395,6 +469,13 @@ def install(server) -> None:
                 return _forbidden(f"CSRF: send the session's token in the {CSRF_HEADER} header (reload the page)")
         if path.startswith("/api/") and not access.may(g.gw_viewer.role, "api"):
             return _forbidden(f"the {g.gw_viewer.role} role has no access to the API")
+        if path == DASH_UPDATE:  # roles at the data: every callback is its page's, and checked as the page is
+            key, page, refused = _callback_refusal(server, g.gw_viewer)
+            if refused:
+                audit("refused", page or "callback", {"callback": (key or "")[:200]}, ok=False)
+                log.warning("refused callback %s (%s) for %s (%s)", (key or "")[:80], page, g.gw_viewer.username,
+                            g.gw_viewer.role)
+                return _forbidden(refused)
         return None
 
     @server.after_request
@@ -430,12 +511,11 @@ def install(server) -> None:
             audit("login", username, {"reason": "address rate limit"}, ok=False, username=username)
             log.warning("login refused for %r from %s: too many attempts from this address", username, address())
             return redirect(f"/login?error=rate&next={quote(nxt)}{lang}", code=303)
-        v, reason = authenticate(context.engine(), r, settings, username, form.get("password") or "")
-        if v is None:
+        v, reason = authenticate(context.engine(), r, settings, username, form.get("password") or "", address())
+        if v is None:  # the reason goes to the audit log only: the same answer for every one (no user probing)
             audit("login", username, {"reason": reason}, ok=False, username=username)
             log.info("login failed for %r from %s: %s", username, address(), reason)
-            return redirect(f"/login?error={'locked' if reason == 'locked' else 'failed'}&next={quote(nxt)}{lang}",
-                            code=303)
+            return redirect(f"/login?error=failed&next={quote(nxt)}{lang}", code=303)
         token, csrf = new_session(r, settings, v)
         audit("login", username, who=v)
         log.info("login %s (%s, %s) from %s", v.username, v.role, v.area, address())
@@ -461,8 +541,6 @@ def install(server) -> None:
     def screen_link(token: str):
         settings = context.settings()
         r = context.redis_client()
-        if not address_allowed(r, settings, address()):
-            return _forbidden("too many attempts from this address; wait ten minutes", api=False)
         v = screen_viewer(context.engine(), token)
         if v is None:
             audit("screen_link", None, {"reason": "unknown or revoked link"}, ok=False, username="screen")
@@ -483,7 +561,7 @@ def _login_html(csrf: str, nxt: str | None, error: str | None, lang: str | None 
     lang = i18n.lang_of(lang)
     t = i18n.texts(lang)
     district = context.city().geography.district.name
-    msg = t.get(f"login_{error}") if error in ("failed", "locked", "rate", "csrf") else None
+    msg = t.get(f"login_{error}") if error in ("failed", "rate", "csrf") else None
     other = "zh" if lang == "en" else "en"
     return f"""<!doctype html><html lang="{'zh-CN' if lang == 'zh' else 'en'}"><head><meta charset="utf-8">
 <title>{escape(t["login_submit"])} · Gridwatch</title><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -495,7 +573,7 @@ border:1px solid #cbd5e1;border-radius:6px;font-size:15px}}button{{margin-top:20
 color:#fff;border:0;border-radius:6px;font-size:16px;cursor:pointer}}.err{{color:#b91c1c;font-size:14px;margin:0 0 8px}}
 .lang{{display:block;margin-top:14px;text-align:right;font-size:13px;color:#1b4fb8}}</style>
 </head><body><form method="post" action="/login"><h1>{escape(district)} · {escape(t["login_title"])}</h1>
-{f'<p class="err" role="alert">{escape(msg.format(minutes=LOCK_MINUTES))}</p>' if msg else ''}
+{f'<p class="err" role="alert">{escape(msg.format(minutes=LOCK_MINUTES, tries=LOCK_AFTER))}</p>' if msg else ''}
 <input type="hidden" name="csrf" value="{escape(csrf)}"><input type="hidden" name="next" value="{escape(_safe_next(nxt))}">
 <input type="hidden" name="lang" value="{lang}">
 <label for="username">{escape(t["login_user"])}</label>
@@ -592,8 +670,10 @@ def main(argv: list[str] | None = None) -> int:
             audit("user_passwd", args.name, who=who, engine=engine)
             print(f"password of {args.name} changed" + ("" if args.password else f": {password}"))
         elif args.cmd == "list":
+            r = get_redis(settings)
             for u in list_users(engine):
-                state = "disabled" if u["disabled"] else "locked" if u["locked_until"] else "active"
+                n = 0 if u["disabled"] else locks(r, settings, u["username"])
+                state = "disabled" if u["disabled"] else f"locked ({n} address(es))" if n else "active"
                 print(f"{u['username']:<24} {u['role']:<11} {u['area_code']:<16} {state}")
         elif args.cmd == "screen-link":
             token = create_screen_link(engine, city, args.label, args.area)

@@ -457,7 +457,7 @@ TEXTS["zh"].update({
     "role_screen": "大屏", "role_leader": "领导", "role_dispatcher": "调度员", "role_admin": "管理员",
     "logout": "退出",
     "login_title": "网格治理指挥平台", "login_user": "用户名", "login_password": "密码", "login_submit": "登录",
-    "login_failed": "用户名或密码不正确。", "login_locked": "连续输错次数过多，账号已锁定 {minutes} 分钟。",
+    "login_failed": "用户名或密码不正确。连续输错 {tries} 次后，请等待 {minutes} 分钟再试。",
     "login_rate": "此地址尝试次数过多，请十分钟后再试。", "login_csrf": "页面已过期，请重新登录。",
 
     "dr_col_id": "编号",
@@ -554,8 +554,7 @@ TEXTS["en"].update({
     "role_screen": "wall", "role_leader": "leader", "role_dispatcher": "dispatcher", "role_admin": "administrator",
     "logout": "Log out",
     "login_title": "Grid governance command center", "login_user": "User name", "login_password": "Password",
-    "login_submit": "Log in", "login_failed": "Wrong user name or password.",
-    "login_locked": "Too many wrong passwords: the account is locked for {minutes} minutes.",
+    "login_submit": "Log in", "login_failed": "Wrong user name or password. After {tries} wrong tries in a row, wait {minutes} minutes.",
     "login_rate": "Too many attempts from this address; try again in ten minutes.",
     "login_csrf": "The page had expired; please log in again.",
     "dr_col_id": "No.",

@@ -149,6 +149,66 @@ def test_every_dash_callback_keeps_out_of_jurisdiction_data_out(app, planted, se
     assert seen_by_admin >= 3 and seen_inside >= 3
 
 
+# Which page a callback belongs to, by its outputs' id prefix, and which pages each role may open — written from the
+# product's rules (the wall link: the wall only; leaders: not the stream overview; the wall and the overview are the
+# whole district's), not read from the code.
+PAGE_BY_PREFIX = {"page-": "frame", "live-": "live", "scr-": "screen", "drill-": "drill", "cmp-": "compare",
+                  "br-": "briefings"}
+MAY_USE = {
+    "screen": {"frame", "screen"},
+    "leader": {"frame", "drill", "compare", "briefings", "screen"},
+    "street-leader": {"frame", "drill", "compare", "briefings"},
+    "dispatcher": {"frame", "drill", "compare", "briefings", "screen", "live"},
+    "admin": {"frame", "drill", "compare", "briefings", "screen", "live"},
+}
+
+
+def _page_of_callback(key: str) -> str:
+    ids = {o.rpartition(".")[0] for o in key.strip(".").split("...")}
+    pages = {page for i in ids for prefix, page in PAGE_BY_PREFIX.items() if i.startswith(prefix)}
+    assert len(pages) == 1, (key, pages)  # a new page's callbacks: add its prefix above
+    return pages.pop()
+
+
+def test_every_dash_callback_is_refused_to_the_roles_that_may_not_open_its_page(app, planted, settings, engine, city):
+    from sqlalchemy import text
+
+    from dashboard import auth
+
+    p = planted
+    c_screen = app.server.test_client()
+    assert c_screen.get(f"/s/{auth.create_screen_link(engine, city, 'hall')}").status_code == 303
+    c_screen.environ_base["HTTP_X_CSRFTOKEN"] = c_screen.get_cookie("_csrf_token").value
+    clients = {"screen": c_screen, "leader": accounts.client(settings, "leader", app=app),
+               "street-leader": accounts.client(settings, "leader", p["a"].code, app=app),
+               "dispatcher": accounts.client(settings, "dispatcher", app=app),
+               "admin": accounts.client(settings, "admin", app=app)}
+    first = {}
+    for body in _callback_bodies(app, p):
+        for d in (*body["inputs"], *body["state"]):
+            d["value"] = None if d["property"] == "data" else d["value"]  # stores as a fresh page holds them
+        first.setdefault(body["output"], body)
+    assert set(first) == set(app.callback_map) and len(first) >= 10
+    forged = {**next(iter(first.values())), "output": "..drill-kpis.children...scr-fast.data.."}
+    refusals = 0
+    for key, body in [*first.items(), ("forged", forged)]:
+        # a browser-side callback has no server function: the server runs it for no one
+        page = None if key == "forged" or "callback" not in app.callback_map[key] else _page_of_callback(key)
+        for role, c in clients.items():
+            resp = c.post("/_dash-update-component", data=orjson.dumps(body), content_type="application/json")
+            if page in MAY_USE[role]:
+                assert resp.status_code in (200, 204), (role, key, resp.status_code)
+            else:
+                assert resp.status_code == 403, (role, key, resp.status_code)
+                assert resp.is_json and resp.json["error"], (role, key)
+                assert p["inside"] not in resp.get_data(as_text=True)
+                refusals += 1
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT action, role, ok FROM audit_log")).all()
+    assert sum(1 for r in rows if r.action == "refused" and not r.ok) == refusals
+    assert not [r for r in rows if r.action == "briefing_generate" and r.role == "screen"]  # the wall started nothing
+
+
 def test_pages_and_downloads_respect_the_role_and_the_jurisdiction(app, planted, settings, r, engine, city, tmp_path):
     from dashboard import briefing
 
@@ -242,7 +302,7 @@ def test_failed_logins_lock_the_user_and_are_audited(app, settings, engine):
         resp = c.post("/login", data={"username": name, "password": "wrong password!!", "csrf": _form_token(c)})
         assert "error=" in resp.headers["Location"]
     resp = c.post("/login", data={"username": name, "password": accounts.PASSWORD, "csrf": _form_token(c)})
-    assert "error=locked" in resp.headers["Location"]  # the right password is refused while locked
+    assert "error=failed" in resp.headers["Location"]  # the right password is refused while locked (said as wrong)
     assert c.get("/api/v1/summary").status_code == 401
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT action, ok, address, username FROM audit_log WHERE username = :u"),
@@ -265,6 +325,126 @@ def test_one_address_may_try_only_so_often(app, settings):
         resp = c.post("/login", data={"username": f"guess{i}", "password": "x" * 12, "csrf": _form_token(c)})
         codes.append(re.search(r"error=(\w+)", resp.headers["Location"]).group(1))
     assert codes[:auth.ADDRESS_TRIES] == ["failed"] * auth.ADDRESS_TRIES and codes[-2:] == ["rate", "rate"]
+
+
+def _login_as(c, name: str, password: str, addr: str):
+    c.environ_base["REMOTE_ADDR"] = addr
+    return c.post("/login", data={"username": name, "password": password, "csrf": _form_token(c)})
+
+
+def test_wall_links_neither_count_against_nor_are_blocked_by_the_login_limit(app, settings, engine, city):
+    from dashboard import auth
+
+    token = auth.create_screen_link(engine, city, "hall")
+    name = accounts.make_user(settings, "leader")
+    nat = "192.0.2.50"  # everyone behind one NAT
+    wall = app.server.test_client()
+    wall.environ_base["REMOTE_ADDR"] = nat
+    for _ in range(auth.ADDRESS_TRIES + 5):  # the wall reloads often; its link is not a password guess
+        resp = wall.get(f"/s/{token}")
+        assert resp.status_code == 303 and resp.headers["Location"] == "/screen"
+    c = app.server.test_client()
+    assert "error" not in _login_as(c, name, accounts.PASSWORD, nat).headers["Location"]
+    codes = [re.search(r"error=(\w+)", _login_as(app.server.test_client(), f"guess{i}", "x" * 12, nat)
+                       .headers["Location"]).group(1) for i in range(auth.ADDRESS_TRIES)]
+    assert codes[-1] == "rate"  # the password logins from the NAT are used up …
+    again = app.server.test_client()
+    again.environ_base["REMOTE_ADDR"] = nat
+    resp = again.get(f"/s/{token}")  # … and the wall still opens
+    assert resp.status_code == 303 and resp.headers["Location"] == "/screen"
+    assert "无权访问此页面" not in _route(_with_csrf(again), "/screen")
+
+
+def _with_csrf(c):
+    c.environ_base["HTTP_X_CSRFTOKEN"] = c.get_cookie("_csrf_token").value
+    return c
+
+
+def test_wrong_passwords_lock_a_user_out_from_that_address_only(app, settings, engine, r):
+    from dashboard import auth
+
+    name = accounts.make_user(settings, "admin")
+    attacker, office = "198.51.100.9", "192.0.2.10"
+    for _ in range(auth.LOCK_AFTER):
+        _login_as(app.server.test_client(), name, "wrong password!!", attacker)
+    c = app.server.test_client()
+    assert "error=" in _login_as(c, name, accounts.PASSWORD, attacker).headers["Location"]
+    assert c.get("/api/v1/summary").status_code == 401  # locked out from the attacker's address …
+    c = app.server.test_client()
+    assert "error" not in _login_as(c, name, accounts.PASSWORD, office).headers["Location"]
+    assert c.get("/api/v1/summary").status_code == 200  # … not from the office
+    assert auth.locks(r, settings, name) == 1
+    auth.set_password(engine, r, settings, name, accounts.PASSWORD)  # a new password unlocks
+    assert "error" not in _login_as(app.server.test_client(), name, accounts.PASSWORD, attacker).headers["Location"]
+
+
+def test_locked_wrong_and_unknown_get_the_same_answer_after_the_same_work(app, settings, engine, r, monkeypatch):
+    from argon2 import PasswordHasher
+
+    from dashboard import auth
+
+    verified = []
+    original = PasswordHasher.verify
+
+    def counting(self, hash_, password):
+        verified.append(1)
+        return original(self, hash_, password)
+
+    monkeypatch.setattr(PasswordHasher, "verify", counting)
+    locked, wrong, disabled = (accounts.make_user(settings, "leader") for _ in range(3))
+    for i in range(auth.LOCK_AFTER):
+        _login_as(app.server.test_client(), locked, "wrong password!!", f"192.0.2.{i % 2 + 1}")  # two addresses
+    for _ in range(auth.LOCK_AFTER):
+        _login_as(app.server.test_client(), locked, "wrong password!!", "192.0.2.7")
+    auth.set_disabled(engine, r, settings, disabled, True)
+    answers = []
+    for name, password in ((locked, accounts.PASSWORD), (wrong, "wrong password!!"), (disabled, accounts.PASSWORD),
+                           ("nobody-at-all", "x" * 12),
+                           ("not a valid name!", "x" * 12)):
+        c = app.server.test_client()
+        verified.clear()
+        resp = _login_as(c, name, password, "192.0.2.7")
+        page = c.get(resp.headers["Location"])
+        answers.append((resp.status_code, resp.headers["Location"], page.status_code, page.get_data(as_text=True)
+                        .replace(re.search(r'name="csrf" value="([^"]+)"', page.get_data(as_text=True)).group(1), "")))
+        assert len(verified) == 1, name  # one argon2 verify, whoever asks
+    assert all(a == answers[0] for a in answers) and "error=failed" in answers[0][1]
+    assert "用户名或密码不正确" in answers[0][3]
+
+
+def test_trust_proxy_is_a_number_of_hops_and_true_false_still_read():
+    from config.settings import Settings
+
+    assert Settings().trust_proxy == 0
+    for given, hops in (("true", 1), ("True", 1), ("false", 0), ("0", 0), ("1", 1), ("2", 2), (True, 1), (False, 0)):
+        assert Settings(trust_proxy=given).trust_proxy == hops, given
+    with pytest.raises(ValueError):
+        Settings(trust_proxy="maybe")
+
+
+@pytest.mark.parametrize("hops", [0, 1, 2])
+def test_a_forged_leftmost_forwarded_for_changes_neither_the_limit_nor_the_audit(settings, engine, hops):
+    from sqlalchemy import text
+
+    from app import create_app
+    from dashboard import auth
+
+    app = create_app(settings.model_copy(update={"trust_proxy": hops}))
+    c = app.server.test_client()
+    # the client 203.0.113.7 reaches the app through `hops` proxies (the last one, 10.0.0.2, is the peer); each
+    # proxy appends the address it saw, so the chain's right end is theirs; the client forges the left end
+    seen = ["203.0.113.7", "10.0.0.1"][:hops]  # what proxy 1 (and 2) appended
+    client = {0: "10.0.0.2", 1: "203.0.113.7", 2: "203.0.113.7"}[hops]  # written by hand: what the app must see
+    codes = []
+    for i in range(auth.ADDRESS_TRIES + 1):
+        forged = f"198.51.100.{i}"
+        c.environ_base.update(REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR=", ".join([forged, *seen]))
+        resp = c.post("/login", data={"username": f"forger{i}", "password": "x" * 12, "csrf": _form_token(c)})
+        codes.append(re.search(r"error=(\w+)", resp.headers["Location"]).group(1))
+    assert codes == ["failed"] * auth.ADDRESS_TRIES + ["rate"]  # one address, however the header is forged
+    with engine.connect() as conn:
+        addresses = {a for (a,) in conn.execute(text("SELECT address FROM audit_log WHERE action = 'login'"))}
+    assert addresses == {client}
 
 
 def test_the_wall_link_is_read_only_and_shows_no_personal_data(app, planted, settings, engine, city):
