@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
@@ -47,11 +48,63 @@ def _alive(url: str) -> bool:
         return False
 
 
+# Durable by default: every write is in the append-only file before its answer goes out (a killed server loses
+# nothing it acknowledged; a machine that loses power, at most the last second), plus RDB snapshots.
+PERSISTENCE_ARGS = ("--appendonly", "yes", "--appendfsync", "everysec", "--appendfilename", "appendonly.aof",
+                    "--save", "900", "1", "--save", "300", "10", "--save", "60", "1000")
+
+
+@dataclass
+class _Embedded:
+    args: list[str]
+    url: str
+    data: Path
+    url_file: Path
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+
+
+_embedded: dict[Path, _Embedded] = {}
+
+
+def persistence(client: redis.Redis) -> tuple[bool | None, str]:
+    """Whether a Redis server keeps what it acknowledged on disk: (True/False, what it does) or (None, why unknown)."""
+    try:
+        aof = client.config_get("appendonly").get("appendonly")
+        save = client.config_get("save").get("save")
+    except redis.RedisError as exc:
+        return None, f"CONFIG GET was refused ({exc})"
+    aof = aof.decode() if isinstance(aof, bytes) else aof
+    save = save.decode() if isinstance(save, bytes) else save
+    if aof != "yes" and not (save or "").strip():
+        return False, "no append-only file (appendonly no) and no RDB save points (save \"\")"
+    return True, f"appendonly {aof}, save {save!r}"
+
+
+def _spawn(e: _Embedded) -> None:
+    sock = e.data / "redis.sock"
+    with contextlib.suppress(FileNotFoundError):
+        sock.unlink()
+    e.proc = subprocess.Popen(e.args, stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 30  # a big append-only file takes a moment to load
+    while not _alive(e.url):
+        if e.proc.poll() is not None or time.monotonic() > deadline:
+            raise ServiceError(f"embedded Redis did not start; see {e.data / 'redis.log'}")
+        time.sleep(0.05)
+    ok, how = persistence(redis.Redis.from_url(e.url, socket_timeout=5))
+    if not ok:
+        raise ServiceError(f"the embedded Redis does not persist ({how}); its data under {e.data} would be lost")
+    e.url_file.write_text(e.url)
+    (e.data / "redis.pid").write_text(str(e.proc.pid))
+
+
 def start_embedded_redis(var_dir: Path) -> str:
     """Start (or reuse) the embedded Redis for ``var_dir`` and return its URL.
 
-    The server writes its data to ``var_dir/redis/`` (RDB snapshots), so a second start keeps
-    the live state. It is stopped when the process that started it exits.
+    The server keeps its data under ``var_dir/redis/`` (an append-only file, fsynced every second, and RDB
+    snapshots: PERSISTENCE_ARGS), checked with CONFIG GET at start, so a killed server comes back with every
+    entry it acknowledged. It is stopped when the process that started it exits; that process can restart it
+    (:func:`restart_embedded_redis_if_dead`) on the same address.
     """
     var_dir.mkdir(parents=True, exist_ok=True)
     url_file = var_dir / "redis.url"
@@ -65,16 +118,13 @@ def start_embedded_redis(var_dir: Path) -> str:
         data = var_dir / "redis"
         data.mkdir(exist_ok=True)
         sock = data / "redis.sock"
-        with contextlib.suppress(FileNotFoundError):
-            sock.unlink()
         # unix socket paths are limited to ~100 bytes; fall back to a TCP port on loopback.
         use_socket = len(str(sock)) < 100
         args = [
             _redis_server_binary(),
             "--dir", str(data),
             "--dbfilename", "dump.rdb",
-            "--save", "60 1000",
-            "--appendonly", "no",
+            *PERSISTENCE_ARGS,
             "--daemonize", "no",
             "--logfile", str(data / "redis.log"),
             "--protected-mode", "yes",
@@ -90,19 +140,15 @@ def start_embedded_redis(var_dir: Path) -> str:
                 port = s.getsockname()[1]
             args += ["--bind", "127.0.0.1", "--port", str(port)]
             url = f"redis://127.0.0.1:{port}/0"
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 15
-        while not _alive(url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise ServiceError(f"embedded Redis did not start; see {data / 'redis.log'}")
-            time.sleep(0.05)
-        url_file.write_text(url)
-        (data / "redis.pid").write_text(str(proc.pid))
-        log.info("embedded Redis %s started (pid %s)", url, proc.pid)
+        e = _Embedded(args, url, data, url_file)
+        _spawn(e)
+        _embedded[var_dir.resolve()] = e
+        log.info("embedded Redis %s started (pid %s), append-only file and snapshots in %s", url, e.proc.pid, data)
 
         def stop() -> None:
-            if proc.poll() is None:
-                with contextlib.suppress(OSError):
+            proc = e.proc
+            if proc is not None and proc.poll() is None:
+                with contextlib.suppress(OSError, redis.RedisError):
                     redis.Redis.from_url(url).shutdown(save=True)
                 try:
                     proc.wait(5)
@@ -114,6 +160,44 @@ def start_embedded_redis(var_dir: Path) -> str:
 
         atexit.register(stop)
         return url
+
+
+def restart_embedded_redis_if_dead(var_dir: Path) -> bool | None:
+    """If this process started the embedded Redis of ``var_dir`` and it has died, start it again on the same
+    address (it reloads its append-only file). True: restarted; False: it runs; None: not ours to watch.
+    Raises ServiceError when it cannot be started (the caller retries with a backoff)."""
+    e = _embedded.get(var_dir.resolve())
+    if e is None or e.proc is None:
+        return None
+    if e.proc.poll() is None:
+        return False
+    code = e.proc.returncode
+    _spawn(e)
+    e.restarts += 1
+    log.warning("embedded Redis had died (exit %s); restarted it on %s (pid %s), data reloaded from %s", code, e.url,
+                e.proc.pid, e.data)
+    return True
+
+
+_checked: set[str] = set()
+
+
+def warn_if_not_durable(client: redis.Redis, url: str) -> None:
+    """One loud warning per process when an external Redis (REDIS_URL) persists nothing."""
+    if url in _checked:
+        return
+    _checked.add(url)
+    try:
+        ok, how = persistence(client)
+    except (redis.RedisError, OSError):  # not reachable now: the callers' own errors say so
+        _checked.discard(url)
+        return
+    if ok is False:
+        log.warning("REDIS_URL's server persists nothing (%s): a restart of it loses every stream entry that was "
+                    "accepted but not yet applied, the live state and every session. Turn on its append-only file "
+                    "(appendonly yes, appendfsync everysec) or save points", how)
+    elif ok is None:
+        log.warning("could not check whether REDIS_URL's server persists its data: %s", how)
 
 
 def redis_url(settings: Settings | None = None) -> str:
@@ -141,6 +225,8 @@ def get_redis(settings: Settings | None = None, *, decode: bool = False) -> redi
             retry_on_timeout=True,
         )
         _clients[key] = client
+        if (settings or get_settings()).redis_url:  # an external server: say so loudly if it keeps nothing
+            warn_if_not_durable(client, url)
     return client
 
 

@@ -3,7 +3,7 @@
 Starts the embedded Redis (unless REDIS_URL is set), migrates the database, then runs the
 worker, the scheduler (SLA sweep, device watch, Open311 polls), the simulator, the MQTT feed when
 MQTT_URL is set, and the web app (gunicorn) as child processes; restarts a
-child that dies; Ctrl-C (or SIGTERM) stops every child cleanly, then Redis (saving its data).
+child that dies, and the embedded Redis when it dies (on the same address, from its append-only file); Ctrl-C (or SIGTERM) stops every child cleanly, then Redis (saving its data).
 
 Feed tokens need no set-up either: without FEED_TOKENS the demo uses ``VAR_DIR/feed-tokens.json``, written once
 with a random token for each of :data:`DEMO_SOURCES` (mode 0600), gives them to its children as FEED_TOKENS and
@@ -121,7 +121,7 @@ def _store_is_empty() -> bool:
 
 
 def run(args) -> int:
-    from config.services import migrate, redis_url
+    from config.services import ServiceError, migrate, redis_url, restart_embedded_redis_if_dead
 
     settings = get_settings()
     try:
@@ -158,9 +158,18 @@ def run(args) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    redis_backoff, redis_next = 1.0, 0.0
     while not stopping:
         time.sleep(0.5)
         now = time.monotonic()
+        if not settings.redis_url and now >= redis_next:
+            try:
+                if restart_embedded_redis_if_dead(settings.var_dir):
+                    redis_backoff = 1.0
+            except ServiceError as exc:
+                log.error("%s; trying again in %.0f s", exc, redis_backoff)
+                redis_next = now + redis_backoff
+                redis_backoff = min(redis_backoff * 2, 30)
         for c in kids:
             if c.proc is not None and c.proc.poll() is not None:
                 log.warning("%s exited with %s; restarting in %.0f s", c.name, c.proc.returncode, c.backoff)

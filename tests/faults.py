@@ -129,14 +129,19 @@ class System:
 
     def pids(self, part: str) -> list[int]:
         """The processes of one part: worker, scheduler, web (the gunicorn master), web-worker, redis."""
+        if part == "redis":  # its process title overwrites its environment: its pid file says which it is
+            try:
+                pid = int((self.var / "redis" / "redis.pid").read_text())
+            except (OSError, ValueError):
+                return []
+            return [pid] if "redis-server" in " ".join(_cmdline(pid)) else []
         sup = self.proc.pid if self.proc else -1
         out = []
         for pid in self.processes():
             cmd = " ".join(_cmdline(pid))
             gunicorn = "gunicorn" in cmd
             if {"worker": f"-m ingest {part}" in cmd, "scheduler": f"-m ingest {part}" in cmd,
-                    "web": gunicorn and _ppid(pid) == sup, "web-worker": gunicorn and _ppid(pid) != sup,
-                    "redis": "redis-server" in cmd}.get(part):
+                    "web": gunicorn and _ppid(pid) == sup, "web-worker": gunicorn and _ppid(pid) != sup}.get(part):
                 out.append(pid)
         return out
 
@@ -164,7 +169,7 @@ class System:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-        for pid in self.processes():  # whatever is left (a test may have killed the supervisor's view of it)
+        for pid in [*self.processes(), *self.pids("redis")]:  # whatever is left (a test may have killed the supervisor's view of it)
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
 
