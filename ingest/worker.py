@@ -181,19 +181,27 @@ class FastWriter:
 
     def insert_returning(self, conn: Connection, table, columns: Sequence[str], rows: Sequence[Sequence[Any]],
                          returning: Sequence[str]) -> list[tuple]:
-        """INSERT rows in multi-row statements with ``RETURNING`` (SQLite ≥ 3.35, PostgreSQL): the returned
-        columns of every new row, in no particular order."""
+        """INSERT rows with ``RETURNING`` (SQLite ≥ 3.35, PostgreSQL): the returned columns of every new row, in
+        no particular order. PostgreSQL: psycopg's pipelined executemany; SQLite: multi-row statements."""
         out: list[tuple] = []
         if not rows:
             return out
         v = self._value
         one = f"({', '.join([self.mark] * len(columns))})"
-        per = max(1, 16_000 // len(columns))  # well under either database's limit of bound parameters
+        head = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES "
+        tail = f" RETURNING {', '.join(returning)}"
+        if self.dialect == "postgresql":
+            cur = conn.connection.driver_connection.cursor()  # the transaction's own connection
+            cur.executemany(head + one + tail, [tuple(v(x) for x in row) for row in rows], returning=True)
+            while True:
+                out.extend(cur.fetchall())
+                if not cur.nextset():
+                    return out
+        per = max(1, 16_000 // len(columns))  # well under SQLite's limit of bound parameters
         for i in range(0, len(rows), per):
             chunk = rows[i : i + per]
-            sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES {', '.join([one] * len(chunk))} "
-                   f"RETURNING {', '.join(returning)}")
-            out.extend(tuple(r) for r in conn.exec_driver_sql(sql, tuple(v(x) for row in chunk for x in row)))
+            out.extend(tuple(r) for r in conn.exec_driver_sql(head + ", ".join([one] * len(chunk)) + tail,
+                                                              tuple(v(x) for row in chunk for x in row)))
         return out
 
     def select_assignments(self, conn: Connection, case_ids: Sequence[int]) -> list[dict[str, Any]]:
