@@ -147,7 +147,14 @@ def fill_store(engine, city, n: int, source: str = "bench", chunk: int = 20_000)
     with engine.begin() as conn:
         if dialect == "postgresql":  # explicit ids: move the sequence past them
             conn.exec_driver_sql("SELECT setval(pg_get_serial_sequence('cases', 'id'), (SELECT max(id) FROM cases))")
-        conn.exec_driver_sql("ANALYZE")
+    # settled as a store that has been running: statistics gathered, the bulk load written out of the WAL
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        if dialect == "postgresql":
+            for t in (Case.__table__.name, CaseEvent.__table__.name, CaseAssignment.__table__.name):
+                conn.exec_driver_sql(f"VACUUM ANALYZE {t}")
+        else:
+            conn.exec_driver_sql("ANALYZE")
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     print(flush=True)
     return time.perf_counter() - started
 
@@ -392,17 +399,26 @@ def main(argv: list[str] | None = None) -> int:
 
     # 6. On a store of N cases ---------------------------------------------------------------------------
     if args.stored:
-        e = fresh()
+        stored = fresh()
         try:
-            empty = apply_rates(e, Worker, args.readings, args.devices, args.events)
-            took = fill_store(e.engine, e.city, args.stored)
+            took = fill_store(stored.engine, stored.city, args.stored)
             line(f"filled with {args.stored:,} cases (bulk SQL)", rate(args.stored, took))
-            full = apply_rates(e, Worker, args.readings, args.devices, args.events)
+            empty, full = [], []
+            for _ in range(args.rounds):  # alternating: the machine's other load falls on both alike
+                e = fresh()
+                try:
+                    empty.append(apply_rates(e, Worker, args.readings, args.devices, args.events))
+                finally:
+                    e.close()
+                full.append(apply_rates(stored, Worker, args.readings, args.devices, args.events))
         finally:
-            e.close()
-        table(f"This worker on an empty {db_kind} store and on {args.stored:,} stored cases",
+            stored.close()
+        best_empty = [max(x[i] for x in empty) for i in (0, 1)]
+        best_full = [max(x[i] for x in full) for i in (0, 1)]
+        table(f"This worker on an empty {db_kind} store and on {args.stored:,} stored cases"
+              f" (best of {args.rounds} alternating rounds)",
               ["empty", f"{args.stored:,} stored", "stored / empty"],
-              [(label, [per_s(empty[i]), per_s(full[i]), f"{full[i] / empty[i]:.0%}"])
+              [(label, [per_s(best_empty[i]), per_s(best_full[i]), f"{best_full[i] / best_empty[i]:.0%}"])
                for i, label in enumerate(("readings → live state", "case events → SQL + live"))])
     print("Targets: readings ≥ 50,000/s to live state; case events ≥ 10,000/s to SQLite; p99 ≤ 1000 ms under 5,000/s.")
     return 0
