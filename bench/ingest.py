@@ -192,12 +192,13 @@ def worker_at(ref: str):
 
     src = subprocess.run(["git", "show", f"{ref}:ingest/worker.py"], cwd=ROOT, check=True, capture_output=True,
                          text=True).stdout
-    path = Path(tempfile.mkdtemp(prefix="gridwatch-worker-")) / f"worker_{ref[:12]}.py"
-    path.write_text(src)
-    spec = importlib.util.spec_from_file_location(f"bench_worker_{ref[:12]}", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up
-    spec.loader.exec_module(mod)
+    with tempfile.TemporaryDirectory(prefix="gridwatch-worker-") as tmp:
+        path = Path(tmp) / f"worker_{ref[:12]}.py"
+        path.write_text(src)
+        spec = importlib.util.spec_from_file_location(f"bench_worker_{ref[:12]}", path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod  # dataclasses look their module up
+        spec.loader.exec_module(mod)
     return mod.Worker
 
 
