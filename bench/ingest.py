@@ -1,6 +1,7 @@
 """Ingest benchmark: prints throughput and latency figures, with baselines from the same run.
 
     python -m bench.ingest [--readings 200000] [--events 50000] [--probes 300] [--load 5000]
+                           [--stored 1000000] [--against REF] [--postgres URL] [--quick]
 
 1. Baselines: raw Redis XADD (pipelined) and raw SQL executemany INSERT.
 2. Sensor readings: publish N through the Producer, then apply them with one worker (live state).
@@ -8,6 +9,12 @@
 4. Latency: a worker process runs while a load process publishes LOAD events/s (sensors and cases);
    probes publish one reading each and time until it shows in the live state.
 
+5. With --against REF: the same readings and case events applied by the worker of git commit REF and by this
+   one, each on a fresh empty store, side by side (alternating rounds).
+6. With --stored N: the store filled with N cases and their timelines by bulk SQL (not through the worker), then
+   the same readings and case events applied on it, next to the same worker's figures on the empty store.
+
+--postgres URL runs on that PostgreSQL database (a schema of its own, dropped at the end).
 Uses REDIS_URL / DATABASE_URL when set; otherwise an embedded Redis and a SQLite file in a temporary folder.
 Not a test: it asserts nothing and prints figures, which vary with the machine's other load.
 """
@@ -19,9 +26,11 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import orjson
 from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine
@@ -34,14 +43,14 @@ PY = sys.executable
 
 
 
-def readings(city, n: int, devices: int, t0: datetime) -> list[dict]:
+def readings(city, n: int, devices: int, t0: datetime, tag: str = "b") -> list[dict]:
     grids = city.geography.areas("grid")
     types = list(city.sensor_types.values())
     devs = []
     for i in range(devices):
         g = grids[i % len(grids)]
         st = types[i % len(types)]
-        devs.append((f"b-{st.code}-{i}", st, g.centroid))
+        devs.append((f"{tag}-{st.code}-{i}", st, g.centroid))
     out = []
     for k in range(n):
         dev, st, (lon, lat) = devs[k % devices]
@@ -72,6 +81,136 @@ def case_events(city, n_events: int, t0: datetime, tag: str) -> list[dict]:
     # Interleave cases as real feeds do, keeping each case's own order.
     out.sort(key=lambda r: (r["occurred_at"], r["external_id"]))
     return out
+
+
+STORED_STEPS = ("report", "register", "dispatch", "accept", "resolve")
+
+
+def fill_store(engine, city, n: int, source: str = "bench", chunk: int = 20_000) -> float:
+    """Store ``n`` resolved cases with their five events and their lead department's assignment, by bulk SQL
+    (executemany on SQLite, COPY on PostgreSQL), showing progress. Returns the seconds it took."""
+    from core import lifecycle
+    from core.lifecycle import Action
+    from core.models import Case, CaseAssignment, CaseEvent, to_db_time
+    from ingest.worker import _CASE_COLUMNS, _EVENT_COLUMNS
+
+    dialect = engine.dialect.name
+    grids = city.geography.areas("grid")
+    cats = [c for c in city.categories.values() if not c.sensor_only]
+    deps = list(city.departments)
+    status, path = None, []
+    for step in STORED_STEPS:
+        after = lifecycle.apply(status, Action(step)).status.value
+        path.append((step, status, after))
+        status = after
+    t0 = datetime.now(UTC) - timedelta(days=400)
+    tm = (lambda v: to_db_time(v, "sqlite")) if dialect == "sqlite" else (lambda v: v)
+    a_cols = ("case_id", "department", "role", "grid_code", "assigned_at", "due_at", "accepted_at",
+              "accepted_on_time", "resolved_at", "resolved_on_time", "finished_at", "handling_s")
+    with engine.connect() as conn:
+        first = (conn.exec_driver_sql("SELECT max(id) FROM cases").scalar() or 0) + 1
+    started = time.perf_counter()
+    for lo in range(0, n, chunk):
+        cases, events, assigned = [], [], []
+        for i in range(lo, min(n, lo + chunk)):
+            cid = first + i
+            g = grids[i % len(grids)]
+            cat = cats[i % len(cats)]
+            dep = deps[i % len(deps)]
+            at = t0 + timedelta(seconds=30 * i)
+            times = [at + timedelta(minutes=10 * j) for j in range(len(STORED_STEPS))]
+            due = at + timedelta(days=3)
+            row = {"source": source, "external_id": f"stored-{i}", "category": cat.code, "grade": cat.default_grade,
+                   "title": f"存量案件 {i}", "description": "路面破损，影响通行，请尽快处理。", "address": f"{g.name} {i % 97} 号",
+                   "reporter_name": None, "reporter_phone": None, "lon": g.centroid[0], "lat": g.centroid[1],
+                   "district_code": city.county_code, "street_code": g.code[:9], "community_code": g.code[:12],
+                   "grid_code": g.code, "located": True, "status": status, "departments": f'["{dep}"]',
+                   "onsite": False, "overdue": False, "due_provisional": False, "suspended_at": None, "warned": False,
+                   "escalated": False, "rating": None, "flags": None, "reported_at": tm(at),
+                   "accept_due_at": tm(at + timedelta(hours=2)), "due_at": tm(due), "accepted_at": tm(times[3]),
+                   "resolved_at": tm(times[4]), "closed_at": None, "dispatched_at": tm(times[2]), "evaluated_at": None,
+                   "updated_at": tm(times[4]), "created_at": tm(at)}
+            cases.append((cid, *(row[c] for c in _CASE_COLUMNS)))
+            for (step, before, after), when in zip(path, times, strict=True):
+                events.append((cid, step, step, source, tm(when), tm(when), before, after, None,
+                               f'["{dep}"]' if step == "dispatch" else None, None, None,
+                               tm(due) if step == "report" else None))
+            assigned.append((cid, dep, "lead", g.code, tm(times[2]), tm(at + timedelta(hours=2)), tm(times[3]), True,
+                             tm(times[4]), True, tm(times[4]), (times[4] - times[2]).total_seconds()))
+        with engine.begin() as conn:
+            _bulk(conn, Case.__table__.name, ("id", *_CASE_COLUMNS), cases)
+            _bulk(conn, CaseEvent.__table__.name, _EVENT_COLUMNS, events)
+            _bulk(conn, CaseAssignment.__table__.name, a_cols, assigned)
+        done = min(n, lo + chunk)
+        took = time.perf_counter() - started
+        print(f"\r  filling the store: {done:,} / {n:,} cases ({done / took:,.0f}/s)", end="", flush=True)
+    with engine.begin() as conn:
+        if dialect == "postgresql":  # explicit ids: move the sequence past them
+            conn.exec_driver_sql("SELECT setval(pg_get_serial_sequence('cases', 'id'), (SELECT max(id) FROM cases))")
+    # settled as a store that has been running: statistics gathered, the bulk load written out of the WAL
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        if dialect == "postgresql":
+            for t in (Case.__table__.name, CaseEvent.__table__.name, CaseAssignment.__table__.name):
+                conn.exec_driver_sql(f"VACUUM ANALYZE {t}")
+        else:
+            conn.exec_driver_sql("ANALYZE")
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    print(flush=True)
+    return time.perf_counter() - started
+
+
+def _bulk(conn, table: str, columns, rows) -> None:
+    if conn.dialect.name == "postgresql":
+        cur = conn.connection.driver_connection.cursor()
+        with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+    else:
+        marks = ", ".join(["?"] * len(columns))
+        conn.exec_driver_sql(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+
+
+def apply_rates(env, worker_cls, n_readings: int, devices: int, n_events: int) -> tuple[float, float]:
+    """(readings/s, case events/s) one worker of ``worker_cls`` applies on ``env``'s store: fresh devices and cases."""
+    from ingest.streams import Producer
+
+    tag = uuid.uuid4().hex[:6]
+    producer = Producer(env.r, env.settings, source="bench")
+    worker = worker_cls(env.city, env.settings, env.engine, env.r, name=f"bench-{tag}")
+    producer.sensors(readings(env.city, n_readings, devices, datetime.now(UTC) - timedelta(hours=2), f"r{tag}"))
+    took = drain(worker)
+    r_rate = worker.totals.readings / took
+    producer.cases(case_events(env.city, n_events, datetime.now(UTC) - timedelta(hours=3), f"c{tag}"))
+    before = worker.totals.applied
+    took = drain(worker)
+    return r_rate, (worker.totals.applied - before) / took
+
+
+def worker_at(ref: str):
+    """The Worker class of ingest/worker.py as it was at git commit ``ref`` (the rest of the code as it is now)."""
+    import importlib.util
+
+    src = subprocess.run(["git", "show", f"{ref}:ingest/worker.py"], cwd=ROOT, check=True, capture_output=True,
+                         text=True).stdout
+    with tempfile.TemporaryDirectory(prefix="gridwatch-worker-") as tmp:
+        path = Path(tmp) / f"worker_{ref[:12]}.py"
+        path.write_text(src)
+        spec = importlib.util.spec_from_file_location(f"bench_worker_{ref[:12]}", path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod  # dataclasses look their module up
+        spec.loader.exec_module(mod)
+    return mod.Worker
+
+
+def table(title: str, cols: list[str], rows: list[tuple[str, list[str]]]) -> None:
+    print(title)
+    print(f"  {'':<30}" + "".join(f"{c:>20}" for c in cols))
+    for label, values in rows:
+        print(f"  {label:<30}" + "".join(f"{v:>20}" for v in values), flush=True)
+
+
+def per_s(x: float) -> str:
+    return f"{x:,.0f}/s"
 
 
 def drain(worker) -> float:
@@ -123,17 +262,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--events", type=int, default=50_000, help="case events to publish and apply")
     ap.add_argument("--probes", type=int, default=300, help="latency probes")
     ap.add_argument("--load", type=int, default=5_000, help="background events/s during the latency probes")
+    ap.add_argument("--stored", type=int, default=0, help="also measure on a store filled with this many cases")
+    ap.add_argument("--against", metavar="REF", help="also measure the worker of this git commit, side by side")
+    ap.add_argument("--rounds", type=int, default=2, help="alternating rounds of the --against comparison")
+    ap.add_argument("--postgres", metavar="URL", help="run on this PostgreSQL database instead of SQLite")
+    ap.add_argument("--quick", action="store_true", help="small sizes: a check that the benchmark runs")
     ap.add_argument("--role", default="main", help=argparse.SUPPRESS)
     ap.add_argument("--rate", type=float, default=5000, help=argparse.SUPPRESS)
     ap.add_argument("--seconds", type=float, default=20, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.role == "load":
         return load_process(args)
+    if args.quick:
+        args.readings, args.devices, args.events = 4_000, 500, 2_500
+        args.probes, args.load, args.rounds = 20, 500, 1
+        args.stored = min(args.stored, 5_000)
 
     from ingest.streams import Producer, StreamNames
     from ingest.worker import Worker, tune_gc
 
-    env = bench_env("bench", stream_maxlen=2_000_000)
+    env = bench_env("bench", stream_maxlen=2_000_000, database_url=args.postgres)
     tmp, settings, r, engine, city = env.tmp, env.settings, env.r, env.engine, env.city
     names = StreamNames.of(settings)
     db_kind = engine.dialect.name
@@ -197,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Publish → live-state latency with {args.load:,} events/s of background load")
     child = child_env(settings)
     wproc = subprocess.Popen([PY, "-m", "ingest", "worker"], cwd=ROOT, env=child)
-    seconds = max(10.0, args.probes / 20 + 5)
+    seconds = 4.0 if args.quick else max(10.0, args.probes / 20 + 5)
     lproc = subprocess.Popen([PY, "-m", "bench.ingest", "--role", "load", "--rate", str(args.load),
                               "--seconds", str(seconds)], cwd=ROOT, env=child, stdout=subprocess.PIPE, text=True)
     time.sleep(3)  # let the worker start and the load settle
@@ -229,6 +377,50 @@ def main(argv: list[str] | None = None) -> int:
     wproc.terminate()
     wproc.wait(15)
     env.close()
+
+    def fresh():
+        return bench_env("bench", stream_maxlen=2_000_000, database_url=args.postgres)
+
+    # 5. Against another commit's worker ----------------------------------------------------------------
+    if args.against:
+        old_cls = worker_at(args.against)
+        figures = {"old": [], "new": []}
+        for _ in range(args.rounds):
+            for which, cls in (("old", old_cls), ("new", Worker)):
+                e = fresh()
+                try:
+                    figures[which].append(apply_rates(e, cls, args.readings, args.devices, args.events))
+                finally:
+                    e.close()
+        best = {k: (max(x[0] for x in v), max(x[1] for x in v)) for k, v in figures.items()}
+        table(f"This worker against {args.against}'s, empty {db_kind} store (best of {args.rounds} alternating rounds)",
+              [args.against[:12], "this", "this / that"],
+              [(label, [per_s(best["old"][i]), per_s(best["new"][i]), f"{best['new'][i] / best['old'][i]:.0%}"])
+               for i, label in enumerate(("readings → live state", "case events → SQL + live"))])
+
+    # 6. On a store of N cases ---------------------------------------------------------------------------
+    if args.stored:
+        stored = fresh()
+        try:
+            took = fill_store(stored.engine, stored.city, args.stored)
+            line(f"filled with {args.stored:,} cases (bulk SQL)", rate(args.stored, took))
+            empty, full = [], []
+            for _ in range(args.rounds):  # alternating: the machine's other load falls on both alike
+                e = fresh()
+                try:
+                    empty.append(apply_rates(e, Worker, args.readings, args.devices, args.events))
+                finally:
+                    e.close()
+                full.append(apply_rates(stored, Worker, args.readings, args.devices, args.events))
+        finally:
+            stored.close()
+        best_empty = [max(x[i] for x in empty) for i in (0, 1)]
+        best_full = [max(x[i] for x in full) for i in (0, 1)]
+        table(f"This worker on an empty {db_kind} store and on {args.stored:,} stored cases"
+              f" (best of {args.rounds} alternating rounds)",
+              ["empty", f"{args.stored:,} stored", "stored / empty"],
+              [(label, [per_s(best_empty[i]), per_s(best_full[i]), f"{best_full[i] / best_empty[i]:.0%}"])
+               for i, label in enumerate(("readings → live state", "case events → SQL + live"))])
     print("Targets: readings ≥ 50,000/s to live state; case events ≥ 10,000/s to SQLite; p99 ≤ 1000 ms under 5,000/s.")
     return 0
 

@@ -141,15 +141,19 @@ class FastWriter:
         conn.exec_driver_sql(sql, rows)
 
     def select_cases(self, conn: Connection, keys: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
-        """Whole case rows for (source, external id) keys, as Python values."""
+        """Whole case rows for (source, external id) keys, as Python values.
+
+        One ``source = ? AND external_id IN (...)`` per source and chunk: a search of the unique index on
+        SQLite and PostgreSQL alike, where a row-value ``IN (VALUES ...)`` scans the whole index on SQLite.
+        """
         out = []
         names = _CASE_ALL
         sqlite_ = self.dialect == "sqlite"
-        for i in range(0, len(keys), 400):
-            chunk = keys[i : i + 400]
-            values = ", ".join([f"({self.mark}, {self.mark})"] * len(chunk))
-            sql = f"SELECT {', '.join(names)} FROM cases WHERE (source, external_id) IN (VALUES {values})"
-            for row in conn.exec_driver_sql(sql, tuple(x for k in chunk for x in k)):
+        by_source: dict[str, list[str]] = defaultdict(list)
+        for source, external_id in keys:
+            by_source[source].append(external_id)
+        for sql, params in self.case_lookups(by_source):
+            for row in conn.exec_driver_sql(sql, params):
                 case = dict(zip(names, row, strict=True))
                 if sqlite_:
                     _from_sqlite(case, _CASE_TIMES, _CASE_BOOLS)
@@ -158,6 +162,52 @@ class FastWriter:
                 else:
                     case["departments"] = case["departments"] or []
                 out.append(case)
+        return out
+
+    def case_lookups(self, by_source: dict[str, Sequence[str]]) -> list[tuple[str, tuple]]:
+        """The statements ``select_cases`` issues, with their parameters, for external ids grouped by source."""
+        out = []
+        m = self.mark
+        for source, ids in by_source.items():
+            for i in range(0, len(ids), _CHUNK):
+                chunk = ids[i : i + _CHUNK]
+                out.append((f"SELECT {', '.join(_CASE_ALL)} FROM cases WHERE source = {m} AND external_id IN "
+                            f"({', '.join([m] * len(chunk))})", (source, *chunk)))
+        return out
+
+    def event_lookups(self, case_ids: Sequence[int]) -> list[tuple[str, tuple]]:
+        """Statements for the (case id, event key) pairs of these cases: a search of the unique index per case.
+
+        By case id alone: ``AND event_key IN (...)`` as well would search every (case, key) pair of the batch,
+        as many as cases × distinct keys; a case holds a few events, all read from the index alone.
+        """
+        m = self.mark
+        return [(f"SELECT case_id, event_key FROM case_events WHERE case_id IN ({', '.join([m] * len(chunk))})",
+                 tuple(chunk)) for chunk in (case_ids[i : i + _CHUNK] for i in range(0, len(case_ids), _CHUNK))]
+
+    def insert_returning(self, conn: Connection, table, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+                         returning: Sequence[str]) -> list[tuple]:
+        """INSERT rows with ``RETURNING`` (SQLite ≥ 3.35, PostgreSQL): the returned columns of every new row, in
+        no particular order. PostgreSQL: psycopg's pipelined executemany; SQLite: multi-row statements."""
+        out: list[tuple] = []
+        if not rows:
+            return out
+        v = self._value
+        one = f"({', '.join([self.mark] * len(columns))})"
+        head = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES "
+        tail = f" RETURNING {', '.join(returning)}"
+        if self.dialect == "postgresql":
+            cur = conn.connection.driver_connection.cursor()  # the transaction's own connection
+            cur.executemany(head + one + tail, [tuple(v(x) for x in row) for row in rows], returning=True)
+            while True:
+                out.extend(cur.fetchall())
+                if not cur.nextset():
+                    return out
+        per = max(1, 16_000 // len(columns))  # well under SQLite's limit of bound parameters
+        for i in range(0, len(rows), per):
+            chunk = rows[i : i + per]
+            out.extend(tuple(r) for r in conn.exec_driver_sql(head + ", ".join([one] * len(chunk)) + tail,
+                                                              tuple(v(x) for row in chunk for x in row)))
         return out
 
     def select_assignments(self, conn: Connection, case_ids: Sequence[int]) -> list[dict[str, Any]]:
@@ -186,6 +236,7 @@ class FastWriter:
                              [tuple(v(x) for x in row) for row in rows])
 
 
+_CHUNK = 400  # keys per lookup statement
 _CASE_ALL = tuple(c.name for c in Case.__table__.columns)
 _CASE_COLUMNS = tuple(c for c in _CASE_ALL if c != "id")
 _CASE_TIMES = tuple(c.name for c in Case.__table__.columns if isinstance(c.type, UTCDateTime))
@@ -434,14 +485,9 @@ class Applier:
             cases[(row["source"], row["external_id"])] = row
         seen: set[tuple[int, str]] = set()
         ids = [c["id"] for c in cases.values()]
-        event_keys = list({ev.key for _, ev in items})
-        for i in range(0, len(ids), 400):
-            rows = conn.execute(
-                select(CaseEvent.case_id, CaseEvent.event_key).where(
-                    CaseEvent.case_id.in_(ids[i : i + 400]), CaseEvent.event_key.in_(event_keys)
-                )
-            )
-            seen.update((r[0], r[1]) for r in rows)
+        event_keys = {ev.key for _, ev in items}
+        for sql, params in fast.event_lookups(ids):
+            seen.update((r[0], r[1]) for r in conn.exec_driver_sql(sql, params) if r[1] in event_keys)
 
         now_db = self.fast.time(now)
         to_db = self.fast.time
@@ -564,13 +610,11 @@ class Applier:
                 conn.execute(delete(HeldEvent).where(HeldEvent.id.in_(done_held[i : i + 400])))
 
         if new_keys:
-            fast.insert(conn, Case.__table__, _CASE_COLUMNS, [tuple(cases[ck][c] for c in _CASE_COLUMNS) for ck in new_keys])
-            for i in range(0, len(new_keys), 400):
-                chunk = new_keys[i : i + 400]
-                for row in conn.execute(
-                    select(Case.id, Case.source, Case.external_id).where(tuple_(Case.source, Case.external_id).in_(chunk))
-                ):
-                    cases[(row.source, row.external_id)]["id"] = row.id
+            for case_id, source, external_id in fast.insert_returning(
+                conn, Case.__table__, _CASE_COLUMNS, [tuple(cases[ck][c] for c in _CASE_COLUMNS) for ck in new_keys],
+                ("id", "source", "external_id"),
+            ):
+                cases[(source, external_id)]["id"] = case_id
         if modified:
             fast.update_by_id(conn, Case.__table__, _MUTABLE,
                               [(*(cases[ck][k] for k in _MUTABLE), cases[ck]["id"]) for ck in modified])
