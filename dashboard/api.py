@@ -17,6 +17,7 @@ from flask import Blueprint, Response, request
 from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
 
+from core.cells import neutralise
 from core.geography import LEVELS, level_of
 from core.lifecycle import OPEN_STATUSES, Status
 from core.whistle import whistle_reports
@@ -445,8 +446,8 @@ def blueprint() -> Blueprint:
             if isinstance(v, datetime):
                 return v.astimezone(UTC).isoformat()
             if isinstance(v, list):
-                return " ".join(map(str, v))
-            return "" if v is None else v
+                return neutralise(" ".join(map(str, v)))
+            return "" if v is None else neutralise(v)  # a title such as "=HYPERLINK(...)" stays text in a spreadsheet
 
         def rows():
             buf = io.StringIO()

@@ -22,6 +22,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from core.cells import neutralise
 from core.records import CITY_TZ
 
 log = logging.getLogger(__name__)
@@ -271,7 +272,7 @@ def write_xlsx(b: Briefing, path: Path) -> Path:
         for cell in ws[1]:
             cell.font = Font(bold=True)
         for row in rows:
-            ws.append(row)
+            ws.append([neutralise(v) for v in row])  # a title such as "=HYPERLINK(...)" stays text
         for col, fmt in (formats or {}).items():
             for (cell,) in ws.iter_rows(min_row=2, min_col=col, max_col=col):
                 cell.number_format = fmt
