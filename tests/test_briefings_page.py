@@ -291,14 +291,17 @@ def test_busy_a_missing_font_and_a_failure_are_said_and_leave_nothing(app, setti
         page.run_job(engine, r, settings, city, job, "day", day, district)
         return page.job_state(r, settings, job)
 
-    # the same briefing being written by another request: its claim is there
+    # the same briefing being written by another request: it holds the claim (a lock on the claim file)
+    import fcntl
+
     folder.mkdir(parents=True)
-    claim.write_text("12345\n")
-    state = run()
-    assert state["state"] == "busy"
-    assert _files_under(settings) == ["day", f"day/{claim.name}"]  # nothing but the other request's claim
-    assert t["br_busy"] in _json(page.status_view(state, city.geography, t))
-    claim.unlink()
+    with open(claim, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        state = run()
+        assert state["state"] == "busy"
+        assert _files_under(settings) == ["day", f"day/{claim.name}"]  # nothing but the other request's claim
+        assert t["br_busy"] in _json(page.status_view(state, city.geography, t))
+        claim.unlink()
 
     def no_font(b, path):
         raise briefing.FontMissing("no Chinese font is installed, so the PDF would print boxes; install one, e.g. "
