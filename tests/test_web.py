@@ -133,3 +133,50 @@ def test_api_answers_503_while_the_sql_store_is_away(settings, r, engine, tmp_pa
     got = orjson.loads(resp.data)
     assert "database" in got["error"] and "DATABASE_URL" in got["fix"]
     assert "Traceback" not in caplog.text and not [rec for rec in caplog.records if rec.exc_info]
+
+
+# --------------------------------------------------------------------------- the pages under the CSP, in Chromium
+
+CSP_WATCH = ("window.__csp=[];document.addEventListener('securitypolicyviolation',function(e){"
+             "window.__csp.push(e.violatedDirective+' '+e.blockedURI+' '+(e.sample||''));});")
+PAGES = {  # a page, and what shows that its callbacks ran (Dash drew it, its figures and map are there)
+    "/": "document.querySelectorAll('.leaflet-container').length > 0 && document.querySelectorAll('.dr').length > 0",
+    "/screen": "document.querySelectorAll('#scr-kpis *').length > 0 && document.querySelectorAll('.leaflet-container').length > 0",
+    "/case/{id}": "document.querySelectorAll('.case-title').length > 0",
+    "/briefings": "document.querySelectorAll('#br-go').length > 0",
+}
+
+
+@pytest.fixture
+def csp_server(settings, r, engine, city):
+    from ingest.streams import Producer
+    from tests.browser import LiveServer
+    from tests.test_case_page import full_case, late_case
+
+    Producer(r, settings, source="t").cases(full_case(city) + late_case(city))
+    srv = LiveServer(settings, engine, r, city, role="admin")
+    srv.start()
+    yield srv
+    srv.close()
+
+
+def test_the_main_pages_render_under_the_csp_in_chromium(csp_server, browser, engine):
+    from sqlalchemy import text
+
+    from tests.browser import errors, wait
+
+    browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": CSP_WATCH})
+    assert wait(lambda: engine.connect().execute(text("SELECT count(*) FROM cases")).scalar() >= 2, 20)
+    case_id = engine.connect().execute(text("SELECT id FROM cases ORDER BY id LIMIT 1")).scalar()
+    for path, drawn in PAGES.items():
+        csp_server.open(browser, path.format(id=case_id))
+        assert wait(lambda drawn=drawn: browser.execute_script(f"return {drawn};"), 30), path
+        violations = browser.execute_script("return window.__csp || [];")
+        logged = [e for e in errors(browser) if "Content Security Policy" in e or "Refused to" in e]
+        assert violations == [] and logged == [], (path, violations, logged)
+        # and the policy is in force: a script injected into the page does not run
+        browser.execute_script("var s=document.createElement('script');s.textContent='window.__ran=1;';"
+                               "document.body.appendChild(s);")
+        assert browser.execute_script("return window.__ran === undefined;"), path
+        assert wait(lambda: browser.execute_script("return window.__csp.length;") == 1, 5), path
+        browser.get_log("browser")  # that refusal is expected: not the next page's
