@@ -21,13 +21,14 @@ import logging
 import orjson
 import redis
 from dash.exceptions import DependencyException
-from flask import Response, abort, current_app, request
+from flask import Response, current_app, request
 from sqlalchemy.exc import OperationalError
 
 from dashboard import context
 
 log = logging.getLogger(__name__)
 
+NOT_FOUND = "not found\n"
 STATIC_PREFIXES = ("/assets/", "/_dash-component-suites/", "/_favicon.ico", "/favicon.ico")
 
 
@@ -36,6 +37,10 @@ def odd_path(path: str) -> bool:
     if "\\" in path or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in path):
         return True
     return any(seg in ("..", ".") for seg in path.split("/"))
+
+
+def not_found() -> Response:
+    return Response(NOT_FOUND, status=404, mimetype="text/plain")
 
 
 def policy(hashes: list[str]) -> str:
@@ -80,7 +85,7 @@ def install(server) -> None:
     @server.before_request
     def _guard():
         if odd_path(request.path):
-            abort(404)
+            return not_found()
 
     @server.after_request
     def _headers(resp: Response):
@@ -95,7 +100,7 @@ def install(server) -> None:
     @server.errorhandler(DependencyException)
     def _unknown_asset(exc):
         log.info("404 %s: %s", request.path[:200], str(exc).splitlines()[0][:120])
-        return Response("not found\n", status=404, mimetype="text/plain")
+        return not_found()
 
     @server.errorhandler(redis.ConnectionError)
     @server.errorhandler(redis.TimeoutError)
