@@ -18,7 +18,7 @@ from flask import Flask
 from config.city import load_city
 from config.settings import Settings, get_settings
 from core import access
-from dashboard import api, auth, callbacks, context, i18n
+from dashboard import api, auth, callbacks, context, i18n, web
 from ingest.feeds import push
 from layouts import briefings, case, compare, drill, live, screen
 
@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None) -> dash.Dash:
     district = load_city(settings.city_dir).geography.district
     server = Flask(__name__)
     server.config[context.SETTINGS_KEY] = settings
+    web.install(server)  # odd paths refused before anything else; headers; 503 while Redis or SQL is away
     auth.install(server)  # the gate before every route: a session, the role's permission, CSRF on posts
     server.register_blueprint(api.blueprint())
     server.register_blueprint(push.blueprint(context.city, context.redis_client, context.settings))
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None) -> dash.Dash:
                            ("compare", compare.register), ("briefings", briefings.register)):
         with auth.callbacks_of(app, kind):
             register(app)
+    server.config[web.CSP_HASHES] = app.csp_hashes()  # Dash's inline scripts, allowed by hash in the CSP
     return app
 
 

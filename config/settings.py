@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     max_payload_bytes: int = Field(64 * 1024, description="largest single record accepted")
     max_push_bytes: int = Field(8 * 1024 * 1024, description="largest HTTP push body accepted")
     max_push_items: int = Field(5000, description="most items in one HTTP push")
+    retry_after_s: int = Field(10, ge=1, description="Retry-After (seconds) of a 503 while Redis or SQL is away")
     log_level: str = Field("INFO", description="logging level")
     # Feeds
     mqtt_url: str | None = Field(None, description="MQTT broker, e.g. mqtt://user:pass@127.0.0.1:1883; unset: no MQTT feed")

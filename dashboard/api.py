@@ -13,12 +13,11 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
-import redis
 from flask import Blueprint, Response, request
 from sqlalchemy import text
-from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
+from core.cells import neutralise
 from core.geography import LEVELS, level_of
 from core.lifecycle import OPEN_STATUSES, Status
 from core.whistle import whistle_reports
@@ -26,7 +25,6 @@ from dashboard import auth, context, live, queries
 
 log = logging.getLogger(__name__)
 
-RETRY_AFTER_S = 5  # what a 503 asks a client to wait while Redis or SQL is away
 LAG_DEGRADED = 10_000  # entries waiting in a stream before /healthz says "degraded"
 STATUS_WORDS = {"open": sorted(s.value for s in OPEN_STATUSES)}
 
@@ -341,24 +339,6 @@ def blueprint() -> Blueprint:
             return _error(exc.code or 500, f"{exc.name}: the server failed; see its log")
         return _error(exc.code or 400, f"{exc.name}: {exc.description}")
 
-    @bp.app_errorhandler(redis.RedisError)
-    @bp.app_errorhandler(OperationalError)
-    @bp.app_errorhandler(InterfaceError)
-    def _store_away(exc: Exception):
-        # Redis or the SQL database is away (or refusing writes): a 503 the client can act on, never a 500.
-        part = "Redis (the streams, sessions and live state)" if isinstance(exc, redis.RedisError) else "the SQL database"
-        log.warning("%s %s: %s is not available: %s", request.method, request.path, part, type(exc).__name__)
-        message = (f"{part} is not available right now; nothing of this request was stored. Send it again after "
-                   f"{RETRY_AFTER_S} seconds (the same events sent again change nothing); if this goes on, check "
-                   "/healthz/ready and the server's log")
-        if request.path.startswith("/api/") or request.path.startswith("/healthz") or request.path.startswith("/_dash"):
-            resp = _error(503, message)
-        else:
-            resp = Response(f"<!doctype html><meta charset=utf-8><title>503</title><p>服务暂时不可用，请稍后重试。</p>"
-                            f"<p>{message}</p>", status=503, mimetype="text/html")
-        resp.headers["Retry-After"] = str(RETRY_AFTER_S)
-        return resp
-
     @bp.get("/api/<path:rest>")
     def unknown_route(rest: str):
         # Without this, the Dash page's catch-all route would answer unknown API paths with HTML.
@@ -466,8 +446,8 @@ def blueprint() -> Blueprint:
             if isinstance(v, datetime):
                 return v.astimezone(UTC).isoformat()
             if isinstance(v, list):
-                return " ".join(map(str, v))
-            return "" if v is None else v
+                return neutralise(" ".join(map(str, v)))
+            return "" if v is None else neutralise(v)  # a title such as "=HYPERLINK(...)" stays text in a spreadsheet
 
         def rows():
             buf = io.StringIO()

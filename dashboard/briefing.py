@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import fcntl
 import logging
 import os
 import sys
@@ -22,6 +23,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from core.cells import neutralise
 from core.records import CITY_TZ
 
 log = logging.getLogger(__name__)
@@ -271,7 +273,7 @@ def write_xlsx(b: Briefing, path: Path) -> Path:
         for cell in ws[1]:
             cell.font = Font(bold=True)
         for row in rows:
-            ws.append(row)
+            ws.append([neutralise(v) for v in row])  # a title such as "=HYPERLINK(...)" stays text
         for col, fmt in (formats or {}).items():
             for (cell,) in ws.iter_rows(min_row=2, min_col=col, max_col=col):
                 cell.number_format = fmt
@@ -374,9 +376,6 @@ def writer(fmt: str) -> Callable[[Briefing, Path], Path]:
 
 # --------------------------------------------------------------------------- the archive
 
-LOCK_STALE_S = 3600  # a claim older than this was left by a process that died: it may be taken over
-
-
 def due(kind: str, today: date) -> date | None:
     """A day of the period the scheduled run on ``today`` archives: yesterday for the daily; last week on Mondays;
     last month on the 1st; None when there is nothing to do today."""
@@ -402,31 +401,33 @@ class Busy(RuntimeError):
 
 
 @contextlib.contextmanager
-def _claim(base: Path, now: datetime):
-    """Hold the claim file ``<base>.claim`` while writing ``base``'s files: the first process to create it works,
-    another gets Busy; a claim older than LOCK_STALE_S was left by a process that died and is taken over."""
+def _claim(base: Path):
+    """Hold the claim on ``base`` while writing its files: an exclusive flock on ``<base>.claim``, taken without
+    waiting — another process (or thread) holding it gets Busy. The kernel drops the lock when its process dies,
+    however it dies, so a killed writer blocks nobody: the next request takes the claim at once. The file is removed
+    while still locked; a process that opened the removed file sees it is no longer the path's and tries again."""
     claim = base.with_name(base.name + ".claim")
-    try:
-        fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
+    while True:
+        fd = os.open(claim, os.O_CREAT | os.O_WRONLY, 0o644)
         try:
-            age = now.timestamp() - claim.stat().st_mtime
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise Busy(f"{base.name} is being written by another process") from None
+        try:
+            same = os.stat(claim).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
-            age = 0
-        if age < LOCK_STALE_S:
-            raise Busy(f"{base.name} is being written by another process") from None
-        log.warning("briefing %s: taking over a claim left %.0f s ago", base.name, age)
-        claim.unlink(missing_ok=True)
-        try:
-            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            raise Busy(f"{base.name} is being written by another process") from None
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder before us removed this file as it finished: claim the path's new file
     try:
+        os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
-        os.close(fd)
         yield
     finally:
         claim.unlink(missing_ok=True)
+        os.close(fd)
 
 
 def produce(engine, r, settings, city, kind: str, day: date, area_code: str | None, folder: Path, *,
@@ -445,7 +446,7 @@ def produce(engine, r, settings, city, kind: str, day: date, area_code: str | No
     area, p = requested(city, kind, day, area_code, now)  # a checked request names the claim and the files
     folder.mkdir(parents=True, exist_ok=True)
     base = folder / stem(kind, p.label, area.code)
-    with _claim(base, now):
+    with _claim(base):
         if skip_archived and all(base.with_name(f"{base.name}.{f}").exists() for f in formats):
             return []
         tell("read", 0.0)
