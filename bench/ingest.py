@@ -404,6 +404,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             took = fill_store(stored.engine, stored.city, args.stored)
             line(f"filled with {args.stored:,} cases (bulk SQL)", rate(args.stored, took))
+            from ingest.rebuild import rebuild_live
+
+            t = time.perf_counter()
+            rebuild_live(stored.engine, stored.r, stored.settings.stream_prefix, stored.city.county_code)
+            line("its live state rebuilt from SQL (rebuild-live)", rate(args.stored, time.perf_counter() - t))
             empty, full = [], []
             for _ in range(args.rounds):  # alternating: the machine's other load falls on both alike
                 e = fresh()

@@ -1,4 +1,4 @@
-"""Command line: ``python -m ingest {worker,scheduler,simulate,demo,dead}``. Each has --help."""
+"""Command line: ``python -m ingest {worker,scheduler,simulate,demo,dead,rebuild-live,…}``. Each has --help."""
 
 from __future__ import annotations
 
@@ -118,6 +118,49 @@ def cmd_redrive(args) -> int:
     return 0
 
 
+def cmd_rebuild_live(args) -> int:
+    import time
+
+    import orjson
+
+    from config.city import get_city
+    from config.services import get_engine, get_redis, migrate
+    from config.settings import get_settings
+    from ingest import rebuild
+
+    settings = get_settings()
+    r = get_redis(settings)
+    prefix = settings.stream_prefix
+    if args.here:
+        migrate()
+
+        def progress(done: int, total: int) -> None:
+            print(f"\r  {done:,} of {total:,} cases", end="", file=sys.stderr, flush=True)
+
+        report = rebuild.rebuild_live(get_engine(settings), r, prefix, get_city().county_code, progress)
+        print(file=sys.stderr)
+        print(orjson.dumps(report).decode())
+        return 0
+    r.delete(rebuild.progress_key(prefix))
+    r.set(rebuild.request_key(prefix), "1")
+    print("asked the worker to rebuild the live state from SQL (between two of its batches)…", file=sys.stderr)
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        raw = r.get(rebuild.progress_key(prefix))
+        state = orjson.loads(raw) if raw else {}
+        if state.get("finished"):
+            print(file=sys.stderr)
+            print(orjson.dumps(state).decode())
+            return 0
+        if state:
+            print(f"\r  {state.get('done', 0):,} of {state.get('total', 0):,} cases", end="", file=sys.stderr,
+                  flush=True)
+        time.sleep(0.5)
+    print(f"\nno worker answered within {args.timeout:g} s: is one running (python -m ingest worker)? Without a "
+          "worker, rebuild here with --here", file=sys.stderr)
+    return 1
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ingest", description="Gridwatch ingest: workers, scheduler, feeds.")
     p.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING")
@@ -172,6 +215,17 @@ def parser() -> argparse.ArgumentParser:
                    help="hours of simulated history to publish first when the store is empty (default 2; 0 for none)")
     d.add_argument("--access-log", action="store_true", help="print web access logs")
     d.set_defaults(func=cmd_demo)
+
+    rl = sub.add_parser("rebuild-live", help="rebuild the live state (counters, recent reports, alarms) from SQL",
+                        description="Rebuild the live state in Redis (every area's counters, the recent reports and "
+                                    "the open alarms) from SQL, the store of record. By default the running worker "
+                                    "does it between two batches, so nothing is applied meanwhile, and this command "
+                                    "shows its progress; the worker also does it by itself when it finds the live "
+                                    "state missing or behind. Devices' last readings and risk levels come back with "
+                                    "the next readings and risk sweep.")
+    rl.add_argument("--here", action="store_true", help="rebuild in this process (only when no worker runs)")
+    rl.add_argument("--timeout", type=float, default=600, help="seconds to wait for the worker (default 600)")
+    rl.set_defaults(func=cmd_rebuild_live)
 
     dl = sub.add_parser(
         "dead", help="show the newest dead letters, or re-drive them (--redrive)",

@@ -826,6 +826,10 @@ class Worker:
         self._last_claim = 0.0
         self._last_sweep = 0.0
         self._own_pending = True  # a previous life of this name may have left entries pending: they come first
+        from ingest.rebuild import Watch
+
+        self.watch = Watch(self.engine, self.r, self.settings.stream_prefix, city.county_code)
+        self.watch._last = time.monotonic()  # run() checks at start; run_once every CHECK_EVERY_S after
         ensure_groups(self.r, self.settings)
 
     # ---- one batch ---------------------------------------------------------------------------
@@ -1087,6 +1091,7 @@ class Worker:
                 self._account(self.process(batch))
                 return sum(len(v) for v in batch.values())
             self._own_pending = False
+        self.watch.check()  # between two batches: the live state missing or behind is rebuilt from SQL
         if now - self._last_sweep > min(self.settings.hold_seconds / 4, 15):
             self._last_sweep = now
             swept = self.sweep_held()
@@ -1111,8 +1116,12 @@ class Worker:
         log.info("worker %s started (group %s, batch %d)", self.name, self.settings.consumer_group, self.settings.worker_batch)
         errors = 0
         last_report = time.monotonic()
+        checked = False
         while not self.stop.is_set():
             try:
+                if not checked:
+                    self.watch.check(force=True)  # at start: a live state lost with Redis is rebuilt first
+                    checked = True
                 self.run_once()
                 errors = 0
             except (*TRANSIENT, IntegrityError) as exc:
