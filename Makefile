@@ -43,6 +43,7 @@ browser:
 test: $(STAMP) browser
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
+	$(PY) -m bench.ingest --quick  # a benchmark that still runs (figures are printed, never asserted)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
