@@ -3,12 +3,10 @@
 import json
 import threading
 
-from core.livestate import LiveKeys
 from ingest.worker import Worker
 
 
 def test_worker_heartbeat_present_while_running_and_gone_after(settings, r, engine, city):
-    keys = LiveKeys(settings.redis_prefix) if hasattr(settings, "redis_prefix") else None
     w = Worker(city, settings, engine, r, name="hb-test")
     keys = w.applier.keys
     t = threading.Thread(target=w.run, daemon=True)
