@@ -21,6 +21,10 @@ Keys (``P`` is the deployment prefix, default ``gw``):
     ``refused: {source: {reason: n}}``, see :func:`with_refusals`)
 - ``P:live:offline``   hash  device id → JSON of its open offline alarm (``grid`` inside); area field ``offline``
 - ``P:live:last_event_at``  ISO time of the newest applied record
+- ``P:live:worker:NAME`` JSON heartbeat of the worker (consumer) NAME, TTL 15 s, rewritten every 2 s: present while
+    that worker process is alive. ``{name, host, pid, beat_at, applied_at, failing, error, failing_since}``
+    (ingest/heartbeat.py); ``applied_at`` is when it last applied something, ``failing`` its batches failed in a row
+- ``P:live:workers``   hash  worker name → the same JSON, the last word of every worker (kept after it stops)
 - ``P:live:recent``    sorted set  case id, scored by its report time (Unix seconds): the located reports of the last
     ``RECENT_HORIZON_HOURS`` at most, the index by which the risk sweep trims ``P:live:recent_info``
 - ``P:live:recent_info`` hash  case id → ``reported|category|grid|lon|lat`` (Unix seconds, 小类, grid, WGS84): what
@@ -84,6 +88,17 @@ class LiveKeys:
     @property
     def last_event_at(self) -> str:
         return f"{self.prefix}:live:last_event_at"
+
+    def worker(self, name: str) -> str:
+        return f"{self.prefix}:live:worker:{name}"
+
+    @property
+    def worker_prefix(self) -> str:
+        return f"{self.prefix}:live:worker:"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}:live:workers"
 
     @property
     def recent(self) -> str:

@@ -38,6 +38,7 @@ from core.livestate import LiveKeys, encode_case_state
 from core.models import Case, CaseAssignment, CaseEvent, Device, HeldEvent, SensorAlarm, UTCDateTime, to_db_time
 from core.records import CaseEvent as CaseRecord
 from core.records import Catalog, SensorReading, parse_json_entry
+from ingest.heartbeat import Heartbeat
 from ingest.live import LiveWriter
 from ingest.streams import StreamNames, consumer_name, dead_letter, ensure_groups, entry_source
 
@@ -1114,6 +1115,7 @@ class Worker:
     def run(self) -> None:
         tune_gc()
         log.info("worker %s started (group %s, batch %d)", self.name, self.settings.consumer_group, self.settings.worker_batch)
+        beat = Heartbeat(self.r, self.applier.keys, self.name).start()
         errors = 0
         last_report = time.monotonic()
         checked = False
@@ -1122,14 +1124,16 @@ class Worker:
                 if not checked:
                     self.watch.check(force=True)  # at start: a live state lost with Redis is rebuilt first
                     checked = True
-                self.run_once()
+                beat.ok(self.run_once())
                 errors = 0
             except (*TRANSIENT, IntegrityError) as exc:
+                beat.failed(exc)
                 errors += 1
                 log.warning("worker error %d/%d (the entries stay pending and are retried first): %s",
                             errors, MAX_CONSECUTIVE_ERRORS, exc)
                 if errors >= MAX_CONSECUTIVE_ERRORS:
                     log.error("too many errors in a row; exiting so the supervisor restarts the worker")
+                    beat.stop()
                     raise
                 self.stop.wait(min(0.2 * 2 ** errors, 10))
             if time.monotonic() - last_report > 60:
@@ -1137,6 +1141,7 @@ class Worker:
                 t = self.totals
                 log.info("applied %d events, %d readings, %d duplicates, %d dead letters, %d alarms opened",
                          t.applied, t.readings, t.duplicates, t.dead, t.alarms_opened)
+        beat.stop()
         log.info("worker %s stopped", self.name)
 
     def install_signal_handlers(self) -> None:
