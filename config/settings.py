@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     bulk_batch: int = Field(10, description="bulk-import entries applied per loop between live batches")
     worker_block_ms: int = Field(1000, description="longest wait for new entries")
     claim_idle_ms: int = Field(30_000, description="pending entries idle this long are reclaimed from dead consumers")
+    health_pending_max_s: float = Field(120.0, gt=0, description="/healthz is degraded when an entry waits this long "
+                                                                 "to be applied")
+    health_stale_s: float = Field(120.0, gt=0, description="/healthz is degraded when nothing was applied this long "
+                                                           "although feeds publish")
     worker_name: str | None = Field(None, description="the worker's consumer name, stable across restarts so a restarted "
                                                       "worker re-applies what it left pending first (default: "
                                                       "<host>-worker; give each worker on one host its own)")

@@ -17,6 +17,7 @@ from flask import Blueprint, Response, request
 from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
 
+from core import health
 from core.cells import neutralise
 from core.geography import LEVELS, level_of
 from core.lifecycle import OPEN_STATUSES, Status
@@ -55,6 +56,18 @@ def _calendar_warning(settings) -> str | None:
     except CalendarConfigError as exc:
         return f"working calendar: {exc.problems[0]}"
     return coverage_warning(calendar, datetime.now(CITY_TZ).date())
+
+
+def _health_answer(body: dict[str, Any], status: int) -> Response:
+    """/healthz: anonymous viewers get the status and the reasons only (no addresses, paths or error texts)."""
+    token = request.cookies.get(auth.COOKIE)
+    try:
+        known = token is not None and auth.load_session(context.redis_client(), context.settings(), token) is not None
+    except Exception:  # noqa: BLE001 - Redis away: nobody can be recognised
+        known = False
+    if not known:
+        body = {"status": body["status"], "reasons": body["reasons"]}
+    return json_response(body, status)
 
 
 def _error(status: int, message: str, parameter: str | None = None) -> Response:
@@ -349,6 +362,7 @@ def blueprint() -> Blueprint:
 
     @bp.get("/healthz")
     def healthz():
+        """Status and reasons for anyone; the details (streams, feeds, workers) only for a logged-in viewer."""
         settings = context.settings()
         body: dict[str, Any] = {"status": "ok", "redis": "ok", "database": "ok", "reasons": []}
         down = False
@@ -357,6 +371,7 @@ def blueprint() -> Blueprint:
             r.ping()
         except Exception as exc:  # noqa: BLE001 - any failure means "unreachable"; report it as text
             body["redis"] = f"error: {type(exc).__name__}: {exc}"
+            body["reasons"].append("redis: not reachable")
             down = True
             r = None
         try:
@@ -364,6 +379,7 @@ def blueprint() -> Blueprint:
                 conn.execute(text("SELECT 1"))
         except Exception as exc:  # noqa: BLE001
             body["database"] = f"error: {type(exc).__name__}: {exc}"
+            body["reasons"].append("database: not reachable")
             down = True
         if r is not None:
             try:
@@ -372,12 +388,16 @@ def blueprint() -> Blueprint:
                 body["last_event_at"] = _utc(live.last_event_at(r, settings))
                 body["feeds"] = {source: _utc(at) for source, at in live.feeds(r, settings).items()}
                 body["feed_status"] = live.feed_status(r, settings)
+                facts = live.applying(r, settings)
+                body["workers"] = {name: {**state, "alive": name in facts["alive"]}
+                                   for name, state in facts["workers"].items()}
             except Exception as exc:  # noqa: BLE001
                 body["redis"] = f"error: {type(exc).__name__}: {exc}"
+                body["reasons"].append("redis: failing")
                 down = True
         if down:
             body["status"] = "down"
-            return json_response(body, 503)
+            return _health_answer(body, 503)
         for kind, info in body["streams"].items():
             if kind in ("dead", "bulk"):
                 continue  # a bulk import's backlog is work in progress, not a fault: it yields to live streams
@@ -385,6 +405,11 @@ def blueprint() -> Blueprint:
                 body["reasons"].append(f"stream {kind}: no consumer group {settings.consumer_group!r} (no worker has run)")
             elif (info.get("lag") or 0) > LAG_DEGRADED:
                 body["reasons"].append(f"stream {kind}: {info['lag']} entries waiting for a worker")
+        body["reasons"] += health.reasons(alive=facts["alive"], workers=facts["workers"],
+                                          oldest_pending={k: v for k, v in facts["oldest_pending"].items() if k != "bulk"},
+                                          newest_entry={k: v for k, v in facts["newest_entry"].items() if k != "bulk"},
+                                          last_applied=facts["last_applied"], now=datetime.now(UTC),
+                                          pending_max_s=settings.health_pending_max_s, stale_s=settings.health_stale_s)
         for feed, state in body.get("feed_status", {}).items():
             if not state.get("ok"):
                 body["reasons"].append(f"feed {feed}: {state.get('error', 'failing')} ({state.get('failures', 1)} failures in a row)")
@@ -393,7 +418,32 @@ def blueprint() -> Blueprint:
         warning = _calendar_warning(settings)
         body["warnings"] = [warning] if warning else []
         body["as_of"] = datetime.now(UTC)
-        return json_response(body)
+        return _health_answer(body, 200)
+
+    @bp.get("/healthz/live")
+    def healthz_live():
+        """The process answers (no I/O): for a process supervisor's liveness probe."""
+        return json_response({"status": "ok"})
+
+    @bp.get("/healthz/ready")
+    def healthz_ready():
+        """Redis and SQL answer and a worker is alive: for a load balancer's readiness probe."""
+        settings = context.settings()
+        reasons = []
+        try:
+            r = context.redis_client()
+            r.ping()
+            if not live.applying(r, settings)["alive"]:
+                reasons.append("no worker is running (no heartbeat)")
+        except Exception:  # noqa: BLE001
+            reasons.append("redis: not reachable")
+        try:
+            with context.engine().connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception:  # noqa: BLE001
+            reasons.append("database: not reachable")
+        return json_response({"status": "not ready" if reasons else "ready", "reasons": reasons},
+                             503 if reasons else 200)
 
     @bp.get("/api/v1/summary")
     def summary():

@@ -59,7 +59,7 @@ ADDRESS_WINDOW_S = 600  # … in this many seconds
 MIN_PASSWORD = 10
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{2,64}$")
 # paths anyone may open: the login page, static files, health, the API's description, the push feeds (their tokens)
-PUBLIC_PATHS = frozenset({"/login", "/healthz", "/api/v1/openapi.json", "/_favicon.ico", "/favicon.ico"})
+PUBLIC_PATHS = frozenset({"/login", "/healthz", "/healthz/live", "/healthz/ready", "/api/v1/openapi.json", "/_favicon.ico", "/favicon.ico"})
 PUBLIC_PREFIXES = ("/assets/", "/_dash-component-suites/", "/api/v1/ingest/", "/s/")
 
 

@@ -243,3 +243,33 @@ def hotspots_in(r: redis.Redis, settings: Settings, area) -> list[dict[str, Any]
 
 def _unix(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def _entry_time(entry_id) -> datetime | None:
+    if not entry_id:
+        return None
+    text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+    ms = int(text.split("-")[0])
+    return datetime.fromtimestamp(ms / 1000, UTC) if ms else None
+
+
+def applying(r: redis.Redis, settings: Settings) -> dict[str, Any]:
+    """The facts core.health judges: live workers (heartbeat keys), their last states, each stream's oldest pending
+    entry and newest entry (entry ids are times), and the time of the newest applied data."""
+    keys = LiveKeys(settings.stream_prefix)
+    names = StreamNames.of(settings)
+    alive = {k.decode()[len(keys.worker_prefix):] for k in r.scan_iter(f"{keys.worker_prefix}*", count=1000)}
+    workers = {_s(k): orjson.loads(v) for k, v in r.hgetall(keys.workers).items()}
+    oldest, newest = {}, {}
+    for kind in KINDS:
+        stream = names.for_kind(kind)
+        try:
+            summary = r.xpending(stream, settings.consumer_group)
+        except redis.ResponseError:
+            summary = {}
+        oldest[kind] = _entry_time(summary.get("min")) if summary.get("pending") else None
+        last = r.xrevrange(stream, count=1)
+        newest[kind] = _entry_time(last[0][0]) if last else None
+    at = last_event_at(r, settings)
+    return {"alive": alive, "workers": workers, "oldest_pending": oldest, "newest_entry": newest,
+            "last_applied": datetime.fromisoformat(at) if at else None}
