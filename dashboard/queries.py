@@ -160,6 +160,18 @@ def reporter(name: str | None, phone: str | None, personal: bool) -> tuple[str |
     return (name, phone) if personal else (mask_name(name), mask_phone(phone))
 
 
+FREE_TEXT = ("title", "description", "address", "note")
+
+
+def free_text(row: dict[str, Any], personal: bool) -> dict[str, Any]:
+    """``row`` with its free-text fields (FREE_TEXT) as a viewer sees them: whole for the roles with personal data,
+    with the phone, ID, card numbers and e-mails in them masked (core.access.mask_text) for the others."""
+    from core.access import mask_text
+
+    return row if personal else {k: mask_text(v) if k in FREE_TEXT and isinstance(v, str) else v
+                                 for k, v in row.items()}
+
+
 def export_cases(engine: Engine, where: CaseFilter, chunk: int = 5000, *, personal: bool = False):
     """Rows of the filtered cases for a CSV export, newest first, read in chunks (never all in memory).
 
@@ -168,7 +180,8 @@ def export_cases(engine: Engine, where: CaseFilter, chunk: int = 5000, *, person
     q = where.apply(select(*(_CASE.c[c] for c in EXPORT_COLUMNS))).order_by(_CASE.c.id.desc())
     with engine.connect() as conn:
         for row in conn.execution_options(stream_results=True, yield_per=chunk).execute(q):
-            yield (*row[:-2], *reporter(row[-2], row[-1], personal))
+            cells = tuple(free_text(dict(zip(EXPORT_COLUMNS[:-2], row[:-2], strict=True)), personal).values())
+            yield (*cells, *reporter(row[-2], row[-1], personal))
 
 
 CASE_ID_DIGITS = 18  # a case id fits a signed 64-bit integer
@@ -203,10 +216,10 @@ def get_case(engine: Engine, case_id: int, *, personal: bool = False) -> dict[st
         events = conn.execute(
             select(*_EVENT_COLUMNS).where(_EVENT.c.case_id == case_id).order_by(_EVENT.c.occurred_at, _EVENT.c.id)
         )
-        case = _case_row(row)
+        case = free_text(_case_row(row), personal)
         name, phone = reporter(case.pop("reporter_name"), case.pop("reporter_phone"), personal)
         case["reporter"] = {"name": name, "phone": phone, "masked": not personal}
-        case["timeline"] = [dict(e._mapping) for e in events]
+        case["timeline"] = [free_text(dict(e._mapping), personal) for e in events]
     return case
 
 
