@@ -476,7 +476,8 @@ def blueprint() -> Blueprint:
         where = _case_filter(p)
         limit = _limit(p.get("limit"))
         after = _cursor(p.get("cursor"))
-        items, nxt = queries.list_cases(context.engine(), limit=limit, after_id=after, where=where)
+        items, nxt = queries.list_cases(context.engine(), limit=limit, after_id=after, where=where,
+                                          personal=auth.personal())
         return json_response({"items": items, "next_cursor": nxt})
 
     @bp.get("/api/v1/cases.csv")

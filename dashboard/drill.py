@@ -366,7 +366,7 @@ def table_page(view: View, start: int, end: int, sort: list[dict[str, str]] | No
     row is reached (None before). No personal data."""
     from dashboard.context import city, engine
 
-    rows, last = queries.table_rows(engine(), view.where, start, end, sort or [])
+    rows, last = queries.table_rows(engine(), view.where, start, end, sort or [], personal=auth.personal())
     c = city()
     geo = c.geography
     for row in rows:

@@ -126,8 +126,10 @@ def list_cases(
     limit: int = DEFAULT_LIMIT,
     after_id: int | None = None,
     where: CaseFilter | None = None,
+    personal: bool = False,
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """Cases newest first (by id), filtered; returns (items, next cursor or None).
+    """Cases newest first (by id), filtered; returns (items, next cursor or None). Free text is masked unless
+    ``personal`` (free_text).
 
     ``where`` narrows the list (CaseFilter); ``area``, ``statuses`` and ``category`` are shorthands for it.
     ``after_id`` is the decoded cursor: only cases with a smaller id.
@@ -140,7 +142,7 @@ def list_cases(
         q = q.where(_CASE.c.id < after_id)
     q = q.order_by(_CASE.c.id.desc()).limit(limit + 1)
     with engine.connect() as conn:
-        rows = [_case_row(r) for r in conn.execute(q)]
+        rows = [free_text(_case_row(r), personal) for r in conn.execute(q)]
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, (encode_cursor(rows[-1]["id"]) if more and rows else None)
@@ -651,8 +653,8 @@ _after: dict[tuple[str, int], tuple] = {}  # (filter, first row) → (reported_a
 _after_lock = threading.Lock()
 
 
-def table_rows(engine: Engine, where: CaseFilter, start: int, end: int, sort: list[dict[str, str]]
-               ) -> tuple[list[dict[str, Any]], int | None]:
+def table_rows(engine: Engine, where: CaseFilter, start: int, end: int, sort: list[dict[str, str]],
+               personal: bool = False) -> tuple[list[dict[str, Any]], int | None]:
     """Rows [start, end) of the cases matching ``where`` for a table, in ``sort`` order (ag-grid's sort model:
     ``[{"colId": ..., "sort": "asc"|"desc"}]``, columns TABLE_SORTS); and the row count when the last row is in this
     block (None otherwise).
@@ -684,7 +686,7 @@ def table_rows(engine: Engine, where: CaseFilter, start: int, end: int, sort: li
     else:
         q = q.order_by(*order, _CASE.c.id.desc()).limit(end - start).offset(start)
     with engine.connect() as conn:
-        rows = [dict(r._mapping) for r in conn.execute(q)]
+        rows = [free_text(dict(r._mapping), personal) for r in conn.execute(q)]
     for row in rows:
         row["departments"] = [d for d in (row.get("departments") or []) if isinstance(d, str)]
     if by_key and len(rows) == end - start:

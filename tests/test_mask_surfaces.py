@@ -1,0 +1,54 @@
+"""Personal data typed into free text, as each role reads it: masked for a leader, whole for a dispatcher, in the
+case JSON, the case list and the CSV. The stored text stays whole."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import orjson
+from sqlalchemy import select
+
+from core.models import Case
+from ingest.streams import Producer
+from ingest.worker import Worker
+from tests import accounts
+
+PHONE, ID = "13812345678", "11010519491231002X"
+TITLE = f"噪音扰民 联系 {PHONE}"
+DESC = f"身份证 {ID}，网格 440311001001001，2026-11-22 09:31 罚款1200元"
+
+
+def _store(settings, r, engine, city):
+    g = city.geography.areas("grid")[0]
+    lon, lat = g.centroid
+    Producer(r, settings, source="test").cases([{
+        "source": "test", "external_id": "pii-1", "event": "report", "occurred_at": "2026-11-22T09:31:00+08:00",
+        "category": next(c.code for c in city.categories.values() if not c.sensor_only), "title": TITLE,
+        "description": DESC, "lon": lon, "lat": lat}])
+    w = Worker(city, settings, engine, r, name="w")
+    while w.run_once(50):
+        pass
+    with engine.connect() as conn:
+        return conn.scalar(select(Case.id).where(Case.external_id == "pii-1"))
+
+
+def test_free_text_is_masked_for_a_leader_and_whole_for_a_dispatcher(settings, r, engine, city):
+    from app import create_app
+
+    case_id = _store(settings, r, engine, city)
+    app = create_app(settings)
+    for role, whole in (("leader", False), ("dispatcher", True)):
+        c = accounts.client(settings, role, app=app)
+        one = orjson.loads(c.get(f"/api/v1/cases/{case_id}").data)
+        listed = orjson.loads(c.get("/api/v1/cases").data)["items"][0]
+        rows = list(csv.DictReader(io.StringIO(c.get("/api/v1/cases.csv").get_data(as_text=True))))
+        for text in (one["title"], listed["title"], rows[0]["title"]):
+            assert (PHONE in text) is whole, (role, text)
+            assert ("138****5678" in text) is not whole, (role, text)
+        assert (ID in one["description"]) is whole
+        # what is not personal stays as it is for everyone: the grid code, the date, the amount
+        assert "440311001001001" in one["description"] and "2026-11-22 09:31" in one["description"]
+        assert "1200元" in one["description"]
+    with engine.connect() as conn:  # stored whole
+        assert conn.scalar(select(Case.title).where(Case.id == case_id)) == TITLE
