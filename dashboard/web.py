@@ -40,6 +40,11 @@ def odd_path(path: str) -> bool:
 
 
 def not_found() -> Response:
+    """The edge's 404: JSON on API paths (the API's own contract), a short text elsewhere."""
+    if request.path.startswith("/api/"):
+        return Response(orjson.dumps({"error": "not found: the path holds a '..' or '.' segment, a backslash or a "
+                                               "control character; see /api/v1/openapi.json for the routes"}),
+                        status=404, mimetype="application/json")
     return Response(NOT_FOUND, status=404, mimetype="text/plain")
 
 
