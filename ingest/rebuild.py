@@ -33,6 +33,7 @@ from ingest.live import LiveWriter
 log = logging.getLogger(__name__)
 
 CHECK_EVERY_S = 60.0
+REQUEST_EVERY_S = 1.0  # how often the worker looks for a rebuild-live request
 CHUNK = 5000
 
 
@@ -112,6 +113,7 @@ class Watch:
         self.engine, self.r, self.prefix, self.district = engine, r, prefix, district
         self.keys = LiveKeys(prefix)
         self._last = 0.0
+        self._asked_at = 0.0
         self._mismatches = 0
 
     def why(self) -> str | None:
@@ -137,7 +139,10 @@ class Watch:
     def check(self, force: bool = False) -> dict | None:
         """Between two batches: rebuild when needed (checked at most every CHECK_EVERY_S unless asked)."""
         now = time.monotonic()
-        asked = self.r.exists(request_key(self.prefix))
+        asked = False
+        if now - self._asked_at >= REQUEST_EVERY_S:  # the request, at most once a second: not a round trip per loop
+            self._asked_at = now
+            asked = bool(self.r.exists(request_key(self.prefix)))
         if not (force or asked or now - self._last >= CHECK_EVERY_S):
             return None
         self._last = now
