@@ -271,13 +271,15 @@ def test_hostile_titles_print_as_text_in_the_pdf(settings, r, engine, city, tmp_
     g = city.geography.areas("grid")[0]
     cat = next(c for c in city.categories.values() if not c.sensor_only)
     hostile = '<img src=x onerror=alert(1)></td>&amp; {{ 7*7 }} 标题'
+    at = now - timedelta(hours=1)
     Producer(r, settings, source="t").cases([{
-        "source": "patrol", "external_id": "x1", "event": "report", "occurred_at": (now - timedelta(hours=1)).isoformat(),
+        "source": "patrol", "external_id": "x1", "event": "report", "occurred_at": at.isoformat(),
         "category": cat.code, "title": hostile, "grid_code": g.code, "grade": 4}])
     w = Worker(city, settings, engine, r, name="hostile")
     while w.run_once(100):
         pass
-    pdf, _ = briefing.produce(engine, r, settings, city, "day", now.astimezone(TZ).date(), None, tmp_path, now=now)
+    # the briefing of the case's own city day (an hour ago is yesterday just after midnight)
+    pdf, _ = briefing.produce(engine, r, settings, city, "day", at.astimezone(TZ).date(), None, tmp_path, now=now)
     flat = re.sub(r"\s+", "", _pdf_text(pdf, mode="-raw"))
     assert re.sub(r"\s+", "", hostile) in flat  # printed as written: neither markup nor a template expression
     assert "49标题" not in flat
