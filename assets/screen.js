@@ -190,7 +190,9 @@
       var now = Date.now(), t = cfg.texts, p = cityParts(now);
       var wd = t.scr_weekdays.split(",")[p.wd];
       var date = cfg.lang === "zh" ? p.y + "年" + p.m + "月" + p.d + "日 " + wd : p.y + "-" + pad(p.m) + "-" + pad(p.d) + " " + wd;
-      var updated = beat ? t.scr_updated + " " + hms(beat) : t.scr_waiting;
+      // the time of the newest applied data (not the server's clock: a server without a worker still answers)
+      var dataAt = fast && fast.data_at;
+      var updated = dataAt ? t.scr_updated + " " + hms(dataAt) : t.scr_waiting;
       var sla = NU();
       if (fast) {
         var rows = (fast.sla || []).map(function (c) {
@@ -206,8 +208,11 @@
       }
       var staleMs = seen ? now - seen : null;
       var stale = staleMs !== null && staleMs > cfg.stale_after_ms;
-      var staleText = stale ? t.scr_stale + " " + hm(beat || seen) : "";
-      var staleStyle = {display: stale ? "block" : "none"};
+      // two banners: the server is unreachable (数据更新中断), or it answers but nothing is applied (数据停止更新)
+      var stopped = !stale && fast && fast.stopped;
+      var staleText = stale ? t.scr_stale + " " + hm(beat || seen)
+        : (stopped ? t.scr_stopped + (dataAt ? " · " + t.scr_last_data + " " + hm(dataAt) : "") : "");
+      var staleStyle = {display: stale || stopped ? "block" : "none"};
       // rotation: district, then each street, ``rotate`` seconds each; or the street asked for
       var viewport = NU(), label = NU();
       var views = [cfg.district].concat(cfg.streets);

@@ -17,7 +17,6 @@ from flask import Blueprint, Response, request
 from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
 
-from core import health
 from core.cells import neutralise
 from core.geography import LEVELS, level_of
 from core.lifecycle import OPEN_STATUSES, Status
@@ -388,7 +387,7 @@ def blueprint() -> Blueprint:
                 body["last_event_at"] = _utc(live.last_event_at(r, settings))
                 body["feeds"] = {source: _utc(at) for source, at in live.feeds(r, settings).items()}
                 body["feed_status"] = live.feed_status(r, settings)
-                facts = live.applying(r, settings)
+                facts, applying = live.applying_reasons(r, settings)
                 body["workers"] = {name: {**state, "alive": name in facts["alive"]}
                                    for name, state in facts["workers"].items()}
             except Exception as exc:  # noqa: BLE001
@@ -405,11 +404,7 @@ def blueprint() -> Blueprint:
                 body["reasons"].append(f"stream {kind}: no consumer group {settings.consumer_group!r} (no worker has run)")
             elif (info.get("lag") or 0) > LAG_DEGRADED:
                 body["reasons"].append(f"stream {kind}: {info['lag']} entries waiting for a worker")
-        body["reasons"] += health.reasons(alive=facts["alive"], workers=facts["workers"],
-                                          oldest_pending={k: v for k, v in facts["oldest_pending"].items() if k != "bulk"},
-                                          newest_entry={k: v for k, v in facts["newest_entry"].items() if k != "bulk"},
-                                          last_applied=facts["last_applied"], now=datetime.now(UTC),
-                                          pending_max_s=settings.health_pending_max_s, stale_s=settings.health_stale_s)
+        body["reasons"] += applying
         for feed, state in body.get("feed_status", {}).items():
             if not state.get("ok"):
                 body["reasons"].append(f"feed {feed}: {state.get('error', 'failing')} ({state.get('failures', 1)} failures in a row)")

@@ -13,6 +13,7 @@ import orjson
 import redis
 
 from config.settings import Settings
+from core import health
 from core.lifecycle import Status
 from core.livestate import LiveKeys, with_refusals
 from core.streams import DEAD, KINDS, StreamNames
@@ -273,3 +274,19 @@ def applying(r: redis.Redis, settings: Settings) -> dict[str, Any]:
     at = last_event_at(r, settings)
     return {"alive": alive, "workers": workers, "oldest_pending": oldest, "newest_entry": newest,
             "last_applied": datetime.fromisoformat(at) if at else None}
+
+
+def applying_reasons(r: redis.Redis, settings: Settings, now: datetime | None = None) -> tuple[dict[str, Any], list[str]]:
+    """The facts of :func:`applying` and core.health's reasons why applying is not working (empty: it works).
+
+    A bulk import's backlog is work in progress, not a fault (it yields to the live streams), so the bulk stream is
+    left out. /healthz and the wall's "数据停止更新" banner both ask here.
+    """
+    facts = applying(r, settings)
+    reasons = health.reasons(
+        alive=facts["alive"], workers=facts["workers"],
+        oldest_pending={k: v for k, v in facts["oldest_pending"].items() if k != "bulk"},
+        newest_entry={k: v for k, v in facts["newest_entry"].items() if k != "bulk"},
+        last_applied=facts["last_applied"], now=now or datetime.now(UTC),
+        pending_max_s=settings.health_pending_max_s, stale_s=settings.health_stale_s)
+    return facts, reasons

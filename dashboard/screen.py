@@ -43,6 +43,25 @@ def _ms(t: datetime | None) -> int | None:
 
 # --------------------------------------------------------------------------- fast part
 
+APPLYING_SECONDS = 2.0  # how often a process asks whether applying works (a dozen Redis reads), not every poll
+_applying: dict[str, Any] = {"at": -1e9, "key": None, "value": (None, [])}
+_applying_lock = threading.Lock()
+
+
+def applying_state(r, settings) -> tuple[datetime | None, list[str]]:
+    """(time of the newest applied data, why applying is not working) — shared by the wall's polls in one process."""
+    from dashboard import live
+
+    key = settings.stream_prefix
+    with _applying_lock:
+        if _applying["key"] == key and time.monotonic() - _applying["at"] < APPLYING_SECONDS:
+            return _applying["value"]
+    facts, reasons = live.applying_reasons(r, settings)
+    value = (facts["last_applied"], reasons)
+    with _applying_lock:
+        _applying.update(at=time.monotonic(), key=key, value=value)
+    return value
+
 
 _positions: dict[str, Any] = {"at": 0.0, "db": None, "map": {}}
 _positions_lock = threading.Lock()
@@ -130,9 +149,12 @@ def fast(r, settings, engine, city, model, now: datetime | None = None) -> dict[
     for name, state in sorted(live.feed_status(r, settings).items()):
         if not state.get("ok", True):
             feeds.append({"name": name, "age_s": None, "ok": False})
+    data_at, reasons = applying_state(r, settings)
     return {
         "as_of": _ms(now),
         "last_event": summary.get("last_event_at"),
+        "data_at": _ms(data_at),  # the newest applied data: the header shows it, not the server's clock
+        "stopped": bool(reasons),  # applying has stopped although the server answers: "数据停止更新"
         "levels": {c: levels[c] for c in grids},
         "street_levels": {c: levels[c] for c in streets},
         "district_level": levels[district],

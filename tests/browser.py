@@ -42,14 +42,29 @@ class LiveServer:
         self.settings, self.engine, self.r, self.city = settings, engine, r, city
         self.port = free_port()
         self.server = None
+        self.start_worker()
+
+    def start_worker(self):
+        """The worker applying the streams, with its heartbeat as a worker process keeps one."""
         self.stop_worker = threading.Event()
-        self.worker = threading.Thread(target=self._work, daemon=True)
+        self.worker = threading.Thread(target=self._work, args=(self.stop_worker,), daemon=True)
         self.worker.start()
 
-    def _work(self):
+    def pause_worker(self):
+        """The worker stops (cleanly: its heartbeat goes), the web server goes on answering."""
+        self.stop_worker.set()
+        self.worker.join(10)
+
+    def _work(self, stop):
+        from ingest.heartbeat import Heartbeat
+
         w = Worker(self.city, self.settings, self.engine, self.r, name="live")
-        while not self.stop_worker.is_set():
-            w.run_once(100)
+        beat = Heartbeat(self.r, w.applier.keys, "live").start()
+        try:
+            while not stop.is_set():
+                beat.ok(w.run_once(100))
+        finally:
+            beat.stop()
 
     def start(self):
         from werkzeug.serving import make_server

@@ -236,6 +236,50 @@ def test_stale_banner_when_the_backend_stops_and_it_clears_when_it_returns(live_
     assert js(browser, "return window.__sameDocument === true")  # recovered by itself, no reload
 
 
+def test_the_header_shows_the_newest_data_and_a_banner_when_applying_stops(live_server, browser, city, r,
+                                                                           screen_settings, push_headers):
+    import requests
+
+    from core.livestate import LiveKeys
+    from core.records import CITY_TZ
+
+    def data_time() -> str:  # the worker's own record of its newest applied data, as a wall clock in the city
+        at = datetime.fromisoformat(r.get(LiveKeys(screen_settings.stream_prefix).last_event_at).decode())
+        return at.astimezone(CITY_TZ).strftime("%H:%M:%S")
+
+    def push(ext: str):
+        rec = {"source": "citizen", "external_id": ext, "event": "report", "occurred_at": datetime.now(UTC).isoformat(),
+               "category": next(c.code for c in city.categories.values() if not c.sensor_only), "title": ext,
+               "grid_code": city.geography.areas("grid")[5].code}
+        resp = requests.post(live_server.url + "/api/v1/ingest/cases", data=orjson.dumps([rec]),
+                             headers={"Content-Type": "application/json", **push_headers("citizen")}, timeout=10)
+        assert resp.status_code in (200, 202), resp.text
+
+    size(browser, 1920, 1080)
+    live_server.open(browser, "/screen")
+    header = "return document.getElementById('scr-updated').textContent"
+    visible = "const s = document.getElementById('scr-stale'); return s.style.display !== 'none' && s.textContent"
+    push("header-1")
+    assert wait(lambda: r.get(LiveKeys(screen_settings.stream_prefix).last_event_at) and
+                js(browser, header) == f"数据更新于 {data_time()}", timeout=10), js(browser, header)
+    time.sleep(1.5)  # the server's clock moves on, the data time does not
+    assert js(browser, header) == f"数据更新于 {data_time()}" and not js(browser, visible)
+
+    live_server.pause_worker()  # the server still answers; nothing is applied any more
+    before = data_time()
+    push("header-2")  # accepted, waiting in the stream
+    banner = wait(lambda: js(browser, visible), timeout=10)
+    assert banner and banner.startswith("数据停止更新") and f"最新数据 {before[:5]}" in banner, banner
+    assert "数据更新中断" not in banner
+    assert js(browser, header) == f"数据更新于 {before}"  # still the newest applied data, not now
+    shot(browser, "screen-applying-stopped.png")
+
+    live_server.start_worker()  # the worker is back: it applies what waited, the banner goes by itself
+    assert wait(lambda: not js(browser, visible), timeout=15)
+    assert wait(lambda: data_time() != before and js(browser, header) == f"数据更新于 {data_time()}", timeout=10)
+    assert errors(browser) == []
+
+
 def test_bad_query_parameters_show_the_default_view_and_a_notice(live_server, browser):
     size(browser, 1920, 1080)
     live_server.open(browser, "/screen?layout=sideways&rotate=abc&area=123&zoom=9")
