@@ -69,7 +69,9 @@ def _backfill() -> None:
 
     conn = op.get_bind()
     limit = timedelta(minutes=get_settings().whistle_report_minutes)
-    table = CaseAssignment.__table__
+    # the table as this revision made it (the model has grown columns since: they do not exist yet here)
+    model = CaseAssignment.__table__.c
+    table = sa.table("case_assignments", *(sa.column(c, model[c].type) for c in assignments.COLUMNS))
     last = 0
     while True:
         cases = conn.execute(
