@@ -186,6 +186,13 @@
               trend(slow.hourly_today || [], slow.hourly_yesterday || [], slow.hour_now, t), depts, note];
     },
 
+    onDrill: function (fast, cfg) {
+      if (!fast) return [NU(), NU()];
+      var d = fast.drill, t = cfg.texts;
+      if (!d) return ["", {display: "none"}];
+      return [t.scr_drill + (d.since ? " · " + t.scr_drill_since + " " + hm(d.since) : ""), {display: "block"}];
+    },
+
     onTick: function (n, fast, seen, beat, cfg) {
       var now = Date.now(), t = cfg.texts, p = cityParts(now);
       var wd = t.scr_weekdays.split(",")[p.wd];

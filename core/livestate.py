@@ -89,6 +89,11 @@ class LiveKeys:
     def last_event_at(self) -> str:
         return f"{self.prefix}:live:last_event_at"
 
+    @property
+    def drill(self) -> str:
+        """JSON {run_id, source, since} while a drill replay runs (a short TTL its process keeps renewing)."""
+        return f"{self.prefix}:live:drill"
+
     def worker(self, name: str) -> str:
         return f"{self.prefix}:live:worker:{name}"
 
@@ -258,3 +263,9 @@ def with_refusals(states: dict[str, dict], counts: dict[str, int]) -> dict[str, 
         state = out.setdefault(feed, {"ok": True, "detail": "no status of its own; refusals counted"})
         state.setdefault("refused", {}).setdefault(source, {})[reason] = int(n)
     return out
+
+
+def drill_prefix(prefix: str) -> str:
+    """The prefix of a drill's own live state (its cases' counters, its devices and alarms): ``P:drill``, so
+    ``P:drill:live:…`` beside the city's ``P:live:…``. Every live figure of the city leaves drills out."""
+    return f"{prefix}:drill"

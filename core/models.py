@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -91,8 +92,9 @@ class Department(Base):
 
 
 # A period's cases counted by area, category, source, grade or status from the index alone (the drill-down).
+# Every cover ends with ``drill``: figures leave a replay's drill cases out without reading the table.
 REPORTED_COVER = ("reported_at", "district_code", "street_code", "community_code", "grid_code", "category", "source", "grade",
-                  "status")
+                  "status", "drill")
 
 
 class Case(Base):
@@ -133,6 +135,7 @@ class Case(Base):
     escalated: Mapped[bool] = mapped_column(Boolean, default=False)  # 升级督办 for the current deadline
     rating: Mapped[int | None] = mapped_column(Integer)
     flags: Mapped[list[str] | None] = mapped_column(JSON)  # data-quality flags from feeds
+    drill: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # 演练: a replay's case
     reported_at: Mapped[datetime] = mapped_column(UTCDateTime)
     accept_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -211,6 +214,7 @@ class Device(Base):
     lat: Mapped[float | None] = mapped_column(Float)
     grid_code: Mapped[str | None] = mapped_column(String(15), index=True)
     first_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+    drill: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # a replay's device
 
 
 class SensorAlarm(Base):
@@ -234,10 +238,11 @@ class SensorAlarm(Base):
 # Covering indexes led by (role, department, time): a ranking statement names every department (an IN list), so the
 # database reads one short range per department, already in department order — no sort, never the table.
 ASSIGNED_COVER = ("role", "department", "assigned_at", "grid_code", "accepted_at", "accepted_on_time", "due_at",
-                  "ended_at", "returned_at", "checked_in_at")
-RESOLVED_COVER = ("role", "department", "resolved_at", "grid_code", "resolved_on_time", "reopened_at", "handling_s")
-EVALUATED_COVER = ("role", "department", "evaluated_at", "grid_code", "rating")
-OPEN_COVER = ("role", "department", "finished_at", "assigned_at", "grid_code", "case_id")
+                  "ended_at", "returned_at", "checked_in_at", "drill")
+RESOLVED_COVER = ("role", "department", "resolved_at", "grid_code", "resolved_on_time", "reopened_at", "handling_s",
+                  "drill")
+EVALUATED_COVER = ("role", "department", "evaluated_at", "grid_code", "rating", "drill")
+OPEN_COVER = ("role", "department", "finished_at", "assigned_at", "grid_code", "case_id", "drill")
 
 
 class CaseAssignment(Base):
@@ -271,6 +276,7 @@ class CaseAssignment(Base):
     rating: Mapped[int | None] = mapped_column(Integer)
     evaluated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     handling_s: Mapped[float | None] = mapped_column(Float)  # lead: seconds from dispatch to resolution
+    drill: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # the case's mark
 
 
 class User(Base):

@@ -171,6 +171,8 @@ class CaseEvent(_Record):
     rating: Annotated[int, Field(ge=1, le=5)] | None = None
     # Data-quality flags a feed raises about the case, e.g. "closed_before_created" (kept on the case, counted).
     flags: Annotated[list[Annotated[str, Field(max_length=40, pattern=r"^[a-z0-9_]+$")]], Field(max_length=10)] | None = None
+    # 演练: a replayed drill (``ingest replay`` sets it; the push API refuses it). Marks the case at its report.
+    drill: bool = Field(False, description="set by a drill replay only; the push API refuses true")
 
     def problems(self, catalog: Catalog | None) -> list[str]:
         """What is wrong beyond types and ranges: missing fields for the event, unknown references."""
@@ -219,6 +221,7 @@ class SensorReading(_Record):
     lat: Lat | None = None
     grid_code: Annotated[str, Field(pattern=r"^[0-9]{15}$")] | None = None
     battery: Annotated[float, Field(ge=0, le=100)] | None = None
+    drill: bool = False  # a replayed drill's reading: its device and the alarms and cases it raises are drills
 
     def problems(self, catalog: Catalog | None) -> list[str]:
         """What is wrong beyond types and ranges: unknown sensor type or grid."""

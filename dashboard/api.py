@@ -189,9 +189,17 @@ def _period(p: dict[str, str]) -> tuple[datetime, datetime]:
     return since, until
 
 
-FILTER_PARAMS = ("area", "since", "until", "category", "grade", "source", "status", "dept", "q")
+FILTER_PARAMS = ("area", "since", "until", "category", "grade", "source", "status", "dept", "q", "drills")
 MAX_TEXT_CHARS = 50  # a title search
 _SOURCE_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+
+
+def _drills(p: dict[str, str]) -> bool:
+    """``drills=1``: a replay's drill cases (演练) too; by default every list and figure leaves them out."""
+    value = p.get("drills", "0").lower()
+    if value not in ("0", "1", "true", "false"):
+        raise ApiError(400, f"drills: {value[:20]!r} is not 0 or 1; drills=1 includes a replay's drill cases", "drills")
+    return value in ("1", "true")
 
 
 def _case_filter(p: dict[str, str]) -> queries.CaseFilter:
@@ -229,7 +237,7 @@ def _case_filter(p: dict[str, str]) -> queries.CaseFilter:
         text=text,
         area=_area(p["area"]).code if "area" in p else _home_code(), since=since, until=until,
         category=_category(p["category"]) if "category" in p else None, grades=grades, sources=sources,
-        statuses=_statuses(p["status"]) if "status" in p else None, department=dept,
+        statuses=_statuses(p["status"]) if "status" in p else None, department=dept, drills=_drills(p),
     )
 
 
@@ -536,14 +544,17 @@ def blueprint() -> Blueprint:
     def kpis():
         from core import kpis as k
 
-        p = _params(("area", "since", "until"))
+        p = _params(("area", "since", "until", "drills"))
         area = _area(p["area"]) if "area" in p else _home()
         since, until = _period(p)
+        drills = _drills(p)
         length = until - since
         now = datetime.now(UTC)
         engine = context.engine()
-        current = queries.kpis(engine, queries.CaseFilter(area=area.code, since=since, until=until), min(until, now))
-        previous = queries.kpis(engine, queries.CaseFilter(area=area.code, since=since - length, until=since), since)
+        current = queries.kpis(engine, queries.CaseFilter(area=area.code, since=since, until=until, drills=drills),
+                               min(until, now))
+        previous = queries.kpis(engine, queries.CaseFilter(area=area.code, since=since - length, until=since,
+                                                           drills=drills), since)
         return json_response({"area": area.code, "name": area.name, "since": since, "until": until,
                               "previous": {"since": since - length, "until": since, "kpis": previous},
                               "kpis": current, "change": k.change(current, previous)})

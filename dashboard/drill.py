@@ -306,14 +306,14 @@ def overdue(view: View, now: datetime | None = None) -> list[dict[str, Any]]:
 
 def sensors(view: View) -> dict[str, Any]:
     """The devices of the area by type, with those alarming and those silent now (live state)."""
-    from sqlalchemy import func, select
+    from sqlalchemy import false, func, select
 
     from core.models import Device
     from dashboard.context import city, engine, redis_client, settings
 
     c = city()
     d = Device.__table__
-    q = select(d.c.type, func.count()).group_by(d.c.type)
+    q = select(d.c.type, func.count()).where(d.c.drill == false()).group_by(d.c.type)  # a drill's devices apart
     if view.area.level != "district":
         q = q.where(d.c.grid_code.like(f"{view.area.code}%"))
     with engine().connect() as conn:

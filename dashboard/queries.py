@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import String, select
+from sqlalchemy import String, false, select
 from sqlalchemy.engine import Engine
 
 from core.geography import level_of
@@ -78,7 +78,8 @@ class CaseFilter:
     ``area`` any area code (a district sees its unlocated cases too); ``since``/``until`` bound the report time
     [since, until); ``category`` a 小类 (4 digits) or 大类 (2 digits) code; ``grades``, ``sources``, ``statuses`` sets;
     ``department`` a department that has had a part in the case (assigned as lead or summoned by a whistle);
-    ``text`` words the title contains (any case; % and _ match themselves).
+    ``text`` words the title contains (any case; % and _ match themselves); ``drills`` also a replay's drill cases
+    (演练), which every figure leaves out otherwise.
     """
 
     area: str | None = None
@@ -90,10 +91,13 @@ class CaseFilter:
     statuses: Collection[str] | None = None
     department: str | None = None
     text: str | None = None
+    drills: bool = False
 
     def apply(self, q):
         from core.models import CaseAssignment
 
+        if not self.drills:
+            q = q.where(_CASE.c.drill == false())
         if self.area:
             q = q.where(_AREA_COLUMN[level_of(self.area)] == self.area)
         if self.since is not None:
@@ -369,6 +373,7 @@ def _metric_statements(dialect: str, departments: Collection[str], *, since, unt
     names = sorted(departments)
     lead = and_(a.c.role == "lead", a.c.department.in_(names))
     scope = [a.c.grid_code.like(f"{area}%")] if area and level_of(area) != "district" else []
+    scope.append(a.c.drill == false())  # a replay's drill never counts for a department
     end = min(until, as_of)
 
     def count_if(cond):

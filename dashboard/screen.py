@@ -18,7 +18,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import false, func, select
 
 from core.lifecycle import OPEN_STATUSES
 from core.models import Case, Device, SensorAlarm
@@ -88,6 +88,22 @@ def _area_names(city, grid: str | None) -> list[str]:
     return [geo.area(c).name for c in (grid[:9], grid[:12], grid) if c in geo]
 
 
+def drill_running(r, settings) -> dict[str, Any] | None:
+    """{run_id, since (ms)} while a drill replay runs (ingest/feeds/replay.py DrillMark), else None."""
+    import orjson
+
+    from core.livestate import LiveKeys
+
+    raw = r.get(LiveKeys(settings.stream_prefix).drill)
+    if not raw:
+        return None
+    try:
+        mark = orjson.loads(raw)
+        return {"run_id": str(mark.get("run_id", ""))[:40], "since": _ms(datetime.fromisoformat(mark["since"]))}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return {"run_id": "", "since": None}
+
+
 def fast(r, settings, engine, city, model, now: datetime | None = None) -> dict[str, Any]:
     from dashboard import live
 
@@ -114,10 +130,11 @@ def fast(r, settings, engine, city, model, now: datetime | None = None) -> dict[
     cols = (_C.c.id, _C.c.source, _C.c.category, _C.c.grade, _C.c.title, _C.c.status, _C.c.grid_code, _C.c.lon,
             _C.c.lat, _C.c.departments, _C.c.reported_at, _C.c.created_at, _C.c.due_at)
     with engine.connect() as conn:
-        newest = conn.execute(select(*cols).order_by(_C.c.id.desc()).limit(TICKER_SIZE)).all()
-        ahead = conn.execute(select(*cols).where(_C.c.status.in_(_OPEN), _C.c.due_at >= now)
+        real = _C.c.drill == false()  # a replay's drill cases are not the city's
+        newest = conn.execute(select(*cols).where(real).order_by(_C.c.id.desc()).limit(TICKER_SIZE)).all()
+        ahead = conn.execute(select(*cols).where(_C.c.status.in_(_OPEN), _C.c.due_at >= now, real)
                              .order_by(_C.c.due_at).limit(SLA_AHEAD)).all()
-        behind = conn.execute(select(*cols).where(_C.c.status.in_(_OPEN), _C.c.due_at < now)
+        behind = conn.execute(select(*cols).where(_C.c.status.in_(_OPEN), _C.c.due_at < now, real)
                               .order_by(_C.c.due_at.desc()).limit(SLA_BEHIND)).all()
 
     def case_row(c) -> dict[str, Any]:
@@ -151,6 +168,7 @@ def fast(r, settings, engine, city, model, now: datetime | None = None) -> dict[
             feeds.append({"name": name, "age_s": None, "ok": False})
     data_at, reasons = applying_state(r, settings)
     return {
+        "drill": drill_running(r, settings),
         "as_of": _ms(now),
         "last_event": summary.get("last_event_at"),
         "data_at": _ms(data_at),  # the newest applied data: the header shows it, not the server's clock
@@ -195,7 +213,8 @@ def _alarms_opened(engine, since: datetime, until: datetime) -> int:
     a = SensorAlarm.__table__
     with engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(a).where(
-            a.c.kind == "threshold", a.c.opened_at >= since, a.c.opened_at < until)).scalar() or 0)
+            a.c.kind == "threshold", a.c.opened_at >= since, a.c.opened_at < until,
+            a.c.device_id.not_in(select(Device.id).where(Device.drill)))).scalar() or 0)
 
 
 def slow(engine, city, settings, now: datetime | None = None) -> dict[str, Any]:

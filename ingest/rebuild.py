@@ -26,8 +26,8 @@ import redis
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from core.livestate import LiveKeys, encode_case_state
-from core.models import Case, SensorAlarm
+from core.livestate import LiveKeys, drill_prefix, encode_case_state
+from core.models import Case, Device, SensorAlarm
 from ingest.live import LiveWriter
 
 log = logging.getLogger(__name__)
@@ -56,8 +56,25 @@ def _live_keys(r: redis.Redis, keys: LiveKeys) -> list[bytes]:
 
 def rebuild_live(engine: Engine, r: redis.Redis, prefix: str, district: str,
                  progress: Callable[[int, int], None] | None = None) -> dict:
-    """Rebuild the counted cases, area counters, recent reports and open alarms from SQL. Returns what it did."""
+    """Rebuild the counted cases, area counters, recent reports and open alarms from SQL. Returns what it did.
+
+    The city's live state holds no drill; a replay's drill cases and devices get their own (core.livestate
+    ``drill_prefix``), rebuilt the same way after the city's.
+    """
     t0 = time.monotonic()
+    with engine.connect() as conn:
+        total = conn.scalar(select(func.count()).select_from(Case)) or 0
+    report = _rebuild(engine, r, prefix, district, False, total, 0, progress)
+    drills = _rebuild(engine, r, drill_prefix(prefix), district, True, total, report["cases"], progress)
+    report.update(drill_cases=drills["cases"], seconds=round(time.monotonic() - t0, 2))
+    r.set(marker_key(prefix), orjson.dumps(report))
+    log.info("live state rebuilt from SQL: %d cases, %d alarms, %d offline devices (and %d drill cases) in %.1f s",
+             report["cases"], report["alarms"], report["offline"], drills["cases"], report["seconds"])
+    return report
+
+
+def _rebuild(engine: Engine, r: redis.Redis, prefix: str, district: str, drill: bool, total: int, before: int,
+             progress: Callable[[int, int], None] | None) -> dict:
     keys = LiveKeys(prefix)
     live = LiveWriter(r, prefix, district)
     old = _live_keys(r, keys)
@@ -65,11 +82,11 @@ def rebuild_live(engine: Engine, r: redis.Redis, prefix: str, district: str,
         r.delete(*old[i : i + 500])
     cols = (Case.id, Case.grid_code, Case.grade, Case.status, Case.overdue, Case.warned, Case.suspended_at,
             Case.reported_at, Case.category, Case.lon, Case.lat)
+    mine = Case.drill.is_(True) if drill else Case.drill.is_(False)
     with engine.connect() as conn:
-        total = conn.scalar(select(func.count()).select_from(Case)) or 0
         done, last = 0, 0
         while True:
-            rows = conn.execute(select(*cols).where(Case.id > last).order_by(Case.id).limit(CHUNK)).all()
+            rows = conn.execute(select(*cols).where(Case.id > last, mine).order_by(Case.id).limit(CHUNK)).all()
             if not rows:
                 break
             pipe = r.pipeline(transaction=False)
@@ -82,10 +99,13 @@ def rebuild_live(engine: Engine, r: redis.Redis, prefix: str, district: str,
             done += len(rows)
             last = rows[-1].id
             if progress:
-                progress(done, total)
+                progress(before + done, total)
+        drills = select(Device.id).where(Device.drill.is_(True))
         alarms = conn.execute(select(SensorAlarm.device_id, SensorAlarm.type, SensorAlarm.kind, SensorAlarm.grid_code,
                                      SensorAlarm.opened_at, SensorAlarm.peak_value)
-                              .where(SensorAlarm.cleared_at.is_(None))).all()
+                              .where(SensorAlarm.cleared_at.is_(None),
+                                     SensorAlarm.device_id.in_(drills) if drill else
+                                     SensorAlarm.device_id.not_in(drills))).all()
     threshold, offline = [], []
     for a in alarms:
         if a.kind == "offline":
@@ -98,12 +118,7 @@ def rebuild_live(engine: Engine, r: redis.Redis, prefix: str, district: str,
         live.set_alarms(threshold)
     if offline:
         live.set_alarms(offline, offline=True)
-    report = {"cases": done, "alarms": len(threshold), "offline": len(offline),
-              "seconds": round(time.monotonic() - t0, 2), "at": datetime.now(UTC).isoformat()}
-    r.set(marker_key(prefix), orjson.dumps(report))
-    log.info("live state rebuilt from SQL: %d cases, %d alarms, %d offline devices in %.1f s", done, len(threshold),
-             len(offline), report["seconds"])
-    return report
+    return {"cases": done, "alarms": len(threshold), "offline": len(offline), "at": datetime.now(UTC).isoformat()}
 
 
 class Watch:
@@ -121,7 +136,7 @@ class Watch:
         if self.r.getdel(request_key(self.prefix)) is not None:
             return "asked for (python -m ingest rebuild-live)"
         with self.engine.connect() as conn:
-            in_sql = conn.scalar(select(func.count()).select_from(Case)) or 0
+            in_sql = conn.scalar(select(func.count()).select_from(Case).where(Case.drill.is_(False))) or 0
         if not self.r.exists(marker_key(self.prefix)):
             if not in_sql and not self.r.exists(self.keys.cases):
                 self.r.set(marker_key(self.prefix), orjson.dumps({"cases": 0, "at": datetime.now(UTC).isoformat()}))

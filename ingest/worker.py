@@ -34,7 +34,7 @@ from config.settings import Settings, get_settings
 from core import assignments, lifecycle, ordering
 from core.geography import usable_point
 from core.lifecycle import Action, Status, TransitionError
-from core.livestate import LiveKeys, encode_case_state
+from core.livestate import LiveKeys, drill_prefix, encode_case_state
 from core.models import Case, CaseAssignment, CaseEvent, Device, HeldEvent, SensorAlarm, UTCDateTime, to_db_time
 from core.records import CaseEvent as CaseRecord
 from core.records import Catalog, SensorReading, parse_json_entry
@@ -100,6 +100,7 @@ class SensorBatch:
     registering: dict[str, tuple[str, str | None]]
     offline_changes: list[tuple[str, str | None, dict | None]]  # like alarm_changes, for silent devices
     offline_opened: list[dict]
+    drills: set[str] = field(default_factory=set)  # a replay's devices: their live state is kept apart
 
     @property
     def needs_sql(self) -> bool:
@@ -244,7 +245,7 @@ _CASE_TIMES = tuple(c.name for c in Case.__table__.columns if isinstance(c.type,
 _CASE_BOOLS = tuple(c.name for c in Case.__table__.columns if c.type.python_type is bool)
 _ASSIGN_ALL = ("id", *assignments.COLUMNS)
 _ASSIGN_TIMES = tuple(c.name for c in CaseAssignment.__table__.columns if isinstance(c.type, UTCDateTime))
-_ASSIGN_BOOLS = tuple(c.name for c in CaseAssignment.__table__.columns if c.type.python_type is bool)
+_ASSIGN_BOOLS = tuple(c.name for c in CaseAssignment.__table__.columns if c.type.python_type is bool and c.name in _ASSIGN_ALL)
 
 
 def _from_sqlite(row: dict[str, Any], times: Sequence[str], bools: Sequence[str]) -> None:
@@ -323,6 +324,9 @@ class Applier:
         self.district = city.county_code
         self.keys = LiveKeys(settings.stream_prefix)
         self.live = LiveWriter(r, settings.stream_prefix, self.district)
+        # A drill's cases, alarms and devices have a live state of their own: every live figure stays the city's.
+        self.drill_keys = LiveKeys(drill_prefix(settings.stream_prefix))
+        self.drill_live = LiveWriter(r, drill_prefix(settings.stream_prefix), self.district)
         self.fast = FastWriter(engine.dialect.name)
         self.whistle_limit = timedelta(minutes=settings.whistle_report_minutes)
         self.registry: dict[str, tuple[str, str | None]] = {}  # device → (type, grid); set once, at registration
@@ -383,6 +387,7 @@ class Applier:
             "escalated": False,
             "rating": None,
             "flags": sorted(set(ev.flags)) if ev.flags else None,
+            "drill": bool(ev.drill),
             "reported_at": ev.occurred_at,
             "accept_due_at": accept_due,
             "due_at": due,
@@ -657,13 +662,14 @@ class Applier:
                               departments=ev.departments, accept_due=case["accept_due_at"], due=case["due_at"],
                               grid=case["grid_code"], rating=ev.rating, whistle_limit=limit)
         added, changed = [], []
-        for case_rows in rows.values():
+        drill = {c["id"]: bool(c["drill"]) for c in cases.values()}
+        for case_id, case_rows in rows.items():
             for a in case_rows:
                 if a["id"] is None:
-                    added.append(tuple(a[c] for c in assignments.COLUMNS))
+                    added.append((*(a[c] for c in assignments.COLUMNS), drill[case_id]))
                 elif tuple(a[c] for c in assignments.MUTABLE) != before[a["id"]]:
                     changed.append((*(a[c] for c in assignments.MUTABLE), a["id"]))
-        fast.insert(conn, CaseAssignment.__table__, assignments.COLUMNS, added)
+        fast.insert(conn, CaseAssignment.__table__, (*assignments.COLUMNS, "drill"), added)
         fast.update_by_id(conn, CaseAssignment.__table__, assignments.MUTABLE, changed)
 
     def case_live_state(self, case: dict[str, Any]) -> str:
@@ -685,13 +691,17 @@ class Applier:
                 by_device[rd.device_id].append(rd)
         registry = self.registry
         missing = [d for d in by_device if d not in registry]
+        drills = {d for d, rds in by_device.items() if rds[0].drill} | {d for d, rd in silent.items() if rd.drill}
         if missing:  # registered by another worker or an earlier run?
-            for device, known in zip(missing, self.r.hmget(self.keys.devices, missing), strict=True):
-                if known:
-                    prev = orjson.loads(known)
-                    registry[device] = (prev.get("t"), prev.get("g"))
-        active = {k.decode() for k in self.r.hkeys(self.keys.alarms)}  # few: only devices in alarm now
-        offline = {k.decode() for k in self.r.hkeys(self.keys.offline)}  # few: devices silent now
+            for keys in (self.keys, self.drill_keys):
+                for device, known in zip(missing, self.r.hmget(keys.devices, missing), strict=True):
+                    if known:
+                        prev = orjson.loads(known)
+                        registry[device] = (prev.get("t"), prev.get("g"))
+        active, offline = set(), set()  # few: only devices in alarm or silent now
+        for keys in (self.keys, self.drill_keys) if drills else (self.keys,):
+            active |= {k.decode() for k in self.r.hkeys(keys.alarms)}
+            offline |= {k.decode() for k in self.r.hkeys(keys.offline)}
         offline_changes: list[tuple[str, str | None, dict | None]] = []
         offline_opened: list[dict] = []
         last: dict[str, dict] = {}
@@ -705,7 +715,8 @@ class Applier:
             grids = self.locate_many([f for _, f in firsts])
             for (device, first), grid in zip(firsts, grids, strict=True):
                 new_devices.append({"id": device, "type": first.type, "source": first.source, "lon": first.lon,
-                                    "lat": first.lat, "grid_code": grid, "first_seen": first.ts})
+                                    "lat": first.lat, "grid_code": grid, "first_seen": first.ts,
+                                    "drill": device in drills})
                 registering[device] = (first.type, grid)
         for device, rds in by_device.items():
             if len(rds) > 1:
@@ -737,7 +748,7 @@ class Applier:
                         source="sensor", external_id=f"{device}@{rd.ts.strftime('%Y%m%dT%H%M%S')}", event=Action.REPORT,
                         occurred_at=rd.ts, category=stype.category, grade=stype.grade,
                         title=f"{cat.name} · {device}", grid_code=grid, lon=rd.lon, lat=rd.lat,
-                        note=f"{stype.name} {rd.value:g}{stype.unit} ≥ {stype.threshold:g}")))
+                        note=f"{stype.name} {rd.value:g}{stype.unit} ≥ {stype.threshold:g}", drill=rd.drill)))
                     result.alarms_opened += 1
                 elif in_alarm and rd.value < stype.clear_below:
                     in_alarm = False
@@ -757,7 +768,7 @@ class Applier:
                                    "opened_at": rd.ts, "peak_value": rd.value or 0.0, "cleared_at": None})
             result.devices_offline += 1
         return SensorBatch(last, alarm_changes, alarm_cases, new_devices, opened_rows, cleared, registering,
-                           offline_changes, offline_opened)
+                           offline_changes, offline_opened, drills)
 
     def write_sensors(self, conn: Connection, batch: SensorBatch) -> None:
         """The SQL part of a sensor batch: register devices, open and clear alarms."""
@@ -920,12 +931,20 @@ class Worker:
             self.applier.registry.update(sensors.registering)  # only once the devices are committed
         pipe = self.r.pipeline(transaction=False)
         self._live_cases(pipe, touched)
-        if last_readings:
-            pipe.hset(self.applier.keys.devices, mapping={d: orjson.dumps(v) for d, v in last_readings.items()})
-        if alarm_changes:
-            self.applier.live.set_alarms(alarm_changes, pipe=pipe)
-        if sensors is not None and sensors.offline_changes:
-            self.applier.live.set_alarms(sensors.offline_changes, pipe=pipe, offline=True)
+        drills = sensors.drills if sensors is not None else set()
+        ap = self.applier
+        for live, mine in ((ap.live, lambda d: d not in drills), (ap.drill_live, lambda d: d in drills)):
+            if live is ap.drill_live and not drills:
+                break
+            readings = {d: orjson.dumps(v) for d, v in last_readings.items() if mine(d)}
+            if readings:
+                pipe.hset(live.keys.devices, mapping=readings)
+            changes = [c for c in alarm_changes if mine(c[0])]
+            if changes:
+                live.set_alarms(changes, pipe=pipe)
+            changes = [c for c in (sensors.offline_changes if sensors is not None else ()) if mine(c[0])]
+            if changes:
+                live.set_alarms(changes, pipe=pipe, offline=True)
         for stream, entry_id, index, raw, reason, source in dead:
             dead_letter(pipe, self.names, self.settings, raw if isinstance(raw, bytes | str) else orjson.dumps(raw),
                         reason, stream=stream, source=source, entry_id=entry_id, index=index)
@@ -939,11 +958,14 @@ class Worker:
         pipe.execute()
 
     def _live_cases(self, pipe, touched: dict[int, dict]) -> None:
-        if touched:
-            self.applier.live.set_case_states(
-                ((cid, self.applier.case_live_state(c)) for cid, c in touched.items()), pipe=pipe
-            )
-            self.applier.live.note_reports(touched.values(), pipe=pipe)
+        """The touched cases' live state: the city's counters, or a drill's own (a replay's cases count apart)."""
+        if not touched:
+            return
+        for live, cases in ((self.applier.live, {i: c for i, c in touched.items() if not c.get("drill")}),
+                            (self.applier.drill_live, {i: c for i, c in touched.items() if c.get("drill")})):
+            if cases:
+                live.set_case_states(((cid, self.applier.case_live_state(c)) for cid, c in cases.items()), pipe=pipe)
+                live.note_reports(cases.values(), pipe=pipe)
 
     # ---- order after faults --------------------------------------------------------------------
     def pending_before(self, stream: str) -> str | None:

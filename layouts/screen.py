@@ -64,6 +64,7 @@ class ID:
     poll = "scr-poll"
     tick = "scr-tick"
     area_label = "scr-area-label"
+    drill = "scr-drill"
 
 
 def parse_params(args: dict[str, Any], geo) -> tuple[dict[str, Any], list[tuple[str, str]]]:
@@ -182,6 +183,7 @@ def layout(settings, city, args: dict[str, Any]) -> html.Div:
                                         className="scr-leaflet",
                                         style={"width": "100%", "height": "100%"}),
                         html.Div(id=ID.area_label, className="scr-area-label"),
+                        html.Div(id=ID.drill, className="scr-drill", style={"display": "none"}),
                         legend,
                     ], className="scr-panel scr-map-panel"),
                     _panel(t["scr_ticker"], None, "scr-ticker-panel", body_id=ID.ticker),
@@ -256,6 +258,10 @@ def register(app) -> None:
         Output(ID.grids, "hideout"), Output(ID.markers, "children"), Output(ID.ticker, "children"),
         Output(ID.feeds, "children"),
         Input(ID.fast, "data"), State(ID.config, "data"),
+    )
+    clientside_callback(  # 演练: while a drill replay runs (its cases are left out of every figure on the wall)
+        "function(fast, cfg) { return window.gridwatch.screen.onDrill(fast, cfg); }",
+        Output(ID.drill, "children"), Output(ID.drill, "style"), Input(ID.fast, "data"), State(ID.config, "data"),
     )
     clientside_callback(
         "function(slow, fast, cfg) { return window.gridwatch.screen.onSlow(slow, fast, cfg); }",

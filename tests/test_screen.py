@@ -257,8 +257,8 @@ def test_the_header_shows_the_newest_data_and_a_banner_when_applying_stops(live_
 
     size(browser, 1920, 1080)
     live_server.open(browser, "/screen")
-    header = "return document.getElementById('scr-updated').textContent"
-    visible = "const s = document.getElementById('scr-stale'); return s.style.display !== 'none' && s.textContent"
+    header = "const e = document.getElementById('scr-updated'); return e && e.textContent"
+    visible = "const s = document.getElementById('scr-stale'); return !!s && s.style.display !== 'none' && s.textContent"
     push("header-1")
     assert wait(lambda: r.get(LiveKeys(screen_settings.stream_prefix).last_event_at) and
                 js(browser, header) == f"数据更新于 {data_time()}", timeout=10), js(browser, header)
@@ -277,6 +277,23 @@ def test_the_header_shows_the_newest_data_and_a_banner_when_applying_stops(live_
     live_server.start_worker()  # the worker is back: it applies what waited, the banner goes by itself
     assert wait(lambda: not js(browser, visible), timeout=15)
     assert wait(lambda: data_time() != before and js(browser, header) == f"数据更新于 {data_time()}", timeout=10)
+    assert errors(browser) == []
+
+
+def test_the_wall_says_a_drill_is_running_and_stops_saying_it_after(live_server, browser, r, screen_settings):
+    from ingest.feeds.replay import DrillMark
+
+    size(browser, 1920, 1080)
+    live_server.open(browser, "/screen")
+    badge = "const e = document.getElementById('scr-drill'); return !!e && e.style.display !== 'none' && e.textContent"
+    assert wait(lambda: js(browser, "return document.querySelectorAll('#scr-ticker .scr-tk').length"))
+    assert not js(browser, badge)
+    with DrillMark(Producer(r, screen_settings, source="drill"), "run-screen", "drill"):
+        shown = wait(lambda: js(browser, badge), timeout=10)
+        assert shown and shown.startswith("演练进行中 · 开始于 ")
+        time.sleep(1.5)  # a tick or two: every panel drawn for the picture
+        shot(browser, "screen-drill.png")
+    assert wait(lambda: not js(browser, badge), timeout=10)
     assert errors(browser) == []
 
 

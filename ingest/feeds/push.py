@@ -166,6 +166,12 @@ def blueprint(city_loader, redis_loader, settings_loader) -> Blueprint:
                 producer.dead(item_raw, problem, stream=stream, source=source)
                 items.append({"index": i, "status": "rejected", "errors": [problem]})
                 continue
+            if isinstance(item, dict) and item.get("drill") not in (None, False):
+                problem = ("drill: a pushed record cannot mark itself a drill (it would hide from every figure); "
+                           "replay drills with `python -m ingest replay`")
+                producer.dead(item_raw, problem, stream=stream, source=source)
+                items.append({"index": i, "status": "rejected", "errors": [problem]})
+                continue
             try:
                 parse(item, catalog)
             except RecordError as exc:

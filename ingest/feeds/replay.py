@@ -22,7 +22,10 @@ Replayed records are drills. They never collide with or change the originals: ``
 ``--source`` value (default ``drill``), external ids become ``<run id>-<original source>-<original id>``
 and device ids ``<run id>-<original device>``, with a new run id for every run (and every ``--loop`` pass).
 An alarm a replayed reading raises opens a case of source ``sensor`` for the drill device (the worker
-names those), so it cannot collide either.
+names those), so it cannot collide either. Every replayed record carries ``"drill": true``: its case, the case's
+assignments and its device are marked, kept in a live state of their own, and left out of every figure (live
+counters, risk, KPIs, rankings, briefings, the wall) unless a view asks for drills (the API's ``drills=1``). While a
+replay runs, ``P:live:drill`` says so and the wall shows 演练 (docs/decisions/0003-drills-apart.md).
 
 Bad input never stops a replay: a line that is not JSON, a record of unknown shape, without a usable
 time or failing validation is dead-lettered (stream ``dead``, with the file, line and problems as the
@@ -393,6 +396,7 @@ class _Replayer:
             self.t0 = t
             rep.first_time = t
         rec["source"] = rep.source
+        rec["drill"] = True  # the mark every figure leaves out unless a view asks for drills
         if kind == "case":
             if not rec.get("event_id") and isinstance(rec.get("event"), str):
                 # Keep the original identity: the default key is made from the time, which the replay changes.
@@ -503,6 +507,54 @@ def _span(records: list[Any]) -> tuple[datetime | None, datetime | None]:
     return first, last
 
 
+class DrillMark:
+    """While a replay runs, ``P:live:drill`` says so (the wall shows 演练); renewed every ``RENEW_S`` with a TTL of
+    ``TTL_S``, so a replay killed mid-run stops showing within ``TTL_S``. Deleted when the replay ends."""
+
+    TTL_S = 30
+    RENEW_S = 10
+
+    def __init__(self, producer, run_id: str, source: str):
+        self.producer, self.run_id, self.source = producer, run_id, source
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _key(self) -> str:
+        from core.livestate import LiveKeys
+
+        return LiveKeys(self.producer.settings.stream_prefix).drill
+
+    def _renew(self, value: bytes) -> None:
+        import redis
+
+        while True:
+            try:
+                self.producer.r.set(self._key(), value, ex=self.TTL_S)
+            except redis.RedisError as exc:
+                log.warning("replay %s: cannot mark the drill as running: %s", self.run_id, exc)
+            if self._stop.wait(self.RENEW_S):
+                return
+
+    def __enter__(self) -> DrillMark:
+        if self.producer is not None:
+            value = orjson.dumps({"run_id": self.run_id, "source": self.source, "since": datetime.now(UTC).isoformat()})
+            self._thread = threading.Thread(target=self._renew, args=(value,), name="drill-mark", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._thread is None:
+            return
+        import redis
+
+        self._stop.set()
+        self._thread.join(5)
+        try:
+            self.producer.r.delete(self._key())
+        except redis.RedisError as exc:
+            log.warning("replay %s: cannot clear the drill mark (it expires in %d s): %s", self.run_id, self.TTL_S, exc)
+
+
 def replay_records(records: Iterable[Any], producer, speed: float, now: datetime | None = None,
                    stop_event: threading.Event | None = None, *, run_id: str | None = None, source: str = "drill",
                    catalog=None, dry_run: bool = False, progress_s: float = 5.0, label: str = "") -> ReplayReport:
@@ -531,7 +583,8 @@ def replay_records(records: Iterable[Any], producer, speed: float, now: datetime
     log.info("replay %s: drill run%s: source rewritten to %r, external ids prefixed %r, device ids prefixed %r; "
              "the original cases are never touched; speed %s", run_id, " (dry run: nothing is published)" if dry_run
              else "", source, f"{run_id}-<source>-", f"{run_id}-", f"{speed:g}×" if speed else "as fast as possible")
-    rep = rp.run(records)
+    with DrillMark(None if dry_run else producer, run_id, source):
+        rep = rp.run(records)
     if rep.deadlines_dropped:
         log.info("replay %s: %d deadlines more than 23 h ahead left to the SLA calendar (the worker refuses times "
                  "more than 24 h ahead)", run_id, rep.deadlines_dropped)
