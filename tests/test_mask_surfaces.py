@@ -1,10 +1,11 @@
 """Personal data typed into free text, as each role reads it: masked for a leader, whole for a dispatcher, in the
-case JSON, the case list and the CSV. The stored text stays whole."""
+case JSON, the case list and the CSV; masked for everyone on the wall. The stored text stays whole."""
 
 from __future__ import annotations
 
 import csv
 import io
+from datetime import UTC, datetime, timedelta
 
 import orjson
 from sqlalchemy import select
@@ -52,3 +53,44 @@ def test_free_text_is_masked_for_a_leader_and_whole_for_a_dispatcher(settings, r
         assert "1200元" in one["description"]
     with engine.connect() as conn:  # stored whole
         assert conn.scalar(select(Case.title).where(Case.id == case_id)) == TITLE
+
+
+# --------------------------------------------------------------------------- the wall: masked for all
+
+ID18, OLD_ID, GRID = "440311199001011237", "110105900101123", "440311001002003"
+EXPOSED = f"占道经营 联系{PHONE} 身份证{ID18} 旧证{OLD_ID} 网格{GRID}"
+# what every reader of the wall sees: the district's own 15-digit code stays
+EXPOSED_SEEN = f"占道经营 联系138****5678 身份证440311********1237 旧证110105******123 网格{GRID}"
+CLEAR = (PHONE, ID18, OLD_ID)
+
+
+def _store_exposed(settings, r, engine, city, ext, reported, due) -> int:
+    g = city.geography.areas("grid")[0]
+    lon, lat = g.centroid
+    Producer(r, settings, source="test").cases([{
+        "source": "test", "external_id": ext, "event": "report", "occurred_at": reported.isoformat(),
+        "category": next(c.code for c in city.categories.values() if not c.sensor_only), "title": EXPOSED,
+        "grade": 4, "grid_code": g.code, "lon": lon, "lat": lat, "due_at": due.isoformat()}])
+    w = Worker(city, settings, engine, r, name="w")
+    while w.run_once(50):
+        pass
+    assert w.totals.dead == 0
+    with engine.connect() as conn:
+        case_id, title = conn.execute(select(Case.id, Case.title).where(Case.external_id == ext)).one()
+    assert title == EXPOSED  # stored whole
+    return case_id
+
+
+def test_the_wall_masks_titles_for_everyone(settings, r, engine, city):
+    from config.risk import get_risk_model
+    from dashboard import screen
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    case_id = _store_exposed(settings, r, engine, city, "wall-1", now - timedelta(minutes=5), now + timedelta(hours=2))
+    fast = screen.fast(r, settings, engine, city, get_risk_model(settings.risk_file))
+    shown = [c["title"] for c in fast["ticker"] + fast["sla"] if c["id"] == case_id]
+    assert shown == [EXPOSED_SEEN, EXPOSED_SEEN]  # in the ticker and on the SLA board
+    snapshot = orjson.dumps(fast).decode()
+    assert not [d for d in CLEAR if d in snapshot]
+    with engine.connect() as conn:
+        assert conn.scalar(select(Case.title).where(Case.id == case_id)) == EXPOSED
