@@ -1,19 +1,22 @@
 """Personal data typed into free text, as each role reads it: masked for a leader, whole for a dispatcher, in the
-case JSON, the case list and the CSV; masked for everyone on the wall. The stored text stays whole."""
+case JSON, the case list and the CSV; masked for everyone on the wall and in briefings. The stored text stays whole."""
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 from datetime import UTC, datetime, timedelta
 
 import orjson
 from sqlalchemy import select
 
 from core.models import Case
+from core.records import CITY_TZ
 from ingest.streams import Producer
 from ingest.worker import Worker
 from tests import accounts
+from tests.test_briefing import _pdf_text, needs_poppler
 
 PHONE, ID = "13812345678", "11010519491231002X"
 TITLE = f"噪音扰民 联系 {PHONE}"
@@ -55,11 +58,11 @@ def test_free_text_is_masked_for_a_leader_and_whole_for_a_dispatcher(settings, r
         assert conn.scalar(select(Case.title).where(Case.id == case_id)) == TITLE
 
 
-# --------------------------------------------------------------------------- the wall: masked for all
+# --------------------------------------------------------------------------- the wall and briefings: masked for all
 
 ID18, OLD_ID, GRID = "440311199001011237", "110105900101123", "440311001002003"
 EXPOSED = f"占道经营 联系{PHONE} 身份证{ID18} 旧证{OLD_ID} 网格{GRID}"
-# what every reader of the wall sees: the district's own 15-digit code stays
+# what every reader of the wall or a briefing sees: the district's own 15-digit code stays
 EXPOSED_SEEN = f"占道经营 联系138****5678 身份证440311********1237 旧证110105******123 网格{GRID}"
 CLEAR = (PHONE, ID18, OLD_ID)
 
@@ -94,3 +97,37 @@ def test_the_wall_masks_titles_for_everyone(settings, r, engine, city):
     assert not [d for d in CLEAR if d in snapshot]
     with engine.connect() as conn:
         assert conn.scalar(select(Case.title).where(Case.id == case_id)) == EXPOSED
+
+
+def _briefing_day(settings, r, engine, city):
+    """A case overdue and graded 特别重大 (so in both case lists) an hour ago: (now, its city day)."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    at = now - timedelta(hours=1)
+    _store_exposed(settings, r, engine, city, "brief-1", at, at + timedelta(minutes=1))
+    return now, at.astimezone(CITY_TZ).date()
+
+
+def test_the_briefing_spreadsheet_masks_case_titles_for_everyone(settings, r, engine, city, tmp_path):
+    from openpyxl import load_workbook
+
+    from dashboard import briefing
+
+    now, day = _briefing_day(settings, r, engine, city)
+    (xlsx,) = briefing.produce(engine, r, settings, city, "day", day, None, tmp_path, now=now, formats=("xlsx",))
+    wb = load_workbook(xlsx)
+    for name in ("超期未办结", "重点案件"):
+        rows = list(wb[name].iter_rows(values_only=True))
+        assert rows[0][1] == "标题" and [row[1] for row in rows[1:]] == [EXPOSED_SEEN], name
+    cells = " ".join(str(v) for ws in wb.worksheets for row in ws.iter_rows(values_only=True) for v in row)
+    assert not [d for d in CLEAR if d in cells]
+
+
+@needs_poppler
+def test_the_briefing_pdf_masks_case_titles_for_everyone(settings, r, engine, city, tmp_path):
+    from dashboard import briefing
+
+    now, day = _briefing_day(settings, r, engine, city)
+    (pdf,) = briefing.produce(engine, r, settings, city, "day", day, None, tmp_path, now=now, formats=("pdf",))
+    flat = re.sub(r"\s+", "", _pdf_text(pdf, mode="-raw"))
+    assert flat.count(re.sub(r"\s+", "", EXPOSED_SEEN)) == 2  # the overdue list and the key cases
+    assert not [d for d in CLEAR if d in flat]
