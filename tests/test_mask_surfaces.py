@@ -1,19 +1,22 @@
 """Personal data typed into free text, as each role reads it: masked for a leader, whole for a dispatcher, in the
-case JSON, the case list and the CSV; masked for everyone on the wall and in briefings. The stored text stays whole."""
+case JSON, the case list and the CSV; masked for everyone on the wall, in briefings and in the dead-letter listing
+(unless --show-personal). The stored text stays whole."""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from datetime import UTC, datetime, timedelta
 
 import orjson
+import pytest
 from sqlalchemy import select
 
 from core.models import Case
 from core.records import CITY_TZ
-from ingest.streams import Producer
+from ingest.streams import Producer, StreamNames, dead_letter, iter_dead
 from ingest.worker import Worker
 from tests import accounts
 from tests.test_briefing import _pdf_text, needs_poppler
@@ -58,11 +61,11 @@ def test_free_text_is_masked_for_a_leader_and_whole_for_a_dispatcher(settings, r
         assert conn.scalar(select(Case.title).where(Case.id == case_id)) == TITLE
 
 
-# --------------------------------------------------------------------------- the wall and briefings: masked for all
+# --------------------------------------------------------------------------- the wall, briefings, dead letters: masked for all
 
 ID18, OLD_ID, GRID = "440311199001011237", "110105900101123", "440311001002003"
 EXPOSED = f"占道经营 联系{PHONE} 身份证{ID18} 旧证{OLD_ID} 网格{GRID}"
-# what every reader of the wall or a briefing sees: the district's own 15-digit code stays
+# what every reader of the wall, a briefing or a dead letter sees: the district's own 15-digit code stays
 EXPOSED_SEEN = f"占道经营 联系138****5678 身份证440311********1237 旧证110105******123 网格{GRID}"
 CLEAR = (PHONE, ID18, OLD_ID)
 
@@ -131,3 +134,44 @@ def test_the_briefing_pdf_masks_case_titles_for_everyone(settings, r, engine, ci
     flat = re.sub(r"\s+", "", _pdf_text(pdf, mode="-raw"))
     assert flat.count(re.sub(r"\s+", "", EXPOSED_SEEN)) == 2  # the overdue list and the key cases
     assert not [d for d in CLEAR if d in flat]
+
+
+# --------------------------------------------------------------------------- dead letters as a reader sees them
+
+
+def test_the_dead_letter_listing_masks_by_default_and_shows_whole_on_request(settings, r, city, monkeypatch, capsys):
+    from config.settings import get_settings
+    from ingest.__main__ import main
+
+    # an event for a category the city does not have: dead-lettered at the edge with its payload, as JSON with
+    # escapes (the way many clients write it) and as plain UTF-8
+    record = {"source": "test", "external_id": "dl-1", "event": "report", "occurred_at": "2026-11-22T09:31:00+08:00",
+              "category": "0199", "title": EXPOSED}
+    names = StreamNames.of(settings)
+    dead_letter(r, names, settings, json.dumps(record), f"category: unknown category, title {EXPOSED}",
+                stream=names.cases, source="test")
+    dead_letter(r, names, settings, orjson.dumps(record), "category: unknown category", stream=names.cases,
+                source="test")
+    for k, v in {"REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url,
+                 "STREAM_PREFIX": settings.stream_prefix, "VAR_DIR": str(settings.var_dir)}.items():
+        monkeypatch.setenv(k, str(v))
+    get_settings.cache_clear()  # the command reads its settings from the environment
+    try:
+        assert main(["dead"]) == 0
+        masked = capsys.readouterr().out
+        assert main(["dead", "--reason", "unknown category"]) == 0
+        filtered = capsys.readouterr().out
+        assert main(["dead", "--show-personal"]) == 0
+        whole = capsys.readouterr().out
+        with pytest.raises(SystemExit) as exc:
+            main(["dead", "--help"])
+        assert exc.value.code == 0 and "--show-personal" in capsys.readouterr().out
+    finally:
+        get_settings.cache_clear()
+    for out in (masked, filtered):
+        assert out.count(EXPOSED_SEEN) == 3, out  # both payloads and the reason quoting the title
+        assert not [d for d in CLEAR if d in out]
+    assert whole.count(EXPOSED) == 2 and PHONE in whole and "138****5678" not in whole
+    stored = [row for _, row in iter_dead(r, settings)]  # the letters themselves stay whole, to be re-driven
+    assert [orjson.loads(row["raw"])["title"] for row in stored] == [EXPOSED, EXPOSED]
+    assert EXPOSED in stored[0]["reason"]
