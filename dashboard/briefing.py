@@ -5,6 +5,8 @@ the archive the scheduler and the /briefings page write into. The PDF is laid ou
 
 Every figure comes from dashboard.queries / dashboard.live / core (the KPIs, counts, the SLA list, the department
 ranking, the risk levels): a briefing never has figures of its own.
+A briefing is forwarded as is: the free text of its case lists is masked for everyone (dashboard.queries.free_text),
+in the Briefing itself, so the PDF and the XLSX show the same masked text.
 """
 
 from __future__ import annotations
@@ -102,6 +104,10 @@ def build(engine, r, settings, city, kind: str, day: date, area_code: str | None
 
     now = now or datetime.now(UTC)
     geo = city.geography
+
+    def masked(row: dict[str, Any]) -> dict[str, Any]:  # a briefing is forwarded as is: free text masked for all
+        return queries.free_text(row, False, (city.county_code,))
+
     area, p = requested(city, kind, day, area_code, now)
     since, until = p.since.astimezone(UTC), p.until.astimezone(UTC)
     as_of = min(until, now)
@@ -140,11 +146,12 @@ def build(engine, r, settings, city, kind: str, day: date, area_code: str | None
     for row in queries.sla_cases(engine, now=as_of, states={"overdue"}, where=dataclasses.replace(where, since=None),
                                  warn_share=settings.sla_warn_share, limit=LIST_SIZE, latest_first=True):
         depts = [city.departments[d].name for d in row["departments"] if d in city.departments]
-        b.overdue.append({"id": row["id"], "title": row["title"], "grade": row["grade"],
-                          "grade_name": _grade_name(city, row["grade"]),
-                          "grid": geo.area(row["grid_code"]).name if row.get("grid_code") in geo else "",
-                          "departments": "、".join(depts), "reported_at": row["reported_at"], "due_at": row["due_at"],
-                          "late_h": round((as_of - row["due_at"]).total_seconds() / 3600, 1)})
+        b.overdue.append(masked({"id": row["id"], "title": row["title"], "grade": row["grade"],
+                                 "grade_name": _grade_name(city, row["grade"]),
+                                 "grid": geo.area(row["grid_code"]).name if row.get("grid_code") in geo else "",
+                                 "departments": "、".join(depts), "reported_at": row["reported_at"],
+                                 "due_at": row["due_at"],
+                                 "late_h": round((as_of - row["due_at"]).total_seconds() / 3600, 1)}))
     rules = get_rules(settings.rankings_file)
     ranked = queries.ranking(engine, departments=city.departments, rules=rules, current=p, previous=prev, now=now,
                              area=None if area.level == "district" else area.code)
@@ -162,7 +169,7 @@ def build(engine, r, settings, city, kind: str, day: date, area_code: str | None
                   "level": risk[g.code]["risk_level"]} for g in top]
     b.shapes = [{"code": g.code, "level": risk[g.code]["risk_level"], "rings": _rings(geo.geometry(g.code))}
                 for g in grids]
-    b.notable = _notable(engine, city, where)
+    b.notable = [masked(n) for n in _notable(engine, city, where)]
     return b
 
 

@@ -169,12 +169,13 @@ def reporter(name: str | None, phone: str | None, personal: bool) -> tuple[str |
 FREE_TEXT = ("title", "description", "address", "note")
 
 
-def free_text(row: dict[str, Any], personal: bool) -> dict[str, Any]:
+def free_text(row: dict[str, Any], personal: bool, own_prefixes: tuple[str, ...] | None = None) -> dict[str, Any]:
     """``row`` with its free-text fields (FREE_TEXT) as a viewer sees them: whole for the roles with personal data,
-    with the phone, ID, card numbers and e-mails in them masked (core.access.mask_text) for the others."""
+    with the phone, ID, card numbers and e-mails in them masked (core.access.mask_text) for the others.
+    ``own_prefixes``: the city's own area codes (``(city.county_code,)``), kept where a 15-digit ID would be masked."""
     from core.access import mask_text
 
-    return row if personal else {k: mask_text(v) if k in FREE_TEXT and isinstance(v, str) else v
+    return row if personal else {k: mask_text(v, own_prefixes) if k in FREE_TEXT and isinstance(v, str) else v
                                  for k, v in row.items()}
 
 

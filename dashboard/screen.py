@@ -7,7 +7,8 @@
   against yesterday and this week's department ranking (core.rankings). Heavier SQL, worked out at most every
   ``SLOW_SECONDS`` per process by one thread while the others keep the previous answer.
 
-Both return plain JSON-able dicts (times as epoch milliseconds, which the browser counts from). No personal data.
+Both return plain JSON-able dicts (times as epoch milliseconds, which the browser counts from). No personal data:
+the wall is public, so case titles are masked for everyone (dashboard.queries.free_text).
 """
 
 from __future__ import annotations
@@ -106,6 +107,7 @@ def drill_running(r, settings) -> dict[str, Any] | None:
 
 def fast(r, settings, engine, city, model, now: datetime | None = None) -> dict[str, Any]:
     from dashboard import live
+    from dashboard.queries import free_text
 
     now = now or datetime.now(UTC)
     geo = city.geography
@@ -141,10 +143,11 @@ def fast(r, settings, engine, city, model, now: datetime | None = None) -> dict[
         cat = city.categories.get(c.category)
         depts = [d for d in (c.departments or []) if isinstance(d, str)]
         dept = city.departments.get(depts[0]) if depts else None
-        return {"id": c.id, "title": c.title, "grade": c.grade, "category": getattr(cat, "name", c.category),
-                "source": c.source, "status": c.status, "grid": c.grid_code, "areas": _area_names(city, c.grid_code),
-                "dept": (dept.short or dept.name) if dept is not None else None, "reported": _ms(c.reported_at),
-                "due": _ms(c.due_at)}
+        row = {"id": c.id, "title": c.title, "grade": c.grade, "category": getattr(cat, "name", c.category),
+               "source": c.source, "status": c.status, "grid": c.grid_code, "areas": _area_names(city, c.grid_code),
+               "dept": (dept.short or dept.name) if dept is not None else None, "reported": _ms(c.reported_at),
+               "due": _ms(c.due_at)}
+        return free_text(row, False, (city.county_code,))  # a public screen: masked for every viewer
 
     ticker = [case_row(c) for c in newest]
     pulses = [{"id": c.id, "lon": c.lon, "lat": c.lat, "grade": c.grade} for c in newest

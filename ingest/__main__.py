@@ -70,6 +70,12 @@ def cmd_dead(args) -> int:
         rows = [{**row, "id": row_id, "raw": row["raw"].decode("utf-8", "replace")} for row_id, row in reversed(newest)]
     else:
         rows = read_dead(get_redis(), count=args.count)
+    if not args.show_personal:  # what a reader sees is masked; the stored letters stay whole
+        from config.city import get_city
+        from ingest.streams import masked_letter
+
+        own = (get_city().county_code,)
+        rows = [masked_letter(row, own) for row in rows]
     for row in rows:
         raw = row["raw"]
         if len(raw) > args.width:
@@ -230,8 +236,9 @@ def parser() -> argparse.ArgumentParser:
     dl = sub.add_parser(
         "dead", help="show the newest dead letters, or re-drive them (--redrive)",
         description="Print the newest dead letters with their reasons (filtered by --reason/--since/--stream/--source "
-                    "when given), or with --redrive re-validate the selected ones (oldest first) against today's "
-                    "configuration and re-publish what now validates to the stream it came from.",
+                    "when given; personal data in them masked unless --show-personal), or with --redrive "
+                    "re-validate the selected ones (oldest first) against today's configuration and re-publish what "
+                    "now validates to the stream it came from.",
         epilog="Re-drive: a re-published letter is deleted from the dead-letter stream in the same MULTI/EXEC, so "
                "running it twice re-publishes nothing twice (and events are idempotent by (source, external_id, "
                "event_id) anyway). What still fails stays, reported with its reason today; what must never be "
@@ -241,6 +248,9 @@ def parser() -> argparse.ArgumentParser:
                "it started with.")
     dl.add_argument("--count", type=int, default=20, help="how many to list (default 20)")
     dl.add_argument("--width", type=int, default=300, help="characters of raw payload to show (default 300)")
+    dl.add_argument("--show-personal", action="store_true",
+                    help="print raw payloads and reasons whole; by default the phone, ID and bank card numbers and "
+                         "e-mail addresses in them are masked (the stored letters always stay whole)")
     dl.add_argument("--redrive", action="store_true", help="re-validate the selected letters and re-publish what applies")
     dl.add_argument("--dry-run", action="store_true", help="show what --redrive would do (implies it), change nothing")
     dl.add_argument("--reason", metavar="REGEX",

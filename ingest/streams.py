@@ -7,6 +7,7 @@ that published it. Feeds call :class:`Producer`; they never touch the store.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import socket
@@ -198,3 +199,16 @@ def read_dead(r: redis.Redis, settings: Settings | None = None, count: int = 100
         row["raw"] = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
         out.append(row)
     return out
+
+
+def masked_letter(row: dict[str, Any], own_prefixes: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """A dead letter (read_dead's row) as a reader sees it: the personal data in its raw payload and reason masked
+    (core.access.mask_text). The stored letter stays whole, to be re-driven as it came."""
+    from core.access import mask_text
+
+    raw = row.get("raw") or ""
+    raw = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    if "\\u" in raw:  # JSON with escaped characters: as plain UTF-8, so an escape cannot hide the digits after it
+        with contextlib.suppress(ValueError, TypeError):
+            raw = orjson.dumps(orjson.loads(raw)).decode()
+    return {**row, "raw": mask_text(raw, own_prefixes), "reason": mask_text(row.get("reason"), own_prefixes)}
