@@ -535,7 +535,7 @@ def blueprint() -> Blueprint:
         area = _area(p["area"]).code if "area" in p else _home_code()
         limit = _limit(p.get("limit"))
         now = datetime.now(UTC)
-        items = queries.sla_cases(context.engine(), now=now, states=states, area=area,
+        items = queries.sla_cases(context.engine(), now=now, states=states, area=area, personal=auth.personal(),
                                   warn_share=context.settings().sla_warn_share, limit=limit)
         return json_response({"as_of": now, "states": sorted(states), "warn_share": context.settings().sla_warn_share,
                               "items": items})

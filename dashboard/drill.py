@@ -295,7 +295,7 @@ def overdue(view: View, now: datetime | None = None) -> list[dict[str, Any]]:
 
     now = now or datetime.now(UTC)
     c = city()
-    rows = queries.sla_cases(engine(), now=now, states={"overdue"}, where=view.where,
+    rows = queries.sla_cases(engine(), now=now, states={"overdue"}, where=view.where, personal=auth.personal(),
                              warn_share=settings().sla_warn_share, limit=LIST_SIZE, latest_first=True)
     for row in rows:
         depts = [c.departments[d] for d in row["departments"] if d in c.departments]
@@ -404,4 +404,4 @@ def pins(view: View) -> list[dict[str, Any]]:
     q = view.where.apply(select(c.id, c.title, c.grade, c.status, c.overdue, c.lon, c.lat)
                          .where(c.lon.is_not(None), c.lat.is_not(None))).order_by(c.id.desc()).limit(PIN_LIMIT)
     with engine().connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(q)]
+        return [queries.free_text(dict(r._mapping), auth.personal()) for r in conn.execute(q)]

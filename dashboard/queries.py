@@ -169,14 +169,26 @@ def reporter(name: str | None, phone: str | None, personal: bool) -> tuple[str |
 FREE_TEXT = ("title", "description", "address", "note")
 
 
-def free_text(row: dict[str, Any], personal: bool, own_prefixes: tuple[str, ...] | None = None) -> dict[str, Any]:
+def own_prefixes() -> tuple[str, ...] | None:
+    """The city's own area codes start so (its county code): a 15-digit number starting so is a place, not an ID."""
+    from dashboard import context
+
+    try:
+        return (context.city().county_code,)
+    except Exception:  # noqa: BLE001 - no city configured: 15-digit numbers are left alone (never over-masked)
+        return None
+
+
+def free_text(row: dict[str, Any], personal: bool, own: tuple[str, ...] | None = None) -> dict[str, Any]:
     """``row`` with its free-text fields (FREE_TEXT) as a viewer sees them: whole for the roles with personal data,
     with the phone, ID, card numbers and e-mails in them masked (core.access.mask_text) for the others.
-    ``own_prefixes``: the city's own area codes (``(city.county_code,)``), kept where a 15-digit ID would be masked."""
+    ``own``: the city's own area code prefixes (default: :func:`own_prefixes`), kept where a 15-digit ID is masked."""
     from core.access import mask_text
 
-    return row if personal else {k: mask_text(v, own_prefixes) if k in FREE_TEXT and isinstance(v, str) else v
-                                 for k, v in row.items()}
+    if personal:
+        return row
+    own = own if own is not None else own_prefixes()
+    return {k: mask_text(v, own) if k in FREE_TEXT and isinstance(v, str) else v for k, v in row.items()}
 
 
 def export_cases(engine: Engine, where: CaseFilter, chunk: int = 5000, *, personal: bool = False):
@@ -236,7 +248,7 @@ SLA_COLUMNS = [_CASE.c[n] for n in ("id", "source", "external_id", "category", "
 
 def sla_cases(engine: Engine, *, now, states: Collection[str], area: str | None = None,
               warn_share: float = 0.2, limit: int = DEFAULT_LIMIT, where: CaseFilter | None = None,
-              latest_first: bool = False) -> list[dict[str, Any]]:
+              latest_first: bool = False, personal: bool = False) -> list[dict[str, Any]]:
     """Open cases whose SLA state (core.sla.state) is in ``states``, nearest deadline first (``latest_first``: the
     most recently due first). ``where`` narrows them further (its statuses are met with the open ones).
 
@@ -268,7 +280,7 @@ def sla_cases(engine: Engine, *, now, states: Collection[str], area: str | None 
                 continue
             case["departments"] = list(case.get("departments") or [])
             case["seconds_left"] = round((case["due_at"] - now).total_seconds())
-            out.append(case)
+            out.append(free_text(case, personal))
             if len(out) >= limit:
                 break
     return out

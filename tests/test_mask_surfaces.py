@@ -102,6 +102,25 @@ def test_the_wall_masks_titles_for_everyone(settings, r, engine, city):
         assert conn.scalar(select(Case.title).where(Case.id == case_id)) == EXPOSED
 
 
+def test_the_sla_list_and_the_drill_down_mask_titles_for_a_leader(settings, r, engine, city):
+    """/api/v1/sla, the drill-down's overdue panel and its map pins: masked for a leader (the city's own 15-digit
+    codes kept), whole for a dispatcher."""
+    from app import create_app
+    from dashboard import drill
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    case_id = _store_exposed(settings, r, engine, city, "sla-1", now - timedelta(hours=3), now - timedelta(minutes=5))
+    app = create_app(settings)
+    for role, want in (("leader", EXPOSED_SEEN), ("dispatcher", EXPOSED)):
+        c = accounts.client(settings, role, app=app)
+        items = orjson.loads(c.get("/api/v1/sla?state=overdue").data)["items"]
+        assert [i["title"] for i in items if i["id"] == case_id] == [want], role
+        with accounts.request(app, role):
+            view = drill.parse(f"/area/{city.geography.district.code}", "?range=7d")
+            assert [x["title"] for x in drill.overdue(view) if x["id"] == case_id] == [want], role
+            assert [x["title"] for x in drill.pins(view) if x["id"] == case_id] == [want], role
+
+
 def _briefing_day(settings, r, engine, city):
     """A case overdue and graded 特别重大 (so in both case lists) an hour ago: (now, its city day)."""
     now = datetime.now(UTC).replace(microsecond=0)
