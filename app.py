@@ -59,6 +59,8 @@ def create_app(settings: Settings | None = None) -> dash.Dash:
                       Input(ROUTER_URL, "pathname"), Input(ROUTER_URL, "search"), State(ROUTER_KIND, "data"))
         def route(pathname, search, kind):
             """The page for the URL. Within the drill-down (/, /area/…) the page stays and follows the URL itself."""
+            if not isinstance(pathname, str) or not isinstance(search or "", str):
+                raise PreventUpdate  # not what a browser's location sends
             found = page_of(pathname)
             if found == kind and found in STAYS:
                 raise PreventUpdate

@@ -419,6 +419,44 @@ def callbacks_of(app, page: str):
         owned[key] = page
 
 
+# What a browser sends for these component properties (Dash passes any JSON through): a callback is never handed a
+# value of another type, so a crafted request gets a 400 naming the input instead of a callback's traceback.
+_PROP_TYPES: dict[str, tuple[type, ...]] = {
+    **dict.fromkeys(("pathname", "search", "hash", "href", "start_date", "end_date", "date"), (str,)),
+    **dict.fromkeys(("n_clicks", "n_intervals", "n_submit", "n_blur"), (int,)),
+    **dict.fromkeys(("clickData", "hoverData", "hideout", "getRowsRequest", "viewport", "relayoutData"), (dict,)),
+    "value": (str, int, float, list),
+}
+_SCALARS = (str, int, float)
+MAX_CALLBACK_TEXT = 4096  # characters of a URL part or a control's text
+
+
+def callback_input_problem(body) -> str | None:
+    """Why a Dash update request's inputs are not what the page's components send (None: they are)."""
+    if not isinstance(body, dict):
+        return "the body is not a JSON object"
+    for part in ("inputs", "state"):
+        entries = body.get(part) or []
+        if not isinstance(entries, list):
+            return f"{part}: not a list"
+        for entry in (e for x in entries for e in (x if isinstance(x, list) else [x])):
+            if not isinstance(entry, dict) or "property" not in entry:
+                return f"{part}: an entry without id and property"
+            prop, value = entry.get("property"), entry.get("value")
+            name = f"{str(entry.get('id'))[:60]}.{str(prop)[:40]}"
+            want = _PROP_TYPES.get(prop) if isinstance(prop, str) else None
+            if want is None or value is None:
+                continue
+            ok = isinstance(value, want) and not isinstance(value, bool)
+            if ok and prop == "value" and isinstance(value, list):
+                ok = all(isinstance(v, _SCALARS) for v in value)
+            if not ok:
+                return f"callback input {name}: a {type(value).__name__} is not what this control sends"
+            if isinstance(value, str) and len(value) > MAX_CALLBACK_TEXT:
+                return f"callback input {name}: {len(value)} characters, more than {MAX_CALLBACK_TEXT}"
+    return None
+
+
 def _callback_refusal(server, v: Viewer) -> tuple[str | None, str | None, str | None]:
     """(the callback's output key, its page, why it is refused — None when allowed) for a Dash update request."""
     body = request.get_json(silent=True)
@@ -476,6 +514,10 @@ def install(server) -> None:
                 log.warning("refused callback %s (%s) for %s (%s)", (key or "")[:80], page, g.gw_viewer.username,
                             g.gw_viewer.role)
                 return _forbidden(refused)
+            problem = callback_input_problem(request.get_json(silent=True))
+            if problem:
+                log.warning("bad callback input from %s (%s): %s", g.gw_viewer.username, address(), problem)
+                return Response(orjson.dumps({"error": problem}), status=400, mimetype="application/json")
         return None
 
     @server.after_request

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from dash import Input, Output, State, clientside_callback, dcc, html, no_update
+from dash.exceptions import PreventUpdate
 from flask import Blueprint, Response, request, send_file
 
 from core.records import CITY_TZ
@@ -280,6 +281,8 @@ def register(app) -> None:
     def generate(_n, day, kind, area, lang):
         """Start a job for the form's choice and follow it."""
         t = i18n.texts(lang)
+        if area is not None and not isinstance(area, str) or not isinstance(kind, str):
+            raise PreventUpdate  # not what the form's dropdowns send
         if area and not auth.in_scope(area):  # the dropdown offers none, but a request can name any
             return None, True, status_view({"state": "failed", "reason": "input",
                                             "message": f"area: {str(area)[:32]} is outside your jurisdiction"},

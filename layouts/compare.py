@@ -161,6 +161,8 @@ def register(app) -> None:
                   State(ID.b, "value"), State(ID.query, "data"), prevent_initial_call=True)
     def go(_n, mode, a, b, query):
         """The form's choice as a new URL (the router draws the page again)."""
+        if not isinstance(a, str) or not isinstance(query or {}, dict) or not isinstance(b or "", str):
+            raise PreventUpdate  # not what the form sends: nothing to do (the page checks what the URL says)
         q = {k: v for k, v in (query or {}).items() if k not in ("a", "b", "since_b", "until_b")}
         q["a"] = a
         if mode == "areas":

@@ -581,6 +581,8 @@ def register(app) -> None:
     @app.callback(Output(ID.areas, "hideout", allow_duplicate=True), Input(ID.mode, "value"),
                   State(ID.areas, "hideout"), prevent_initial_call=True)
     def colour_mode(mode, hideout):
+        if not isinstance(mode, str) or not isinstance(hideout or {}, dict):
+            raise PreventUpdate  # not what the radio buttons and the map send
         return {**(hideout or {}), "mode": mode}
 
     @app.callback(

@@ -583,6 +583,27 @@ def test_xss_payloads_in_titles_and_descriptions_render_inert_in_chromium(browse
         srv.close()
 
 
+HOSTILE_VALUES = ["x" * 100_000, 12345, -1.5, True, ["a", {"b": 1}], {"__proto__": {"x": 1}}, "\u0000\ud7ff",
+                  {"startRow": "0; DROP", "endRow": 10 ** 12, "sortModel": "desc"}, "../../etc/passwd"]
+
+
+@pytest.mark.parametrize("hostile", HOSTILE_VALUES, ids=lambda v: type(v).__name__)
+def test_every_dash_callback_answers_hostile_values_without_a_500(app, planted, settings, hostile):
+    """Each input and state of every callback in turn set to a value of the wrong type, huge or odd: the answer is
+    a refusal or nothing new (204/400/403), never a server error."""
+    admin = accounts.client(settings, "admin", app=app)
+    tried = 0
+    for body in {b["output"]: b for b in _callback_bodies(app, planted)}.values():
+        for part in ("inputs", "state"):
+            for i in range(len(body[part])):
+                bad = orjson.loads(orjson.dumps(body))
+                bad[part][i]["value"] = hostile
+                resp = admin.post("/_dash-update-component", data=orjson.dumps(bad), content_type="application/json")
+                assert resp.status_code < 500, (body["output"], part, bad[part][i]["id"], resp.status_code)
+                tried += 1
+    assert tried >= 40
+
+
 @pytest.mark.parametrize("value", ["' OR '1'='1", "1; DROP TABLE cases; --", "%", "_", "\\", "<script>",
                                    "440311' --", "${jndi:ldap://x}", "\u0000", "a" * 5000])
 def test_injection_like_strings_in_every_filter_are_harmless(app, planted, settings, value):
