@@ -9,8 +9,9 @@
 4. Latency: a worker process runs while a load process publishes LOAD events/s (sensors and cases);
    probes publish one reading each and time until it shows in the live state.
 
-5. With --against REF: the same readings and case events applied by the worker of git commit REF and by this
-   one, each on a fresh empty store, side by side (alternating rounds).
+5. With --against REF: the same readings and case events applied by the whole tree of git commit REF (unpacked with
+   git archive: its worker, schema and core) and by this one, each in a process of its own on a fresh empty store,
+   side by side (alternating rounds).
 6. With --stored N: the store filled with N cases and their timelines by bulk SQL (not through the worker), then
    the same readings and case events applied on it, next to the same worker's figures on the empty store.
 
@@ -126,7 +127,7 @@ def fill_store(engine, city, n: int, source: str = "bench", chunk: int = 20_000)
                    "district_code": city.county_code, "street_code": g.code[:9], "community_code": g.code[:12],
                    "grid_code": g.code, "located": True, "status": status, "departments": f'["{dep}"]',
                    "onsite": False, "overdue": False, "due_provisional": False, "suspended_at": None, "warned": False,
-                   "escalated": False, "rating": None, "flags": None, "reported_at": tm(at),
+                   "escalated": False, "rating": None, "flags": None, "drill": False, "reported_at": tm(at),
                    "accept_due_at": tm(at + timedelta(hours=2)), "due_at": tm(due), "accepted_at": tm(times[3]),
                    "resolved_at": tm(times[4]), "closed_at": None, "dispatched_at": tm(times[2]), "evaluated_at": None,
                    "updated_at": tm(times[4]), "created_at": tm(at)}
@@ -186,20 +187,39 @@ def apply_rates(env, worker_cls, n_readings: int, devices: int, n_events: int) -
     return r_rate, (worker.totals.applied - before) / took
 
 
-def worker_at(ref: str):
-    """The Worker class of ingest/worker.py as it was at git commit ``ref`` (the rest of the code as it is now)."""
-    import importlib.util
+RATES_SCRIPT = """
+import sys
+from bench.ingest import apply_rates, bench_env
+from ingest.worker import Worker
+n, d, m, url = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] or None
+e = bench_env("bench", stream_maxlen=2_000_000, database_url=url)
+try:
+    print("RATES", *apply_rates(e, Worker, n, d, m), flush=True)
+finally:
+    e.close()
+"""
 
-    src = subprocess.run(["git", "show", f"{ref}:ingest/worker.py"], cwd=ROOT, check=True, capture_output=True,
-                         text=True).stdout
-    with tempfile.TemporaryDirectory(prefix="gridwatch-worker-") as tmp:
-        path = Path(tmp) / f"worker_{ref[:12]}.py"
-        path.write_text(src)
-        spec = importlib.util.spec_from_file_location(f"bench_worker_{ref[:12]}", path)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = mod  # dataclasses look their module up
-        spec.loader.exec_module(mod)
-    return mod.Worker
+
+def tree_at(ref: str, into: Path) -> Path:
+    """The whole tree of git commit ``ref`` (its worker, schema, migrations and core alike), unpacked into ``into``."""
+    archive = subprocess.run(["git", "archive", ref], cwd=ROOT, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+def rates_in(tree: Path, args) -> tuple[float, float]:
+    """(readings/s, case events/s) of the worker of ``tree`` on a fresh store, measured in a process of its own
+    started in that tree: each side runs its own code through and through."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "STREAM_PREFIX", "VAR_DIR")}
+    out = subprocess.run([PY, "-c", RATES_SCRIPT, str(args.readings), str(args.devices), str(args.events),
+                          args.postgres or ""], cwd=tree, env={**env, "PYTHONPATH": str(tree)}, capture_output=True,
+                         text=True)
+    found = [x for x in out.stdout.splitlines() if x.startswith("RATES ")]
+    if out.returncode or not found:
+        raise SystemExit(f"--against: the worker of {tree} did not run ({out.returncode}): "
+                         f"{(out.stderr or out.stdout).strip()[-800:]}")
+    _, readings_s, events_s = found[-1].split()
+    return float(readings_s), float(events_s)
 
 
 def table(title: str, cols: list[str], rows: list[tuple[str, list[str]]]) -> None:
@@ -263,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--probes", type=int, default=300, help="latency probes")
     ap.add_argument("--load", type=int, default=5_000, help="background events/s during the latency probes")
     ap.add_argument("--stored", type=int, default=0, help="also measure on a store filled with this many cases")
-    ap.add_argument("--against", metavar="REF", help="also measure the worker of this git commit, side by side")
+    ap.add_argument("--against", metavar="REF", help="also measure the whole tree of this git commit (its worker, "
+                                                     "schema and core), side by side, each in a process of its own")
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds of the --against comparison")
     ap.add_argument("--postgres", metavar="URL", help="run on this PostgreSQL database instead of SQLite")
     ap.add_argument("--quick", action="store_true", help="small sizes: a check that the benchmark runs")
@@ -383,15 +404,12 @@ def main(argv: list[str] | None = None) -> int:
 
     # 5. Against another commit's worker ----------------------------------------------------------------
     if args.against:
-        old_cls = worker_at(args.against)
         figures = {"old": [], "new": []}
-        for _ in range(args.rounds):
-            for which, cls in (("old", old_cls), ("new", Worker)):
-                e = fresh()
-                try:
-                    figures[which].append(apply_rates(e, cls, args.readings, args.devices, args.events))
-                finally:
-                    e.close()
+        with tempfile.TemporaryDirectory(prefix="gridwatch-against-") as there:
+            old_tree = tree_at(args.against, Path(there))
+            for _ in range(args.rounds):  # alternating: the machine's other load falls on both alike
+                for which, tree in (("old", old_tree), ("new", ROOT)):
+                    figures[which].append(rates_in(tree, args))
         best = {k: (max(x[0] for x in v), max(x[1] for x in v)) for k, v in figures.items()}
         table(f"This worker against {args.against}'s, empty {db_kind} store (best of {args.rounds} alternating rounds)",
               [args.against[:12], "this", "this / that"],
