@@ -249,7 +249,7 @@ def get_engine(settings: Settings | None = None) -> Engine:
         def _pragmas(dbapi_conn, _record):  # pragma: no cover - exercised by every SQLite test
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA synchronous=FULL")  # a commit survives power loss too (WAL: one fsync per commit)
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.execute("PRAGMA cache_size=-65536")  # 64 MiB of page cache: index inserts stay in memory
