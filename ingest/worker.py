@@ -30,6 +30,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DisconnectionError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLTimeoutError
 
+from config.city import catalog_of
 from config.settings import Settings, get_settings
 from core import assignments, lifecycle, ordering
 from core.geography import usable_point
@@ -37,7 +38,7 @@ from core.lifecycle import Action, Status, TransitionError
 from core.livestate import LiveKeys, drill_prefix, encode_case_state
 from core.models import Case, CaseAssignment, CaseEvent, Device, HeldEvent, SensorAlarm, UTCDateTime, to_db_time
 from core.records import CaseEvent as CaseRecord
-from core.records import Catalog, SensorReading, parse_json_entry
+from core.records import SensorReading, parse_json_entry
 from ingest.heartbeat import Heartbeat
 from ingest.live import LiveWriter
 from ingest.streams import StreamNames, consumer_name, dead_letter, ensure_groups, entry_source
@@ -70,15 +71,6 @@ class BatchResult:
             mine = getattr(self, f.name)
             if isinstance(mine, int):
                 setattr(self, f.name, mine + getattr(other, f.name))
-
-
-def catalog_of(city) -> Catalog:
-    return Catalog(
-        categories=city.categories,
-        departments=frozenset(city.departments),
-        sensor_types=frozenset(city.sensor_types),
-        grid_codes=frozenset(a.code for a in city.geography.areas("grid")),
-    )
 
 
 _MUTABLE = (
@@ -963,8 +955,11 @@ class Worker:
         """The touched cases' live state: the city's counters, or a drill's own (a replay's cases count apart)."""
         if not touched:
             return
-        for live, cases in ((self.applier.live, {i: c for i, c in touched.items() if not c.get("drill")}),
-                            (self.applier.drill_live, {i: c for i, c in touched.items() if c.get("drill")})):
+        parts = [(self.applier.live, touched)]
+        if any(c.get("drill") for c in touched.values()):
+            parts = [(self.applier.live, {i: c for i, c in touched.items() if not c.get("drill")}),
+                     (self.applier.drill_live, {i: c for i, c in touched.items() if c.get("drill")})]
+        for live, cases in parts:
             if cases:
                 live.set_case_states(((cid, self.applier.case_live_state(c)) for cid, c in cases.items()), pipe=pipe)
                 live.note_reports(cases.values(), pipe=pipe)
