@@ -26,6 +26,7 @@ from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
 from core.geography import GRID_KINDS, LEVEL_LENGTHS, Area, Geography, label_point, level_of, parent_of
+from core.records import Catalog
 from core.sla import Limit, parse_limit
 
 __all__ = [
@@ -535,3 +536,13 @@ def clear_city_cache() -> None:
     """Forget loaded cities (tests, or after regenerating a city)."""
     _load_cached.cache_clear()
 
+
+def catalog_of(city: City) -> Catalog:
+    """What a record may name in this city (categories, departments, sensor types, grids): every feed validates
+    against it before publishing, and the worker before applying."""
+    return Catalog(
+        categories=city.categories,
+        departments=frozenset(city.departments),
+        sensor_types=frozenset(city.sensor_types),
+        grid_codes=frozenset(a.code for a in city.geography.areas("grid")),
+    )

@@ -153,7 +153,7 @@ class Planner:
     """Decides each letter's fate from its fields and today's configuration. Writes nothing."""
 
     def __init__(self, city, settings: Settings, mqtt_decoder=None, mapping=None):
-        from ingest.worker import catalog_of
+        from config.city import catalog_of
 
         self.city = city
         self.settings = settings

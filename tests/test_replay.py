@@ -325,8 +325,8 @@ def test_a_spreadsheet_export_replays_through_its_mapping(city, settings, engine
     """The LA 311 export replayed as a drill: every row's events arrive, in a legal order, with no dead letters."""
     from pathlib import Path
 
+    from config.city import catalog_of
     from ingest.feeds.spreadsheet import iter_records
-    from ingest.worker import catalog_of
 
     data = Path(__file__).parent / "data" / "import" / "la311_2018_sample.csv"
     rows = pd.read_csv(data, dtype=str).head(300)

@@ -288,7 +288,7 @@ class Decoder:
 
     def __init__(self, city, settings: Settings, registry: Mapping[str, RegisteredDevice] | None = None,
                  root: str | None = None):
-        from ingest.worker import catalog_of
+        from config.city import catalog_of
 
         self.catalog = catalog_of(city)
         self.types = frozenset(city.sensor_types)

@@ -92,7 +92,7 @@ def blueprint(city_loader, redis_loader, settings_loader) -> Blueprint:
     bp = Blueprint("ingest_push", __name__)
 
     def handle(kind: str) -> Response:
-        from ingest.worker import catalog_of
+        from config.city import catalog_of
 
         settings = settings_loader()
         r = redis_loader()

@@ -565,7 +565,7 @@ def replay_records(records: Iterable[Any], producer, speed: float, now: datetime
     placed so that it ends now). Records are
     published when they fall due, those due within 50 ms of each other together. Records are taken in the
     given order; one timed before its predecessor is published right after it. ``stop_event`` stops the
-    replay after the current batch. ``catalog`` (``ingest.worker.catalog_of(city)``) also checks references
+    replay after the current batch. ``catalog`` (``config.city.catalog_of(city)``) also checks references
     before publishing. ``dry_run`` checks and rewrites everything without publishing or waiting.
     """
     if producer is None and not dry_run:
@@ -721,8 +721,7 @@ def main_replay(args: argparse.Namespace) -> int:
     catalog = None
     producer = None
     try:
-        from config.city import get_city
-        from ingest.worker import catalog_of
+        from config.city import catalog_of, get_city
 
         catalog = catalog_of(get_city())
     except Exception as exc:  # noqa: BLE001 - the worker checks references anyway
