@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 help:
 	@echo "make demo   - run the whole system (embedded Redis, SQLite, worker, scheduler, simulator, web on :8050)"
 	@echo "make test   - run the test suite (real Redis, real SQL)"
-	@echo "make lint   - ruff"
+	@echo "make lint   - ruff and the import contracts (import-linter)"
 	@echo "make bench  - print ingest throughput and latency figures"
 	@echo "make city   - regenerate the synthetic city geometry"
 
@@ -42,11 +42,13 @@ browser:
 
 test: $(STAMP) browser
 	$(PY) -m ruff check .
+	PYTHONPATH=. $(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q
 	$(PY) -m bench.ingest --quick  # a benchmark that still runs (figures are printed, never asserted)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	PYTHONPATH=. $(VENV)/bin/lint-imports --no-cache
 
 bench: $(STAMP)
 	$(PY) -m bench.ingest
