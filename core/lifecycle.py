@@ -9,6 +9,8 @@ This is the one place the rule lives; the worker, the API and the screens all as
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -183,3 +185,30 @@ def allowed_actions(status: Status | None) -> list[Action]:
 
 def is_open(status: Status | str) -> bool:
     return Status(status) in OPEN_STATUSES
+
+
+# The steps a case takes forward through a department, in the order a path prefers them: what an importer or Open311
+# infers when a source tells only where a case is now. (现场处置, ONSITE, is the other way to resolved: ask for it.)
+FORWARD = (Action.REGISTER, Action.DISPATCH, Action.ACCEPT, Action.HANDLE, Action.RESOLVE, Action.CLOSE, Action.EVALUATE)
+
+
+def path_to(start: Status | None, goal: Callable[[Status], bool] | Status,
+            steps: Iterable[Action] = FORWARD) -> list[Action] | None:
+    """The shortest run of ``steps`` (forward moves) from ``start`` to a status meeting ``goal`` (a status, or a
+    test of one); [] when ``start`` already does, None when no run of those steps gets there. Ties go to the
+    order of ``steps``. The one path-finder: every feed that infers the steps a source does not record asks here."""
+    target = None if callable(goal) else Status(goal)
+    want = goal if target is None else (lambda s: s == target)
+    allowed = tuple(steps)
+    queue: deque[tuple[Status | None, list[Action]]] = deque([(start, [])])
+    seen = {start}
+    while queue:
+        status, path = queue.popleft()
+        if status is not None and want(status):
+            return path
+        for a in allowed:
+            nxt = _MOVES.get((status, a))
+            if nxt is not None and nxt.status not in seen:
+                seen.add(nxt.status)
+                queue.append((nxt.status, [*path, a]))
+    return None

@@ -92,3 +92,46 @@ def test_open_statuses():
 def test_every_allowed_action_applies(status):
     for action in lifecycle.allowed_actions(status):
         lifecycle.apply(status, action)  # raises if allowed_actions offered something apply refuses
+
+
+# --------------------------------------------------------------------------- the one path-finder (no store needed)
+
+@pytest.mark.parametrize(("start", "goal", "steps", "want"), [
+    # written out by hand from the transitions table in DESIGN.md, not computed
+    (Status.REPORTED, Status.CLOSED, None, ["register", "dispatch", "accept", "resolve", "close"]),
+    (Status.REGISTERED, Status.HANDLING, None, ["dispatch", "accept", "handle"]),
+    (Status.DISPATCHED, Status.DISPATCHED, None, []),
+    (None, Status.REGISTERED, None, None),  # a case not reported yet: report is not a forward step
+    (Status.REGISTERED, Status.RESOLVED, ("onsite", "close"), ["onsite"]),
+    (Status.REGISTERED, Status.CLOSED, ("onsite", "close"), ["onsite", "close"]),
+    (Status.CLOSED, Status.REGISTERED, None, None),  # reopening is not a forward step
+    (Status.REPORTED, Status.EVALUATED, None, ["register", "dispatch", "accept", "resolve", "close", "evaluate"]),
+])
+def test_path_to_finds_the_shortest_run_of_the_steps_allowed(start, goal, steps, want):
+    from core.lifecycle import Action, path_to
+
+    found = path_to(start, goal) if steps is None else path_to(start, goal, [Action(s) for s in steps])
+    assert (None if found is None else [a.value for a in found]) == want
+    if found:  # and every step of it is legal in turn
+        status = start
+        for a in found:
+            status = lifecycle.apply(status, a).status
+        assert status == goal
+
+
+def test_path_to_takes_a_test_of_the_status_too():
+    from core.lifecycle import OPEN_STATUSES, path_to
+
+    assert [a.value for a in path_to(Status.REGISTERED, lambda s: s not in OPEN_STATUSES)] == [
+        "dispatch", "accept", "resolve"]
+
+
+def test_there_is_one_lifecycle_path_finder():
+    """No feed keeps a breadth-first search of its own over the lifecycle (core.lifecycle.path_to is the one)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    found = [str(p.relative_to(root)) for folder in ("core", "ingest", "dashboard", "layouts", "config")
+             for p in (root / folder).rglob("*.py") if re.search(r"\.popleft\(", p.read_text(encoding="utf-8"))]
+    assert found == ["core/lifecycle.py"], found

@@ -39,7 +39,6 @@ import signal
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -544,32 +543,12 @@ def _multi_line(s: str | None, limit: int) -> tuple[str | None, bool]:
 
 _ORDER = [Status.REPORTED, Status.REGISTERED, Status.DISPATCHED, Status.ACCEPTED, Status.HANDLING,
           Status.RESOLVED, Status.CLOSED, Status.EVALUATED]
-_FORWARD = (Action.REGISTER, Action.DISPATCH, Action.ACCEPT, Action.HANDLE, Action.RESOLVE, Action.CLOSE, Action.EVALUATE)
-
-
 def _legal(status: Status | None, action: Action) -> bool:
     try:
         lifecycle.apply(status, action)
     except TransitionError:
         return False
     return True
-
-
-def _path(start: Status, goal: Callable[[Status], bool]) -> list[Action] | None:
-    """The shortest run of forward steps from ``start`` to a status satisfying ``goal``."""
-    queue: deque[tuple[Status, list[Action]]] = deque([(start, [])])
-    seen = {start}
-    while queue:
-        s, path = queue.popleft()
-        if goal(s):
-            return path
-        for a in _FORWARD:
-            if _legal(s, a):
-                nxt = lifecycle.apply(s, a).status
-                if nxt not in seen:
-                    seen.add(nxt)
-                    queue.append((nxt, [*path, a]))
-    return None
 
 
 class Timeline:
@@ -613,7 +592,7 @@ class Timeline:
 
     def _infer(self, goal: Callable[[Status], bool], at: datetime, why: str) -> bool:
         assert self.status is not None
-        path = _path(self.status, goal)
+        path = lifecycle.path_to(self.status, goal)
         if path is None:
             return False
         for a in path:
@@ -661,7 +640,7 @@ class Timeline:
                 return
         if _ORDER.index(target) <= _ORDER.index(self.status):
             return
-        path = _path(self.status, lambda s: s == target)
+        path = lifecycle.path_to(self.status, target)
         if not path:
             return
         if len(path) > 1:

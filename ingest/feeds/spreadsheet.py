@@ -36,8 +36,10 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
+from core import lifecycle
 from core.coords import crs_name, to_wgs84
 from core.geography import PLACEHOLDER_EPSILON, PLACEHOLDER_POINTS
+from core.lifecycle import Action, Status
 from core.records import LIMITS
 
 # --------------------------------------------------------------------------- vocabulary
@@ -762,30 +764,19 @@ class _Context:
 
 
 def _plan(status: str, has_dept: bool) -> list[tuple[str, bool]]:
-    """The steps after ``report`` for a row: (action, is it the source's own step). The others are inferred."""
+    """The steps after ``report`` for a row: (action, is it the source's own step). The others are inferred: the
+    lifecycle's path (core.lifecycle.path_to) from 立案 to the row's status, through a department when the row names
+    one, else by 现场处置 (onsite); without a department nothing past 立案 is inferred unless the row is done."""
     if status == "reported":
         return []
-    if status == "registered":
-        return [("register", False)]
-    if status == "open":
-        return [("register", False), ("dispatch", False)] if has_dept else [("register", False)]
-    if not has_dept:
-        if status in TERMINAL:  # done without a department: 现场处置 (legal from registered)
-            steps = [("register", False), ("onsite", status == "resolved")]
-            return steps + ([("close", True)] if status != "resolved" else [])
-        return [("register", False)]
-    steps = [("register", False), ("dispatch", status == "dispatched")]
-    if status == "dispatched":
-        return steps
-    steps.append(("accept", status == "accepted"))
-    if status == "accepted":
-        return steps
-    if status == "handling":
-        return [*steps, ("handle", True)]
-    steps.append(("resolve", status == "resolved"))
-    if status == "resolved":
-        return steps
-    return [*steps, ("close", True)]
+    stage_unknown = status == "open"
+    target = {"cancelled": "closed", "referred": "closed", "open": "dispatched"}.get(status, status)
+    if not has_dept and (stage_unknown or status not in TERMINAL):
+        target = "registered"
+    through = lifecycle.FORWARD if has_dept else (Action.ONSITE, Action.CLOSE)
+    steps = [Action.REGISTER, *lifecycle.path_to(Status.REGISTERED, Status(target), through)]
+    return [(a.value, i == len(steps) - 1 and a is not Action.REGISTER and not stage_unknown)
+            for i, a in enumerate(steps)]
 
 
 _PLANS = {(s, d): _plan(s, d) for s in STATUSES for d in (True, False)}
