@@ -84,8 +84,20 @@ STAYS = {"drill"}  # pages that follow their URL themselves instead of being dra
 
 def frame(user=None) -> html.Div:
     """The router's frame: the URL, the page kind and title, the page, and who is logged in (with 退出)."""
+    from core.risk import css_colors
+
     return html.Div([dcc.Location(id=ROUTER_URL), dcc.Store(id=ROUTER_KIND), dcc.Store(id=ROUTER_TITLE),
-                     html.Div(id=ROUTER_CONTENT), *([user] if user is not None else [])])
+                     html.Div(id=ROUTER_CONTENT), *([user] if user is not None else [])],
+                    style=css_colors(_grade_colors()))  # the one table of colours, for every page's stylesheet
+
+
+def _grade_colors() -> dict[int, str]:
+    from config.city import get_city
+
+    try:
+        return {g: x.color for g, x in get_city().grades.items()}
+    except Exception:  # noqa: BLE001 - a city that does not load is reported by the page itself
+        return {}
 
 
 def root() -> html.Div:

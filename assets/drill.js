@@ -2,7 +2,6 @@
    refresh when the view (the URL) changes. */
 (function () {
   "use strict";
-  var LEVEL_COLORS = {1: "#1E88E5", 2: "#FDD835", 3: "#FB8C00", 4: "#E53935"};
   var CASE_RAMP = ["#eff6ff", "#bfdbfe", "#60a5fa", "#2563eb", "#1e3a8a"];
   var api = {
     areaStyle: function (feature, context) {
@@ -15,7 +14,7 @@
         return {color: "#1e293b", weight: 1.2, fillColor: CASE_RAMP[idx], fillOpacity: 0.8};
       }
       var lv = (h.levels || {})[code] || 1;
-      return {color: "#1e293b", weight: 1.2, fillColor: LEVEL_COLORS[lv], fillOpacity: lv === 1 ? 0.35 : 0.6};
+      return {color: "#1e293b", weight: 1.2, fillColor: (h.colors || {})[lv], fillOpacity: lv === 1 ? 0.35 : 0.6};
     },
     hoverStyle: function () {
       return {weight: 3, color: "#0f172a"};

@@ -5,7 +5,6 @@
 (function () {
   "use strict";
   var NU = function () { return window.dash_clientside.no_update; };
-  var LEVEL_COLORS = {1: "#1E88E5", 2: "#FDD835", 3: "#FB8C00", 4: "#E53935"};
 
   // ------------------------------------------------------------------ component helpers (Dash JSON)
   function h(tag, props, children) {
@@ -108,8 +107,8 @@
 
   var api = {
     gridStyle: function (feature, context) {
-      var lv = (context.hideout && context.hideout.levels || {})[feature.properties.code] || 1;
-      return {color: "#0b1f45", weight: 0.8, fillColor: LEVEL_COLORS[lv], fillOpacity: lv === 1 ? 0.38 : 0.62};
+      var h = context.hideout || {}, lv = (h.levels || {})[feature.properties.code] || 1;
+      return {color: "#0b1f45", weight: 0.8, fillColor: (h.colors || {})[lv], fillOpacity: lv === 1 ? 0.38 : 0.62};
     },
     streetStyle: function () {
       return {color: "#cfe8ff", weight: 2.4, fill: false, opacity: 0.9};
@@ -126,7 +125,7 @@
           id: "alarm-" + a.device}));
       });
       (fast.pulses || []).forEach(function (p) {
-        markers.push(leaf("CircleMarker", {center: [p.lat, p.lon], radius: 14, color: LEVEL_COLORS[p.grade] || "#fff",
+        markers.push(leaf("CircleMarker", {center: [p.lat, p.lon], radius: 14, color: (cfg.grade_colors || {})[p.grade] || "#fff",
           weight: 4, fill: false, className: "scr-pulse", interactive: false, id: "pulse-" + p.id}));
       });
       var ticker = (fast.ticker || []).map(function (c) {
@@ -143,7 +142,7 @@
         var label = ((cfg.sources || {})[f.name] || f.name) + (late && f.age_s !== null ? " " + t.scr_feed_late + " " + dur(f.age_s).slice(0, 5) : "");
         return h("span", {className: "scr-feed " + (late ? "late" : "ok")}, [h("i", {}), label]);
       });
-      return [{levels: fast.levels}, markers, ticker, feeds];
+      return [{levels: fast.levels, colors: cfg.level_colors}, markers, ticker, feeds];
     },
 
     onSlow: function (slow, fast, cfg) {

@@ -50,7 +50,7 @@ class RiskLevel:
     name: str  # 蓝/黄/橙/红
     roman: str  # IV..I (I is the most severe)
     en: str
-    color: str  # how maps draw it (assets/drill.js keeps the same four for the browser)
+    color: str  # how maps draw it: the one table of risk colours (pages hand it to the browser)
 
     def as_dict(self) -> dict[str, Any]:
         return {"risk_level": self.level, "color_name": self.name, "roman": self.roman, "en": self.en}
@@ -62,6 +62,14 @@ RISK_LEVELS: dict[int, RiskLevel] = {
     3: RiskLevel(3, "橙", "II", "orange", "#FB8C00"),
     4: RiskLevel(4, "红", "I", "red", "#E53935"),
 }
+
+
+def css_colors(grade_colors: dict[int, str] | None = None) -> dict[str, str]:
+    """CSS custom properties for a page's root: ``--gw-l1``..``--gw-l4`` the risk levels, ``--gw-g1``.. the city's
+    grades (config/city/grades.yaml), so stylesheets never carry a colour of their own."""
+    out = {f"--gw-l{lv}": r.color for lv, r in RISK_LEVELS.items()}
+    out.update({f"--gw-g{g}": c for g, c in (grade_colors or {}).items() if c})
+    return out
 
 DEFINITIONS: dict[str, dict[str, str]] = {
     "score": {"zh": "风险分值", "en": "Risk score", "unit": "points",

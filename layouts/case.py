@@ -240,7 +240,7 @@ def _map(f: _Fmt, settings, city, view: dict[str, Any]):
                                  interactive=False))
     grade = city.grades.get(c["grade"])
     layers.append(dl.CircleMarker(center=[c["lat"], c["lon"]], radius=9, className=ID.pin, id=ID.pin,
-                                  color="#fff", weight=3, fillColor=grade.color if grade else "#e53935",
+                                  color="#fff", weight=3, fillColor=grade.color if grade else "#64748b",
                                   fillOpacity=1, children=dl.Tooltip(c["title"])))
     x0, y0, x1, y1 = shape.bounds if shape is not None else (c["lon"], c["lat"], c["lon"], c["lat"])
     pad = 0.0008

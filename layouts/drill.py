@@ -20,6 +20,7 @@ from dash import Input, Output, State, clientside_callback, ctx, dcc, html, no_u
 from dash.exceptions import PreventUpdate
 
 from core.records import CITY_TZ
+from core.risk import RISK_LEVELS
 from dashboard import drill, i18n
 from layouts.screen import map_bounds
 
@@ -237,7 +238,7 @@ def layout(settings, city, query: dict[str, str]) -> html.Div:
                                    interactive=False),
                         dl.LayerGroup(id=ID.pins),
                         dl.LayerGroup(id=ID.labels),
-                        dl.GeoJSON(id=ID.areas, data=None, hideout={"mode": "risk", "levels": {}, "counts": {},
+                        dl.GeoJSON(id=ID.areas, data=None, hideout={"mode": "risk", "levels": {}, "colors": LEVEL_COLORS, "counts": {},
                                                                     "max": 0},
                                    style={"variable": "gridwatch.drill.areaStyle"},
                                    hoverStyle={"variable": "gridwatch.drill.hoverStyle"}, zoomToBounds=False),
@@ -451,9 +452,12 @@ def area_labels(geo, kids: list[dict[str, Any]]) -> list:
     return out
 
 
-def pin_markers(found: list[dict[str, Any]], t: dict[str, str]) -> list:
-    """A grid's cases as dots coloured by grade; a click shows the title and a link to the case."""
-    colours = {1: "#1E88E5", 2: "#F9A825", 3: "#FB8C00", 4: "#E53935"}
+LEVEL_COLORS = {lv: r.color for lv, r in RISK_LEVELS.items()}  # the map's fill, from core/risk.py's one table
+
+
+def pin_markers(found: list[dict[str, Any]], t: dict[str, str], colours: dict[int, str]) -> list:
+    """A grid's cases as dots coloured by grade (``colours``: the city's grades); a click shows the title and a link
+    to the case."""
     return [dl.CircleMarker(center=[p["lat"], p["lon"]], radius=7,
                             color="#b91c1c" if p["overdue"] else "#ffffff", weight=2,
                             fillColor=colours.get(p["grade"], "#64748b"), fillOpacity=0.9,
@@ -622,7 +626,8 @@ def frame_of(pathname, search, mode="risk") -> tuple:
     view, err = _view(pathname, search)
     lang = view.lang if view else i18n.lang_of(dict(_pairs(search)).get("lang"))
     t = i18n.texts(lang)
-    geo = city().geography
+    geo_city = city()
+    geo = geo_city.geography
     if err is not None:
         home = "/" + ("?lang=en" if lang == "en" else "")
         from dashboard import auth
@@ -635,7 +640,7 @@ def frame_of(pathname, search, mode="risk") -> tuple:
     kids, total = drill.children(view)
     data = map_data(geo, view.area.code, kids, t)
     outline = {"type": "FeatureCollection", "features": list(_features(geo, (view.area.code,)))}
-    hideout = {"mode": mode or "risk", "levels": {k["code"]: k["risk_level"] for k in kids},
+    hideout = {"mode": mode or "risk", "levels": {k["code"]: k["risk_level"] for k in kids}, "colors": LEVEL_COLORS,
                "counts": {k["code"]: k["cases"] for k in kids}, "max": max([k["cases"] for k in kids] or [0]),
                "leaf": not kids}
     n = total if total is not None else count_cases(engine(), view.where)
@@ -643,7 +648,7 @@ def frame_of(pathname, search, mode="risk") -> tuple:
     return (crumbs(view, t), None, {"display": "none"}, data, outline, hideout,
             {"bounds": map_bounds(geo, view.area.code), "transition": "flyToBounds"}, child_list(kids, t),
             period_text(view, t), drill.export_url(view), t["dr_count"].format(n=f"{n:,}"), compare,
-            _switch(pathname, search, lang), {}, {}, pin_markers(drill.pins(view), t) if not kids else [],
+            _switch(pathname, search, lang), {}, {}, pin_markers(drill.pins(view), t, {g: x.color for g, x in geo_city.grades.items()}) if not kids else [],
             area_labels(geo, kids))
 
 

@@ -23,6 +23,7 @@ import orjson
 from dash import Input, Output, State, clientside_callback, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
+from core.risk import RISK_LEVELS, css_colors
 from dashboard import auth, i18n
 
 log = logging.getLogger(__name__)
@@ -142,13 +143,15 @@ def layout(settings, city, args: dict[str, Any]) -> html.Div:
         "district": {"code": geo.district.code, "name": geo.district.name, "bounds": map_bounds(geo, None)},
         "streets": streets, "stale_after_ms": STALE_AFTER_MS, "texts": {k: v for k, v in t.items() if k.startswith("scr_")},
         "sources": {code: i18n.source_label(code, opts["lang"]) for code in i18n.SOURCES},
+        "level_colors": {lv: r.color for lv, r in RISK_LEVELS.items()},
+        "grade_colors": {g: x.color for g, x in city.grades.items()},
     }
     start = map_bounds(geo, opts["area"])
     layers = []
     if settings.map_tile_url:
         layers.append(dl.TileLayer(url=settings.map_tile_url, attribution=""))
     layers += [
-        dl.GeoJSON(id=ID.grids, data=_geojson(geo, "grid"), hideout={"levels": {}},
+        dl.GeoJSON(id=ID.grids, data=_geojson(geo, "grid"), hideout={"levels": {}, "colors": config["level_colors"]},
                    style={"variable": "gridwatch.screen.gridStyle"}, interactive=False),
         dl.GeoJSON(id=ID.streets, data=_geojson(geo, "street"),
                    style={"variable": "gridwatch.screen.streetStyle"}, interactive=False),
@@ -208,7 +211,8 @@ def layout(settings, city, args: dict[str, Any]) -> html.Div:
         dcc.Store(id=ID.seen),
         dcc.Interval(id=ID.poll, interval=POLL_MS),
         dcc.Interval(id=ID.tick, interval=TICK_MS),
-    ], className="scr", lang="zh-CN" if opts["lang"] == "zh" else "en")
+    ], className="scr", lang="zh-CN" if opts["lang"] == "zh" else "en",
+        style=css_colors({g: x.color for g, x in city.grades.items()}))
 
 
 def snapshot(fast_version: Any, slow_version: Any) -> tuple[Any, Any, Any, Any, int]:

@@ -512,3 +512,19 @@ def test_hostile_codes_are_refused_harmlessly(settings, r, engine):
 def test_distances_in_the_brute_force_are_metres():
     d = haversine_matrix(np.array([113.9, 113.9]), np.array([22.7, 22.7 + 1 / 111.195]))
     assert d[0, 1] == pytest.approx(1000, rel=1e-4) and math.isclose(d[0, 0], 0.0)
+
+
+def test_one_table_of_risk_colours():
+    """The four risk colours are written once, in core/risk.py; pages and stylesheets take them from there."""
+    import re
+    from pathlib import Path
+
+    from core.risk import RISK_LEVELS
+
+    root = Path(__file__).resolve().parent.parent
+    colours = [r.color.lower() for r in RISK_LEVELS.values()]
+    found = sorted({str(p.relative_to(root)) for folder in ("core", "config", "dashboard", "ingest", "layouts", "assets")
+                    for p in (root / folder).rglob("*") if p.suffix in (".py", ".js", ".css", ".html")
+                    and any(c in p.read_text(encoding="utf-8").lower() for c in colours)})
+    assert found == ["core/risk.py"], found
+    assert all(re.fullmatch(r"#[0-9a-f]{6}", c) for c in colours)

@@ -182,6 +182,24 @@ def test_the_screen_shows_every_panel_with_data_and_no_console_errors(live_serve
     assert errors(browser) == []
 
 
+def test_the_wall_draws_risk_levels_in_the_one_table_of_colours(live_server, browser):
+    from core.risk import RISK_LEVELS
+
+    def rgb(hex_colour: str) -> str:
+        return "rgb({}, {}, {})".format(*(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)))
+
+    size(browser, 1920, 1080)
+    live_server.open(browser, "/screen")
+    assert wait(lambda: js(browser, "return document.querySelectorAll('#scr-map path').length"))
+    swatches = js(browser, "return [1,2,3,4].map(l => getComputedStyle(document.querySelector('.scr-l' + l)).backgroundColor)")
+    assert swatches == [rgb(RISK_LEVELS[lv].color) for lv in (1, 2, 3, 4)]
+    read = ("return Array.from(document.querySelectorAll('#scr-map path[fill]:not(.scr-alarm):not(.scr-pulse)'))"
+            ".filter(p => p.getAttribute('stroke') !== '#cfe8ff')"  # the streets' outlines, unfilled
+            ".map(p => p.getAttribute('fill').toUpperCase()).filter(f => f !== 'NONE')")
+    fills = set(js(browser, read))  # from the first paint on: never a colour of another table
+    assert fills and fills <= {r.color.upper() for r in RISK_LEVELS.values()}, fills
+
+
 def test_countdowns_tick_in_the_browser_without_the_network(live_server, browser):
     size(browser, 1920, 1080)
     live_server.open(browser, "/screen")
