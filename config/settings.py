@@ -34,7 +34,6 @@ class Settings(BaseSettings):
     city_dir: Path = Field(ROOT / "config" / "city", description="the city: geography and reference data")
     port: int = Field(8050, description="web port")
     host: str = Field("127.0.0.1", description="web bind address")
-    timezone: str = Field("Asia/Shanghai", description="the city's time zone for display")
     stream_prefix: str = Field("gw", description="prefix of every Redis key this system writes")
     stream_maxlen: int = Field(1_000_000, description="approximate MAXLEN of each stream")
     dead_maxlen: int = Field(100_000, description="approximate MAXLEN of the dead-letter stream")

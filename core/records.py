@@ -28,7 +28,7 @@ from pydantic import (
 
 from core.lifecycle import NEEDS_DEPARTMENTS, Action
 
-CITY_TZ = ZoneInfo("Asia/Shanghai")
+CITY_TZ = ZoneInfo("Asia/Shanghai")  # the city's one time zone: every other part takes it from here
 
 # Field limits (characters). Anything longer is rejected, not truncated: truncation would lose data silently.
 LIMITS = {

@@ -55,6 +55,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import chinese_calendar
 
+from core.records import CITY_TZ
+
 __all__ = [
     "MAX_AMOUNT",
     "UNITS",
@@ -143,7 +145,7 @@ class OfficeHours:
     and stored as a tuple.
     """
 
-    tz: str = "Asia/Shanghai"
+    tz: str = CITY_TZ.key
     intervals: tuple[tuple[time, time], ...] = field(default=_DEFAULT_INTERVALS)
 
     def __post_init__(self) -> None:

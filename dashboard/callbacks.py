@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 from dash import Dash, Input, Output, State
 from dash.exceptions import PreventUpdate
 
+from core.records import CITY_TZ
 from dashboard import auth, context, i18n, live
 from layouts import live as page
 from layouts.live import ID, TILES, GradeColumn, StreetRow
@@ -52,7 +53,7 @@ def refresh(lang: str) -> tuple:
     t = i18n.texts(lang)
     settings = context.settings()
     city = context.city()
-    tz = ZoneInfo(settings.timezone)
+    tz = CITY_TZ
     now = datetime.now(tz)
     grades = [GradeColumn(g.level, i18n.pick((g.name, g.en), lang), g.color) for g in city.grades.values()]
     district = city.geography.district

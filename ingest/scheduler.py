@@ -20,6 +20,7 @@ from sqlalchemy import select
 from config.settings import Settings, get_settings
 from core.lifecycle import OPEN_STATUSES, Action
 from core.models import Case
+from core.records import CITY_TZ
 from ingest.streams import Producer
 
 log = logging.getLogger(__name__)
@@ -220,7 +221,7 @@ def build(settings: Settings | None = None) -> BlockingScheduler:
 
     settings = settings or get_settings()
     get_risk_model(settings.risk_file)  # a broken config/risk.yaml stops the start, naming the key and the fix
-    sched = BlockingScheduler(timezone=settings.timezone)
+    sched = BlockingScheduler(timezone=CITY_TZ)
     sched.add_job(sla_sweep, "interval", seconds=30, id="sla_sweep", kwargs={"settings": settings},
                   max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
     sched.add_job(risk_sweep, "interval", seconds=30, id="risk_sweep", kwargs={"settings": settings},

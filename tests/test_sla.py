@@ -385,3 +385,16 @@ def test_provisional_between() -> None:
     assert not CAL.provisional_between(cst(2026, 12, 1), cst(2026, 12, 31, 23))
     assert CAL.provisional_between(cst(2026, 12, 31), cst(2027, 1, 1, 1))
     assert CAL.provisional_between(cst(2027, 1, 1, 1), cst(2026, 12, 31))  # order does not matter
+
+
+def test_one_time_zone():
+    """The city's zone is written once (core.records.CITY_TZ): no other zone built from a literal, no other default."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    literal = re.compile(r"""ZoneInfo\(\s*["']|=\s*["']Asia/Shanghai["']""")
+    found = sorted(f"{p.relative_to(root)}:{n}" for folder in ("core", "config", "dashboard", "ingest", "layouts", "app.py")
+                   for p in ([root / folder] if folder.endswith(".py") else (root / folder).rglob("*.py"))
+                   for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if literal.search(line))
+    assert [f.rsplit(":", 1)[0] for f in found] == ["core/records.py"], found

@@ -57,7 +57,7 @@ from config.settings import ROOT, Settings, get_settings
 from core import lifecycle
 from core.coords import crs_name, to_wgs84
 from core.lifecycle import Action, Status, TransitionError
-from core.records import LIMITS, Catalog, RecordError, parse_case_event
+from core.records import CITY_TZ, LIMITS, Catalog, RecordError, parse_case_event
 from ingest.feedhealth import FeedHealth
 from ingest.streams import Producer
 
@@ -170,7 +170,7 @@ class Endpoint(BaseModel):
     overlap_minutes: float = Field(15, ge=0)
     max_windows_per_poll: int = Field(500, ge=1)
     crs: str = "wgs84"
-    timezone: str = "Asia/Shanghai"  # for source times without an offset
+    timezone: str = CITY_TZ.key  # for source times without an offset
     mapping: str  # path of the mapping file, relative to the project root
     source: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/#@+-]*$", max_length=LIMITS["source"])] | None = None
     params: dict[str, str] = Field(default_factory=dict)  # extra query parameters, e.g. {extensions: "true"}

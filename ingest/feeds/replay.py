@@ -48,13 +48,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import orjson
 
+from core.records import CITY_TZ
+
 log = logging.getLogger(__name__)
 
-CITY_TZ = ZoneInfo("Asia/Shanghai")
 EXPORT_VERSION = 1
 BATCH_WINDOW_S = 0.05  # records due within this many seconds of a batch's first record are published with it
 MAX_BATCH = 5000  # records per publish at most (a replay far behind schedule publishes in chunks this size)

@@ -48,17 +48,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import numpy as np
 
 from core import lifecycle
 from core.lifecycle import OPEN_STATUSES, Status, TransitionError
+from core.records import CITY_TZ
 from core.sla import WorkingCalendar
 
 log = logging.getLogger(__name__)
 
-CITY_TZ = ZoneInfo("Asia/Shanghai")
 SENSOR_SOURCE = "iot"
 
 # Relative rate of new cases by local hour (linear in between); 1.0 is the peak that ``rate`` names.

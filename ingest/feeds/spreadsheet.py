@@ -40,7 +40,7 @@ from core import lifecycle
 from core.coords import crs_name, to_wgs84
 from core.geography import PLACEHOLDER_EPSILON, PLACEHOLDER_POINTS
 from core.lifecycle import Action, Status
-from core.records import LIMITS
+from core.records import CITY_TZ, LIMITS
 
 # --------------------------------------------------------------------------- vocabulary
 
@@ -138,7 +138,7 @@ class TextField(_Spec):
 class TimeField(_Spec):
     column: str
     format: str | None = None  # strftime codes, e.g. "%m/%d/%Y %I:%M:%S %p"; omitted: ISO 8601
-    tz: str = "Asia/Shanghai"  # the zone of times written without an offset
+    tz: str = CITY_TZ.key  # the zone of times written without an offset
 
     @field_validator("tz")
     @classmethod
