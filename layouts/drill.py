@@ -452,7 +452,8 @@ def area_labels(geo, kids: list[dict[str, Any]]) -> list:
     return out
 
 
-LEVEL_COLORS = {lv: r.color for lv, r in RISK_LEVELS.items()}  # the map's fill, from core/risk.py's one table
+# the map's fill, from core/risk.py's one table (text keys: it travels as JSON)
+LEVEL_COLORS = {str(lv): r.color for lv, r in RISK_LEVELS.items()}
 
 
 def pin_markers(found: list[dict[str, Any]], t: dict[str, str], colours: dict[int, str]) -> list:

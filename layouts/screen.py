@@ -143,8 +143,8 @@ def layout(settings, city, args: dict[str, Any]) -> html.Div:
         "district": {"code": geo.district.code, "name": geo.district.name, "bounds": map_bounds(geo, None)},
         "streets": streets, "stale_after_ms": STALE_AFTER_MS, "texts": {k: v for k, v in t.items() if k.startswith("scr_")},
         "sources": {code: i18n.source_label(code, opts["lang"]) for code in i18n.SOURCES},
-        "level_colors": {lv: r.color for lv, r in RISK_LEVELS.items()},
-        "grade_colors": {g: x.color for g, x in city.grades.items()},
+        "level_colors": {str(lv): r.color for lv, r in RISK_LEVELS.items()},  # text keys: it travels as JSON
+        "grade_colors": {str(g): x.color for g, x in city.grades.items()},
     }
     start = map_bounds(geo, opts["area"])
     layers = []
