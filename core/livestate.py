@@ -150,22 +150,6 @@ def encode_case_state(grid: str | None, grade: int, status: str, overdue: bool, 
     return f"{grid or ''}|{grade}|{status}|{1 if overdue else 0}|{1 if warning and not overdue else 0}|{STATE_LAYOUT}"
 
 
-def decode_case_state(value: str | bytes) -> tuple[str | None, int, str, bool, bool]:
-    if isinstance(value, bytes):
-        value = value.decode()
-    parts = value.split("|")
-    grid, grade, status, overdue = parts[:4]
-    warning = len(parts) > 4 and parts[4] == "1"
-    return grid or None, int(grade), status, overdue == "1", warning
-
-
-def area_codes(grid: str | None, district: str) -> list[str]:
-    """The areas a case in ``grid`` counts in: district, street, community, grid (unlocated: district only)."""
-    if not grid:
-        return [district]
-    return [grid[:6], grid[:9], grid[:12], grid]
-
-
 _OPEN = ",".join(f'["{s.value}"]=true' for s in sorted(OPEN_STATUSES))
 
 # KEYS[1] case hash; ARGV: prefix, district code, then pairs (case id, new state).

@@ -73,10 +73,6 @@ class RecordError(ValueError):
         super().__init__("; ".join(problems))
 
 
-def _strip(value: Any) -> Any:
-    return value.strip() if isinstance(value, str) else value
-
-
 _future = [0.0, MIN_TIME]  # (monotonic time it was computed, newest acceptable time), refreshed each second
 
 

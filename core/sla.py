@@ -102,11 +102,6 @@ class Limit:
         if self.unit not in UNITS:
             raise ValueError(f"invalid limit unit {self.unit!r}: {_FORMAT_HELP}")
 
-    @property
-    def is_working_time(self) -> bool:
-        """True for ``wh``/``wd`` (counted on the working calendar)."""
-        return self.unit in ("wh", "wd")
-
     def __str__(self) -> str:
         return f"{self.amount}{self.unit}"
 

@@ -26,7 +26,6 @@ TOKEN_MISSING = "token missing"
 TOKEN_WRONG = "token wrong"
 SOURCE_UNCONFIGURED = "source not configured"
 CREDENTIALS_REFUSED = "credentials refused"  # a broker refused the feed's own user name and password
-REASONS = (TOKEN_MISSING, TOKEN_WRONG, SOURCE_UNCONFIGURED, CREDENTIALS_REFUSED)
 
 # Refusals of sources FEED_TOKENS does not hold share one counter: the name is the caller's to choose, and a counter
 # per name sent would let unauthenticated junk grow the hash without bound. The log names each one.
