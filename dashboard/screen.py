@@ -1,6 +1,6 @@
 """The big screen's data (/screen): a small snapshot per refresh, never the map geometry.
 
-- ``fast(...)`` — every refresh (2 s): risk level of every grid and street (live counters, core.risk), the district's
+- ``fast(...)`` — every poll (0.5 s; layouts/screen.py POLL_MS): risk level of every grid and street (live counters, core.risk), the district's
   live counters, active alarms with their positions, the newest cases (the ticker, and the pulses on the map), the SLA
   board (open cases nearest their deadlines) and each feed's freshness. Redis plus three indexed SQL reads.
 - ``slow(...)`` — today's KPI tiles against yesterday (core.kpis), category and source breakdowns, the hourly trend

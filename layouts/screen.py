@@ -2,8 +2,8 @@
 
 Designed on a 1920×1080 canvas that the browser scales uniformly to any screen (assets/screen.js); ``?layout=wall``
 widens the canvas to the screen's own aspect (an ultra-wide video wall) instead of letterboxing. The map geometry
-is sent once, with the page; afterwards the server sends a small snapshot every 2 s (dashboard/screen.py) and the
-browser restyles the grids (GeoJSON ``hideout``), moves markers and redraws the panels itself. Clock and countdowns
+is sent once, with the page; afterwards the server answers a poll every 0.5 s with a small snapshot
+(dashboard/screen.py), nothing when nothing changed, and the browser restyles the grids (GeoJSON ``hideout``), moves markers and redraws the panels itself. Clock and countdowns
 tick in the browser without a request. If updates stop, the last data stays and a banner says since when.
 
 Query parameters: ``layout=wall``, ``rotate=SECONDS`` (the map cycles through the district and each street),
