@@ -19,14 +19,23 @@ from werkzeug.exceptions import HTTPException
 
 from core.cells import neutralise
 from core.geography import LEVELS, level_of
-from core.lifecycle import OPEN_STATUSES, Status
+from core.lifecycle import Status
 from core.whistle import whistle_reports
 from dashboard import auth, context, live, queries
+from dashboard.params import (
+    FILTER_PARAMS,
+    MAX_CODE_CHARS,
+    MAX_TEXT_CHARS,
+    QUERY_YEARS,
+    RISK_TOP_DEFAULT,
+    RISK_TOP_MAX,
+    SOURCE_CHARS,
+    STATUS_WORDS,
+)
 
 log = logging.getLogger(__name__)
 
 LAG_DEGRADED = 10_000  # entries waiting in a stream before /healthz says "degraded"
-STATUS_WORDS = {"open": sorted(s.value for s in OPEN_STATUSES)}
 
 
 class ApiError(Exception):
@@ -148,9 +157,6 @@ def _category(value: str) -> str:
     )
 
 
-# The years a date or time in a query may fall in: far around any stored time (2000–2100), far from datetime's own
-# limits (years 1 and 9999), where moving a day or across zones overflowed into a server error.
-QUERY_YEARS = range(1900, 2200)
 
 
 def _in_query_years(name: str, value: str, year: int) -> None:
@@ -189,9 +195,6 @@ def _period(p: dict[str, str]) -> tuple[datetime, datetime]:
     return since, until
 
 
-FILTER_PARAMS = ("area", "since", "until", "category", "grade", "source", "status", "dept", "q", "drills")
-MAX_TEXT_CHARS = 50  # a title search
-_SOURCE_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
 
 def _drills(p: dict[str, str]) -> bool:
@@ -220,7 +223,7 @@ def _case_filter(p: dict[str, str]) -> queries.CaseFilter:
     sources = None
     if "source" in p:
         sources = {x.strip() for x in p["source"].split(",") if x.strip()}
-        bad = [x for x in sources if len(x) > 32 or not set(x) <= _SOURCE_CHARS]
+        bad = [x for x in sources if len(x) > 32 or not set(x) <= SOURCE_CHARS]
         if bad or not sources:
             raise ApiError(400, f"source: {(bad or [''])[0][:32]!r} is not a source name; use letters, digits, "
                                 "- _ . (several: comma-separated)", "source")
@@ -282,9 +285,6 @@ def _grades(counts: dict[int, int]) -> dict[str, int]:
 
 # --------------------------------------------------------------------------- risk (core.risk)
 
-MAX_CODE_CHARS = 32  # longer is no area code: refused without echoing it whole
-RISK_TOP_DEFAULT = 10
-RISK_TOP_MAX = 50
 
 
 def _code(value: str, parameter: str):

@@ -3,12 +3,12 @@
 Built from the code's own rules, not written beside them, so it cannot drift:
 
 - the query parameters of each route are the names its handler passes to ``_params`` (``routes()`` below; the case
-  list's and the CSV export's are ``dashboard.api.FILTER_PARAMS``); tests/test_openapi.py asks every route which
+  list's and the CSV export's are ``dashboard.params.FILTER_PARAMS``); tests/test_openapi.py asks every route which
   parameters it takes (its answer to an unknown one) and compares;
 - their values come from the validators' constants: area codes from ``core.geography.CODE_LENGTHS``, levels from
-  ``LEVELS``, statuses from ``core.lifecycle.Status`` and ``dashboard.api.STATUS_WORDS``, periods from
-  ``core.rankings.PERIODS``, limits from ``dashboard.queries.MAX_LIMIT`` and ``dashboard.api.RISK_TOP_MAX``, years
-  from ``dashboard.api.QUERY_YEARS``, source names from ``dashboard.api._SOURCE_CHARS``; categories, grades and
+  ``LEVELS``, statuses from ``core.lifecycle.Status`` and ``dashboard.params.STATUS_WORDS``, periods from
+  ``core.rankings.PERIODS``, limits from ``dashboard.queries.MAX_LIMIT`` and ``dashboard.params.RISK_TOP_MAX``, years
+  from ``dashboard.params.QUERY_YEARS``, source names from ``dashboard.params.SOURCE_CHARS``; categories, grades and
   departments from the city's configuration. The SLA states (warning, overdue) are written out in both places: a
   test asks the API to take every enumerated value;
 - the case rows are the columns the queries select (``dashboard.queries``), typed from the SQL schema; the push
@@ -36,7 +36,7 @@ def routes() -> dict[str, tuple[str, ...]]:
     """OpenAPI path → the query parameters the route takes, as its handler passes them to dashboard.api._params
     (FILTER_PARAMS: the case filter). tests/test_openapi.py compares them with each route's own answer to an unknown
     parameter."""
-    from dashboard.api import FILTER_PARAMS
+    from dashboard.params import FILTER_PARAMS
 
     return {
         "/api/v1/summary": ("area",),
@@ -165,15 +165,15 @@ def _parameters(city: City) -> dict[str, dict[str, Any]]:
     from core.geography import CODE_LENGTHS, LEVELS
     from core.lifecycle import Status
     from core.rankings import PERIODS
-    from dashboard import api, queries
+    from dashboard import params, queries
 
     area = _area_schema(city)
     lengths = ", ".join(f"{n} ({lvl})" for n, lvl in sorted(CODE_LENGTHS.items()))
     when = {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]}
-    years = f"years {api.QUERY_YEARS.start}–{api.QUERY_YEARS.stop - 1}"
+    years = f"years {params.QUERY_YEARS.start}–{params.QUERY_YEARS.stop - 1}"
     when_doc = ("ISO 8601 date or time; a date alone is its midnight in the city's zone (Asia/Shanghai), a time "
                 f"without a zone is in the city's zone; {years}")
-    source_chars = _char_class(api._SOURCE_CHARS)
+    source_chars = _char_class(params.SOURCE_CHARS)
     categories = sorted({*city.categories, *(g.code for g in city.groups)})
 
     def q(name: str, schema: dict[str, Any], description: str, *, explode: bool = True) -> dict[str, Any]:
@@ -198,12 +198,12 @@ def _parameters(city: City) -> dict[str, dict[str, Any]]:
         "source": q("source", _list({"type": "string", "minLength": 1, "maxLength": 32,
                                      "pattern": f"^[{source_chars}]+$"}),
                     "source names (letters, digits, - _ .), comma-separated", explode=False),
-        "status": q("status", _list({"type": "string", "enum": [*api.STATUS_WORDS, *(s.value for s in Status)]}),
+        "status": q("status", _list({"type": "string", "enum": [*params.STATUS_WORDS, *(s.value for s in Status)]}),
                     "statuses, comma-separated; 'open' stands for every open status", explode=False),
         "dept": q("dept", {"type": "string", "enum": sorted(city.departments)},
                   "a department that had a part in the case (config/city/departments.yaml)"),
-        "q": q("q", {"type": "string", "minLength": 1, "maxLength": api.MAX_TEXT_CHARS},
-               f"words in the title (any case, taken literally; at most {api.MAX_TEXT_CHARS} printable characters)"),
+        "q": q("q", {"type": "string", "minLength": 1, "maxLength": params.MAX_TEXT_CHARS},
+               f"words in the title (any case, taken literally; at most {params.MAX_TEXT_CHARS} printable characters)"),
         "drills": q("drills", {"type": "string", "enum": ["0", "1", "true", "false"], "default": "0"},
                     "1: a replay's drill cases (演练) too; by default every list and figure leaves them out"),
         "limit": q("limit", {"type": "integer", "minimum": 1, "maximum": queries.MAX_LIMIT,
@@ -216,8 +216,8 @@ def _parameters(city: City) -> dict[str, dict[str, Any]]:
                     "the ranking period holding date; custom takes since and until instead"),
         "date": q("date", {"type": "string", "format": "date"},
                   f"a day of the period (city days; weeks run Monday–Sunday; {years}); default: today"),
-        "risk_limit": q("limit", {"type": "integer", "minimum": 1, "maximum": api.RISK_TOP_MAX,
-                                  "default": api.RISK_TOP_DEFAULT}, "items in each list"),
+        "risk_limit": q("limit", {"type": "integer", "minimum": 1, "maximum": params.RISK_TOP_MAX,
+                                  "default": params.RISK_TOP_DEFAULT}, "items in each list"),
     }
 
 
@@ -395,7 +395,7 @@ def _get_operations() -> dict[str, dict[str, Any]]:
 
 def _path_parameters(city: City, path: str) -> list[dict[str, Any]]:
     from core.geography import CODE_LENGTHS
-    from dashboard import api, queries
+    from dashboard import params, queries
 
     if path == "/api/v1/cases/{case_id}":
         return [{"name": "case_id", "in": "path", "required": True, "description": "the case's id",
@@ -404,7 +404,7 @@ def _path_parameters(city: City, path: str) -> list[dict[str, Any]]:
     if path == "/api/v1/risk/{code}/explain":
         return [{"name": "code", "in": "path", "required": True,
                  "description": f"an area code ({', '.join(map(str, sorted(CODE_LENGTHS)))} digits)",
-                 "schema": _area_schema(city, maxLength=api.MAX_CODE_CHARS)}]
+                 "schema": _area_schema(city, maxLength=params.MAX_CODE_CHARS)}]
     return []
 
 
