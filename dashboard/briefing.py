@@ -27,6 +27,7 @@ from typing import Any
 
 from core.cells import neutralise
 from core.records import CITY_TZ
+from dashboard.briefing_pdf import FontMissing  # noqa: F401 - also the briefing's own error (briefing.FontMissing)
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +40,6 @@ LIST_SIZE = 50  # overdue and notable cases listed at most
 HOTTEST = 10
 HISTORY = 6  # weeks and months: the trend charts cover this many periods, the current one last
 SCORE_LINES = 3  # the score trend follows this many departments from the top and from the bottom of the ranking
-
-
-class FontMissing(RuntimeError):
-    """No font with Chinese glyphs is installed, so no PDF can be laid out (the message names the package)."""
 
 
 class BriefingError(ValueError):
@@ -372,9 +369,10 @@ def file_name(b: Briefing) -> str:
 
 
 def write_pdf(b: Briefing, path: Path) -> Path:
+    """The briefing as an A4 PDF at ``path`` (dashboard/briefing_pdf.py), written aside and renamed."""
     from dashboard import briefing_pdf
 
-    return briefing_pdf.write_pdf(b, path)
+    return write_aside(path, lambda tmp: briefing_pdf.write_pdf(b, tmp))
 
 
 def writer(fmt: str) -> Callable[[Briefing, Path], Path]:

@@ -16,10 +16,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dashboard.briefing import FontMissing
-
 if TYPE_CHECKING:
     from dashboard.briefing import Briefing
+
+class FontMissing(RuntimeError):
+    """No font with Chinese glyphs is installed, so no PDF can be laid out (the message names the package)."""
+
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 # the first of these that fontconfig knows sets the text; the list is also the CSS font-family
@@ -171,13 +173,12 @@ def period_text(b: Briefing) -> str:
     return f"{first:%Y年%m月}（{first:%m月%d日} — {last:%m月%d日}）"
 
 
-def write_pdf(b: Briefing, path: Path) -> Path:
-    """Lay the briefing out as an A4 PDF at ``path``; written aside and renamed, so a failure leaves no file."""
+def write_pdf(b: Briefing, target: str | Path) -> None:
+    """Lay the briefing out as an A4 PDF into ``target`` (dashboard.briefing.write_pdf writes it aside and renames
+    it, so a failure leaves no file)."""
     from weasyprint import HTML
 
-    from dashboard.briefing import write_aside
-
-    return write_aside(path, HTML(string=html_of(b), base_url=str(TEMPLATES)).write_pdf)
+    HTML(string=html_of(b), base_url=str(TEMPLATES)).write_pdf(target)
 
 
 # --------------------------------------------------------------------------- charts
