@@ -18,7 +18,7 @@ from flask import Flask
 from config.city import load_city
 from config.settings import Settings, get_settings
 from core import access
-from dashboard import api, auth, callbacks, context, i18n, web
+from dashboard import api, auth, context, i18n, web
 from ingest.feeds import push
 from layouts import briefings, case, compare, drill, live, screen
 
@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None) -> dash.Dash:
 
         clientside_callback("function(t) { if (t) { document.title = t; } return window.dash_clientside.no_update; }",
                             Output(ROUTER_TITLE, "id"), Input(ROUTER_TITLE, "data"))
-    for kind, register in (("live", callbacks.register), ("screen", screen.register), ("drill", drill.register),
+    for kind, register in (("live", live.register), ("screen", screen.register), ("drill", drill.register),
                            ("compare", compare.register), ("briefings", briefings.register)):
         with auth.callbacks_of(app, kind):
             register(app)

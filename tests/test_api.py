@@ -445,7 +445,8 @@ def test_pages_and_dash_endpoints(client, loaded, settings, city):
 
 def test_live_refresh_reads_the_live_state(loaded, settings, r, engine, city):
     from app import create_app
-    from dashboard import callbacks, i18n
+    from dashboard import i18n
+    from layouts import live as callbacks
     from layouts.live import TILES
 
     df, alarms = loaded
