@@ -18,32 +18,14 @@ from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
 
 from core.cells import neutralise
-from core.geography import LEVELS, level_of
-from core.lifecycle import Status
+from core.geography import LEVELS
 from core.whistle import whistle_reports
-from dashboard import auth, context, live, queries
-from dashboard.params import (
-    FILTER_PARAMS,
-    MAX_CODE_CHARS,
-    MAX_TEXT_CHARS,
-    QUERY_YEARS,
-    RISK_TOP_DEFAULT,
-    RISK_TOP_MAX,
-    SOURCE_CHARS,
-    STATUS_WORDS,
-)
+from dashboard import auth, context, live, params, queries
+from dashboard.params import FILTER_PARAMS, RISK_TOP_DEFAULT, RISK_TOP_MAX, ApiError
 
 log = logging.getLogger(__name__)
 
 LAG_DEGRADED = 10_000  # entries waiting in a stream before /healthz says "degraded"
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, parameter: str | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.parameter = parameter
 
 
 def json_response(body: Any, status: int = 200) -> Response:
@@ -88,186 +70,6 @@ def _error(status: int, message: str, parameter: str | None = None) -> Response:
 # --------------------------------------------------------------------------- parameters
 
 
-def _params(allowed: tuple[str, ...]) -> dict[str, str]:
-    """The query parameters, each at most once and all known."""
-    out: dict[str, str] = {}
-    for name in request.args:
-        if name not in allowed:
-            raise ApiError(400, f"unknown parameter {name!r}; this route takes: {', '.join(allowed) or 'none'}", name)
-        values = request.args.getlist(name)
-        if len(values) > 1:
-            raise ApiError(400, f"{name}: given {len(values)} times; give it once", name)
-        value = values[0].strip()
-        if value == "":
-            raise ApiError(400, f"{name}: empty; give a value or leave the parameter out", name)
-        out[name] = value
-    return out
-
-
-def _area(code: str, parameter: str = "area"):
-    """The Area for a code; 400 if malformed, 404 if no such area, 403 if outside the viewer's jurisdiction."""
-    try:
-        level_of(code)
-    except ValueError as exc:
-        raise ApiError(400, f"{parameter}: {exc}", parameter) from None
-    found = context.city().geography.get(code)
-    if found is None:
-        raise ApiError(404, f"{parameter}: no area with code {code!r}; list the codes with /api/v1/areas", parameter)
-    if not auth.in_scope(found.code):
-        raise ApiError(403, f"{parameter}: {code} is outside your jurisdiction ({auth.scope()}); ask for an area "
-                            "within it", parameter)
-    return found
-
-
-def _home():
-    """The area a request means when it names none: the viewer's jurisdiction (a system job: the district)."""
-    geo = context.city().geography
-    s = auth.scope()
-    return geo.district if s is None else geo.area(s)
-
-
-def _home_code() -> str | None:
-    """The case filter's area when the request names none: None (everything) for a district-wide viewer."""
-    home = _home()
-    return None if home.level == "district" else home.code
-
-
-def _statuses(value: str) -> list[str]:
-    out: list[str] = []
-    for part in value.split(","):
-        part = part.strip().lower()
-        if part in STATUS_WORDS:
-            out += STATUS_WORDS[part]
-        elif part in Status._value2member_map_:
-            out.append(part)
-        else:
-            choices = ", ".join([*STATUS_WORDS, *(s.value for s in Status)])
-            raise ApiError(400, f"status: unknown status {part!r}; use one of: {choices} (several: comma-separated)", "status")
-    return sorted(set(out))
-
-
-def _category(value: str) -> str:
-    city = context.city()
-    if value in city.categories or any(g.code == value for g in city.groups):
-        return value
-    raise ApiError(
-        400,
-        f"category: unknown category {value!r}; use a 4-digit 小类 or 2-digit 大类 code from config/city/categories.yaml",
-        "category",
-    )
-
-
-
-
-def _in_query_years(name: str, value: str, year: int) -> None:
-    if year not in QUERY_YEARS:
-        raise ApiError(400, f"{name}: {value[:40]!r} is out of range; give a date from {QUERY_YEARS.start} to "
-                            f"{QUERY_YEARS.stop - 1}", name)
-
-
-def _when(name: str, value: str) -> datetime:
-    """An ISO 8601 time (a date alone means its midnight in the city's zone; no zone means the city's zone)."""
-    from core.records import CITY_TZ
-
-    try:
-        t = datetime.fromisoformat(value)
-    except ValueError:
-        raise ApiError(400, f"{name}: {value!r} is not an ISO 8601 date or time, e.g. 2026-11-20 or "
-                            "2026-11-20T08:00+08:00", name) from None
-    _in_query_years(name, value, t.year)
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=CITY_TZ)
-    return t.astimezone(UTC)
-
-
-def _period(p: dict[str, str]) -> tuple[datetime, datetime]:
-    """[since, until) from the parameters; default: today in the city's zone."""
-    from core.records import CITY_TZ
-
-    today = datetime.now(CITY_TZ).replace(hour=0, minute=0, second=0, microsecond=0)
-    since = _when("since", p["since"]) if "since" in p else today.astimezone(UTC)
-    until = _when("until", p["until"]) if "until" in p else (today + timedelta(days=1)).astimezone(UTC)
-    if until <= since:
-        raise ApiError(400, f"until: {until.isoformat()} is not after since {since.isoformat()}; give an until later "
-                            "than since", "until")
-    if until - since > timedelta(days=3 * 366):
-        raise ApiError(400, "until: the period is longer than three years; ask for a shorter one", "until")
-    return since, until
-
-
-
-
-def _drills(p: dict[str, str]) -> bool:
-    """``drills=1``: a replay's drill cases (演练) too; by default every list and figure leaves them out."""
-    value = p.get("drills", "0").lower()
-    if value not in ("0", "1", "true", "false"):
-        raise ApiError(400, f"drills: {value[:20]!r} is not 0 or 1; drills=1 includes a replay's drill cases", "drills")
-    return value in ("1", "true")
-
-
-def _case_filter(p: dict[str, str]) -> queries.CaseFilter:
-    """The case filter from the parameters (FILTER_PARAMS); a 400 naming the first bad one."""
-    since = _when("since", p["since"]) if "since" in p else None
-    until = _when("until", p["until"]) if "until" in p else None
-    if since is not None and until is not None and until <= since:
-        raise ApiError(400, f"until: {until.isoformat()} is not after since {since.isoformat()}; give an until later "
-                            "than since", "until")
-    grades = None
-    if "grade" in p:
-        grades = set()
-        for part in p["grade"].split(","):
-            part = part.strip()
-            if not (part.isascii() and part.isdigit() and 1 <= int(part) <= 4):
-                raise ApiError(400, f"grade: {part[:20]!r} is not a grade; use 1..4 (several: comma-separated)", "grade")
-            grades.add(int(part))
-    sources = None
-    if "source" in p:
-        sources = {x.strip() for x in p["source"].split(",") if x.strip()}
-        bad = [x for x in sources if len(x) > 32 or not set(x) <= SOURCE_CHARS]
-        if bad or not sources:
-            raise ApiError(400, f"source: {(bad or [''])[0][:32]!r} is not a source name; use letters, digits, "
-                                "- _ . (several: comma-separated)", "source")
-    dept = None
-    if "dept" in p:
-        dept = p["dept"]
-        if dept not in context.city().departments:
-            raise ApiError(400, f"dept: unknown department {dept[:32]!r}; use a code from "
-                                "config/city/departments.yaml", "dept")
-    text = p.get("q")
-    if text is not None and (len(text) > MAX_TEXT_CHARS or not text.isprintable()):
-        raise ApiError(400, f"q: a title search of at most {MAX_TEXT_CHARS} printable characters, e.g. 井盖", "q")
-    return queries.CaseFilter(
-        text=text,
-        area=_area(p["area"]).code if "area" in p else _home_code(), since=since, until=until,
-        category=_category(p["category"]) if "category" in p else None, grades=grades, sources=sources,
-        statuses=_statuses(p["status"]) if "status" in p else None, department=dept, drills=_drills(p),
-    )
-
-
-def _limit(value: str | None) -> int:
-    if value is None:
-        return queries.DEFAULT_LIMIT
-    try:
-        n = int(value)
-    except ValueError:
-        raise ApiError(400, f"limit: {value!r} is not a whole number; use 1..{queries.MAX_LIMIT}", "limit") from None
-    if not 1 <= n <= queries.MAX_LIMIT:
-        raise ApiError(400, f"limit: {n} is out of range; use 1..{queries.MAX_LIMIT}", "limit")
-    return n
-
-
-def _cursor(value: str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        return queries.decode_cursor(value)
-    except queries.CursorError:
-        raise ApiError(
-            400, "cursor: not a cursor of this API; pass next_cursor from the previous page unchanged, or leave it out",
-            "cursor",
-        ) from None
-
-
 def _utc(iso: str | None) -> datetime | str | None:
     """An ISO time stored in Redis as an aware datetime (serialised with Z); unparsable text as it is."""
     if not iso:
@@ -287,14 +89,6 @@ def _grades(counts: dict[int, int]) -> dict[str, int]:
 
 
 
-def _code(value: str, parameter: str):
-    """``_area`` for a code from the path or a parameter, refusing an overlong string without repeating it."""
-    if len(value) > MAX_CODE_CHARS:
-        raise ApiError(400, f"{parameter}: {len(value)} characters is not an area code; an area code has 6, 9, 12 or "
-                            "15 digits", parameter)
-    return _area(value, parameter)
-
-
 def _risk_model():
     from config.risk import RiskConfigError, get_risk_model
 
@@ -311,8 +105,8 @@ def _select_areas(p: dict[str, str]) -> list:
     level = p.get("level")
     if level is not None and level not in LEVELS:
         raise ApiError(400, f"level: unknown level {level[:40]!r}; use one of: {', '.join(LEVELS)}", "level")
-    parent = _code(p["parent"], "parent") if "parent" in p else None
-    home = _home()
+    parent = params.code(p["parent"], "parent") if "parent" in p else None
+    home = params.home()
     if parent is None and home.level != "district":  # a jurisdiction below the district: its own areas only
         parent = home
         if level is not None and LEVELS.index(level) <= LEVELS.index(home.level):
@@ -450,8 +244,8 @@ def blueprint() -> Blueprint:
 
     @bp.get("/api/v1/summary")
     def summary():
-        p = _params(("area",))
-        area = _area(p["area"]) if "area" in p else _home()
+        p = params.query(("area",))
+        area = params.area(p["area"]) if "area" in p else params.home()
         data = live.summary(context.redis_client(), context.settings(), area.code)
         data["by_grade"] = _grades(data["by_grade"])
         data["last_event_at"] = _utc(data["last_event_at"])
@@ -459,7 +253,7 @@ def blueprint() -> Blueprint:
 
     @bp.get("/api/v1/areas")
     def areas():
-        found = _select_areas(_params(("level", "parent")))
+        found = _select_areas(params.query(("level", "parent")))
         counts = live.area_counts(context.redis_client(), context.settings(), [a.code for a in found])
         return json_response([
             {
@@ -475,10 +269,10 @@ def blueprint() -> Blueprint:
 
     @bp.get("/api/v1/cases")
     def cases():
-        p = _params((*FILTER_PARAMS, "limit", "cursor"))
-        where = _case_filter(p)
-        limit = _limit(p.get("limit"))
-        after = _cursor(p.get("cursor"))
+        p = params.query((*FILTER_PARAMS, "limit", "cursor"))
+        where = params.case_filter(p)
+        limit = params.limit(p.get("limit"))
+        after = params.cursor(p.get("cursor"))
         items, nxt = queries.list_cases(context.engine(), limit=limit, after_id=after, where=where,
                                           personal=auth.personal())
         return json_response({"items": items, "next_cursor": nxt})
@@ -490,8 +284,8 @@ def blueprint() -> Blueprint:
         import csv
         import io
 
-        p = _params(FILTER_PARAMS)
-        where = _case_filter(p)
+        p = params.query(FILTER_PARAMS)
+        where = params.case_filter(p)
         engine = context.engine()
         personal = auth.personal()
         auth.audit("export", "cases.csv", {"filters": p, "personal": personal})
@@ -522,7 +316,7 @@ def blueprint() -> Blueprint:
 
     @bp.get("/api/v1/sla")
     def sla():
-        p = _params(("state", "area", "limit"))
+        p = params.query(("state", "area", "limit"))
         states = {"warning", "overdue"}
         if "state" in p:
             states = set()
@@ -532,8 +326,8 @@ def blueprint() -> Blueprint:
                     raise ApiError(400, f"state: unknown SLA state {part!r}; use warning, overdue or both "
                                         "(comma-separated)", "state")
                 states.add(part)
-        area = _area(p["area"]).code if "area" in p else _home_code()
-        limit = _limit(p.get("limit"))
+        area = params.area(p["area"]).code if "area" in p else params.home_code()
+        limit = params.limit(p.get("limit"))
         now = datetime.now(UTC)
         items = queries.sla_cases(context.engine(), now=now, states=states, area=area, personal=auth.personal(),
                                   warn_share=context.settings().sla_warn_share, limit=limit)
@@ -544,10 +338,10 @@ def blueprint() -> Blueprint:
     def kpis():
         from core import kpis as k
 
-        p = _params(("area", "since", "until", "drills"))
-        area = _area(p["area"]) if "area" in p else _home()
-        since, until = _period(p)
-        drills = _drills(p)
+        p = params.query(("area", "since", "until", "drills"))
+        area = params.area(p["area"]) if "area" in p else params.home()
+        since, until = params.period(p)
+        drills = params.drills(p)
         length = until - since
         now = datetime.now(UTC)
         engine = context.engine()
@@ -565,9 +359,9 @@ def blueprint() -> Blueprint:
         from core import rankings as rk
         from core.records import CITY_TZ
 
-        p = _params(("period", "date", "since", "until", "area"))
+        p = params.query(("period", "date", "since", "until", "area"))
         city = context.city()
-        area = _area(p["area"]) if "area" in p else _home()
+        area = params.area(p["area"]) if "area" in p else params.home()
         kind = p.get("period", "week").lower()
         if kind not in rk.PERIODS:
             raise ApiError(400, f"period: unknown period {kind!r}; use one of: {', '.join(rk.PERIODS)}", "period")
@@ -578,7 +372,7 @@ def blueprint() -> Blueprint:
             for name in ("since", "until"):
                 if name not in p:
                     raise ApiError(400, f"{name}: period=custom needs both since and until", name)
-            since, until = _period(p)
+            since, until = params.period(p)
             current = rk.period("custom", since.date(), CITY_TZ, since, until)
         else:
             for name in ("since", "until"):
@@ -590,7 +384,7 @@ def blueprint() -> Blueprint:
                     day = date.fromisoformat(p["date"])
                 except ValueError:
                     raise ApiError(400, f"date: {p['date']!r} is not an ISO 8601 date, e.g. 2026-11-20", "date") from None
-                _in_query_years("date", p["date"], day.year)
+                params.in_query_years("date", p["date"], day.year)
             current = rk.period(kind, day, CITY_TZ)
         previous = current.previous(CITY_TZ)
         rules = get_rules(context.settings().rankings_file)
@@ -611,7 +405,7 @@ def blueprint() -> Blueprint:
         from core import rankings as rnk
         from core import risk as rk
 
-        _params(())
+        params.query(())
         return json_response({"kpis": k.DEFINITIONS, "rankings": rnk.DEFINITIONS, "risk": rk.DEFINITIONS})
 
     @bp.get("/api/v1/openapi.json")
@@ -619,12 +413,12 @@ def blueprint() -> Blueprint:
         """This API's OpenAPI description (dashboard/openapi.py), built from the validators' own rules."""
         from dashboard import openapi
 
-        _params(())
+        params.query(())
         return json_response(openapi.spec(context.city(), context.settings()))
 
     @bp.get("/api/v1/risk")
     def risk():
-        p = _params(("level", "parent"))
+        p = params.query(("level", "parent"))
         model = _risk_model()
         found = _select_areas(p)
         scores, at = _risk_of(model, found)
@@ -637,8 +431,8 @@ def blueprint() -> Blueprint:
     def risk_explain(code: str):
         from core.risk import RISK_LEVELS
 
-        p = _params(("limit",))
-        area = _code(code, "code")
+        p = params.query(("limit",))
+        area = params.code(code, "code")
         limit = RISK_TOP_DEFAULT
         if "limit" in p:
             if not p["limit"].isascii() or not p["limit"].isdigit() or not 1 <= int(p["limit"]) <= RISK_TOP_MAX:
@@ -672,7 +466,7 @@ def blueprint() -> Blueprint:
 
     @bp.get("/api/v1/cases/<case_id>")
     def case(case_id: str):
-        _params(())
+        params.query(())
         if queries.case_id_of(case_id) is None:
             raise ApiError(400, f"id: {case_id[:40]!r} is not a case id; a case id is a positive whole number", "id")
         found = queries.get_case(context.engine(), int(case_id), personal=auth.personal())

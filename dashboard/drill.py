@@ -18,7 +18,8 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from core.records import CITY_TZ
-from dashboard import api, auth, live, queries
+from dashboard import auth, live, queries
+from dashboard import params as api_params
 
 RANGES = ("today", "7d", "30d", "custom")
 DEFAULT_RANGE = "7d"
@@ -101,8 +102,8 @@ def parse(pathname: str | None, search: str | None, now: datetime | None = None)
     lang = lang_of(raw.pop("lang", None))
     raw = {k: v for k, v in raw.items() if v != ""}
     try:
-        area = api._code(code, "area")
-    except api.ApiError as exc:
+        area = api_params.code(code, "area")
+    except api_params.ApiError as exc:
         raise ViewError(exc.message, "area", code, exc.status) from None
     range_ = raw.pop("range", None)
     if range_ is not None and range_ not in RANGES:
@@ -120,8 +121,8 @@ def parse(pathname: str | None, search: str | None, now: datetime | None = None)
         range_ = range_ or DEFAULT_RANGE
         since, until = period_of(range_, now.astimezone(CITY_TZ).date())
     try:
-        where = api._case_filter({**raw, "area": area.code})
-    except api.ApiError as exc:
+        where = api_params.case_filter({**raw, "area": area.code})
+    except api_params.ApiError as exc:
         raise ViewError(exc.message, exc.parameter or "", raw.get(exc.parameter or "", "")) from None
     if range_ == "custom":
         since, until = where.since, where.until

@@ -33,7 +33,7 @@ SESSION_COOKIE = "gridwatch_session"
 SPEC_PATH = "/api/v1/openapi.json"
 
 def routes() -> dict[str, tuple[str, ...]]:
-    """OpenAPI path → the query parameters the route takes, as its handler passes them to dashboard.api._params
+    """OpenAPI path → the query parameters the route takes, as its handler passes them to dashboard.params.query
     (FILTER_PARAMS: the case filter). tests/test_openapi.py compares them with each route's own answer to an unknown
     parameter."""
     from dashboard.params import FILTER_PARAMS
