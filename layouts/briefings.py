@@ -26,7 +26,7 @@ from flask import Blueprint, Response, request, send_file
 
 from core.records import CITY_TZ
 from dashboard import auth, briefing, context, i18n
-from layouts import drill as page
+from layouts import components as page
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from dash.exceptions import PreventUpdate
 
 from core.records import CITY_TZ
 from dashboard import auth, drill, i18n
-from layouts import drill as page
+from layouts import components as page
 
 PARAMS = ("a", "b", "since_b", "until_b", *(p for p in drill.PAGE_PARAMS))
 ROWS = ("cases_total", "resolved", "resolution_rate", "on_time_rate", "overdue_open", "onsite_rate",
@@ -90,9 +90,9 @@ def _table(fa: dict, fb: dict, la: str, lb: str, t: dict[str, str], lang: str) -
         va, vb = fa["kpis"].get(key), fb["kpis"].get(key)
         delta = None if va is None or vb is None else vb - va
         body.append(html.Tr([html.Td(d["zh"] if lang == "zh" else d["en"], title=d["definition"]),
-                             html.Td(page._fmt(key, va, t), className="cmp-a"),
-                             html.Td(page._fmt(key, vb, t), className="cmp-b"),
-                             html.Td(page._change(key, delta, t))], **{"data-key": key}))
+                             html.Td(page.fmt(key, va, t), className="cmp-a"),
+                             html.Td(page.fmt(key, vb, t), className="cmp-b"),
+                             html.Td(page.change(key, delta, t))], **{"data-key": key}))
     return html.Table([html.Thead(head), html.Tbody(body)], className="dr-list dr-grid-table cmp-table")
 
 

@@ -22,7 +22,8 @@ from dash.exceptions import PreventUpdate
 from core.records import CITY_TZ
 from core.risk import RISK_LEVELS
 from dashboard import drill, i18n
-from layouts.screen import map_bounds
+from layouts import components
+from layouts.components import bars, map_bounds, problem, trend
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,6 @@ class ID:
 
 KPI_KEYS = ("cases_total", "resolution_rate", "on_time_rate", "overdue_open", "onsite_rate", "satisfaction",
             "handling_mean_s")
-LOWER_IS_BETTER = {"overdue_open", "handling_mean_s", "handling_median_s"}
-NEUTRAL = {"cases_total", "resolved"}  # more or fewer cases is neither good nor bad
 
 
 # --------------------------------------------------------------------------- map geometry
@@ -289,46 +288,6 @@ def layout(settings, city, query: dict[str, str]) -> html.Div:
 # --------------------------------------------------------------------------- drawing the data
 
 
-def _pct(v: float | None) -> str:
-    return "—" if v is None else f"{v * 100:.1f}%"
-
-
-def _dur(s: float | None, t: dict[str, str]) -> str:
-    if s is None:
-        return "—"
-    h = s / 3600
-    return t["dr_hours"].format(n=f"{h:.1f}") if h < 48 else t["dr_days"].format(n=f"{h / 24:.1f}")
-
-
-def _fmt(key: str, v: Any, t: dict[str, str]) -> str:
-    if v is None:
-        return "—"
-    if key.endswith("_rate") or key == "satisfaction":
-        return _pct(v)
-    if key.endswith("_s"):
-        return _dur(v, t)
-    if key == "rating_mean":
-        return f"{v:.2f}"
-    return f"{int(v):,}"
-
-
-def _change(key: str, delta: Any, t: dict[str, str]) -> html.Span:
-    if delta is None:
-        return html.Span(t["dr_no_change"], className="dr-delta dr-flat")
-    if key.endswith("_rate") or key == "satisfaction":
-        text, size = f"{delta * 100:+.1f} pt", abs(delta) >= 0.0005
-    elif key.endswith("_s"):
-        text, size = f"{delta / 3600:+.1f} h", abs(delta) >= 60
-    elif key == "rating_mean":
-        text, size = f"{delta:+.2f}", abs(delta) >= 0.005
-    else:
-        text, size = f"{int(delta):+,}", delta != 0
-    good = (delta < 0) if key in LOWER_IS_BETTER else (delta > 0)
-    cls = "dr-flat" if not size else "dr-neutral" if key in NEUTRAL else ("dr-up" if good else "dr-down")
-    arrow = "" if not size else ("▲ " if delta > 0 else "▼ ")
-    return html.Span(arrow + text, className=f"dr-delta {cls}")
-
-
 def kpi_tiles(data: dict[str, Any], t: dict[str, str], lang: str) -> list:
     from core.kpis import DEFINITIONS
 
@@ -337,41 +296,12 @@ def kpi_tiles(data: dict[str, Any], t: dict[str, str], lang: str) -> list:
         d = DEFINITIONS[key]
         tiles.append(html.Div([
             html.Div(d["zh"] if lang == "zh" else d["en"], className="dr-kpi-label"),
-            html.Div(_fmt(key, data["kpis"].get(key), t), className="dr-kpi-value", **{"data-key": key}),
-            html.Div([_change(key, data["change"].get(key), t),
-                      html.Span(f" {t['dr_vs_prev']} {_fmt(key, data['previous'].get(key), t)}",
+            html.Div(components.fmt(key, data["kpis"].get(key), t), className="dr-kpi-value", **{"data-key": key}),
+            html.Div([components.change(key, data["change"].get(key), t),
+                      html.Span(f" {t['dr_vs_prev']} {components.fmt(key, data['previous'].get(key), t)}",
                                 className="dr-prev")], className="dr-kpi-change"),
         ], className="dr-kpi", title=d["definition"]))
     return tiles
-
-
-def bars(rows: list[dict[str, Any]], label: str = "name", value: str = "cases", link=None) -> html.Div:
-    top = max([r[value] for r in rows] or [0]) or 1
-    out = []
-    for r in rows:
-        name = dcc.Link(r[label], href=link(r)) if link else r[label]
-        out.append(html.Div([html.Span(name, className="dr-bar-label"),
-                             html.Span(html.I(style={"width": f"{100 * r[value] / top:.1f}%",
-                                                     **({"background": r["color"]} if r.get("color") else {})}),
-                                       className="dr-bar-track"),
-                             html.Span(f"{r[value]:,}", className="dr-bar-value")], className="dr-bar"))
-    return html.Div(out or html.Div("—", className="dr-empty"), className="dr-bars")
-
-
-def trend(days: list[dict[str, Any]], t: dict[str, str]) -> html.Div:
-    top = max([d["cases"] for d in days] or [0]) or 1
-    every = max(1, len(days) // 8)
-    cols = []
-    for i, d in enumerate(days):
-        cols.append(html.Div([
-            html.Div(html.I(style={"height": f"{100 * d['cases'] / top:.1f}%"}), className="dr-col-bar",
-                     title=f"{d['day']}: {d['cases']:,}"),
-            html.Div(d["day"][5:] if len(d["day"]) == 10 else d["day"][:2], className="dr-col-label")
-            if i % every == 0 else html.Div(className="dr-col-label"),
-        ], className="dr-col"))
-    total = sum(d["cases"] for d in days)
-    return html.Div([html.Div(cols, className="dr-cols"),
-                     html.Div(t["dr_trend_total"].format(n=f"{total:,}", peak=f"{top:,}"), className="dr-note")])
 
 
 def _local(v: datetime | None) -> str:
@@ -390,7 +320,7 @@ def overdue_list(rows: list[dict[str, Any]], now: datetime, t: dict[str, str]) -
             html.Td(r["title"], className="dr-ellipsis", title=r["title"]),
             html.Td(r.get("grid_name") or "—"),
             html.Td(" ".join(r["department_names"]) or "—"),
-            html.Td(t["dr_late_by"].format(d=_dur(late.total_seconds(), t)), className="dr-late"),
+            html.Td(t["dr_late_by"].format(d=components.dur(late.total_seconds(), t)), className="dr-late"),
         ]))
     return html.Table(html.Tbody(items), className="dr-list")
 
@@ -422,7 +352,7 @@ def dept_list(rows: list[dict[str, Any]], t: dict[str, str]) -> html.Div:
     head = html.Tr([html.Th(t["dr_dept"]), html.Th(t["dr_received"]), html.Th(t["dr_resolved"]),
                     html.Th(t["dr_on_time"]), html.Th(t["dr_open_end"]), html.Th(t["dr_overdue_short"])])
     body = [html.Tr([html.Td(r["name"]), html.Td(f"{r['received']:,}"), html.Td(f"{r['resolved']:,}"),
-                     html.Td(_pct(r["resolved_on_time_rate"])), html.Td(f"{r['open_at_end']:,}"),
+                     html.Td(components.pct(r["resolved_on_time_rate"])), html.Td(f"{r['open_at_end']:,}"),
                      html.Td(f"{r['overdue_open']:,}", className="dr-late" if r["overdue_open"] else "")])
             for r in rows]
     return html.Table([html.Thead(head), html.Tbody(body)], className="dr-list dr-grid-table")
@@ -488,14 +418,6 @@ def period_text(view: drill.View, t: dict[str, str]) -> str:
     if a.date() == b.date():  # one day: say it once
         return t["dr_period_day"].format(a=f"{a:%Y-%m-%d}", c=f"{q0:%Y-%m-%d}")
     return t["dr_period_text"].format(a=f"{a:%Y-%m-%d}", b=f"{b:%Y-%m-%d}", c=f"{q0:%Y-%m-%d}", d=f"{q1:%Y-%m-%d}")
-
-
-def problem(exc: drill.ViewError, t: dict[str, str], home: str) -> list:
-    head = (t["dr_bad_area"].format(value=exc.value) if exc.parameter == "area"
-            else t["dr_bad_path"] if exc.parameter == "path"
-            else t["dr_bad_param"].format(name=exc.parameter[:40], value=exc.value))
-    return [html.Strong(head), html.Div(exc.message, className="dr-detail"),
-            dcc.Link(t["dr_go_home"], href=home, className="dr-button")]
 
 
 # --------------------------------------------------------------------------- callbacks
@@ -728,24 +650,6 @@ def _grade_names(lang: str) -> dict[int, str]:
     from dashboard.context import city
 
     return {g.level: i18n.pick((g.name, g.en), lang) for g in city().grades.values()}
-
-
-def area_options(geo) -> list[dict[str, str]]:
-    """The areas a viewer may pick (compare, briefings): the jurisdiction, then each street in it followed by its
-    communities (indented); a community's or grid's jurisdiction lists itself."""
-    from dashboard import auth
-
-    def communities(street):
-        return [{"label": f"\u2003{c.name}", "value": c.code} for c in geo.children(street.code)]
-
-    home = geo.area(auth.scope() or geo.district.code)
-    out = [{"label": home.name, "value": home.code}]
-    if home.level == "district":
-        for s in geo.areas("street"):
-            out += [{"label": s.name, "value": s.code}, *communities(s)]
-    elif home.level == "street":
-        out += communities(home)
-    return out
 
 
 def title(lang: str | None = None, district_name: str | None = None) -> str:

@@ -25,6 +25,7 @@ from dash.exceptions import PreventUpdate
 
 from core.risk import RISK_LEVELS, css_colors
 from dashboard import auth, i18n
+from layouts.components import map_bounds
 
 log = logging.getLogger(__name__)
 
@@ -112,12 +113,6 @@ def _geojson(geo, level: str) -> dict[str, Any]:
         feats.append({"type": "Feature", "properties": {"code": a.code, "name": a.name},
                       "geometry": mapping(g)})
     return {"type": "FeatureCollection", "features": feats}
-
-
-def map_bounds(geo, code: str | None) -> list[list[float]]:
-    """[[south, west], [north, east]] of an area (None or the district: the whole city) for a Leaflet map."""
-    x0, y0, x1, y1 = geo.geometry(code).bounds if code and code != geo.district.code else geo.bounds
-    return [[y0, x0], [y1, x1]]
 
 
 def _panel(title: str, body, cls: str = "", note: Any = None, body_id: str | None = None) -> html.Div:
