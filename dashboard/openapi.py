@@ -203,7 +203,8 @@ def _parameters(city: City) -> dict[str, dict[str, Any]]:
         "dept": q("dept", {"type": "string", "enum": sorted(city.departments)},
                   "a department that had a part in the case (config/city/departments.yaml)"),
         "q": q("q", {"type": "string", "minLength": 1, "maxLength": params.MAX_TEXT_CHARS},
-               f"words in the title (any case, taken literally; at most {params.MAX_TEXT_CHARS} printable characters)"),
+               f"words in the title (any case, taken literally; at most {params.MAX_TEXT_CHARS} printable characters; "
+               f"{params.SEARCH_DIGITS_MIN} or more digits in a row only for the roles that see personal data, else 403)"),
         "drills": q("drills", {"type": "string", "enum": ["0", "1", "true", "false"], "default": "0"},
                     "1: a replay's drill cases (演练) too; by default every list and figure leaves them out"),
         "limit": q("limit", {"type": "integer", "minimum": 1, "maximum": queries.MAX_LIMIT,

@@ -4,6 +4,7 @@ and the OpenAPI description (dashboard/openapi.py) all take them from here."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 from flask import request
@@ -20,6 +21,8 @@ QUERY_YEARS = range(1900, 2200)
 # the case filter's parameters (the case list, the CSV export)
 FILTER_PARAMS = ("area", "since", "until", "category", "grade", "source", "status", "dept", "q", "drills")
 MAX_TEXT_CHARS = 50  # a title search
+SEARCH_DIGITS_MIN = 4  # digits in a row a role without personal data may not search titles for
+SEARCH_DIGITS = re.compile(rf"\d{{{SEARCH_DIGITS_MIN},}}")
 SOURCE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 MAX_CODE_CHARS = 32  # longer is no area code: refused without echoing it whole
 RISK_TOP_DEFAULT = 10
@@ -182,6 +185,10 @@ def case_filter(p: dict[str, str]) -> queries.CaseFilter:
     text = p.get("q")
     if text is not None and (len(text) > MAX_TEXT_CHARS or not text.isprintable()):
         raise ApiError(400, f"q: a title search of at most {MAX_TEXT_CHARS} printable characters, e.g. 井盖", "q")
+    if text is not None and not auth.personal() and SEARCH_DIGITS.search(text):
+        # the title is matched unmasked: a run of digits would tell which cases hold a phone or ID number
+        raise ApiError(403, f"q: searching for {SEARCH_DIGITS_MIN} or more digits in a row looks for personal "
+                            "data (phone, ID numbers), which your role does not see; search for words", "q")
     return queries.CaseFilter(
         text=text,
         area=area(p["area"]).code if "area" in p else home_code(), since=since, until=until,

@@ -194,3 +194,21 @@ def test_the_dead_letter_listing_masks_by_default_and_shows_whole_on_request(set
     stored = [row for _, row in iter_dead(r, settings)]  # the letters themselves stay whole, to be re-driven
     assert [orjson.loads(row["raw"])["title"] for row in stored] == [EXPOSED, EXPOSED]
     assert EXPOSED in stored[0]["reason"]
+
+
+def test_a_leader_cannot_find_cases_by_the_numbers_masked_for_them(settings, r, engine, city):
+    """The title search reads the stored (whole) title: for a role without personal data a run of digits is refused,
+    else searching 1381… would tell which cases hold a phone number the leader only sees masked."""
+    from app import create_app
+
+    case_id = _store(settings, r, engine, city)
+    app = create_app(settings)
+    leader, dispatcher = (accounts.client(settings, role, app=app) for role in ("leader", "dispatcher"))
+    for q in (PHONE, PHONE[:4], PHONE[-6:]):
+        resp = leader.get(f"/api/v1/cases?q={q}")
+        assert resp.status_code == 403 and "personal" in orjson.loads(resp.data)["error"], q
+        assert leader.get(f"/api/v1/cases.csv?q={q}").status_code == 403
+        assert [c["id"] for c in orjson.loads(dispatcher.get(f"/api/v1/cases?q={q}").data)["items"]] == [case_id]
+    # words (and a short number such as a building's) stay searchable for everyone
+    assert [c["id"] for c in orjson.loads(leader.get("/api/v1/cases?q=噪音").data)["items"]] == [case_id]
+    assert leader.get("/api/v1/cases?q=3号楼").status_code == 200
