@@ -18,6 +18,7 @@ import pytest
 from core.livestate import LiveKeys, drill_prefix
 from dashboard import live
 from ingest.feeds.replay import DrillMark, drill_device_id, export_period, replay_records
+from ingest.feeds.simulator import profile
 from ingest.streams import Producer, StreamNames
 from tests import accounts
 from tests.test_replay import apply_all, simulate
@@ -37,7 +38,8 @@ def drilled(city, settings, engine, r):
     with a drill device's smoke alarm. Returns (figures before the drill, the replay's report, now, the grid)."""
     now = datetime.now(UTC).replace(microsecond=0)
     start = (now - timedelta(hours=3)).astimezone(TZ)
-    originals = simulate(city, hours=2, rate=0.08, start=start, seed=11)
+    # the simulator follows the time of day: scale its rate so the stretch holds ~190 cases at any hour
+    originals = simulate(city, hours=2, rate=0.01 / profile(start + timedelta(hours=1)), start=start, seed=11)
     assert len(originals) > 100
     Producer(r, settings, source="simulator").cases(originals)
     grid = city.geography.areas("grid")[2]
