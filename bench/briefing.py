@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
 def run(n: int, postgres: str | None, repeat: int, keep: Path | None) -> None:
     from bench.rankings_data import generate
     from core.records import CITY_TZ
-    from dashboard import briefing, queries
+    from dashboard import briefing
+    from store import queries
 
     env = bench_env("brief", **({"database_url": postgres} if postgres else {}))
     try:

@@ -80,7 +80,7 @@ def bench_env(name: str, **overrides: Any) -> BenchEnv:
     Keys get a prefix of their own, so a benchmark never touches a running system's data.
     """
     from config.city import get_city
-    from config.services import get_engine, get_redis, migrate, start_embedded_redis
+    from store.services import get_engine, get_redis, migrate, start_embedded_redis
 
     tmp = Path(tempfile.mkdtemp(prefix=f"gridwatch-{name}-"))
     redis_url = os.environ.get("REDIS_URL") or start_embedded_redis(tmp)

@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
 def run(n: int, postgres: str | None, repeat: int) -> None:
     from app import create_app
     from bench.rankings_data import generate
-    from dashboard.queries import CaseFilter, list_cases
     from layouts import drill
+    from store.queries import CaseFilter, list_cases
 
     env = bench_env("drill", **({"database_url": postgres} if postgres else {}))
     engine, city = env.engine, env.city

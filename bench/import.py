@@ -78,10 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunk-rows", type=int, default=50_000, help="rows per import chunk (default 50,000)")
     args = ap.parse_args(argv)
 
-    from config.services import get_redis
     from ingest.feeds.spreadsheet import import_file, load_mapping
-    from ingest.streams import StreamNames
     from ingest.worker import Worker, tune_gc
+    from store.services import get_redis
+    from store.streams import StreamNames
 
     env = bench_env("bimp", stream_maxlen=5_000_000)
     try:
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         # Meanwhile the city goes on: a live reading every 200 ms, timed until it shows in the live state.
         import threading
 
-        from ingest.streams import Producer
+        from store.streams import Producer
 
         live_lat: list[float] = []
         stop_probe = threading.Event()

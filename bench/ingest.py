@@ -92,8 +92,8 @@ def fill_store(engine, city, n: int, source: str = "bench", chunk: int = 20_000)
     (executemany on SQLite, COPY on PostgreSQL), showing progress. Returns the seconds it took."""
     from core import lifecycle
     from core.lifecycle import Action
-    from core.models import Case, CaseAssignment, CaseEvent, to_db_time
     from ingest.worker import _CASE_COLUMNS, _EVENT_COLUMNS
+    from store.schema import Case, CaseAssignment, CaseEvent, to_db_time
 
     dialect = engine.dialect.name
     grids = city.geography.areas("grid")
@@ -173,7 +173,7 @@ def _bulk(conn, table: str, columns, rows) -> None:
 
 def apply_rates(env, worker_cls, n_readings: int, devices: int, n_events: int) -> tuple[float, float]:
     """(readings/s, case events/s) one worker of ``worker_cls`` applies on ``env``'s store: fresh devices and cases."""
-    from ingest.streams import Producer
+    from store.streams import Producer
 
     tag = uuid.uuid4().hex[:6]
     producer = Producer(env.r, env.settings, source="bench")
@@ -249,9 +249,9 @@ def child_env(settings: Settings) -> dict[str, str]:
 def load_process(args) -> int:
     """Child: publish ``--rate`` records/s (80% sensor readings, 20% case events) for ``--seconds``."""
     from config.city import get_city
-    from config.services import get_redis
     from config.settings import get_settings
-    from ingest.streams import Producer
+    from store.services import get_redis
+    from store.streams import Producer
 
     settings = get_settings()
     city = get_city()
@@ -299,8 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         args.probes, args.load, args.rounds = 20, 500, 1
         args.stored = min(args.stored, 5_000)
 
-    from ingest.streams import Producer, StreamNames
     from ingest.worker import Worker, tune_gc
+    from store.streams import Producer, StreamNames
 
     env = bench_env("bench", stream_maxlen=2_000_000, database_url=args.postgres)
     tmp, settings, r, engine, city = env.tmp, env.settings, env.r, env.engine, env.city

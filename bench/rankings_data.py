@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from core.models import to_db_time
+from store.schema import to_db_time
 
 CASE_COLS = ("id", "source", "external_id", "category", "grade", "title", "district_code", "street_code",
              "community_code", "grid_code", "located", "status", "departments", "onsite", "overdue",

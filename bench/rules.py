@@ -56,10 +56,10 @@ def main(argv: list[str] | None = None) -> int:
 def sla(args) -> None:
 
     from core.lifecycle import OPEN_STATUSES
-    from core.models import Case
     from ingest.scheduler import sla_sweep
-    from ingest.streams import Producer
     from ingest.worker import Worker, tune_gc
+    from store.schema import Case
+    from store.streams import Producer
 
     env = bench_env("rules")
     settings, r, engine, city = env.settings, env.r, env.engine, env.city
@@ -132,8 +132,8 @@ def risk(args) -> None:
 
     from core.livestate import LiveKeys
     from ingest.scheduler import risk_sweep
-    from ingest.streams import Producer
     from ingest.worker import Worker, tune_gc
+    from store.streams import Producer
 
     city = bench_city(args.grids)
     env = bench_env("risk", city_dir=city.city_dir)
@@ -219,9 +219,9 @@ def bench_rankings(n_cases: int, postgres: str | None) -> None:
     from bench.rankings_data import generate
     from config.rankings import get_rules
     from core import rankings as rk
-    from core.models import CaseAssignment
     from core.records import CITY_TZ
-    from dashboard import queries
+    from store import queries
+    from store.schema import CaseAssignment
 
     env = bench_env("rank", **({"database_url": postgres} if postgres else {}))
     engine, city = env.engine, env.city

@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("needs chromium and chromedriver (Debian packages; `make test` installs them)")
 
     from bench.rankings_data import generate
-    from ingest.streams import Producer
     from ingest.worker import Worker, tune_gc
+    from store.streams import Producer
 
     env = bench_env("screen", feed_tokens={"citizen": secrets.token_urlsafe(32)})  # the pushes' source
     settings, r, engine, city = env.settings, env.r, env.engine, env.city

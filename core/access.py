@@ -119,3 +119,21 @@ def mask_text(text: str | None, own_prefixes: tuple[str, ...] | None = None) -> 
     text = _MOBILE.sub(lambda m: _star(m.group(), len(re.sub(r"\D", "", m.group())) - 8, 4), text)
     return _LANDLINE.sub(lambda m: m.group(1) + m.group(2) + _star(m.group(3), 0, 4)
                          if m.group(2) or m.group(1).startswith("(") else m.group(), text)
+
+
+def reporter(name: str | None, phone: str | None, personal: bool) -> tuple[str | None, str | None]:
+    """The reporter's name and phone as a viewer sees them: whole for the roles with personal data (PERSONAL),
+    masked for the others."""
+    return (name, phone) if personal else (mask_name(name), mask_phone(phone))
+
+
+FREE_TEXT = ("title", "description", "address", "note")
+
+
+def free_text(row: dict, personal: bool, own: tuple[str, ...] | None = None) -> dict:
+    """``row`` with its free-text fields (FREE_TEXT) as a viewer sees them: whole for the roles with personal data,
+    with the phone, ID, card numbers and e-mails in them masked (mask_text) for the others. ``own``: the city's own
+    area code prefixes, kept where a 15-digit ID is masked."""
+    if personal:
+        return row
+    return {k: mask_text(v, own) if k in FREE_TEXT and isinstance(v, str) else v for k, v in row.items()}

@@ -1,6 +1,6 @@
 """KPIs for an area and a period: one definition each, used by the API, the screens and the briefings.
 
-The store sums a period's cases in one SQL statement (``SUMS``, dashboard.queries.kpis), judged at ``as_of`` (the
+The store sums a period's cases in one SQL statement (``SUMS``, store.queries.kpis), judged at ``as_of`` (the
 end of the period, or now if that is earlier); ``figures`` turns the sums into the KPIs. Every figure is defined in
 ``DEFINITIONS`` — the API returns them, so a screen can show what a number means.
 """
@@ -54,7 +54,7 @@ DEFINITIONS: dict[str, dict[str, str]] = {
 SUMS = ("cases_total", "resolved", "on_time", "overdue_open", "onsite", "grassroots", "evaluations", "satisfied",
         "rating_sum", "dispatched", "dispatch_s", "dispatch_resolved", "dispatch_resolve_s", "fed_back",
         "feedback_s", "evaluated_after", "evaluate_s", "handling_s")
-# What the store sums for a period (dashboard.queries.kpis, one SQL statement), judged at ``as_of``:
+# What the store sums for a period (store.queries.kpis, one SQL statement), judged at ``as_of``:
 #   cases_total   cases reported in the period
 #   resolved      of those, resolved_at ≤ as_of ("resolved"); on_time: resolved with no deadline or by it
 #   overdue_open  not resolved, in an open status, due_at < as_of

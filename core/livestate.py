@@ -1,7 +1,7 @@
 """The layout of the live state in Redis: what "now" looks like, readable in O(areas).
 
 Pure: key names, encodings and the server-side scripts as text. The worker runs the scripts
-(ingest/live.py); the views read the keys (dashboard/live.py).
+(store/live.py); the views read the keys (dashboard/live.py).
 
 Keys (``P`` is the deployment prefix, default ``gw``):
 

@@ -1,7 +1,7 @@
 """Department rankings (吹哨报到 accountability): periods, metric definitions, the composite score, rank and lists.
 
 The figures per department come from its assignment rows (core/assignments.py), aggregated in SQL by
-dashboard/queries.py ``department_metrics`` following ``DEFINITIONS`` here; this module turns them into scores,
+store/queries.py ``department_metrics`` following ``DEFINITIONS`` here; this module turns them into scores,
 ranks, rank changes and the red and black lists. One rule, used by the API, the wall and the briefings.
 """
 

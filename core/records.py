@@ -324,3 +324,13 @@ def parse_json_entry(raw: bytes, model: type[_Record], catalog: Catalog | None =
     if is_list and not items:
         bad.append((None, raw, ["record: empty batch"]))
     return good, bad
+
+
+CASE_ID_DIGITS = 18  # a case id fits a signed 64-bit integer
+
+
+def case_id_of(text: str) -> int | None:
+    """The case id written in ``text`` (a positive whole number in ASCII digits), or None if it is not one."""
+    if not text or len(text) > CASE_ID_DIGITS or not text.isascii() or not text.isdigit() or int(text) <= 0:
+        return None
+    return int(text)

@@ -1,6 +1,6 @@
 """The Redis stream layout: names of the streams and of the dead-letter counter.
 
-Pure: names only. Feeds publish through ingest/streams.py, the worker consumes there, and the
+Pure: names only. Feeds publish through store/streams.py, the worker consumes there, and the
 views read lengths and lags in dashboard/live.py — all from these names.
 """
 

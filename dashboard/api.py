@@ -19,9 +19,11 @@ from werkzeug.exceptions import HTTPException
 
 from core.cells import neutralise
 from core.geography import LEVELS
+from core.records import case_id_of
 from core.whistle import whistle_reports
-from dashboard import auth, context, live, params, queries
+from dashboard import auth, context, live, params
 from dashboard.params import FILTER_PARAMS, RISK_TOP_DEFAULT, RISK_TOP_MAX, ApiError
+from store import queries
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +276,7 @@ def blueprint() -> Blueprint:
         limit = params.limit(p.get("limit"))
         after = params.cursor(p.get("cursor"))
         items, nxt = queries.list_cases(context.engine(), limit=limit, after_id=after, where=where,
-                                          personal=auth.personal())
+                                          personal=auth.personal(), own=context.own_prefixes())
         return json_response({"items": items, "next_cursor": nxt})
 
     @bp.get("/api/v1/cases.csv")
@@ -302,7 +304,7 @@ def blueprint() -> Blueprint:
             w = csv.writer(buf)
             buf.write("\ufeff")
             w.writerow(queries.EXPORT_COLUMNS)
-            for n, row in enumerate(queries.export_cases(engine, where, personal=personal), start=1):
+            for n, row in enumerate(queries.export_cases(engine, where, personal=personal, own=context.own_prefixes()), start=1):
                 w.writerow([value(v) for v in row])
                 if n % 1000 == 0:
                     yield buf.getvalue()
@@ -330,7 +332,7 @@ def blueprint() -> Blueprint:
         limit = params.limit(p.get("limit"))
         now = datetime.now(UTC)
         items = queries.sla_cases(context.engine(), now=now, states=states, area=area, personal=auth.personal(),
-                                  warn_share=context.settings().sla_warn_share, limit=limit)
+                                  own=context.own_prefixes(), warn_share=context.settings().sla_warn_share, limit=limit)
         return json_response({"as_of": now, "states": sorted(states), "warn_share": context.settings().sla_warn_share,
                               "items": items})
 
@@ -467,9 +469,10 @@ def blueprint() -> Blueprint:
     @bp.get("/api/v1/cases/<case_id>")
     def case(case_id: str):
         params.query(())
-        if queries.case_id_of(case_id) is None:
+        if case_id_of(case_id) is None:
             raise ApiError(400, f"id: {case_id[:40]!r} is not a case id; a case id is a positive whole number", "id")
-        found = queries.get_case(context.engine(), int(case_id), personal=auth.personal())
+        found = queries.get_case(context.engine(), int(case_id), personal=auth.personal(),
+                                  own=context.own_prefixes())
         if found is None or not auth.in_scope(found.get("grid_code")):  # outside: as if absent (no probing)
             raise ApiError(404, f"id: no case with id {case_id} in your jurisdiction", "id")
         auth.audit("case_view", case_id, {"via": "api"})

@@ -43,7 +43,7 @@ from markupsafe import escape
 from sqlalchemy import insert, select, update
 
 from core import access
-from core.models import AuditEntry, ScreenLink, User
+from store.schema import AuditEntry, ScreenLink, User
 
 log = logging.getLogger(__name__)
 
@@ -687,8 +687,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from config.city import load_city
-    from config.services import get_engine, get_redis, migrate
     from config.settings import get_settings
+    from store.services import get_engine, get_redis, migrate
 
     settings = get_settings()
     engine = get_engine(settings)

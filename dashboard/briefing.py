@@ -3,9 +3,9 @@ the archive the scheduler and the /briefings page write into. The PDF is laid ou
 
     python -m dashboard.briefing --date 2026-11-21 [--period day|week|month] [--area CODE] --out DIR
 
-Every figure comes from dashboard.queries / dashboard.live / core (the KPIs, counts, the SLA list, the department
+Every figure comes from store.queries / dashboard.live / core (the KPIs, counts, the SLA list, the department
 ranking, the risk levels): a briefing never has figures of its own.
-A briefing is forwarded as is: the free text of its case lists is masked for everyone (dashboard.queries.free_text),
+A briefing is forwarded as is: the free text of its case lists is masked for everyone (core.access.free_text),
 in the Briefing itself, so the PDF and the XLSX show the same masked text.
 """
 
@@ -25,6 +25,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from core import access
 from core.cells import neutralise
 from core.records import CITY_TZ
 from dashboard.briefing_pdf import FontMissing  # noqa: F401 - also the briefing's own error (briefing.FontMissing)
@@ -96,14 +97,15 @@ def build(engine, r, settings, city, kind: str, day: date, area_code: str | None
     """The briefing of ``kind`` for the period holding ``day`` in ``area_code`` (default: the district)."""
     from config.rankings import get_rules
     from config.risk import get_risk_model
-    from dashboard import live, queries
+    from dashboard import live
     from dashboard.i18n import source_label
+    from store import queries
 
     now = now or datetime.now(UTC)
     geo = city.geography
 
     def masked(row: dict[str, Any]) -> dict[str, Any]:  # a briefing is forwarded as is: free text masked for all
-        return queries.free_text(row, False, (city.county_code,))
+        return access.free_text(row, False, (city.county_code,))
 
     area, p = requested(city, kind, day, area_code, now)
     since, until = p.since.astimezone(UTC), p.until.astimezone(UTC)
@@ -172,8 +174,8 @@ def build(engine, r, settings, city, kind: str, day: date, area_code: str | None
 
 def _trend(engine, where, p, prev) -> dict[str, Any]:
     """Cases per hour (a day) or per day of the period, and of the period before, bucket by bucket."""
-    from dashboard import queries
     from dashboard.drill import buckets
+    from store import queries
 
     cur = buckets(p.since, p.until, queries.hourly_counts(engine, where))
     before = buckets(prev.since, prev.until, queries.hourly_counts(
@@ -187,7 +189,7 @@ def _history(engine, city, rules, where, p, now, ranked, area, known: dict[str, 
     SCORE_LINES best and worst ranked departments of the current period. ``known``: KPIs already read, by period
     label (the current period and the one before), not read again."""
     from core.records import CITY_TZ as tz
-    from dashboard import queries
+    from store import queries
 
     periods = [p]
     while len(periods) < HISTORY:
@@ -227,7 +229,7 @@ def _notable(engine, city, where) -> list[dict[str, Any]]:
     """Cases of the period graded 重大 or 特别重大 (3, 4) or opened by a sensor alarm, newest first."""
     from sqlalchemy import or_, select
 
-    from core.models import Case
+    from store.schema import Case
 
     c = Case.__table__.c
     sensor = sorted(code for code, cat in city.categories.items() if cat.sensor_only)
@@ -476,7 +478,7 @@ def archive(settings, kind: str, now: datetime | None = None, *, engine=None, r=
     claim, so the next run tries again. Returns the files written, or None.
     """
     from config.city import load_city
-    from config.services import get_engine, get_redis
+    from store.services import get_engine, get_redis
 
     now = now or datetime.now(UTC)
     day = due(kind, now.astimezone(CITY_TZ).date())
@@ -635,8 +637,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --{exc}", file=sys.stderr)  # each message starts with the option it is about
         return 2
     from config.city import load_city
-    from config.services import get_engine, get_redis, migrate
     from config.settings import get_settings
+    from store.services import get_engine, get_redis, migrate
 
     settings = get_settings()
     engine = get_engine(settings)

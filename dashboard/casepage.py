@@ -18,7 +18,8 @@ from core import sla
 from core.kpis import SATISFIED
 from core.lifecycle import OPEN_STATUSES, Action, Status
 from core.whistle import whistle_reports
-from dashboard import queries
+from dashboard import context
+from store import queries
 
 # The milestones a case passes, in order. 处置 (handling) is part of the 签收→办结 stage.
 MILESTONES = (Status.REPORTED, Status.REGISTERED, Status.DISPATCHED, Status.ACCEPTED, Status.RESOLVED,
@@ -166,7 +167,7 @@ def case_view(engine, settings, case_id: int, now: datetime | None = None, *,
               personal: bool = False) -> dict[str, Any] | None:
     """Everything the case page shows about one case, or None if there is no such case. The reporter's name and
     phone are masked unless ``personal``."""
-    case = queries.get_case(engine, case_id, personal=personal)
+    case = queries.get_case(engine, case_id, personal=personal, own=context.own_prefixes())
     if case is None:
         return None
     now = now or datetime.now(UTC)

@@ -2,7 +2,7 @@
 
 The Flask server carries the settings (``server.config[SETTINGS_KEY]``), so a test can build an
 app with its own settings. Connections are made lazily on first use (the embedded Redis is
-started by ``config.services`` then), and the schema is migrated once per process before the
+started by ``store.services`` then), and the schema is migrated once per process before the
 first SQL read.
 """
 
@@ -15,8 +15,8 @@ from flask import current_app
 from sqlalchemy.engine import Engine
 
 from config.city import City, load_city
-from config.services import get_engine, get_redis, migrate
 from config.settings import Settings, get_settings
+from store.services import get_engine, get_redis, migrate
 
 SETTINGS_KEY = "GRIDWATCH_SETTINGS"
 
@@ -52,3 +52,11 @@ def engine() -> Engine:
 
 def city() -> City:
     return load_city(settings().city_dir)
+
+
+def own_prefixes() -> tuple[str, ...] | None:
+    """The city's own area codes start so (its county code): a 15-digit number starting so is a place, not an ID."""
+    try:
+        return (city().county_code,)
+    except Exception:  # noqa: BLE001 - no city configured: 15-digit numbers are left alone (never over-masked)
+        return None

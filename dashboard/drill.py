@@ -17,9 +17,11 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+from core import access
 from core.records import CITY_TZ
-from dashboard import auth, live, queries
+from dashboard import auth, context, live
 from dashboard import params as api_params
+from store import queries
 
 RANGES = ("today", "7d", "30d", "custom")
 DEFAULT_RANGE = "7d"
@@ -297,7 +299,7 @@ def overdue(view: View, now: datetime | None = None) -> list[dict[str, Any]]:
     now = now or datetime.now(UTC)
     c = city()
     rows = queries.sla_cases(engine(), now=now, states={"overdue"}, where=view.where, personal=auth.personal(),
-                             warn_share=settings().sla_warn_share, limit=LIST_SIZE, latest_first=True)
+                             own=context.own_prefixes(), warn_share=settings().sla_warn_share, limit=LIST_SIZE, latest_first=True)
     for row in rows:
         depts = [c.departments[d] for d in row["departments"] if d in c.departments]
         row["department_names"] = [d.short or d.name for d in depts]
@@ -309,8 +311,8 @@ def sensors(view: View) -> dict[str, Any]:
     """The devices of the area by type, with those alarming and those silent now (live state)."""
     from sqlalchemy import false, func, select
 
-    from core.models import Device
     from dashboard.context import city, engine, redis_client, settings
+    from store.schema import Device
 
     c = city()
     d = Device.__table__
@@ -367,7 +369,8 @@ def table_page(view: View, start: int, end: int, sort: list[dict[str, str]] | No
     row is reached (None before). No personal data."""
     from dashboard.context import city, engine
 
-    rows, last = queries.table_rows(engine(), view.where, start, end, sort or [], personal=auth.personal())
+    rows, last = queries.table_rows(engine(), view.where, start, end, sort or [], personal=auth.personal(),
+                                    own=context.own_prefixes())
     c = city()
     geo = c.geography
     for row in rows:
@@ -398,11 +401,16 @@ def pins(view: View) -> list[dict[str, Any]]:
     """The view's located cases to pin on a grid's map (at most PIN_LIMIT, newest first)."""
     from sqlalchemy import select
 
-    from core.models import Case
     from dashboard.context import engine
+    from store.schema import Case
 
     c = Case.__table__.c
     q = view.where.apply(select(c.id, c.title, c.grade, c.status, c.overdue, c.lon, c.lat)
                          .where(c.lon.is_not(None), c.lat.is_not(None))).order_by(c.id.desc()).limit(PIN_LIMIT)
     with engine().connect() as conn:
-        return [queries.free_text(dict(r._mapping), auth.personal()) for r in conn.execute(q)]
+        return [access.free_text(dict(r._mapping), auth.personal(), context.own_prefixes()) for r in conn.execute(q)]
+
+
+def case_count(view: View) -> int:
+    """How many cases the view holds (its filter, counted by the store)."""
+    return queries.count_cases(context.engine(), view.where)

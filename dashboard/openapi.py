@@ -7,13 +7,13 @@ Built from the code's own rules, not written beside them, so it cannot drift:
   parameters it takes (its answer to an unknown one) and compares;
 - their values come from the validators' constants: area codes from ``core.geography.CODE_LENGTHS``, levels from
   ``LEVELS``, statuses from ``core.lifecycle.Status`` and ``dashboard.params.STATUS_WORDS``, periods from
-  ``core.rankings.PERIODS``, limits from ``dashboard.queries.MAX_LIMIT`` and ``dashboard.params.RISK_TOP_MAX``, years
+  ``core.rankings.PERIODS``, limits from ``store.queries.MAX_LIMIT`` and ``dashboard.params.RISK_TOP_MAX``, years
   from ``dashboard.params.QUERY_YEARS``, source names from ``dashboard.params.SOURCE_CHARS``; categories, grades and
   departments from the city's configuration. The SLA states (warning, overdue) are written out in both places: a
   test asks the API to take every enumerated value;
-- the case rows are the columns the queries select (``dashboard.queries``), typed from the SQL schema; the push
+- the case rows are the columns the queries select (``store.queries``), typed from the SQL schema; the push
   records are the pydantic models the worker validates with (``core.records``); KPI and ranking figures are the
-  keys of ``core.kpis.DEFINITIONS`` and ``dashboard.queries.department_metrics_empty``.
+  keys of ``core.kpis.DEFINITIONS`` and ``store.queries.department_metrics_empty``.
 
 Every /api/v1 route in the Flask url_map has an operation here and every operation a route (a test fails
 otherwise). Security is declared as it is being built: reads need the session cookie (``cookieAuth``), pushes a
@@ -27,6 +27,7 @@ from typing import Any
 
 from config.city import City
 from config.settings import Settings
+from core.records import CASE_ID_DIGITS
 
 OPENAPI_VERSION = "3.1.0"
 SESSION_COOKIE = "gridwatch_session"
@@ -96,7 +97,7 @@ def _columns_schema(columns, extra: dict[str, Any] | None = None, description: s
     """An object schema of SQL columns as the API serialises them (times ISO 8601 UTC, JSON lists as arrays)."""
     from sqlalchemy import JSON, Boolean, Float, Integer, String, Text
 
-    from core.models import UTCDateTime
+    from store.schema import UTCDateTime
 
     props: dict[str, Any] = {}
     for c in columns:
@@ -165,7 +166,8 @@ def _parameters(city: City) -> dict[str, dict[str, Any]]:
     from core.geography import CODE_LENGTHS, LEVELS
     from core.lifecycle import Status
     from core.rankings import PERIODS
-    from dashboard import params, queries
+    from dashboard import params
+    from store import queries
 
     area = _area_schema(city)
     lengths = ", ".join(f"{n} ({lvl})" for n, lvl in sorted(CODE_LENGTHS.items()))
@@ -232,7 +234,7 @@ def _schemas(settings: Settings) -> dict[str, dict[str, Any]]:
     from core.geography import LEVELS
     from core.records import CaseEvent, SensorReading
     from core.risk import PART_NAMES, RISK_LEVELS
-    from dashboard import queries
+    from store import queries
 
     level = {"type": "string", "enum": list(LEVELS)}
     hidden = {"type": "string", "const": queries.REPORTER_HIDDEN,
@@ -362,7 +364,7 @@ def _json_ok(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 def _get_operations() -> dict[str, dict[str, Any]]:
     """path → (operation id, summary, 200 answer, may be 404); parameters are added from routes()."""
-    from dashboard import queries
+    from store import queries
 
     csv = {"description": "the cases as CSV (UTF-8 with BOM), newest first, no personal data; columns: "
                           + ", ".join(queries.EXPORT_COLUMNS),
@@ -396,11 +398,11 @@ def _get_operations() -> dict[str, dict[str, Any]]:
 
 def _path_parameters(city: City, path: str) -> list[dict[str, Any]]:
     from core.geography import CODE_LENGTHS
-    from dashboard import params, queries
+    from dashboard import params
 
     if path == "/api/v1/cases/{case_id}":
         return [{"name": "case_id", "in": "path", "required": True, "description": "the case's id",
-                 "schema": {"type": "integer", "minimum": 1, "maximum": 10 ** queries.CASE_ID_DIGITS - 1,
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 10 ** CASE_ID_DIGITS - 1,
                             "examples": [1]}}]
     if path == "/api/v1/risk/{code}/explain":
         return [{"name": "code", "in": "path", "required": True,

@@ -11,7 +11,8 @@ from flask import request
 
 from core.geography import level_of
 from core.lifecycle import OPEN_STATUSES, Status
-from dashboard import auth, context, queries
+from dashboard import auth, context
+from store import queries
 
 # words a status filter takes besides the statuses themselves
 STATUS_WORDS = {"open": sorted(s.value for s in OPEN_STATUSES)}

@@ -8,7 +8,7 @@
   ``SLOW_SECONDS`` per process by one thread while the others keep the previous answer.
 
 Both return plain JSON-able dicts (times as epoch milliseconds, which the browser counts from). No personal data:
-the wall is public, so case titles are masked for everyone (dashboard.queries.free_text).
+the wall is public, so case titles are masked for everyone (core.access.free_text).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from typing import Any
 from sqlalchemy import false, func, select
 
 from core.lifecycle import OPEN_STATUSES
-from core.models import Case, Device, SensorAlarm
 from core.records import CITY_TZ
 from dashboard.i18n import INTERNAL_SOURCES
+from store.schema import Case, Device, SensorAlarm
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +106,8 @@ def drill_running(r, settings) -> dict[str, Any] | None:
 
 
 def fast(r, settings, engine, city, model, now: datetime | None = None) -> dict[str, Any]:
+    from core.access import free_text
     from dashboard import live
-    from dashboard.queries import free_text
 
     now = now or datetime.now(UTC)
     geo = city.geography
@@ -195,7 +195,7 @@ def _day_bounds(now: datetime, days_back: int = 0) -> tuple[datetime, datetime]:
 
 def _hourly(engine, since: datetime, until: datetime) -> list[int]:
     """Cases reported per hour in [since, until) (24 values)."""
-    from dashboard.queries import CaseFilter, hourly_counts
+    from store.queries import CaseFilter, hourly_counts
 
     out = [0] * 24
     for t, n in hourly_counts(engine, CaseFilter(since=since, until=until)).items():
@@ -206,7 +206,7 @@ def _hourly(engine, since: datetime, until: datetime) -> list[int]:
 
 
 def _breakdown(engine, column: str, since: datetime, until: datetime) -> dict[str, int]:
-    from dashboard.queries import CaseFilter, counts_by
+    from store.queries import CaseFilter, counts_by
 
     return counts_by(engine, CaseFilter(since=since, until=until), column)
 
@@ -223,7 +223,7 @@ def _alarms_opened(engine, since: datetime, until: datetime) -> int:
 def slow(engine, city, settings, now: datetime | None = None) -> dict[str, Any]:
     from config.rankings import get_rules
     from core import rankings as rk
-    from dashboard import queries
+    from store import queries
 
     now = now or datetime.now(UTC)
     t0, t1 = _day_bounds(now)

@@ -17,8 +17,8 @@ def _logging(level: str) -> None:
 
 def cmd_worker(args) -> int:
     from config.city import get_city
-    from config.services import migrate
     from ingest.worker import Worker
+    from store.services import migrate
 
     migrate()
     w = Worker(get_city(), name=args.name)
@@ -51,9 +51,9 @@ def cmd_dead(args) -> int:
 
     import orjson
 
-    from config.services import get_redis
     from config.settings import get_settings
-    from ingest.streams import read_dead
+    from store.services import get_redis
+    from store.streams import read_dead
 
     if args.redrive or args.dry_run:
         return cmd_redrive(args)
@@ -72,7 +72,7 @@ def cmd_dead(args) -> int:
         rows = read_dead(get_redis(), count=args.count)
     if not args.show_personal:  # what a reader sees is masked; the stored letters stay whole
         from config.city import get_city
-        from ingest.streams import masked_letter
+        from store.streams import masked_letter
 
         own = (get_city().county_code,)
         rows = [masked_letter(row, own) for row in rows]
@@ -95,9 +95,9 @@ def cmd_redrive(args) -> int:
     import orjson
 
     from config.city import get_city
-    from config.services import get_redis
     from config.settings import get_settings
     from ingest import redrive
+    from store.services import get_redis
 
     try:
         sel = _selection(args)
@@ -130,9 +130,9 @@ def cmd_rebuild_live(args) -> int:
     import orjson
 
     from config.city import get_city
-    from config.services import get_engine, get_redis, migrate
     from config.settings import get_settings
     from ingest import rebuild
+    from store.services import get_engine, get_redis, migrate
 
     settings = get_settings()
     r = get_redis(settings)

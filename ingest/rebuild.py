@@ -27,8 +27,8 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from core.livestate import LiveKeys, drill_prefix, encode_case_state
-from core.models import Case, Device, SensorAlarm
-from ingest.live import LiveWriter
+from store.live import LiveWriter
+from store.schema import Case, Device, SensorAlarm
 
 log = logging.getLogger(__name__)
 

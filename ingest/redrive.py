@@ -12,7 +12,7 @@ Letters are taken oldest first (a case's report before its later events). For ea
   to the bulk stream, as an import's.
 - **still failing** (left in place) when its record does not validate against today's city (categories,
   departments, sensor types, grids) and the MQTT device registry; the report gives the current reason.
-- **re-driven** otherwise: published again, through the normal :class:`~ingest.streams.Producer`, to the stream
+- **re-driven** otherwise: published again, through the normal :class:`~store.streams.Producer`, to the stream
   it came from, and deleted from the dead-letter stream in the same MULTI/EXEC — so a second run re-publishes
   nothing, and a crash leaves either both or neither. The worker then decides, as for any event: an event whose
   lifecycle move was illegal is re-published too, and is applied if its case has since arrived. Events are
@@ -42,7 +42,7 @@ import redis
 from config.settings import Settings
 from core.records import CaseEvent, SensorReading, parse_json_entry
 from core.streams import KINDS, StreamNames
-from ingest.streams import Producer, iter_dead
+from store.streams import Producer, iter_dead
 
 REDRIVEN, SKIPPED, FAILING = "redriven", "skipped", "still_failing"
 TXN_LETTERS = 200  # letters re-published (and deleted) per MULTI/EXEC

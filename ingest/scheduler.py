@@ -19,9 +19,9 @@ from sqlalchemy import select
 
 from config.settings import Settings, get_settings
 from core.lifecycle import OPEN_STATUSES, Action
-from core.models import Case
 from core.records import CITY_TZ
-from ingest.streams import Producer
+from store.schema import Case
+from store.streams import Producer
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,8 @@ def sla_sweep(settings: Settings | None = None, now: datetime | None = None) -> 
     Event ids carry the deadline, so an extended (延期) or resumed case is marked again for its new deadline.
     Suspended (挂起) cases are skipped: their clock stands still. Returns counts per kind.
     """
-    from config.services import get_engine, get_redis
     from core.sla import state
+    from store.services import get_engine, get_redis
 
     settings = settings or get_settings()
     now = now or datetime.now(UTC)
@@ -95,8 +95,8 @@ def device_watch(settings: Settings | None = None, now: datetime | None = None, 
     import orjson
 
     from config.city import get_city
-    from config.services import get_redis
     from core.livestate import LiveKeys
+    from store.services import get_redis
 
     settings = settings or get_settings()
     city = city or get_city()
@@ -142,10 +142,10 @@ def risk_sweep(settings: Settings | None = None, now: datetime | None = None, ci
 
     from config.city import load_city
     from config.risk import get_risk_model
-    from config.services import get_redis
     from core import risk
     from core.geography import LEVELS
     from core.livestate import LiveKeys, decode_recent
+    from store.services import get_redis
 
     settings = settings or get_settings()
     city = city or load_city(settings.city_dir)

@@ -113,15 +113,15 @@ def _print_tokens(tokens: dict[str, str], path: Path | None, settings: Settings)
 def _store_is_empty() -> bool:
     from sqlalchemy import func, select
 
-    from config.services import get_engine
-    from core.models import Case
+    from store.schema import Case
+    from store.services import get_engine
 
     with get_engine().connect() as conn:
         return not conn.scalar(select(func.count()).select_from(select(Case.id).limit(1).subquery()))
 
 
 def run(args) -> int:
-    from config.services import ServiceError, migrate, redis_url, restart_embedded_redis_if_dead
+    from store.services import ServiceError, migrate, redis_url, restart_embedded_redis_if_dead
 
     settings = get_settings()
     try:

@@ -36,12 +36,12 @@ from core import assignments, lifecycle, ordering
 from core.geography import usable_point
 from core.lifecycle import Action, Status, TransitionError
 from core.livestate import LiveKeys, drill_prefix, encode_case_state
-from core.models import Case, CaseAssignment, CaseEvent, Device, HeldEvent, SensorAlarm, UTCDateTime, to_db_time
 from core.records import CaseEvent as CaseRecord
 from core.records import SensorReading, parse_json_entry
 from ingest.heartbeat import Heartbeat
-from ingest.live import LiveWriter
-from ingest.streams import StreamNames, consumer_name, dead_letter, ensure_groups, entry_source
+from store.live import LiveWriter
+from store.schema import Case, CaseAssignment, CaseEvent, Device, HeldEvent, SensorAlarm, UTCDateTime, to_db_time
+from store.streams import StreamNames, consumer_name, dead_letter, ensure_groups, entry_source
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +272,7 @@ def _item(entry_raw: bytes | None, key) -> bytes | None:
 
 @dataclass(frozen=True)
 class Held:
-    """Where a held event (core.models.HeldEvent) came from: its row, stream entry and the feed's bytes."""
+    """Where a held event (store.schema.HeldEvent) came from: its row, stream entry and the feed's bytes."""
 
     id: int
     stream: str
@@ -817,7 +817,7 @@ class Worker:
 
     def __init__(self, city, settings: Settings | None = None, engine: Engine | None = None,
                  r: redis.Redis | None = None, name: str | None = None):
-        from config.services import get_engine, get_redis
+        from store.services import get_engine, get_redis
 
         self.settings = settings or get_settings()
         self.r = r or get_redis(self.settings)

@@ -437,13 +437,14 @@ def render(view: dict[str, Any], settings, city, lang: str) -> html.Div:
 
 def layout(settings, city, case_id: str, query: dict[str, str]) -> html.Div:
     """The page for ``/case/<case_id>`` with its query parameters (``lang``); a message for a bad or unknown id."""
-    from dashboard import auth, casepage, context, queries
+    from core.records import case_id_of
+    from dashboard import auth, casepage, context
 
     lang = i18n.lang_of(query.get("lang"))
     t = i18n.texts(lang)
     raw = case_id if isinstance(case_id, str) else str(case_id or "")
     shown = raw[:40] + ("…" if len(raw) > 40 else "")
-    number = queries.case_id_of(raw)
+    number = case_id_of(raw)
     if number is None:
         return _message(t, lang, t["case_bad_id"].format(value=shown), t["case_bad_id_hint"], "")
     try:

@@ -543,8 +543,7 @@ def register(app) -> None:
 
 
 def frame_of(pathname, search, mode="risk") -> tuple:
-    from dashboard.context import city, engine
-    from dashboard.queries import count_cases
+    from dashboard.context import city
 
     view, err = _view(pathname, search)
     lang = view.lang if view else i18n.lang_of(dict(_pairs(search)).get("lang"))
@@ -566,7 +565,7 @@ def frame_of(pathname, search, mode="risk") -> tuple:
     hideout = {"mode": mode or "risk", "levels": {k["code"]: k["risk_level"] for k in kids}, "colors": LEVEL_COLORS,
                "counts": {k["code"]: k["cases"] for k in kids}, "max": max([k["cases"] for k in kids] or [0]),
                "leaf": not kids}
-    n = total if total is not None else count_cases(engine(), view.where)
+    n = total if total is not None else drill.case_count(view)
     compare = "/compare?" + urlencode({"a": view.area.code, **view.params, **({"lang": "en"} if lang == "en" else {})})
     return (crumbs(view, t), None, {"display": "none"}, data, outline, hideout,
             {"bounds": map_bounds(geo, view.area.code), "transition": "flyToBounds"}, child_list(kids, t),

@@ -1,8 +1,8 @@
-"""Alembic environment: runs against the engine (or connection) handed over by config.services.migrate."""
+"""Alembic environment: runs against the engine (or connection) handed over by store.services.migrate."""
 
 from alembic import context
 
-from core.models import Base
+from store.schema import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -17,7 +17,7 @@ def run() -> None:
         return
     engine = config.attributes.get("engine")
     if engine is None:
-        from config.services import get_engine
+        from store.services import get_engine
 
         engine = get_engine()
     with engine.connect() as conn:

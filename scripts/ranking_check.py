@@ -33,9 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     from config.rankings import get_rules
     from core import rankings as rk
     from core.records import CITY_TZ
-    from dashboard import queries
     from ingest.feeds.spreadsheet import import_file, iter_records
     from ingest.worker import Worker
+    from store import queries
     from tests.test_rankings import _cases, _expected
 
     env = bench_env("rankchk")

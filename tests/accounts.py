@@ -16,8 +16,8 @@ PASSWORD = "a test password 42"
 def make_user(settings, role: str = "admin", area: str | None = None, name: str | None = None) -> str:
     """A user of ``role`` over ``area`` (default the district) in the settings' store; its name."""
     from config.city import load_city
-    from config.services import get_engine, migrate
     from dashboard import auth
+    from store.services import get_engine, migrate
 
     engine = get_engine(settings)
     migrate(engine)

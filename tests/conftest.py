@@ -30,7 +30,7 @@ def redis_url(tmp_path_factory) -> str:
     url = os.environ.get("REDIS_URL")
     if url:
         return url
-    from config.services import start_embedded_redis
+    from store.services import start_embedded_redis
 
     return start_embedded_redis(tmp_path_factory.mktemp("redis"))
 
@@ -87,7 +87,7 @@ def push_headers(settings: Settings):
 
 @pytest.fixture
 def r(settings: Settings) -> redis.Redis:
-    from config.services import get_redis
+    from store.services import get_redis
 
     client = get_redis(settings)
     yield client
@@ -98,7 +98,7 @@ def r(settings: Settings) -> redis.Redis:
 
 @pytest.fixture
 def engine(settings: Settings):
-    from config.services import get_engine, migrate
+    from store.services import get_engine, migrate
 
     eng = get_engine(settings)
     migrate(eng)

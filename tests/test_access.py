@@ -15,8 +15,8 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from ingest.streams import Producer
 from ingest.worker import Worker
+from store.streams import Producer
 from tests import accounts
 
 PUBLIC = ("/api/v1/openapi.json", "/api/v1/ingest/")

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from core.lifecycle import OPEN_STATUSES, Status
-from ingest.streams import Producer, ensure_groups
 from ingest.worker import Worker
+from store.streams import Producer, ensure_groups
 from tests import accounts
 
 NOW = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=6)
@@ -469,8 +469,8 @@ def test_sla_lists_warning_and_overdue_cases_nearest_deadline_first(settings, r,
     """Expected states are worked out here by plain arithmetic on each case's window, not by core.sla."""
     from datetime import UTC, datetime, timedelta
 
-    from ingest.streams import Producer
     from ingest.worker import Worker
+    from store.streams import Producer
 
     now = datetime.now(UTC).replace(microsecond=0)
     streets = city.geography.areas("street")

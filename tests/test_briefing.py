@@ -13,8 +13,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from ingest.streams import Producer
 from ingest.worker import Worker
+from store.streams import Producer
 from tests import accounts
 from tests.test_drill import OPEN, TZ
 

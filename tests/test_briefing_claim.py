@@ -22,7 +22,7 @@ WRITER = textwrap.dedent("""
     from datetime import date
     from pathlib import Path
     from config.city import load_city
-    from config.services import get_engine, get_redis, migrate
+    from store.services import get_engine, get_redis, migrate
     from config.settings import Settings
     from dashboard import briefing
 

@@ -13,8 +13,8 @@ import plotly.utils
 import pytest
 from selenium.common.exceptions import WebDriverException
 
-from ingest.streams import Producer, read_dead
 from ingest.worker import Worker
+from store.streams import Producer, read_dead
 from tests import accounts
 from tests.browser import LiveServer, errors, js, shot, size, wait
 

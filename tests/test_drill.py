@@ -15,8 +15,8 @@ import orjson
 import pandas as pd
 import pytest
 
-from ingest.streams import Producer
 from ingest.worker import Worker
+from store.streams import Producer
 from tests import accounts
 from tests.browser import LiveServer, errors, js, shot, size, wait
 

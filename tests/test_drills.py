@@ -19,7 +19,7 @@ from core.livestate import LiveKeys, drill_prefix
 from dashboard import live
 from ingest.feeds.replay import DrillMark, drill_device_id, export_period, replay_records
 from ingest.feeds.simulator import profile
-from ingest.streams import Producer, StreamNames
+from store.streams import Producer, StreamNames
 from tests import accounts
 from tests.test_replay import apply_all, simulate
 
@@ -153,7 +153,8 @@ def test_the_api_leaves_the_drill_out_unless_asked(drilled, settings, engine, ci
 
 def test_rankings_and_the_briefing_leave_the_drill_out(drilled, settings, r, engine, city):
     from core import rankings as rk
-    from dashboard import briefing, queries
+    from dashboard import briefing
+    from store import queries
 
     _, rep, now, _ = drilled
     week = rk.period("week", now.astimezone(TZ).date(), TZ)

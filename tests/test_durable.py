@@ -13,8 +13,8 @@ from pathlib import Path
 
 import redis
 
-from config import services
 from config.settings import Settings
+from store import services
 from tests.faults import free_port
 
 
@@ -53,12 +53,12 @@ def test_an_external_redis_that_persists_nothing_is_warned_about(tmp_path: Path,
         deadline = time.monotonic() + 10
         while not services._alive(url) and time.monotonic() < deadline:
             time.sleep(0.05)
-        with caplog.at_level(logging.WARNING, logger="config.services"):
+        with caplog.at_level(logging.WARNING, logger="store.services"):
             services.get_redis(Settings(redis_url=url, var_dir=tmp_path))
         warned = [r.getMessage() for r in caplog.records if "persists nothing" in r.getMessage()]
         assert len(warned) == 1 and "appendonly" in warned[0]
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="config.services"):
+        with caplog.at_level(logging.WARNING, logger="store.services"):
             services.get_redis(Settings(redis_url=url, var_dir=tmp_path), decode=True)  # once per process
         assert not [r for r in caplog.records if "persists nothing" in r.getMessage()]
     finally:
@@ -69,6 +69,6 @@ def test_an_external_redis_that_persists_nothing_is_warned_about(tmp_path: Path,
 def test_a_durable_external_redis_is_not_warned_about(tmp_path: Path, caplog):
     url = services.start_embedded_redis(tmp_path / "var")
     services._checked.discard(url)
-    with caplog.at_level(logging.WARNING, logger="config.services"):
+    with caplog.at_level(logging.WARNING, logger="store.services"):
         services.warn_if_not_durable(redis.Redis.from_url(url), url)
     assert not caplog.records

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from ingest.streams import Producer
+from store.streams import Producer
 from tests import accounts
 from tests.test_push import drain, report
 

@@ -33,7 +33,7 @@ from contextlib import contextmanager  # noqa: E402
 
 from sqlalchemy import create_engine  # noqa: E402
 
-from ingest.streams import Producer, StreamNames, ensure_groups  # noqa: E402
+from store.streams import Producer, StreamNames, ensure_groups  # noqa: E402
 from tests import accounts  # noqa: E402
 
 

@@ -18,7 +18,7 @@ from sqlalchemy import text
 
 from config.settings import ROOT
 from ingest.feeds.spreadsheet import ImportFileError, MappingError, import_file, load_mapping
-from ingest.streams import StreamNames
+from store.streams import StreamNames
 
 DATA = Path(__file__).parent / "data" / "import"
 LA = DATA / "la311_2018_sample.csv"

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from ingest.streams import Producer
 from ingest.worker import Worker
+from store.streams import Producer
 from tests import accounts
 
 H = timedelta(hours=1)

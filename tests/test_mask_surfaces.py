@@ -14,10 +14,10 @@ import orjson
 import pytest
 from sqlalchemy import select
 
-from core.models import Case
 from core.records import CITY_TZ
-from ingest.streams import Producer, StreamNames, dead_letter, iter_dead
 from ingest.worker import Worker
+from store.schema import Case
+from store.streams import Producer, StreamNames, dead_letter, iter_dead
 from tests import accounts
 from tests.test_briefing import _pdf_text, needs_poppler
 

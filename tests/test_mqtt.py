@@ -28,11 +28,11 @@ from sqlalchemy.orm import Session
 from core.coords import from_wgs84
 from core.geography import label_point
 from core.livestate import LiveKeys
-from core.models import Device, SensorAlarm
 from ingest.feedhealth import read_all
 from ingest.feeds.mqtt import Decoder, broker_address, load_registry, run
-from ingest.streams import ensure_groups, read_dead
 from ingest.worker import Worker
+from store.schema import Device, SensorAlarm
+from store.streams import ensure_groups, read_dead
 
 MOSQUITTO = ("127.0.0.1", 1883)
 NOW = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)

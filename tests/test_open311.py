@@ -24,10 +24,10 @@ import pytest
 from sqlalchemy import select
 
 from core.lifecycle import Status
-from core.models import Case, CaseEvent
 from ingest.feedhealth import read_all
 from ingest.feeds import open311
-from ingest.streams import read_dead
+from store.schema import Case, CaseEvent
+from store.streams import read_dead
 
 DATA = Path(__file__).parent / "data" / "open311"
 CHICAGO = DATA / "chicago_open311_requests.json"

@@ -18,7 +18,8 @@ import schemathesis
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
-from dashboard import openapi, queries
+from dashboard import openapi
+from store import queries
 from tests import accounts
 from tests.test_api import apply, build_dataset
 

@@ -16,9 +16,9 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.exc import OperationalError
 
 from core import ordering
-from core.models import Case, CaseEvent, HeldEvent
-from ingest.streams import Producer, StreamNames, ensure_groups, read_dead
 from ingest.worker import Worker
+from store.schema import Case, CaseEvent, HeldEvent
+from store.streams import Producer, StreamNames, ensure_groups, read_dead
 from tests.test_worker import assert_live_matches_sql, ev, report
 
 PATH = ["register", "dispatch", "accept", "resolve"]  # report first, then these: ends "resolved"

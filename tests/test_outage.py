@@ -11,7 +11,7 @@ import time
 import orjson
 import pytest
 
-from config import services
+from store import services
 from tests import accounts
 from tests.faults import free_port
 
@@ -83,7 +83,7 @@ def test_a_read_answers_503_while_the_database_is_away(settings, r, engine, tmp_
     os.rename(db, db + ".away")
     os.chmod(tmp_path, 0o500)  # nor can a new one be created
     try:
-        from config.services import get_engine
+        from store.services import get_engine
 
         get_engine(settings).dispose()
         resp = c.get("/api/v1/cases")

@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from ingest.streams import ensure_groups, read_dead
 from ingest.worker import Worker
+from store.streams import ensure_groups, read_dead
 
 NOW = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 CASES = "/api/v1/ingest/cases"

@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import event
 
-from ingest.streams import Producer
 from ingest.worker import Worker
+from store.streams import Producer
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)
 TABLES = ("cases", "case_events", "case_assignments")

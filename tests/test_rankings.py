@@ -19,8 +19,8 @@ from sqlalchemy import text
 from core import assignments, rankings
 from core.rankings import RankingRules
 from ingest.feeds.simulator import Simulator
-from ingest.streams import Producer
 from ingest.worker import Worker
+from store.streams import Producer
 from tests import accounts
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -390,8 +390,8 @@ def test_the_migration_backfills_the_same_rows_the_worker_writes(simulated, engi
     from alembic import command
     from alembic.config import Config
 
-    from config.services import migrate
     from config.settings import ROOT
+    from store.services import migrate
 
     cols = ", ".join(assignments.COLUMNS)
     firsts = "SELECT id, dispatched_at, evaluated_at FROM cases ORDER BY id"

@@ -12,8 +12,8 @@ import orjson
 
 from config.settings import ROOT
 from ingest import rebuild
-from ingest.streams import Producer
 from ingest.worker import Worker
+from store.streams import Producer
 from tests.test_worker import assert_live_matches_sql, random_history
 
 

@@ -12,11 +12,11 @@ import pytest
 from sqlalchemy import func, select
 
 from core.livestate import LiveKeys
-from core.models import Case, CaseEvent
 from ingest.feeds.mqtt import MqttFeed, RegisteredDevice
 from ingest.redrive import FAILING, REDRIVEN, SKIPPED, WHY_TOKEN, Busy, Selection, parse_since, redrive
-from ingest.streams import Producer, StreamNames, dead_letter, iter_dead
 from ingest.worker import Worker
+from store.schema import Case, CaseEvent
+from store.streams import Producer, StreamNames, dead_letter, iter_dead
 
 NOW = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
 NEW_CATEGORY = "9999"

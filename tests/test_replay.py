@@ -26,8 +26,8 @@ from ingest.feeds.replay import (
     write_export,
 )
 from ingest.feeds.simulator import Simulator
-from ingest.streams import Producer, StreamNames, read_dead
 from ingest.worker import Worker
+from store.streams import Producer, StreamNames, read_dead
 
 TZ = ZoneInfo("Asia/Shanghai")
 START = datetime(2025, 3, 4, 7, 0, tzinfo=TZ)  # a Tuesday morning: quiet hours, then the rise to the peak

@@ -17,11 +17,11 @@ from sqlalchemy import select
 from config.risk import RiskConfigError, load_risk_model
 from core import risk
 from core.lifecycle import OPEN_STATUSES
-from core.models import Case, SensorAlarm
 from core.risk import HotspotRule, Report, RiskModel, find_hotspots
 from ingest.scheduler import device_watch, risk_sweep, sla_sweep
-from ingest.streams import Producer
 from ingest.worker import Worker
+from store.schema import Case, SensorAlarm
+from store.streams import Producer
 from tests import accounts
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,7 +16,7 @@ from config.city import catalog_of
 from core import lifecycle
 from core.records import parse_case_event, parse_sensor_reading
 from ingest.feeds.simulator import Simulator
-from ingest.streams import Producer
+from store.streams import Producer
 
 TZ = ZoneInfo("Asia/Shanghai")
 # A Tuesday, a working day. The run covers 03:00–11:00 so that night and morning peak are both in it.

@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from core.models import Case, CaseEvent
 from ingest.scheduler import sla_sweep
-from ingest.streams import Producer, read_dead
 from ingest.worker import Worker
+from store.schema import Case, CaseEvent
+from store.streams import Producer, read_dead
 from tests import accounts
 
 NOW = datetime.now(UTC).replace(microsecond=0)

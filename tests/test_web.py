@@ -34,7 +34,7 @@ def test_crafted_paths_answer_404_without_a_traceback(settings, r, engine, caplo
 
 
 def test_security_headers_and_no_store(settings, r, engine, city):
-    from ingest.streams import Producer
+    from store.streams import Producer
     from tests.test_push import drain
 
     Producer(r, settings, source="test").cases([orjson.dumps(report("h1", city, source="test"))])
@@ -77,7 +77,7 @@ def _free_port() -> int:
 @pytest.fixture
 def own_redis(tmp_path):
     """A redis-server of this test's own on a free port (the bundled binary), which the test may kill."""
-    from config.services import _redis_server_binary
+    from store.services import _redis_server_binary
 
     port = _free_port()
     proc = subprocess.Popen([_redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
@@ -118,7 +118,7 @@ def test_push_and_pages_answer_503_while_redis_is_away(own_redis, settings, engi
 
 
 def test_api_answers_503_while_the_sql_store_is_away(settings, r, engine, tmp_path, caplog):
-    from config.services import get_engine
+    from store.services import get_engine
 
     client = accounts.client(settings)
     assert client.get("/api/v1/cases").status_code == 200
@@ -149,7 +149,7 @@ PAGES = {  # a page, and what shows that its callbacks ran (Dash drew it, its fi
 
 @pytest.fixture
 def csp_server(settings, r, engine, city):
-    from ingest.streams import Producer
+    from store.streams import Producer
     from tests.browser import LiveServer
     from tests.test_case_page import full_case, late_case
 

@@ -16,10 +16,10 @@ import pytest
 from sqlalchemy import func, select
 
 from config.settings import ROOT
-from core.models import Case, CaseEvent, Device, HeldEvent, SensorAlarm
 from ingest.scheduler import sla_sweep
-from ingest.streams import Producer, StreamNames, read_dead
 from ingest.worker import Worker
+from store.schema import Case, CaseEvent, Device, HeldEvent, SensorAlarm
+from store.streams import Producer, StreamNames, read_dead
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -328,7 +328,7 @@ def test_sigkill_mid_batch_loses_nothing_and_duplicates_nothing(settings, r, eng
     events = random_history(city, 3000, seed=7)
     Producer(r, settings, source="test").cases(events)
     names = StreamNames.of(settings)
-    from ingest.streams import ensure_groups
+    from store.streams import ensure_groups
 
     ensure_groups(r, settings)
     caught = False

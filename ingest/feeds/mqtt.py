@@ -88,7 +88,7 @@ from core.coords import crs_name, to_wgs84
 from core.records import LIMITS, RecordError, parse_sensor_reading
 from ingest import feedauth
 from ingest.feedhealth import FeedHealth
-from ingest.streams import Producer, dead_letter
+from store.streams import Producer, dead_letter
 
 log = logging.getLogger(__name__)
 
@@ -756,8 +756,8 @@ def add_mqtt_arguments(parser) -> None:
 
 def main_mqtt(args) -> int:
     from config.city import CityConfigError
-    from config.services import get_redis
     from config.settings import get_settings
+    from store.services import get_redis
 
     settings = get_settings()
     url = args.url or settings.mqtt_url

@@ -59,7 +59,7 @@ from core.coords import crs_name, to_wgs84
 from core.lifecycle import Action, Status, TransitionError
 from core.records import CITY_TZ, LIMITS, Catalog, RecordError, parse_case_event
 from ingest.feedhealth import FeedHealth
-from ingest.streams import Producer
+from store.streams import Producer
 
 log = logging.getLogger(__name__)
 
@@ -867,7 +867,7 @@ def poll_once(endpoint_cfg: Endpoint | dict[str, Any], settings: Settings | None
     ep = endpoint_of(endpoint_cfg)
     settings = settings or get_settings()
     if r is None:
-        from config.services import get_redis
+        from store.services import get_redis
 
         r = get_redis(settings)
     now = (now or datetime.now(UTC)).astimezone(UTC)

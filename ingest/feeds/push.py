@@ -32,7 +32,7 @@ from flask import Blueprint, Response, request
 from core.coords import crs_name, to_wgs84
 from core.records import RecordError, parse_case_event, parse_sensor_reading
 from ingest import feedauth
-from ingest.streams import Producer
+from store.streams import Producer
 
 log = logging.getLogger(__name__)
 

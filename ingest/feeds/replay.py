@@ -75,7 +75,7 @@ class ReplayError(Exception):
 
 
 def _area_filter(area: str):
-    from core.models import Case
+    from store.schema import Case
 
     column = {6: Case.district_code, 9: Case.street_code, 12: Case.community_code, 15: Case.grid_code}.get(len(area))
     if column is None or not area.isdigit():
@@ -98,8 +98,8 @@ def export_period(engine, since: datetime, until: datetime, area: str | None = N
     """
     from sqlalchemy import func, select
 
-    from core.models import Case
-    from core.models import CaseEvent as Ev
+    from store.schema import Case
+    from store.schema import CaseEvent as Ev
 
     if since.tzinfo is None or until.tzinfo is None:
         raise ValueError("since and until must be timezone-aware")
@@ -641,7 +641,7 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main_export(args: argparse.Namespace) -> int:
-    from config.services import get_engine
+    from store.services import get_engine
 
     until = args.until or datetime.now(UTC)
     if args.since >= until:
@@ -727,9 +727,9 @@ def main_replay(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - the worker checks references anyway
         log.warning("replay: city not loaded (%s); references are checked by the worker only", exc)
     if not args.dry_run:
-        from config.services import get_redis
         from config.settings import get_settings
-        from ingest.streams import Producer
+        from store.services import get_redis
+        from store.streams import Producer
 
         settings = get_settings()
         producer = Producer(get_redis(settings), settings, source=args.source)

@@ -845,9 +845,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from config.city import get_city
-    from config.services import get_redis
     from config.settings import get_settings
-    from ingest.streams import Producer
+    from store.services import get_redis
+    from store.streams import Producer
 
     settings = get_settings()
     producer = Producer(get_redis(settings), settings, source="simulator")

@@ -1113,10 +1113,10 @@ def import_file(path: str | Path, mapping: Mapping | str | Path, settings=None, 
     report = ImportReport(file=label, mapping=mapping.path, source=src, dry_run=dry_run, encoding=enc)
     producer = None
     if not dry_run:
-        from ingest.streams import Producer
+        from store.streams import Producer
 
         if r is None:
-            from config.services import get_redis
+            from store.services import get_redis
 
             r = get_redis(settings)
         producer = Producer(r, settings, source=src)
@@ -1138,7 +1138,7 @@ def _run(chunks, mapping, ctx, report, seen, producer, r, settings, progress, pr
     label = ctx.file_label
     src = ctx.source
     if producer is not None:
-        from ingest.streams import StreamNames, dead_letter
+        from store.streams import StreamNames, dead_letter
 
         names = StreamNames.of(settings)
     t0 = time.perf_counter()

@@ -45,7 +45,7 @@ def upgrade() -> None:
         sa.Column("handling_s", sa.Float()),
         sa.PrimaryKeyConstraint("id", name="pk_case_assignments"),
     )
-    # covering indexes (core/models.py): a ranking statement reads one short range per department
+    # covering indexes (store/schema.py): a ranking statement reads one short range per department
     op.create_index("ix_case_assignments_case", "case_assignments", ["case_id"])
     op.create_index("ix_case_assignments_assigned", "case_assignments",
                     ["role", "department", "assigned_at", "grid_code", "accepted_at", "accepted_on_time", "due_at",
@@ -65,7 +65,7 @@ def _backfill() -> None:
 
     from config.settings import get_settings
     from core import assignments
-    from core.models import Case, CaseAssignment, CaseEvent
+    from store.schema import Case, CaseAssignment, CaseEvent
 
     conn = op.get_bind()
     limit = timedelta(minutes=get_settings().whistle_report_minutes)

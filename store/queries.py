@@ -19,8 +19,10 @@ from typing import Any
 from sqlalchemy import String, false, select
 from sqlalchemy.engine import Engine
 
+from core.access import free_text, reporter
 from core.geography import level_of
-from core.models import Case, CaseEvent
+from core.records import CASE_ID_DIGITS, case_id_of  # noqa: F401 - CASE_ID_DIGITS: part of the cursor's rule
+from store.schema import Case, CaseEvent
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -94,7 +96,7 @@ class CaseFilter:
     drills: bool = False
 
     def apply(self, q):
-        from core.models import CaseAssignment
+        from store.schema import CaseAssignment
 
         if not self.drills:
             q = q.where(_CASE.c.drill == false())
@@ -131,6 +133,7 @@ def list_cases(
     after_id: int | None = None,
     where: CaseFilter | None = None,
     personal: bool = False,
+    own: tuple[str, ...] | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Cases newest first (by id), filtered; returns (items, next cursor or None). Free text is masked unless
     ``personal`` (free_text).
@@ -146,7 +149,7 @@ def list_cases(
         q = q.where(_CASE.c.id < after_id)
     q = q.order_by(_CASE.c.id.desc()).limit(limit + 1)
     with engine.connect() as conn:
-        rows = [free_text(_case_row(r), personal) for r in conn.execute(q)]
+        rows = [free_text(_case_row(r), personal, own) for r in conn.execute(q)]
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, (encode_cursor(rows[-1]["id"]) if more and rows else None)
@@ -158,40 +161,8 @@ EXPORT_COLUMNS = ("id", "source", "external_id", "category", "grade", "title", "
                   "reporter_phone")
 
 
-def reporter(name: str | None, phone: str | None, personal: bool) -> tuple[str | None, str | None]:
-    """The reporter's name and phone as a viewer sees them: whole for the roles with personal data
-    (core.access.PERSONAL), masked for the others."""
-    from core.access import mask_name, mask_phone
-
-    return (name, phone) if personal else (mask_name(name), mask_phone(phone))
-
-
-FREE_TEXT = ("title", "description", "address", "note")
-
-
-def own_prefixes() -> tuple[str, ...] | None:
-    """The city's own area codes start so (its county code): a 15-digit number starting so is a place, not an ID."""
-    from dashboard import context
-
-    try:
-        return (context.city().county_code,)
-    except Exception:  # noqa: BLE001 - no city configured: 15-digit numbers are left alone (never over-masked)
-        return None
-
-
-def free_text(row: dict[str, Any], personal: bool, own: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """``row`` with its free-text fields (FREE_TEXT) as a viewer sees them: whole for the roles with personal data,
-    with the phone, ID, card numbers and e-mails in them masked (core.access.mask_text) for the others.
-    ``own``: the city's own area code prefixes (default: :func:`own_prefixes`), kept where a 15-digit ID is masked."""
-    from core.access import mask_text
-
-    if personal:
-        return row
-    own = own if own is not None else own_prefixes()
-    return {k: mask_text(v, own) if k in FREE_TEXT and isinstance(v, str) else v for k, v in row.items()}
-
-
-def export_cases(engine: Engine, where: CaseFilter, chunk: int = 5000, *, personal: bool = False):
+def export_cases(engine: Engine, where: CaseFilter, chunk: int = 5000, *, personal: bool = False,
+                 own: tuple[str, ...] | None = None):
     """Rows of the filtered cases for a CSV export, newest first, read in chunks (never all in memory).
 
     Yields tuples in EXPORT_COLUMNS order, the reporter's name and phone (the last two) masked unless ``personal``.
@@ -199,23 +170,13 @@ def export_cases(engine: Engine, where: CaseFilter, chunk: int = 5000, *, person
     q = where.apply(select(*(_CASE.c[c] for c in EXPORT_COLUMNS))).order_by(_CASE.c.id.desc())
     with engine.connect() as conn:
         for row in conn.execution_options(stream_results=True, yield_per=chunk).execute(q):
-            cells = tuple(free_text(dict(zip(EXPORT_COLUMNS[:-2], row[:-2], strict=True)), personal).values())
+            cells = tuple(free_text(dict(zip(EXPORT_COLUMNS[:-2], row[:-2], strict=True)), personal, own).values())
             yield (*cells, *reporter(row[-2], row[-1], personal))
-
-
-CASE_ID_DIGITS = 18  # a case id fits a signed 64-bit integer
-
-
-def case_id_of(text: str) -> int | None:
-    """The case id written in ``text`` (a positive whole number in ASCII digits), or None if it is not one."""
-    if not text or len(text) > CASE_ID_DIGITS or not text.isascii() or not text.isdigit() or int(text) <= 0:
-        return None
-    return int(text)
 
 
 def case_assignments(engine: Engine, case_id: int) -> list[dict[str, Any]]:
     """The departments' parts in one case (core/assignments.py rows), in the order they were assigned."""
-    from core.models import CaseAssignment
+    from store.schema import CaseAssignment
 
     a = CaseAssignment.__table__
     cols = [c for c in a.c if c.name != "case_id"]
@@ -224,7 +185,8 @@ def case_assignments(engine: Engine, case_id: int) -> list[dict[str, Any]]:
         return [dict(r._mapping) for r in rows]
 
 
-def get_case(engine: Engine, case_id: int, *, personal: bool = False) -> dict[str, Any] | None:
+def get_case(engine: Engine, case_id: int, *, personal: bool = False,
+             own: tuple[str, ...] | None = None) -> dict[str, Any] | None:
     """One case with its timeline (events by occurred_at, then id), or None. ``reporter``: the name and phone,
     masked unless ``personal``."""
     with engine.connect() as conn:
@@ -235,10 +197,10 @@ def get_case(engine: Engine, case_id: int, *, personal: bool = False) -> dict[st
         events = conn.execute(
             select(*_EVENT_COLUMNS).where(_EVENT.c.case_id == case_id).order_by(_EVENT.c.occurred_at, _EVENT.c.id)
         )
-        case = free_text(_case_row(row), personal)
+        case = free_text(_case_row(row), personal, own)
         name, phone = reporter(case.pop("reporter_name"), case.pop("reporter_phone"), personal)
         case["reporter"] = {"name": name, "phone": phone, "masked": not personal}
-        case["timeline"] = [free_text(dict(e._mapping), personal) for e in events]
+        case["timeline"] = [free_text(dict(e._mapping), personal, own) for e in events]
     return case
 
 
@@ -248,7 +210,8 @@ SLA_COLUMNS = [_CASE.c[n] for n in ("id", "source", "external_id", "category", "
 
 def sla_cases(engine: Engine, *, now, states: Collection[str], area: str | None = None,
               warn_share: float = 0.2, limit: int = DEFAULT_LIMIT, where: CaseFilter | None = None,
-              latest_first: bool = False, personal: bool = False) -> list[dict[str, Any]]:
+              latest_first: bool = False, personal: bool = False,
+              own: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
     """Open cases whose SLA state (core.sla.state) is in ``states``, nearest deadline first (``latest_first``: the
     most recently due first). ``where`` narrows them further (its statuses are met with the open ones).
 
@@ -280,7 +243,7 @@ def sla_cases(engine: Engine, *, now, states: Collection[str], area: str | None 
                 continue
             case["departments"] = list(case.get("departments") or [])
             case["seconds_left"] = round((case["due_at"] - now).total_seconds())
-            out.append(free_text(case, personal))
+            out.append(free_text(case, personal, own))
             if len(out) >= limit:
                 break
     return out
@@ -374,13 +337,13 @@ def _metric_statements(dialect: str, departments: Collection[str], *, since, unt
                        percentiles: bool) -> list[tuple]:
     """The grouped statements behind core.rankings.DEFINITIONS for one period: (statement, names of its sums).
 
-    Each names every department, so it reads one time range per department of one covering index (core/models.py)
+    Each names every department, so it reads one time range per department of one covering index (store/schema.py)
     — never one row per case into Python.
     """
     from sqlalchemy import and_, case, func, or_
 
-    from core.models import CaseAssignment
     from core.rankings import SATISFIED
+    from store.schema import CaseAssignment
 
     a = CaseAssignment.__table__
     names = sorted(departments)
@@ -672,7 +635,7 @@ _after_lock = threading.Lock()
 
 
 def table_rows(engine: Engine, where: CaseFilter, start: int, end: int, sort: list[dict[str, str]],
-               personal: bool = False) -> tuple[list[dict[str, Any]], int | None]:
+               personal: bool = False, own: tuple[str, ...] | None = None) -> tuple[list[dict[str, Any]], int | None]:
     """Rows [start, end) of the cases matching ``where`` for a table, in ``sort`` order (ag-grid's sort model:
     ``[{"colId": ..., "sort": "asc"|"desc"}]``, columns TABLE_SORTS); and the row count when the last row is in this
     block (None otherwise).
@@ -704,7 +667,7 @@ def table_rows(engine: Engine, where: CaseFilter, start: int, end: int, sort: li
     else:
         q = q.order_by(*order, _CASE.c.id.desc()).limit(end - start).offset(start)
     with engine.connect() as conn:
-        rows = [free_text(dict(r._mapping), personal) for r in conn.execute(q)]
+        rows = [free_text(dict(r._mapping), personal, own) for r in conn.execute(q)]
     for row in rows:
         row["departments"] = [d for d in (row.get("departments") or []) if isinstance(d, str)]
     if by_key and len(rows) == end - start:
