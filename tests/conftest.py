@@ -150,3 +150,15 @@ def pytest_terminal_summary(terminalreporter):
     out = Path(__file__).resolve().parent.parent / "var" / "test-artifacts"
     out.mkdir(parents=True, exist_ok=True)
     (out / "faults.md").write_text(table + "\n", encoding="utf-8")
+
+
+# Files that start and kill services of their own: the CI's shared services add nothing to them.
+OWN_SERVICES = {"test_faults.py", "test_durable.py"}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark every test that talks to Redis or SQL through the shared fixtures `services`: `.ci/run` runs them all
+    again against the CI machine's PostgreSQL and Redis, so a new test file is never left out of that run."""
+    for item in items:
+        if item.path.name not in OWN_SERVICES and {"redis_url", "database_url"} & set(item.fixturenames):
+            item.add_marker(pytest.mark.services)
