@@ -169,7 +169,8 @@ def test_a_bad_url_names_what_is_wrong_and_shows_no_data(app, drilled, path, sea
         frame = page.frame_of(path, search)
         message = orjson.dumps(frame[1], default=lambda c: c.to_plotly_json()).decode()
         assert frame[2] == {"display": "block"}  # the problem shown …
-        assert parameter in message or "区域" in message or "页面" in message  # … naming what is wrong
+        named = {"area": "没有编码为「", "path": "没有这个页面"}.get(parameter, f"筛选条件「{parameter}」")
+        assert named in message  # … naming what is wrong
         assert frame[3] is None and frame[10] == ""  # no map areas, no count
         assert page.figures_of(path, search) == (None, None, None, None)
         assert page.lists_of(path, search) == (None, None, None, None)
