@@ -14,13 +14,24 @@ import logging
 import signal
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
+import orjson
+import redis
 from apscheduler.schedulers.blocking import BlockingScheduler
 from sqlalchemy import select
 
+from config.city import get_city, load_city
+from config.risk import get_risk_model
 from config.settings import Settings, get_settings
+from core import risk
+from core.geography import LEVELS
 from core.lifecycle import OPEN_STATUSES, Action
+from core.livestate import LiveKeys, decode_recent
 from core.records import CITY_TZ
+from core.sla import state
+from ingest.feeds.open311 import scheduled_polls
 from store.schema import Case
+from store.services import get_engine, get_redis
 from store.streams import Producer
 
 log = logging.getLogger(__name__)
@@ -42,9 +53,6 @@ def sla_sweep(settings: Settings | None = None, now: datetime | None = None) -> 
     Event ids carry the deadline, so an extended (延期) or resumed case is marked again for its new deadline.
     Suspended (挂起) cases are skipped: their clock stands still. Returns counts per kind.
     """
-    from core.sla import state
-    from store.services import get_engine, get_redis
-
     settings = settings or get_settings()
     now = now or datetime.now(UTC)
     engine = get_engine(settings)
@@ -92,12 +100,6 @@ def device_watch(settings: Settings | None = None, now: datetime | None = None, 
     device-offline alarm, and clears it when the device is heard from again. Devices already
     offline are skipped here, and the worker ignores repeats, so running twice is harmless.
     """
-    import orjson
-
-    from config.city import get_city
-    from core.livestate import LiveKeys
-    from store.services import get_redis
-
     settings = settings or get_settings()
     city = city or get_city()
     now = now or datetime.now(UTC)
@@ -137,16 +139,6 @@ def risk_sweep(settings: Settings | None = None, now: datetime | None = None, ci
     from the counters at request time; what it takes from here is the hotspot part. Running twice is harmless.
     Returns counts: areas, reports in the window, trimmed reports, hotspots, areas whose level changed, areas per level.
     """
-    import numpy as np
-    import orjson
-
-    from config.city import load_city
-    from config.risk import get_risk_model
-    from core import risk
-    from core.geography import LEVELS
-    from core.livestate import LiveKeys, decode_recent
-    from store.services import get_redis
-
     settings = settings or get_settings()
     city = city or load_city(settings.city_dir)
     model = get_risk_model(settings.risk_file)
@@ -154,30 +146,10 @@ def risk_sweep(settings: Settings | None = None, now: datetime | None = None, ci
     r = get_redis(settings)
     keys = LiveKeys(settings.stream_prefix)
     cutoff = now.timestamp() - model.hotspot.window_hours * 3600
-
-    trimmed = 0
-    while True:  # ZREM exactly what was read: a report added meanwhile is never orphaned in recent_info
-        expired = r.zrangebyscore(keys.recent, "-inf", f"({cutoff}", start=0, num=RECENT_CHUNK)
-        if not expired:
-            break
-        pipe = r.pipeline(transaction=False)
-        pipe.hdel(keys.recent_info, *expired)
-        pipe.zrem(keys.recent, *expired)
-        pipe.execute()
-        trimmed += len(expired)
-    geo = city.geography
-    sensor_only = {code for code, c in city.categories.items() if c.sensor_only}  # alarms count as alarms
-    reports = []
-    for case_id, raw in r.hgetall(keys.recent_info).items():
-        try:
-            at, category, grid, lon, lat = decode_recent(raw)
-        except ValueError:
-            continue
-        if at >= cutoff and category not in sensor_only and grid in geo:
-            reports.append(risk.Report(int(case_id), category, grid, lon, lat, at))
+    trimmed = _trim_recent(r, keys, cutoff)
+    reports = _recent_reports(r, keys, city, cutoff)
     found = risk.find_hotspots(reports, model.hotspot, now.timestamp())
-    hot = risk.rollup(found.grid_parts)
-
+    geo = city.geography
     areas = [a for level in LEVELS for a in geo.areas(level)]  # in level order: districts, streets, …
     pipe = r.pipeline(transaction=False)
     for a in areas:
@@ -185,6 +157,7 @@ def risk_sweep(settings: Settings | None = None, now: datetime | None = None, ci
     pipe.get(keys.risk_levels)
     *rows, previous = pipe.execute()
     counters = np.array([v or b"0" for row in rows for v in row]).astype(float).reshape(len(areas), -1)
+    hot = risk.rollup(found.grid_parts)
     parts = model.parts_many(counters, np.array([hot.get(a.code, 0.0) for a in areas]))
     scores = risk.scores_of(parts)
     levels = np.empty(len(areas), dtype=np.int64)
@@ -199,26 +172,58 @@ def risk_sweep(settings: Settings | None = None, now: datetime | None = None, ci
                for code, was in before.items() if code in now_levels and was != now_levels[code]]
     out = {a.code: orjson.dumps({"score": sc, "level": lv, "parts": dict(zip(risk.PART_NAMES, pr, strict=True))})
            for a, sc, lv, pr in zip(areas, scores.tolist(), levels.tolist(), parts.tolist(), strict=True)}
-    pipe = r.pipeline(transaction=True)
-    pipe.delete(keys.risk)
-    pipe.hset(keys.risk, mapping=out)
-    pipe.set(keys.risk_levels, orjson.dumps(now_levels))
-    pipe.set(keys.hotspots, orjson.dumps([h.as_dict() for h in found.hotspots]))
-    pipe.set(keys.risk_at, now.isoformat())
-    pipe.execute()
-    by_level = {lv: int((levels == lv).sum()) for lv in risk.RISK_LEVELS}
+    _write_risk(r, keys, out, now_levels, found.hotspots, now)
     if changes:
         shown = ", ".join(changes[:10]) + (f" and {len(changes) - 10} more" if len(changes) > 10 else "")
         log.info("risk sweep: %d areas changed level: %s", len(changes), shown)
     counts = {"areas": len(areas), "reports": len(reports), "trimmed": trimmed, "hotspots": len(found.hotspots),
               "changed": len(changes)}
-    counts.update({risk.RISK_LEVELS[lv].en: n for lv, n in by_level.items()})
+    counts.update({risk.RISK_LEVELS[lv].en: int((levels == lv).sum()) for lv in risk.RISK_LEVELS})
     return counts
 
 
-def build(settings: Settings | None = None) -> BlockingScheduler:
-    from config.risk import get_risk_model
+def _trim_recent(r: redis.Redis, keys: LiveKeys, cutoff: float) -> int:
+    """Drop the recent reports older than ``cutoff`` (a timestamp); returns how many."""
+    trimmed = 0
+    while True:  # ZREM exactly what was read: a report added meanwhile is never orphaned in recent_info
+        expired = r.zrangebyscore(keys.recent, "-inf", f"({cutoff}", start=0, num=RECENT_CHUNK)
+        if not expired:
+            return trimmed
+        pipe = r.pipeline(transaction=False)
+        pipe.hdel(keys.recent_info, *expired)
+        pipe.zrem(keys.recent, *expired)
+        pipe.execute()
+        trimmed += len(expired)
 
+
+def _recent_reports(r: redis.Redis, keys: LiveKeys, city, cutoff: float) -> list[risk.Report]:
+    """The recent reports since ``cutoff`` in the city's grids, but for sensor-only categories (alarms count as alarms)."""
+    geo = city.geography
+    sensor_only = {code for code, c in city.categories.items() if c.sensor_only}
+    reports = []
+    for case_id, raw in r.hgetall(keys.recent_info).items():
+        try:
+            at, category, grid, lon, lat = decode_recent(raw)
+        except ValueError:
+            continue
+        if at >= cutoff and category not in sensor_only and grid in geo:
+            reports.append(risk.Report(int(case_id), category, grid, lon, lat, at))
+    return reports
+
+
+def _write_risk(r: redis.Redis, keys: LiveKeys, out: dict[str, bytes], levels: dict[str, int], hotspots,
+                now: datetime) -> None:
+    """Every area's risk, the levels, the hotspots and the time, in one transaction."""
+    pipe = r.pipeline(transaction=True)
+    pipe.delete(keys.risk)
+    pipe.hset(keys.risk, mapping=out)
+    pipe.set(keys.risk_levels, orjson.dumps(levels))
+    pipe.set(keys.hotspots, orjson.dumps([h.as_dict() for h in hotspots]))
+    pipe.set(keys.risk_at, now.isoformat())
+    pipe.execute()
+
+
+def build(settings: Settings | None = None) -> BlockingScheduler:
     settings = settings or get_settings()
     get_risk_model(settings.risk_file)  # a broken config/risk.yaml stops the start, naming the key and the fix
     sched = BlockingScheduler(timezone=CITY_TZ)
@@ -228,14 +233,12 @@ def build(settings: Settings | None = None) -> BlockingScheduler:
                   max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
     sched.add_job(device_watch, "interval", seconds=60, id="device_watch", kwargs={"settings": settings},
                   max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
-    from dashboard.briefing import archive
+    from dashboard.briefing import archive  # why: composition root; the web side loads only when jobs are built
 
     hour, minute = (int(x) for x in settings.briefing_time.split(":"))
     for kind in ("day", "week", "month"):  # each checks what is due today (dashboard.briefing.due)
         sched.add_job(archive, "cron", hour=hour, minute=minute, id=f"briefing_{kind}", args=(settings, kind),
                       max_instances=1, coalesce=True, misfire_grace_time=3600)
-    from ingest.feeds.open311 import scheduled_polls
-
     for name, seconds, poll in scheduled_polls(settings):
         sched.add_job(poll, "interval", seconds=seconds, id=name, max_instances=1, coalesce=True,
                       next_run_time=datetime.now(UTC))
