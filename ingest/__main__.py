@@ -3,8 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import collections
 import logging
 import sys
+import time
+
+import orjson
+
+from config.city import get_city
+from config.settings import get_settings
+from ingest import rebuild, redrive, scheduler, supervisor
+from ingest.feeds import mqtt, open311, replay, simulator, spreadsheet
+from ingest.worker import Worker
+from store.services import get_engine, get_redis, migrate
+from store.streams import masked_letter, read_dead
 
 
 def _logging(level: str) -> None:
@@ -16,10 +28,6 @@ def _logging(level: str) -> None:
 
 
 def cmd_worker(args) -> int:
-    from config.city import get_city
-    from ingest.worker import Worker
-    from store.services import migrate
-
     migrate()
     w = Worker(get_city(), name=args.name)
     w.install_signal_handlers()
@@ -28,39 +36,23 @@ def cmd_worker(args) -> int:
 
 
 def cmd_scheduler(args) -> int:
-    from ingest.scheduler import run
-
-    run()
+    scheduler.run()
     return 0
 
 
 def cmd_simulate(args) -> int:
-    from ingest.feeds.simulator import main
-
-    return main(args)
+    return simulator.main(args)
 
 
 def cmd_demo(args) -> int:
-    from ingest.supervisor import run
-
-    return run(args)
+    return supervisor.run(args)
 
 
 def cmd_dead(args) -> int:
-    import collections
-
-    import orjson
-
-    from config.settings import get_settings
-    from store.services import get_redis
-    from store.streams import read_dead
-
     if args.redrive or args.dry_run:
         return cmd_redrive(args)
     filtered = any(v is not None for v in (args.reason, args.since, args.stream, args.source))
     if filtered:
-        from ingest import redrive
-
         try:
             sel = _selection(args)
         except ValueError as exc:
@@ -71,9 +63,6 @@ def cmd_dead(args) -> int:
     else:
         rows = read_dead(get_redis(), count=args.count)
     if not args.show_personal:  # what a reader sees is masked; the stored letters stay whole
-        from config.city import get_city
-        from store.streams import masked_letter
-
         own = (get_city().county_code,)
         rows = [masked_letter(row, own) for row in rows]
     for row in rows:
@@ -85,20 +74,11 @@ def cmd_dead(args) -> int:
 
 
 def _selection(args):
-    from ingest.redrive import Selection, parse_since
-
-    return Selection(reason=args.reason, since=parse_since(args.since) if args.since else None, stream=args.stream,
+    return redrive.Selection(reason=args.reason, since=redrive.parse_since(args.since) if args.since else None, stream=args.stream,
                      source=args.source, limit=args.limit)
 
 
 def cmd_redrive(args) -> int:
-    import orjson
-
-    from config.city import get_city
-    from config.settings import get_settings
-    from ingest import redrive
-    from store.services import get_redis
-
     try:
         sel = _selection(args)
     except ValueError as exc:
@@ -107,11 +87,9 @@ def cmd_redrive(args) -> int:
     city = get_city()
     mapping = None
     if args.mapping:
-        from ingest.feeds.spreadsheet import MappingError, load_mapping
-
         try:
-            mapping = load_mapping(args.mapping, city)
-        except MappingError as exc:
+            mapping = spreadsheet.load_mapping(args.mapping, city)
+        except spreadsheet.MappingError as exc:
             print(exc, file=sys.stderr)
             return 2
     try:
@@ -125,15 +103,6 @@ def cmd_redrive(args) -> int:
 
 
 def cmd_rebuild_live(args) -> int:
-    import time
-
-    import orjson
-
-    from config.city import get_city
-    from config.settings import get_settings
-    from ingest import rebuild
-    from store.services import get_engine, get_redis, migrate
-
     settings = get_settings()
     r = get_redis(settings)
     prefix = settings.stream_prefix
@@ -171,7 +140,15 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ingest", description="Gridwatch ingest: workers, scheduler, feeds.")
     p.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING")
     sub = p.add_subparsers(dest="command", required=True)
+    _processes(sub)
+    _feeds(sub)
+    _demo(sub)
+    _rebuild_live(sub)
+    _dead(sub)
+    return p
 
+
+def _processes(sub) -> None:
     w = sub.add_parser("worker", help="apply the streams to the store and live state (one consumer of the group)",
                        description="Read cases and sensor readings from the Redis streams as one consumer of the group, "
                                    "apply them to SQL and the live state, acknowledge. A second worker is a hot standby: it reclaims the "
@@ -184,28 +161,30 @@ def parser() -> argparse.ArgumentParser:
                        description="Run the periodic jobs: SLA sweep (30 s), device watch (60 s), Open311 polls. Run exactly one, as its own process.")
     s.set_defaults(func=cmd_scheduler)
 
-    from ingest.feeds.simulator import add_arguments
 
+# (command, feed module, help): each module gives add_<command>_arguments or add_arguments, main_<command> or main
+FEEDS = (
+    ("import", spreadsheet, "import a CSV or XLSX export through a YAML mapping"),
+    ("replay", replay, "play back an export or a stored period at N× speed, re-timed to now"),
+    ("export", replay, "export a stored period as canonical records (JSON lines) for replay"),
+    ("open311", open311, "pull an Open311 GeoReport v2 endpoint (once, or every N seconds)"),
+    ("mqtt", mqtt, "subscribe to sensor readings over MQTT"),
+)
+
+
+def _feeds(sub) -> None:
     sim = sub.add_parser("simulate", help="publish a believable live city (cases and sensors)",
                          description="Publish simulated cases and sensor readings to the streams.")
-    add_arguments(sim)
+    simulator.add_arguments(sim)
     sim.set_defaults(func=cmd_simulate)
-
-    import importlib
-
-    for name, module, help_text in (
-        ("import", "spreadsheet", "import a CSV or XLSX export through a YAML mapping"),
-        ("replay", "replay", "play back an export or a stored period at N× speed, re-timed to now"),
-        ("export", "replay", "export a stored period as canonical records (JSON lines) for replay"),
-        ("open311", "open311", "pull an Open311 GeoReport v2 endpoint (once, or every N seconds)"),
-        ("mqtt", "mqtt", "subscribe to sensor readings over MQTT"),
-    ):
-        feed = importlib.import_module(f"ingest.feeds.{module}")  # every one is part of the project: never skipped
+    for name, feed, help_text in FEEDS:
         sp = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
         add = getattr(feed, f"add_{name}_arguments", None) or feed.add_arguments
         add(sp)
         sp.set_defaults(func=getattr(feed, f"main_{name}", None) or feed.main)
 
+
+def _demo(sub) -> None:
     d = sub.add_parser("demo", help="run the whole system: embedded Redis, worker, scheduler, simulator, web",
                        description="Run everything in the foreground. Ctrl-C stops every part cleanly.")
     d.add_argument("--rate", type=float, default=2.0, help="simulated cases per second of simulated time (default 2)")
@@ -217,6 +196,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--access-log", action="store_true", help="print web access logs")
     d.set_defaults(func=cmd_demo)
 
+
+def _rebuild_live(sub) -> None:
     rl = sub.add_parser("rebuild-live", help="rebuild the live state (counters, recent reports, alarms) from SQL",
                         description="Rebuild the live state in Redis (every area's counters, the recent reports and "
                                     "the open alarms) from SQL, the store of record. By default the running worker "
@@ -228,6 +209,8 @@ def parser() -> argparse.ArgumentParser:
     rl.add_argument("--timeout", type=float, default=600, help="seconds to wait for the worker (default 600)")
     rl.set_defaults(func=cmd_rebuild_live)
 
+
+def _dead(sub) -> None:
     dl = sub.add_parser(
         "dead", help="show the newest dead letters, or re-drive them (--redrive)",
         description="Print the newest dead letters with their reasons (filtered by --reason/--since/--stream/--source "
@@ -262,13 +245,10 @@ def parser() -> argparse.ArgumentParser:
                          "file's rows with --stream import:FILE (without it, spreadsheet rows are skipped)")
     dl.add_argument("--json", action="store_true", help="with --redrive: print the summary as JSON")
     dl.set_defaults(func=cmd_dead)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from config.settings import get_settings
-
     _logging(args.log_level or get_settings().log_level)
     return args.func(args) or 0
 

@@ -39,9 +39,12 @@ from typing import Any
 import orjson
 import redis
 
+from config.city import catalog_of
 from config.settings import Settings
-from core.records import CaseEvent, SensorReading, parse_json_entry
+from core.records import CITY_TZ, CaseEvent, SensorReading, parse_json_entry
 from core.streams import KINDS, StreamNames
+from ingest.feeds.mqtt import REGISTRY_FILE, Decoder, load_registry
+from ingest.feeds.spreadsheet import MappingError, map_rows
 from store.streams import Producer, iter_dead
 
 REDRIVEN, SKIPPED, FAILING = "redriven", "skipped", "still_failing"
@@ -57,8 +60,6 @@ _UNIT = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"
 
 def parse_since(text: str, now: datetime | None = None) -> datetime:
     """An ISO 8601 time (without a zone: Asia/Shanghai, like every feed) or a duration back from now (30m, 2h, 7d)."""
-    from core.records import CITY_TZ
-
     m = _DURATION.match(text)
     if m:
         return (now or datetime.now(UTC)) - timedelta(**{_UNIT[m.group(2).lower()]: float(m.group(1))})
@@ -153,8 +154,6 @@ class Planner:
     """Decides each letter's fate from its fields and today's configuration. Writes nothing."""
 
     def __init__(self, city, settings: Settings, mqtt_decoder=None, mapping=None):
-        from config.city import catalog_of
-
         self.city = city
         self.settings = settings
         self.names = StreamNames.of(settings)
@@ -165,8 +164,6 @@ class Planner:
     @property
     def mqtt(self):
         if self._mqtt is None:
-            from ingest.feeds.mqtt import REGISTRY_FILE, Decoder, load_registry
-
             registry = load_registry(Path(self.settings.city_dir) / REGISTRY_FILE, self.city)
             self._mqtt = Decoder(self.city, self.settings, registry)
         return self._mqtt
@@ -211,8 +208,6 @@ class Planner:
 
     def _import_row(self, stream: str, source: str, raw: bytes) -> Plan:
         """A spreadsheet row mapped again with ``self.mapping``: its events go to the bulk stream, as an import's."""
-        from ingest.feeds.spreadsheet import MappingError, map_rows
-
         try:
             row = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:

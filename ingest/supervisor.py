@@ -24,7 +24,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy import func, select
+
 from config.settings import ROOT, Settings, feed_tokens, get_settings
+from store.schema import Case
+from store.services import ServiceError, get_engine, migrate, redis_url, restart_embedded_redis_if_dead
 
 log = logging.getLogger("gridwatch.demo")
 
@@ -111,18 +115,11 @@ def _print_tokens(tokens: dict[str, str], path: Path | None, settings: Settings)
 
 
 def _store_is_empty() -> bool:
-    from sqlalchemy import func, select
-
-    from store.schema import Case
-    from store.services import get_engine
-
     with get_engine().connect() as conn:
         return not conn.scalar(select(func.count()).select_from(select(Case.id).limit(1).subquery()))
 
 
 def run(args) -> int:
-    from store.services import ServiceError, migrate, redis_url, restart_embedded_redis_if_dead
-
     settings = get_settings()
     try:
         tokens, tokens_file = demo_tokens(settings)
