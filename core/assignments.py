@@ -22,14 +22,12 @@ Pure: rows are dicts; the caller loads the case's current rows and writes what c
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 LEAD = "lead"
 WHISTLE = "whistle"
-
-# The actions that change assignment rows; other actions leave them alone.
-ACTIONS = frozenset({"dispatch", "whistle", "checkin", "accept", "resolve", "onsite", "return", "reopen", "evaluate"})
 
 COLUMNS = ("case_id", "department", "role", "grid_code", "assigned_at", "due_at", "accepted_at", "accepted_on_time",
            "resolved_at", "resolved_on_time", "returned_at", "reopened_at", "ended_at", "finished_at", "checked_in_at",
@@ -49,6 +47,83 @@ def new_row(case_id: Any, department: str, role: str, at: datetime, grid: str | 
     return row
 
 
+@dataclass(frozen=True)
+class _Act:
+    """One event as the row rules see it."""
+
+    at: datetime
+    case_id: Any
+    departments: list[str]
+    accept_due: datetime | None
+    due: datetime | None
+    grid: str | None
+    rating: int | None
+    whistle_limit: timedelta
+
+
+def _dispatch(rows, leads, working, e: _Act) -> list[dict[str, Any]]:
+    for r in working:
+        if r["department"] not in e.departments:
+            r["ended_at"] = e.at  # superseded: dispatched elsewhere before finishing
+    keep = {r["department"] for r in working if r["department"] in e.departments}
+    for r in leads:
+        if r["resolved_at"] is not None:
+            r["ended_at"] = e.at  # a new dispatch after a resolution starts a new round
+    return [new_row(e.case_id, d, LEAD, e.at, e.grid, e.accept_due) for d in e.departments if d not in keep]
+
+
+def _whistle(rows, leads, working, e: _Act) -> list[dict[str, Any]]:
+    return [new_row(e.case_id, d, WHISTLE, e.at, e.grid, e.at + e.whistle_limit) for d in e.departments]
+
+
+def _checkin(rows, leads, working, e: _Act) -> list[dict[str, Any]]:
+    for r in rows:
+        if (r["role"] == WHISTLE and r["department"] in e.departments and r["checked_in_at"] is None
+                and r["assigned_at"] <= e.at):
+            r["checked_in_at"] = e.at
+    return []
+
+
+def _accept(rows, leads, working, e: _Act) -> list[dict[str, Any]]:
+    for r in working:
+        if r["accepted_at"] is None:
+            r["accepted_at"], r["accepted_on_time"] = e.at, _on_time(e.at, e.accept_due)
+    return []
+
+
+def _resolve(rows, leads, working, e: _Act) -> list[dict[str, Any]]:
+    for r in working:
+        r["resolved_at"], r["resolved_on_time"] = e.at, _on_time(e.at, e.due)
+        r["handling_s"] = (e.at - r["assigned_at"]).total_seconds()
+    return []
+
+
+def _return(rows, leads, working, e: _Act) -> list[dict[str, Any]]:
+    for r in working:
+        r["returned_at"] = r["ended_at"] = e.at
+    return []
+
+
+def _reopen(rows, leads, working, e: _Act) -> list[dict[str, Any]]:
+    for r in leads:
+        if r["resolved_at"] is not None:
+            r["reopened_at"] = r["ended_at"] = e.at
+    return []
+
+
+def _evaluate(rows, leads, working, e: _Act) -> list[dict[str, Any]]:
+    for r in leads:
+        if r["resolved_at"] is not None:
+            r["rating"], r["evaluated_at"] = e.rating, e.at
+    return []
+
+
+# What each action does to the rows (see the module docstring); other actions leave them alone.
+_RULES = {"dispatch": _dispatch, "whistle": _whistle, "checkin": _checkin, "accept": _accept, "resolve": _resolve,
+          "onsite": _resolve, "return": _return, "reopen": _reopen, "evaluate": _evaluate}
+ACTIONS = frozenset(_RULES)
+
+
 def apply(rows: list[dict[str, Any]], action: str, at: datetime, *, case_id: Any, departments: Iterable[str] | None,
           accept_due: datetime | None, due: datetime | None, grid: str | None, rating: int | None,
           whistle_limit: timedelta) -> list[dict[str, Any]]:
@@ -57,48 +132,13 @@ def apply(rows: list[dict[str, Any]], action: str, at: datetime, *, case_id: Any
     ``rows`` are all the case's rows so far, oldest first. Rows this returns have ``id`` None until stored;
     the caller keeps track of which existing rows changed (compare before and after, or mark them).
     """
-    if action not in ACTIONS:
+    rule = _RULES.get(action)
+    if rule is None:
         return []
     leads = [r for r in rows if r["role"] == LEAD and r["ended_at"] is None]
     working = [r for r in leads if r["resolved_at"] is None]
-    added: list[dict[str, Any]] = []
-    if action == "dispatch":
-        named = list(dict.fromkeys(departments or []))
-        for r in working:
-            if r["department"] not in named:
-                r["ended_at"] = at  # superseded: dispatched elsewhere before finishing
-        keep = {r["department"] for r in working if r["department"] in named}
-        for r in leads:
-            if r["resolved_at"] is not None:
-                r["ended_at"] = at  # a new dispatch after a resolution starts a new round
-        added = [new_row(case_id, d, LEAD, at, grid, accept_due) for d in named if d not in keep]
-    elif action == "whistle":
-        added = [new_row(case_id, d, WHISTLE, at, grid, at + whistle_limit) for d in dict.fromkeys(departments or [])]
-    elif action == "checkin":
-        named = set(departments or [])
-        for r in rows:
-            if (r["role"] == WHISTLE and r["department"] in named and r["checked_in_at"] is None
-                    and r["assigned_at"] <= at):
-                r["checked_in_at"] = at
-    elif action == "accept":
-        for r in working:
-            if r["accepted_at"] is None:
-                r["accepted_at"], r["accepted_on_time"] = at, _on_time(at, accept_due)
-    elif action in ("resolve", "onsite"):
-        for r in working:
-            r["resolved_at"], r["resolved_on_time"] = at, _on_time(at, due)
-            r["handling_s"] = (at - r["assigned_at"]).total_seconds()
-    elif action == "return":
-        for r in working:
-            r["returned_at"] = r["ended_at"] = at
-    elif action == "reopen":
-        for r in leads:
-            if r["resolved_at"] is not None:
-                r["reopened_at"] = r["ended_at"] = at
-    elif action == "evaluate":
-        for r in leads:
-            if r["resolved_at"] is not None:
-                r["rating"], r["evaluated_at"] = rating, at
+    e = _Act(at, case_id, list(dict.fromkeys(departments or [])), accept_due, due, grid, rating, whistle_limit)
+    added = rule(rows, leads, working, e)
     rows.extend(added)
     for r in rows:  # no longer open work from: resolved, or ended (returned, superseded) unresolved
         if r["role"] == LEAD:
