@@ -1,10 +1,11 @@
 """Screen benchmark: prints how fast the big screen follows the city, with a same-run baseline.
 
-    python -m bench.screen [--stored 1000000] [--open 20000] [--events 60]
+    python -m bench.screen [--stored 1000000] [--open 20000] [--events 60] [--against REF] [--quick]
 
 - server time per update: the /screen poll callback's work (the snapshot: live state, ticker, SLA board; the slow
   part cached as in production), over a store of ``--stored`` cases with ``--open`` of them open; baseline: the
-  district's live summary alone (one Redis pipeline);
+  district's live summary alone (one Redis pipeline); with ``--against REF`` the same timed by the whole tree of
+  commit REF on the same store, each side in a process of its own, in alternating rounds;
 - bytes per update: the poll responses as the browser received them (Chromium's network log);
 - event-to-screen latency: a case pushed through the HTTP push API until it is in the ticker of /screen in a real
   headless Chromium, p50/p95 over ``--events`` events.
@@ -16,18 +17,33 @@ Uses an embedded Redis and a SQLite file in a temporary folder (or REDIS_URL / D
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import random
 import secrets
 import shutil
 import statistics
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import orjson
+import requests
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from werkzeug.serving import make_server
 
+from app import create_app
 from bench.common import bench_env, line, pct
+from bench.ingest import ROOT, child_env, tree_at
+from bench.rankings_data import generate
+from dashboard import auth
+from ingest.worker import Worker, tune_gc
+from store.streams import Producer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,26 +51,59 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stored", type=int, default=1_000_000, help="stored cases (default 1,000,000)")
     ap.add_argument("--open", type=int, default=20_000, help="open cases among them (default 20,000)")
     ap.add_argument("--events", type=int, default=60, help="pushed cases timed to the screen (default 60, ≥ 50)")
+    ap.add_argument("--against", metavar="REF", help="also time the snapshot of the whole tree of this git commit "
+                                                      "on the same store, side by side (alternating rounds)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of the --against comparison")
+    ap.add_argument("--quick", action="store_true", help="small sizes: a check that the benchmark runs")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.stored, args.open, args.events, args.rounds = 2_000, 200, 5, 1
     if not (shutil.which("chromium") and shutil.which("chromedriver")):
         ap.error("needs chromium and chromedriver (Debian packages; `make test` installs them)")
-
-    from bench.rankings_data import generate
-    from ingest.worker import Worker, tune_gc
-    from store.streams import Producer
 
     env = bench_env("screen", feed_tokens={"citizen": secrets.token_urlsafe(32)})  # the pushes' source
     settings, r, engine, city = env.settings, env.r, env.engine, env.city
     print(f"Gridwatch screen benchmark — {os.cpu_count()} cores, {engine.dialect.name}, "
           f"{len(city.geography.areas('grid'))} grids", flush=True)
-    now = datetime.now(UTC).replace(microsecond=0)
     t = time.perf_counter()
-    generate(engine, city, max(0, args.stored - args.open), now)
+    fill(settings, r, engine, city, args.stored, args.open)
+    line("set-up (stored cases written, open cases applied)", f"{time.perf_counter() - t:8.1f} s")
+
+    print("Server time per update (the poll callback's work, each tree in a process of its own)", flush=True)
+    trees = [("this", ROOT)]
+    with tempfile.TemporaryDirectory(prefix="gridwatch-against-") as there:
+        if args.against:
+            trees.insert(0, (args.against[:12], tree_at(args.against, Path(there))))
+        figures: dict[str, list[dict]] = {name: [] for name, _ in trees}
+        for _ in range(args.rounds if args.against else 1):  # alternating: other load falls on both alike
+            for name, tree in trees:
+                figures[name].append(server_time_in(tree, settings))
+    for name, runs in figures.items():
+        best = min(runs, key=lambda f: f["p50"])
+        line(f"{name}: baseline, the district's live summary (one pipeline)",
+             f"p50 {best['base_p50']:6.1f} ms   p95 {best['base_p95']:6.1f} ms")
+        line(f"{name}: slow part, once per 30 s per process", f"{best['slow']:8.1f} ms")
+        line(f"{name}: snapshot per update (slow part cached)",
+             f"p50 {best['p50']:6.1f} ms   p95 {best['p95']:6.1f} ms   max {best['max']:6.1f} ms")
+        line(f"{name}: snapshot JSON (fast part)", f"{best['kb']:6.1f} KB")
+    if args.against:
+        old, new = (min(runs, key=lambda f: f["p50"]) for runs in figures.values())
+        line(f"this / {args.against[:12]}: snapshot p50, p95",
+             f"{new['p50'] / old['p50']:.0%}   {new['p95'] / old['p95']:.0%}   (best of {args.rounds} rounds each)")
+    browser_figures(settings, engine, r, city, args.events)
+    env.close()
+    return 0
+
+
+def fill(settings, r, engine, city, stored: int, n_open: int) -> None:
+    """``stored - n_open`` closed cases straight to SQL, ``n_open`` open ones through the streams and a worker."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    generate(engine, city, max(0, stored - n_open), now)
     rnd = random.Random(3)
     grids = city.geography.areas("grid")
     cats = [c for c in city.categories.values() if not c.sensor_only]
     recs = []
-    for i in range(args.open):
+    for i in range(n_open):
         g = rnd.choice(grids)
         rep = now - timedelta(minutes=rnd.randint(5, 3 * 24 * 60))
         recs.append({"source": "bench", "external_id": f"open{i}", "event": "report", "occurred_at": rep.isoformat(),
@@ -66,61 +115,61 @@ def main(argv: list[str] | None = None) -> int:
     tune_gc()
     while worker.run_once(20):
         pass
-    line("set-up (stored cases written, open cases applied)", f"{time.perf_counter() - t:8.1f} s")
-
-    server_time(settings, engine, r, city)
-    browser_figures(settings, engine, r, city, args.events)
-    env.close()
-    return 0
 
 
-def server_time(settings, engine, r, city) -> None:
-    from dash import no_update
+# Runs in the tree being measured (this one, or --against's), on the store set up above: only names both trees have.
+SERVER_SCRIPT = r"""
+import statistics, sys, time
+import orjson
+from dash import no_update
+from flask import g
+from app import create_app
+from config.settings import get_settings
+from dashboard import auth, context, live
+from dashboard import screen as data
+from layouts.screen import snapshot
 
-    from app import create_app
-    from dashboard import live
-    from dashboard import screen as data
-    from layouts.screen import snapshot
-
-    app = create_app(settings)
-    print("Server time per update (the poll callback's work)", flush=True)
-    with app.server.test_request_context("/"):
-        base = []
-        for _ in range(50):
-            t = time.perf_counter()
-            live.summary(r, settings, city.geography.district.code)
-            base.append(time.perf_counter() - t)
+settings = get_settings()
+app = create_app(settings)
+with app.server.test_request_context("/screen"):
+    city = context.city()
+    g.gw_viewer, g.gw_csrf = auth.Viewer("bench-screen", "screen", city.geography.district.code, None), "bench"
+    r, engine = context.redis_client(), context.engine()
+    base = []
+    for _ in range(50):
         t = time.perf_counter()
-        data.SLOW.get(engine, city, settings)
-        line("slow part, once per 30 s per process (KPIs, breakdowns, ranking)", f"{(time.perf_counter() - t) * 1000:8.1f} ms")
-        took, sizes = [], []
-        slow_version = None
-        for _ in range(50):
-            t = time.perf_counter()
-            fast, _slow, slow_out, _digest, _beat = snapshot(None, slow_version)  # the whole fast part, every time
-            took.append(time.perf_counter() - t)
-            sizes.append(len(orjson.dumps(fast)))
-            if slow_out is not no_update:
-                slow_version = slow_out
-        line("baseline: the district's live summary (one pipeline)",
-             f"p50 {statistics.median(base) * 1000:6.1f} ms   p95 {pct(base, 0.95) * 1000:6.1f} ms")
-        line("snapshot per update (slow part cached)",
-             f"p50 {statistics.median(took) * 1000:6.1f} ms   p95 {pct(took, 0.95) * 1000:6.1f} ms   "
-             f"max {max(took) * 1000:6.1f} ms")
-        line("snapshot JSON (fast part)", f"{statistics.median(sizes) / 1024:6.1f} KB")
+        live.summary(r, settings, city.geography.district.code)
+        base.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    data.SLOW.get(engine, city, settings)
+    slow = time.perf_counter() - t
+    took, sizes, slow_version = [], [], None
+    for _ in range(50):
+        t = time.perf_counter()
+        fast, _slow, slow_out, _digest, _beat = snapshot(None, slow_version)  # the whole fast part, every time
+        took.append(time.perf_counter() - t)
+        sizes.append(len(orjson.dumps(fast)))
+        if slow_out is not no_update:
+            slow_version = slow_out
+q = lambda v, p: sorted(v)[min(len(v) - 1, round(p * (len(v) - 1)))] * 1000
+print("FIGURES", orjson.dumps({"base_p50": statistics.median(base) * 1000, "base_p95": q(base, 0.95),
+      "slow": slow * 1000, "p50": statistics.median(took) * 1000, "p95": q(took, 0.95), "max": max(took) * 1000,
+      "kb": statistics.median(sizes) / 1024}).decode(), flush=True)
+"""
+
+
+def server_time_in(tree: Path, settings) -> dict:
+    """The poll callback's server time, measured by the code of ``tree`` in a process of its own."""
+    out = subprocess.run([sys.executable, "-c", SERVER_SCRIPT], cwd=tree, capture_output=True, text=True,
+                         env={**child_env(settings), "PYTHONPATH": str(tree)})
+    found = [x for x in out.stdout.splitlines() if x.startswith("FIGURES ")]
+    if out.returncode or not found:
+        raise SystemExit(f"the snapshot of {tree} did not run ({out.returncode}): "
+                         f"{(out.stderr or out.stdout).strip()[-800:]}")
+    return orjson.loads(found[-1].split(" ", 1)[1])
 
 
 def browser_figures(settings, engine, r, city, events: int) -> None:
-    import logging
-
-    import requests
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from werkzeug.serving import make_server
-
-    from app import create_app
-    from ingest.worker import Worker
-
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     app = create_app(settings)
     server = make_server("127.0.0.1", 0, app.server, threaded=True)
@@ -143,7 +192,11 @@ def browser_figures(settings, engine, r, city, events: int) -> None:
     driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
                            {"width": 1920, "height": 1080, "deviceScaleFactor": 1, "mobile": False})
     try:
-        driver.get(f"http://127.0.0.1:{port}/screen")
+        token = auth.create_screen_link(engine, city, "bench-wall", city.geography.district.code)
+        driver.get(f"http://127.0.0.1:{port}/s/{token}")  # a wall's link logs it in and opens /screen
+        end = time.time() + 30
+        while time.time() < end and "/screen" not in driver.current_url:
+            time.sleep(0.2)
         end = time.time() + 60
         while time.time() < end and not driver.execute_script(
                 "return document.querySelectorAll('#scr-ticker .scr-tk').length"):
