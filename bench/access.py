@@ -1,6 +1,6 @@
 """Access benchmark: what the login and the gate cost.
 
-    python -m bench.access [--requests 2000]
+    python -m bench.access [--requests 2000] [--quick]
 
 - a login: the argon2id check of a password (by design tens of milliseconds: what makes guessing slow), against a
   wrong password the same;
@@ -24,7 +24,10 @@ from bench.common import bench_env, line, pct
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.access", description=__doc__.split("\n\n")[0])
     ap.add_argument("--requests", type=int, default=2000, help="timed gate reads and API requests (default 2000)")
+    ap.add_argument("--quick", action="store_true", help="small sizes: a check that the benchmark runs")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.requests = min(args.requests, 100)
     print(f"Gridwatch access benchmark — {os.cpu_count()} cores", flush=True)
     from app import create_app
     from dashboard import auth

@@ -1,7 +1,7 @@
 """Briefing benchmark: the time to produce a day's briefing (PDF and XLSX) for the district when that day holds
 100,000 cases.
 
-    python -m bench.briefing [--cases 100000] [--postgres URL] [--keep DIR]
+    python -m bench.briefing [--cases 100000] [--postgres URL] [--keep DIR] [--quick]
 
 The cases (with their department assignments) are written straight to SQL over the day before today (city time),
 then the daily briefing of that day is produced as the archive does (dashboard.briefing.produce), step by step:
@@ -30,13 +30,18 @@ def main(argv: list[str] | None = None) -> int:
                                                       "SQLite")
     ap.add_argument("--repeat", type=int, default=3, help="timed runs of each briefing (default 3)")
     ap.add_argument("--keep", metavar="DIR", help="copy the briefings produced into DIR, to look at them")
+    ap.add_argument("--quick", action="store_true", help="small sizes: a check that the benchmark runs")
     args = ap.parse_args(argv)
+    kinds = ("day", "week", "month")
+    if args.quick:
+        args.cases, args.repeat, kinds = min(args.cases, 500), 1, ("day",)
     print(f"Gridwatch briefing benchmark — {os.cpu_count()} cores", flush=True)
-    run(args.cases, args.postgres, args.repeat, Path(args.keep) if args.keep else None)
+    run(args.cases, args.postgres, args.repeat, Path(args.keep) if args.keep else None, kinds)
     return 0
 
 
-def run(n: int, postgres: str | None, repeat: int, keep: Path | None) -> None:
+def run(n: int, postgres: str | None, repeat: int, keep: Path | None,
+        kinds: tuple[str, ...] = ("day", "week", "month")) -> None:
     from bench.rankings_data import generate
     from core.records import CITY_TZ
     from dashboard import briefing
@@ -61,7 +66,7 @@ def run(n: int, postgres: str | None, repeat: int, keep: Path | None) -> None:
         assert k["cases_total"] == n, k["cases_total"]
         line("baseline: the day's KPIs (GET /api/v1/kpis)", f"{statistics.median(base) * 1000:8.0f} ms")
         out = env.tmp / "briefings"
-        for kind in ("day", "week", "month"):
+        for kind in kinds:
             steps: dict[str, list[float]] = {}
             for _ in range(repeat):
                 marks = []

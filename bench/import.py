@@ -1,6 +1,6 @@
 """Import benchmark: a large CSV shaped like the LA 311 sample, imported end to end, with a read baseline.
 
-    python -m bench.import [--rows 1000000] [--apply-seconds 150]
+    python -m bench.import [--rows 1000000] [--apply-seconds 150] [--quick]
 
 1. Generate ROWS rows into a temporary folder by cycling the real rows of the LA sample
    (tests/data/import/la311_2018_sample.csv) with unique SRNumbers, shifted times and jittered points.
@@ -76,7 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--apply-seconds", type=float, default=150.0,
                     help="longest time the worker applies the streams before its rate is printed (default 150)")
     ap.add_argument("--chunk-rows", type=int, default=50_000, help="rows per import chunk (default 50,000)")
+    ap.add_argument("--quick", action="store_true", help="small sizes: a check that the benchmark runs")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.rows, args.apply_seconds, args.chunk_rows = 2_000, 5.0, 1_000
 
     from ingest.feeds.spreadsheet import import_file, load_mapping
     from ingest.worker import Worker, tune_gc

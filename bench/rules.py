@@ -1,7 +1,7 @@
 """Rules benchmark: prints how long the governance rules take, with a same-run baseline.
 
     python -m bench.rules [--open 20000] [--grids 10000 --risk-open 20000 --recent 5000] [--cases 1000000]
-                          [--postgres URL] [--only sla|risk|rankings]
+                          [--postgres URL] [--only sla|risk|rankings] [--quick]
 
 - The SLA sweep over N open cases (target ≤ 1 s for 20,000), against a plain SELECT of the same cases.
 - A full risk recompute (``risk_sweep``: hotspots, every area's score and level, written back) over a city of
@@ -41,7 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--postgres", metavar="URL", help="also run the rankings on this PostgreSQL database (in a "
                                                       "throwaway schema), e.g. postgresql://postgres@127.0.0.1/postgres")
     ap.add_argument("--only", choices=("sla", "risk", "rankings"), help="run one section")
+    ap.add_argument("--quick", action="store_true", help="small sizes: a check that the benchmark runs")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.open, args.grids, args.risk_open, args.recent, args.repeat, args.cases = 500, 200, 500, 100, 2, 5_000
     if args.only in (None, "sla"):
         sla(args)
     if args.only in (None, "risk"):
