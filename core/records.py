@@ -172,6 +172,10 @@ class CaseEvent(_Record):
 
     def problems(self, catalog: Catalog | None) -> list[str]:
         """What is wrong beyond types and ranges: missing fields for the event, unknown references."""
+        return self._missing() + (self._unknown(catalog) if catalog is not None else [])
+
+    def _missing(self) -> list[str]:
+        """The fields this event needs and lacks (each line one check: a flat list reads best)."""
         problems: list[str] = []
         if self.event is Action.REPORT:
             if not self.category:
@@ -186,15 +190,19 @@ class CaseEvent(_Record):
             problems.append(f"departments: required for {self.event.value}")
         if (self.lon is None) != (self.lat is None):
             problems.append("lon/lat: give both or neither")
-        if catalog is not None:
-            if self.category and catalog.categories and self.category not in catalog.categories:
-                problems.append(f"category: unknown category {self.category!r} (see config/city/categories.yaml)")
-            if self.departments and catalog.departments:
-                unknown = [d for d in self.departments if d not in catalog.departments]
-                if unknown:
-                    problems.append(f"departments: unknown department(s) {', '.join(map(repr, unknown))} (see config/city/departments.yaml)")
-            if self.grid_code and catalog.grid_codes and self.grid_code not in catalog.grid_codes:
-                problems.append(f"grid_code: unknown grid {self.grid_code!r}")
+        return problems
+
+    def _unknown(self, catalog: Catalog) -> list[str]:
+        """The category, departments and grid this event names that the city does not have."""
+        problems: list[str] = []
+        if self.category and catalog.categories and self.category not in catalog.categories:
+            problems.append(f"category: unknown category {self.category!r} (see config/city/categories.yaml)")
+        unknown = [d for d in self.departments or [] if catalog.departments and d not in catalog.departments]
+        if unknown:
+            problems.append(f"departments: unknown department(s) {', '.join(map(repr, unknown))} "
+                            "(see config/city/departments.yaml)")
+        if self.grid_code and catalog.grid_codes and self.grid_code not in catalog.grid_codes:
+            problems.append(f"grid_code: unknown grid {self.grid_code!r}")
         return problems
 
     @property
