@@ -186,6 +186,11 @@ class Planner:
         m = _MQTT_REASON.match(reason) if source == "mqtt" else None
         if m is not None:
             return self._mqtt_reading(m, raw, row.get("at"))
+        return self._never_a_record(source, reason) or self._pushed(stream, source, raw)
+
+    @staticmethod
+    def _never_a_record(source: str, reason: str) -> Plan | None:
+        """A letter refused before it was a record (a bad topic, an Open311 page, a replay file, a push body)."""
         if source == "mqtt" and reason.startswith("mqtt topic"):
             return Plan(SKIPPED, WHY_BEFORE_TOKEN)  # a topic too long to be read back, or not UTF-8
         if reason.startswith("open311 "):
@@ -194,7 +199,10 @@ class Planner:
             return Plan(SKIPPED, WHY_REPLAY)
         if _PUSH_BODY.match(reason):
             return Plan(SKIPPED, WHY_PUSH_BODY)
-        # A record refused at the edge (HTTP push): the letter's source is the one its token was for.
+        return None
+
+    def _pushed(self, stream: str, source: str, raw: bytes) -> Plan:
+        """A record refused at the edge (HTTP push): the letter's source is the one its token was for."""
         try:
             item = orjson.loads(raw)
         except orjson.JSONDecodeError:
