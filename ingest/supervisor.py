@@ -120,6 +120,7 @@ def _store_is_empty() -> bool:
 
 
 def run(args) -> int:
+    """Start Redis (embedded unless REDIS_URL), the schema and every child; keep them up until Ctrl-C or SIGTERM."""
     settings = get_settings()
     try:
         tokens, tokens_file = demo_tokens(settings)
@@ -140,6 +141,13 @@ def run(args) -> int:
     for c in kids:
         c.start(env)
     log.info("Gridwatch is up: http://%s:%s  (health: /healthz; Ctrl-C stops everything)", settings.host, settings.port)
+    _demo_accounts(settings, env)
+    _watch(settings, kids, env)
+    _stop(kids)
+    return 0
+
+
+def _demo_accounts(settings: Settings, env: dict[str, str]) -> None:
     accounts = subprocess.run([sys.executable, "-m", "dashboard.auth", "demo", "--base",
                                f"http://{settings.host}:{settings.port}"], env=env, capture_output=True, text=True)
     if accounts.returncode == 0:
@@ -147,6 +155,9 @@ def run(args) -> int:
     else:
         log.error("the demo accounts could not be made: %s", accounts.stderr.strip()[-500:])
 
+
+def _watch(settings: Settings, kids: list[Child], env: dict[str, str]) -> None:
+    """Until a stop signal: restart the embedded Redis and any child that exited, each with its own backoff."""
     stopping = False
 
     def stop(signum, _frame):
@@ -168,16 +179,25 @@ def run(args) -> int:
                 redis_next = now + redis_backoff
                 redis_backoff = min(redis_backoff * 2, 30)
         for c in kids:
-            if c.proc is not None and c.proc.poll() is not None:
-                log.warning("%s exited with %s; restarting in %.0f s", c.name, c.proc.returncode, c.backoff)
-                c.next_start = now + c.backoff
-                c.backoff = 1.0 if now - c.started > 60 else min(c.backoff * 2, 30)
-                c.proc = None
-            if c.proc is None and now >= c.next_start and not stopping:
-                if "--backfill" in c.argv:
-                    c.argv = c.argv[: c.argv.index("--backfill")]
-                c.restarts += 1
-                c.start(env)
+            if not stopping:
+                _keep_up(c, now, env)
+
+
+def _keep_up(c: Child, now: float, env: dict[str, str]) -> None:
+    """Note a child that exited and start it again once its backoff has passed (never with --backfill again)."""
+    if c.proc is not None and c.proc.poll() is not None:
+        log.warning("%s exited with %s; restarting in %.0f s", c.name, c.proc.returncode, c.backoff)
+        c.next_start = now + c.backoff
+        c.backoff = 1.0 if now - c.started > 60 else min(c.backoff * 2, 30)
+        c.proc = None
+    if c.proc is None and now >= c.next_start:
+        if "--backfill" in c.argv:
+            c.argv = c.argv[: c.argv.index("--backfill")]
+        c.restarts += 1
+        c.start(env)
+
+
+def _stop(kids: list[Child]) -> None:
     log.info("stopping…")
     for c in kids:
         if c.proc is not None and c.proc.poll() is None:
@@ -192,4 +212,3 @@ def run(args) -> int:
             log.warning("%s did not stop in time; killing it", c.name)
             c.proc.kill()
     log.info("stopped")
-    return 0
