@@ -53,12 +53,14 @@ import requests
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from config.city import load_city
 from config.settings import ROOT, Settings, get_settings
 from core import lifecycle
 from core.coords import crs_name, to_wgs84
 from core.lifecycle import Action, Status, TransitionError
 from core.records import CITY_TZ, LIMITS, Catalog, RecordError, parse_case_event
 from ingest.feedhealth import FeedHealth
+from store.services import get_redis
 from store.streams import Producer
 
 log = logging.getLogger(__name__)
@@ -819,8 +821,6 @@ def state_key(settings: Settings, name: str) -> str:
 
 def _context(ep: Endpoint, settings: Settings, city=None) -> Context:
     if city is None:
-        from config.city import load_city
-
         city = load_city(settings.city_dir)
     mapping = load_mapping(ep.mapping_path(), city)
     catalog = Catalog(categories=city.categories, departments=frozenset(city.departments))
@@ -867,8 +867,6 @@ def poll_once(endpoint_cfg: Endpoint | dict[str, Any], settings: Settings | None
     ep = endpoint_of(endpoint_cfg)
     settings = settings or get_settings()
     if r is None:
-        from store.services import get_redis
-
         r = get_redis(settings)
     now = (now or datetime.now(UTC)).astimezone(UTC)
     ctx = _context(ep, settings, city)
