@@ -203,11 +203,33 @@ class Context:
         return ZoneInfo(self.ep.timezone)
 
 
-def request_events(req: Any, ctx: Context) -> list[dict[str, Any]]:
-    """The case events of one GeoReport request, in order. Raises ValueError/RecordError naming what is unreadable."""
+@dataclass(frozen=True)
+class _Request:
+    """The fields of one GeoReport request that events are made of, read and type-checked."""
+
+    rid: str
+    requested: datetime
+    updated: datetime | None
+    expected: datetime | None
+    code: str | None
+    name: str | None
+    description: str | None
+    agency: str | None
+    status: str | None
+    status_notes: str | None
+    address: str | None
+    zipcode: str | None
+    media: str | None
+    lon: float | None
+    lat: float | None
+    notes: list[dict[str, Any]]
+
+
+def _read_request(req: Any, ctx: Context) -> _Request:
+    """The request's fields; raises ValueError naming the first one that is missing or unreadable."""
     if not isinstance(req, dict):
         raise ValueError(f"record: expected an object, got {type(req).__name__}")
-    ep, m, tz = ctx.ep, ctx.mapping, ctx.tz
+    tz = ctx.tz
     rid = _text(req.get("service_request_id"), "service_request_id")
     if not rid or not rid.strip():
         raise ValueError("service_request_id: missing (a request without an id cannot be followed)")
@@ -220,57 +242,76 @@ def request_events(req: Any, ctx: Context) -> list[dict[str, Any]]:
     name = _text(req.get("service_name"), "service_name") or (ctx.service_names.get(code) if code else None)
     description = _text(req.get("description"), "description")
     agency = _text(req.get("agency_responsible"), "agency_responsible")
-    status_raw = _text(req.get("status"), "status")
+    status = _text(req.get("status"), "status")
     status_notes = _text(req.get("status_notes"), "status_notes")
     address = _text(req.get("address"), "address") or _text(req.get("address_string"), "address_string")
     zipcode = _text(req.get("zipcode"), "zipcode")
     media = _text(req.get("media_url"), "media_url")
+    lon, lat = _location(req, ctx.ep.crs)
+    return _Request(rid=rid, requested=requested, updated=updated, expected=expected, code=code, name=name,
+                    description=description, agency=agency, status=status, status_notes=status_notes,
+                    address=address, zipcode=zipcode, media=media, lon=lon, lat=lat, notes=_notes_of(req))
+
+
+def _location(req: dict[str, Any], crs: str) -> tuple[float | None, float | None]:
+    """(lon, lat) in WGS84, or (None, None) when the request has no complete position."""
     lat = _number(req.get("lat"), "lat")
     lon = _number(req.get("long", req.get("lon")), "long")
-    if lat is not None and lon is not None:
-        if not (-90 <= lat <= 90 and -180 <= lon <= 180):
-            raise ValueError(f"lat/long: out of range ({lat}, {lon})")
-        lon, lat = to_wgs84(lon, lat, ep.crs)
-    else:
-        lon = lat = None
+    if lat is None or lon is None:
+        return None, None
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise ValueError(f"lat/long: out of range ({lat}, {lon})")
+    return to_wgs84(lon, lat, crs)
+
+
+def _notes_of(req: dict[str, Any]) -> list[dict[str, Any]]:
     notes = req.get("notes")
     if notes is None or notes == "":
-        notes = []
+        return []
     if isinstance(notes, dict):  # one note in XML without a list container
-        notes = [notes]
+        return [notes]
     if not isinstance(notes, list) or not all(isinstance(n, dict) for n in notes):
         raise ValueError(f"notes: expected a list of objects, got {type(notes).__name__}")
+    return notes
 
-    flags: set[str] = set()
-    category = m.category(code, name)
+
+def _classify(rq: _Request, ctx: Context, flags: set[str]) -> tuple[str, list[str]]:
+    """The case's category and departments, flagging what the mapping does not know."""
+    m = ctx.mapping
+    category = m.category(rq.code, rq.name)
     if category is None:
         category = m.fallback_category
         flags.add("unmapped_service")
-    dept = m.department(agency)
+    dept = m.department(rq.agency)
     if dept is None:
-        if agency:
+        if rq.agency:
             flags.add("unmapped_agency")
         dept = ctx.category_departments.get(category)
-    default_departments = [dept] if dept else []
+    return category, [dept] if dept else []
 
-    title = _one_line(" — ".join(p for p in (name, (description or "").split("\n")[0][:120]) if p) or f"Open311 request {rid}",
+
+def _report_fields(rq: _Request, ep: Endpoint, flags: set[str]) -> dict[str, Any]:
+    """The report's title, description, address, position and due time, within the record's limits."""
+    name, description = rq.name, rq.description
+    title = _one_line(" — ".join(p for p in (name, (description or "").split("\n")[0][:120]) if p) or f"Open311 request {rq.rid}",
                       LIMITS["title"])
-    lines = [f"Open311 {ep.name}: {name or '(no service name)'} [{code or '-'}]" + (f", agency: {agency}" if agency else "")]
+    lines = [f"Open311 {ep.name}: {name or '(no service name)'} [{rq.code or '-'}]" + (f", agency: {rq.agency}" if rq.agency else "")]
     if description:
         lines.append(description)
-    if media:
-        lines.append(f"Photo: {media}")
+    if rq.media:
+        lines.append(f"Photo: {rq.media}")
     desc, truncated = _multi_line("\n".join(lines), LIMITS["description"])
     if truncated:
         flags.add("description_truncated")
-    if address and zipcode and zipcode not in address:
-        address = f"{address} {zipcode}"
+    address = rq.address
+    if address and rq.zipcode and rq.zipcode not in address:
+        address = f"{address} {rq.zipcode}"
+    return {"title": title, "description": desc, "address": _one_line(address, LIMITS["address"]), "lon": rq.lon,
+            "lat": rq.lat, "due_at": rq.expected.astimezone(UTC).isoformat() if rq.expected else None}
 
-    tl = Timeline(ep.source_name, rid.strip(), default_departments)
-    report = tl.emit(Action.REPORT, requested, f"report-{_stamp(requested)}", category=category, title=title,
-                     description=desc, address=_one_line(address, LIMITS["address"]), lon=lon, lat=lat,
-                     due_at=expected.astimezone(UTC).isoformat() if expected else None)
 
+def _timed_notes(notes: list[dict[str, Any]], tz: ZoneInfo) -> list[tuple[datetime, int, dict[str, Any]]]:
+    """The notes with their times, oldest first (in the source's order where the times are equal)."""
     timed = []
     for i, n in enumerate(notes):
         at = parse_time(n.get("datetime"), tz, f"notes[{i}].datetime")
@@ -278,41 +319,61 @@ def request_events(req: Any, ctx: Context) -> list[dict[str, Any]]:
             raise ValueError(f"notes[{i}].datetime: missing")
         timed.append((at, i, n))
     timed.sort(key=lambda t: (t[0], t[1]))
-    for at, i, n in timed:
-        if at < requested:
-            flags.add("note_before_request")
-            at = requested
-        summary = _text(n.get("summary"), f"notes[{i}].summary") or ""
-        detail = _text(n.get("description"), f"notes[{i}].description")
-        kind = _text(n.get("type"), f"notes[{i}].type") or ""
-        action = m.note_action(n)
-        why = f"Open311 note {kind}: {summary}".strip()
-        if action == "ignore":
-            continue
-        if action == "note":
-            tl.note(at, f"{summary}: {detail}" if detail else summary or kind,
-                    f"note-{_stamp(at)}-{_digest(kind, summary, detail)}")
-            continue
-        deps = None
-        if action in ("dispatch", "whistle"):
-            ext = n.get("extended_attributes") if isinstance(n.get("extended_attributes"), dict) else {}
-            note_agency = _text(ext.get("agency_responsible"), f"notes[{i}].extended_attributes.agency_responsible")
-            if action == "whistle" and note_agency and m.department(note_agency) is None:
-                tl.note(at, f"{summary}: {detail}" if detail else summary, f"note-{_stamp(at)}-{_digest(kind, summary, detail)}")
-                flags.add("unmapped_agency")
-                continue
-            d = m.department(note_agency) if note_agency else None
-            deps = [d] if d else default_departments
-        tl.act(Action(action), at, why, departments=deps, note=_multi_line(detail, LIMITS["note"])[0])
+    return timed
 
-    target = m.status(status_raw)
-    if status_raw and target is None:
+
+def _apply_note(tl: Timeline, m: Mapping, at: datetime, i: int, n: dict[str, Any], flags: set[str]) -> None:
+    """What one note says happened, by the mapping's rules: a lifecycle action, a note, or nothing."""
+    summary = _text(n.get("summary"), f"notes[{i}].summary") or ""
+    detail = _text(n.get("description"), f"notes[{i}].description")
+    kind = _text(n.get("type"), f"notes[{i}].type") or ""
+    action = m.note_action(n)
+    why = f"Open311 note {kind}: {summary}".strip()
+    if action == "ignore":
+        return
+    if action == "note":
+        tl.note(at, f"{summary}: {detail}" if detail else summary or kind,
+                f"note-{_stamp(at)}-{_digest(kind, summary, detail)}")
+        return
+    deps = None
+    if action in ("dispatch", "whistle"):
+        ext = n.get("extended_attributes") if isinstance(n.get("extended_attributes"), dict) else {}
+        note_agency = _text(ext.get("agency_responsible"), f"notes[{i}].extended_attributes.agency_responsible")
+        if action == "whistle" and note_agency and m.department(note_agency) is None:
+            tl.note(at, f"{summary}: {detail}" if detail else summary, f"note-{_stamp(at)}-{_digest(kind, summary, detail)}")
+            flags.add("unmapped_agency")
+            return
+        d = m.department(note_agency) if note_agency else None
+        deps = [d] if d else tl.default_departments
+    tl.act(Action(action), at, why, departments=deps, note=_multi_line(detail, LIMITS["note"])[0])
+
+
+def _apply_status(tl: Timeline, rq: _Request, m: Mapping, flags: set[str]) -> None:
+    """Bring the case to the source's status, after its notes, and keep the status notes."""
+    target = m.status(rq.status)
+    if rq.status and target is None:
         flags.add("unknown_status")
-    status_at = max(updated or requested, tl.last_at or requested)
+    status_at = max(rq.updated or rq.requested, tl.last_at or rq.requested)
     if target is not None:
-        tl.reach(target, status_at, f"Open311 status: {status_raw}")
-    if status_notes:
-        tl.note(status_at, f"Status notes: {status_notes}", f"status_notes-{_digest(status_notes)}")
+        tl.reach(target, status_at, f"Open311 status: {rq.status}")
+    if rq.status_notes:
+        tl.note(status_at, f"Status notes: {rq.status_notes}", f"status_notes-{_digest(rq.status_notes)}")
+
+
+def request_events(req: Any, ctx: Context) -> list[dict[str, Any]]:
+    """The case events of one GeoReport request, in order. Raises ValueError/RecordError naming what is unreadable."""
+    rq = _read_request(req, ctx)
+    flags: set[str] = set()
+    category, departments = _classify(rq, ctx, flags)
+    report_fields = _report_fields(rq, ctx.ep, flags)
+    tl = Timeline(ctx.ep.source_name, rq.rid.strip(), departments)
+    report = tl.emit(Action.REPORT, rq.requested, f"report-{_stamp(rq.requested)}", category=category, **report_fields)
+    for at, i, n in _timed_notes(rq.notes, ctx.tz):
+        if at < rq.requested:
+            flags.add("note_before_request")
+            at = rq.requested
+        _apply_note(tl, ctx.mapping, at, i, n, flags)
+    _apply_status(tl, rq, ctx.mapping, flags)
     flags |= tl.flags
     if flags:
         report["flags"] = sorted(flags)[:MAX_FLAGS]
