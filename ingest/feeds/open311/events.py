@@ -147,23 +147,27 @@ class Timeline:
         if action in (Action.DISPATCH, Action.WHISTLE):
             departments = departments or self.default_departments
         if action is Action.DISPATCH and self.status in (Status.DISPATCHED, Status.ACCEPTED, Status.HANDLING):
-            new = [d for d in departments or [] if d not in self.departments]
-            if not new:
-                self.note(at, f"{why}: {note}" if note else why, f"note-{_stamp(at)}-{_digest(why, note)}")
-                return
-            action, departments = Action.WHISTLE, new
+            action = Action.WHISTLE  # a dispatched case: dispatching again summons the departments not yet on it
         if action is Action.WHISTLE:
-            if self.status in (Status.REPORTED, Status.REGISTERED):
-                self._infer(lambda s: s is Status.DISPATCHED, at, why)  # first the case's own department
-            departments = [d for d in departments or [] if d not in self.departments] or None
+            departments = self._summoned(departments, at, why)
             if not departments:
-                self.note(at, f"{why}: {note}" if note else why, f"note-{_stamp(at)}-{_digest(why, note)}")
+                self._unapplied(why, at, why, note)
                 return
         if not _legal(self.status, action) and not self._infer(lambda s: _legal(s, action), at, why):
-            text = f"{why} (not applied: a case that is {self.status.value if self.status else 'new'} cannot {action.value})"
-            self.note(at, f"{text}: {note}" if note else text, f"note-{_stamp(at)}-{_digest(why, note)}")
+            state = self.status.value if self.status else "new"
+            self._unapplied(f"{why} (not applied: a case that is {state} cannot {action.value})", at, why, note)
             return
         self.emit(action, at, f"{action.value}-{_stamp(at)}", departments=departments, note=note)
+
+    def _summoned(self, departments: list[str] | None, at: datetime, why: str) -> list[str]:
+        """The departments a whistle brings that are not on the case yet; a case not dispatched is dispatched first."""
+        if self.status in (Status.REPORTED, Status.REGISTERED):
+            self._infer(lambda s: s is Status.DISPATCHED, at, why)  # first the case's own department
+        return [d for d in departments or [] if d not in self.departments]
+
+    def _unapplied(self, text: str, at: datetime, why: str, note: str | None) -> None:
+        """What the source said, kept as a note where it changes nothing on the case."""
+        self.note(at, f"{text}: {note}" if note else text, f"note-{_stamp(at)}-{_digest(why, note)}")
 
     def reach(self, target: Status, at: datetime, why: str) -> None:
         """Make the case at least as far as ``target`` (the source's status), or reopen it if the source says open."""
