@@ -6,10 +6,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import redis
@@ -23,6 +24,7 @@ from ingest.feedhealth import FeedHealth
 from ingest.feeds.open311.client import Client, SourceDown, iso_z
 from ingest.feeds.open311.endpoints import Endpoint, Open311ConfigError, endpoint_of, load_endpoints, load_mapping
 from ingest.feeds.open311.events import Context, request_events
+from ingest.feeds.open311.parsing import Item
 from store.services import get_redis
 from store.streams import Producer
 
@@ -92,6 +94,67 @@ def _services(client: Client, ctx: Context, r: redis.Redis, key: str, producer: 
     r.hset(key, mapping={"services": orjson.dumps(names), "services_at": now.isoformat()})
 
 
+@dataclass
+class _Pull:
+    """One poll's reading side: it fetches the pages of a window, converts them and dead-letters the unreadable."""
+
+    ctx: Context
+    client: Client
+    producer: Producer
+    rep: PollReport
+    page_errors: list[str] = field(default_factory=list)
+
+    def window(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """The case events of every request in ``start``..``end``, page by page."""
+        ep = self.ctx.ep
+        events: list[dict[str, Any]] = []
+        for page in range(1, ep.max_pages + 1):
+            items, error = self._page(start, end, page)
+            events.extend(self._events(items))
+            # A short clean page is the last; an unreadable page may have been cut short, so look further.
+            if len(items) < ep.page_size and not error:
+                break
+        return events
+
+    def _page(self, start: datetime, end: datetime, page: int) -> tuple[list[Item], str | None]:
+        """One page's readable records; what is unreadable is dead-lettered and the page's error kept."""
+        items, bad, error = self.client.requests_page(start, end, page)
+        self.rep.pages += 1
+        self.rep.fetched += len(items)
+        for raw, reason in bad:
+            self.producer.dead(raw, f"open311 {self.ctx.ep.name} requests {iso_z(start)}..{iso_z(end)} page {page}: {reason}",
+                               stream=self.producer.names.cases)
+            self.rep.dead += 1
+        if error:
+            self.page_errors.append(f"page {page} of {iso_z(start)}..{iso_z(end)}: {error}")
+        return items, error
+
+    def _events(self, items: list[Item]) -> list[dict[str, Any]]:
+        """The events of each record; a record that cannot become events is dead-lettered with the reason."""
+        events: list[dict[str, Any]] = []
+        for item, raw in items:
+            try:
+                evs = request_events(item, self.ctx)
+            except (ValueError, RecordError, TransitionError) as exc:
+                rid = item.get("service_request_id") if isinstance(item, dict) else None
+                self.producer.dead(raw, f"open311 {self.ctx.ep.name} request {rid or '?'}: {exc}",
+                                   stream=self.producer.names.cases)
+                self.rep.dead += 1
+                continue
+            events.extend(evs)
+            self.rep.cases += 1
+        return events
+
+
+def _resume_at(stored: bytes | None, since: datetime | None, now: datetime, ep: Endpoint, tz: ZoneInfo) -> datetime:
+    """Where a poll starts: ``since``, else the stored window end less the overlap, else ``backfill_hours`` back."""
+    if since is not None:
+        return since.astimezone(UTC) if since.tzinfo else since.replace(tzinfo=tz).astimezone(UTC)
+    if stored:
+        return datetime.fromisoformat(stored.decode()) - timedelta(minutes=ep.overlap_minutes)
+    return now - timedelta(hours=ep.backfill_hours)
+
+
 def poll_once(endpoint_cfg: Endpoint | dict[str, Any], settings: Settings | None = None, r: redis.Redis | None = None,
               now: datetime | None = None, *, since: datetime | None = None, city=None,
               session: requests.Session | None = None, sleep: Callable[[float], Any] = time.sleep) -> PollReport:
@@ -110,45 +173,15 @@ def poll_once(endpoint_cfg: Endpoint | dict[str, Any], settings: Settings | None
     client = Client(ep, session, sleep)
     key = state_key(settings, ep.name)
     rep = PollReport(ep.name)
-    page_errors: list[str] = []
-
-    stored = r.hget(key, "window_end")
-    if since is not None:
-        start = since.astimezone(UTC) if since.tzinfo else since.replace(tzinfo=ctx.tz).astimezone(UTC)
-    elif stored:
-        start = datetime.fromisoformat(stored.decode()) - timedelta(minutes=ep.overlap_minutes)
-    else:
-        start = now - timedelta(hours=ep.backfill_hours)
+    pull = _Pull(ctx, client, producer, rep)
+    start = _resume_at(r.hget(key, "window_end"), since, now, ep, ctx.tz)
 
     try:
         _services(client, ctx, r, key, producer, rep, now)
         window = timedelta(hours=ep.window_hours)
         while start < now and rep.windows < ep.max_windows_per_poll:
             end = min(start + window, now)
-            events: list[dict[str, Any]] = []
-            for page in range(1, ep.max_pages + 1):
-                items, bad, error = client.requests_page(start, end, page)
-                rep.pages += 1
-                rep.fetched += len(items)
-                for raw, reason in bad:
-                    producer.dead(raw, f"open311 {ep.name} requests {iso_z(start)}..{iso_z(end)} page {page}: {reason}",
-                                  stream=producer.names.cases)
-                    rep.dead += 1
-                if error:
-                    page_errors.append(f"page {page} of {iso_z(start)}..{iso_z(end)}: {error}")
-                for item, raw in items:
-                    try:
-                        evs = request_events(item, ctx)
-                    except (ValueError, RecordError, TransitionError) as exc:
-                        rid = item.get("service_request_id") if isinstance(item, dict) else None
-                        producer.dead(raw, f"open311 {ep.name} request {rid or '?'}: {exc}", stream=producer.names.cases)
-                        rep.dead += 1
-                        continue
-                    events.extend(evs)
-                    rep.cases += 1
-                # A short clean page is the last; an unreadable page may have been cut short, so look further.
-                if len(items) < ep.page_size and not error:
-                    break
+            events = pull.window(start, end)
             if events:
                 producer.cases(events)
                 rep.published += len(events)
@@ -160,7 +193,12 @@ def poll_once(endpoint_cfg: Endpoint | dict[str, Any], settings: Settings | None
         rep.error = str(exc)
     finally:
         rep.retried = client.retried
+    _tell(health, ep, rep, pull.page_errors)
+    return rep
 
+
+def _tell(health: FeedHealth, ep: Endpoint, rep: PollReport, page_errors: list[str]) -> None:
+    """Report the poll's outcome to FeedHealth and the log: source down, unreadable pages, or fine."""
     if rep.error:
         health.failed(rep.error, endpoint=ep.name, fetched=rep.fetched, dead=rep.dead)
         log.error("open311 %s: source down: %s (windows done %d, fetched %d, published %d, dead %d)",
@@ -175,7 +213,6 @@ def poll_once(endpoint_cfg: Endpoint | dict[str, Any], settings: Settings | None
                   endpoint=ep.name, window_end=rep.window_end, dead=rep.dead)
         log.info("open311 %s: fetched %d requests in %d windows (%d pages), published %d events of %d requests, dead %d",
                  ep.name, rep.fetched, rep.windows, rep.pages, rep.published, rep.cases, rep.dead)
-    return rep
 
 
 def enabled_endpoints(settings: Settings | None = None) -> list[Endpoint]:
