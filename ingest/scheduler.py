@@ -160,16 +160,9 @@ def risk_sweep(settings: Settings | None = None, now: datetime | None = None, ci
     hot = risk.rollup(found.grid_parts)
     parts = model.parts_many(counters, np.array([hot.get(a.code, 0.0) for a in areas]))
     scores = risk.scores_of(parts)
-    levels = np.empty(len(areas), dtype=np.int64)
-    start = 0
-    for level in LEVELS:
-        n = len(geo.areas(level))
-        levels[start:start + n] = model.levels_many(scores[start:start + n], level)
-        start += n
+    levels = _levels_of(model, geo, scores)
     now_levels = {a.code: lv for a, lv in zip(areas, levels.tolist(), strict=True)}
-    before = orjson.loads(previous) if previous else {}
-    changes = [f"{code} {risk.RISK_LEVELS[was].name}→{risk.RISK_LEVELS[now_levels[code]].name}"
-               for code, was in before.items() if code in now_levels and was != now_levels[code]]
+    changes = _level_changes(orjson.loads(previous) if previous else {}, now_levels)
     out = {a.code: orjson.dumps({"score": sc, "level": lv, "parts": dict(zip(risk.PART_NAMES, pr, strict=True))})
            for a, sc, lv, pr in zip(areas, scores.tolist(), levels.tolist(), parts.tolist(), strict=True)}
     _write_risk(r, keys, out, now_levels, found.hotspots, now)
@@ -180,6 +173,23 @@ def risk_sweep(settings: Settings | None = None, now: datetime | None = None, ci
               "changed": len(changes)}
     counts.update({risk.RISK_LEVELS[lv].en: int((levels == lv).sum()) for lv in risk.RISK_LEVELS})
     return counts
+
+
+def _levels_of(model, geo, scores: np.ndarray) -> np.ndarray:
+    """Each area's level from its score, by its own area level's thresholds (``scores`` in LEVELS order)."""
+    levels = np.empty(len(scores), dtype=np.int64)
+    start = 0
+    for level in LEVELS:
+        n = len(geo.areas(level))
+        levels[start:start + n] = model.levels_many(scores[start:start + n], level)
+        start += n
+    return levels
+
+
+def _level_changes(before: dict[str, int], now_levels: dict[str, int]) -> list[str]:
+    """``CODE 蓝→黄`` for each area whose level is not what the last sweep wrote."""
+    return [f"{code} {risk.RISK_LEVELS[was].name}→{risk.RISK_LEVELS[now_levels[code]].name}"
+            for code, was in before.items() if code in now_levels and was != now_levels[code]]
 
 
 def _trim_recent(r: redis.Redis, keys: LiveKeys, cutoff: float) -> int:
