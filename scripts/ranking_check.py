@@ -4,7 +4,7 @@
         --mapping config/mappings/la311.yaml --period week --date 2018-12-28
 
 The recount works from the export's own events (what the import publishes), not from the rows the ranking reads,
-following the definitions in core/rankings.py (the same independent computation as tests/test_rankings.py).
+following the definitions in core/rankings.py (scripts/rankings_recount.py, the same independent computation the rankings tests use).
 Uses an embedded Redis and a SQLite file in a temporary folder (or REDIS_URL / DATABASE_URL).
 """
 
@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     from core.records import CITY_TZ
     from ingest.feeds.spreadsheet import import_file, iter_records
     from ingest.worker import Worker
+    from scripts.rankings_recount import expected_figures, stored_cases
     from store import queries
-    from tests.test_rankings import _cases, _expected
 
     env = bench_env("rankchk")
     try:
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         result = queries.ranking(env.engine, departments=env.city.departments, rules=get_rules(), current=p,
                                  previous=p.previous(CITY_TZ), now=now)
         records = list(iter_records(args.file, args.mapping, city=env.city))
-        exp = _expected(records, _cases(env.engine), p.since, p.until, min(p.until, now),
+        exp = expected_figures(records, stored_cases(env.engine), p.since, p.until, min(p.until, now),
                         timedelta(minutes=env.settings.whistle_report_minutes))
         cols = ["received", "resolved", "resolved_on_time", "accepted_on_time", "accept_decided", "open_at_end",
                 "overdue_open", "evaluations", "handling_median_s", "handling_p90_s"]
