@@ -92,8 +92,8 @@ def fill_store(engine, city, n: int, source: str = "bench", chunk: int = 20_000)
     (executemany on SQLite, COPY on PostgreSQL), showing progress. Returns the seconds it took."""
     from core import lifecycle
     from core.lifecycle import Action
-    from ingest.worker import _CASE_COLUMNS, _EVENT_COLUMNS
     from store.schema import Case, CaseAssignment, CaseEvent, to_db_time
+    from store.writes import CASE_COLUMNS, EVENT_COLUMNS
 
     dialect = engine.dialect.name
     grids = city.geography.areas("grid")
@@ -131,7 +131,7 @@ def fill_store(engine, city, n: int, source: str = "bench", chunk: int = 20_000)
                    "accept_due_at": tm(at + timedelta(hours=2)), "due_at": tm(due), "accepted_at": tm(times[3]),
                    "resolved_at": tm(times[4]), "closed_at": None, "dispatched_at": tm(times[2]), "evaluated_at": None,
                    "updated_at": tm(times[4]), "created_at": tm(at)}
-            cases.append((cid, *(row[c] for c in _CASE_COLUMNS)))
+            cases.append((cid, *(row[c] for c in CASE_COLUMNS)))
             for (step, before, after), when in zip(path, times, strict=True):
                 events.append((cid, step, step, source, tm(when), tm(when), before, after, None,
                                f'["{dep}"]' if step == "dispatch" else None, None, None,
@@ -139,8 +139,8 @@ def fill_store(engine, city, n: int, source: str = "bench", chunk: int = 20_000)
             assigned.append((cid, dep, "lead", g.code, tm(times[2]), tm(at + timedelta(hours=2)), tm(times[3]), True,
                              tm(times[4]), True, tm(times[4]), (times[4] - times[2]).total_seconds()))
         with engine.begin() as conn:
-            _bulk(conn, Case.__table__.name, ("id", *_CASE_COLUMNS), cases)
-            _bulk(conn, CaseEvent.__table__.name, _EVENT_COLUMNS, events)
+            _bulk(conn, Case.__table__.name, ("id", *CASE_COLUMNS), cases)
+            _bulk(conn, CaseEvent.__table__.name, EVENT_COLUMNS, events)
             _bulk(conn, CaseAssignment.__table__.name, a_cols, assigned)
         done = min(n, lo + chunk)
         took = time.perf_counter() - started

@@ -54,9 +54,6 @@ MAX_CONSECUTIVE_ERRORS = 10
 # IntegrityError is one too when two writers race for the same row: the retry finds the other's row.
 TRANSIENT = (OperationalError, InterfaceError, DisconnectionError, SQLTimeoutError, redis.RedisError, OSError)
 
-# The worker's columns, which bench/ingest.py fills the store with.
-_CASE_COLUMNS, _EVENT_COLUMNS = writes.CASE_COLUMNS, writes.EVENT_COLUMNS
-
 CaseKey = tuple[str, str]  # (source, external id)
 
 
