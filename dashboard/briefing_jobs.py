@@ -1,9 +1,7 @@
-"""Briefings generated on demand for the /briefings page: a job per request, run in a thread of the web process
-(dashboard.briefing.produce into the archive), its state in Redis, and the archive's files the download route serves.
+"""Briefings made on demand for the /briefings page: a job per request, run in a thread of the web process
+(dashboard.briefing.produce into the archive), and the lookup of the archive's files the download route serves.
 
-The state lives in Redis (a hash per job, an hour long) because the page's polls may reach another worker process
-than the one doing the work. Two jobs for the same briefing never write it twice at once: produce's claim turns the
-second away (Busy). A failure is logged with its reason and recorded with it; nothing partial is left (produce).
+A job's state is a Redis hash (an hour long): the page's polls may reach another worker process than the one running it.
 """
 
 from __future__ import annotations

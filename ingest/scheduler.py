@@ -1,11 +1,8 @@
-"""The scheduler process (APScheduler): periodic jobs that publish, never write the store.
+"""The scheduler process (APScheduler): periodic jobs that publish, never write the store. The risk sweep writes
+derived live state only (scores, levels, hotspots), never SQL and nothing the worker owns.
 
-The risk sweep is the one job that writes — derived live state only (scores, levels and hotspots recomputed
-from the live counters and recent reports), never SQL and never anything the worker owns.
-
-Run it as its own process (``python -m ingest scheduler``), never inside the web workers:
-under gunicorn each worker would run every job. Jobs are safe to run twice — what they
-publish is idempotent — so a second scheduler during a restart does no harm.
+Run it as its own process (``python -m ingest scheduler``), never inside the web workers: each would run every job.
+Jobs are idempotent, so a second scheduler during a restart does no harm.
 """
 
 from __future__ import annotations
