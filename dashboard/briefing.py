@@ -1,12 +1,10 @@
-"""Briefings (每日简报 · 周通报 · 月评估): what goes in them, read by the same functions as the API; the XLSX, and
-the archive the scheduler and the /briefings page write into. The PDF is laid out by dashboard/briefing_pdf.py.
+"""Briefings (每日简报 · 周通报 · 月评估): what goes in them, their files, and the archive the scheduler and the
+/briefings page write into. The PDF and the spreadsheet are laid out by briefing_pdf.py and briefing_xlsx.py.
 
     python -m dashboard.briefing --date 2026-11-21 [--period day|week|month] [--area CODE] --out DIR
 
-Every figure comes from store.queries / dashboard.live / core (the KPIs, counts, the SLA list, the department
-ranking, the risk levels): a briefing never has figures of its own.
-A briefing is forwarded as is: the free text of its case lists is masked for everyone (core.access.free_text),
-in the Briefing itself, so the PDF and the XLSX show the same masked text.
+Every figure comes from store.queries, dashboard.live and core: a briefing has no figures of its own. It is forwarded
+as is, so the free text of its case lists is masked for everyone.
 """
 
 from __future__ import annotations
@@ -20,15 +18,30 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import or_, select
+
+from config.city import load_city
+from config.rankings import get_rules
+from config.risk import get_risk_model
+from config.settings import get_settings
 from core import access
-from core.cells import neutralise
+from core import rankings as rk
+from core.kpis import DEFINITIONS as KPI_DEFINITIONS
+from core.lifecycle import STATUS_LABELS, Status
 from core.records import CITY_TZ
-from dashboard.briefing_pdf import FontMissing  # noqa: F401 - also the briefing's own error (briefing.FontMissing)
+from dashboard import briefing_pdf, briefing_xlsx, live
+from dashboard.briefing_model import Briefing
+from dashboard.briefing_pdf import FontMissing  # also the briefing's own error (briefing.FontMissing)
+from dashboard.drill import buckets
+from dashboard.i18n import source_label
+from store import queries
+from store.schema import Case
+from store.services import get_engine, get_redis, migrate
 
 log = logging.getLogger(__name__)
 
@@ -47,34 +60,8 @@ class BriefingError(ValueError):
     """A request that names no briefing (bad date, period or area): the message says which and how to fix it."""
 
 
-@dataclass
-class Briefing:
-    kind: str
-    label: str
-    area: dict[str, str]
-    since: datetime
-    until: datetime
-    generated_at: datetime
-    as_of: datetime  # the figures are judged at this instant: the period's end, or now for a running period
-    headline: list[dict[str, Any]] = field(default_factory=list)  # figure, value, previous, last week's
-    moments: list[dict[str, Any]] = field(default_factory=list)
-    by_area: list[dict[str, Any]] = field(default_factory=list)
-    by_category: list[dict[str, Any]] = field(default_factory=list)
-    by_source: list[dict[str, Any]] = field(default_factory=list)
-    overdue: list[dict[str, Any]] = field(default_factory=list)
-    ranking: dict[str, Any] = field(default_factory=dict)
-    hottest: list[dict[str, Any]] = field(default_factory=list)
-    notable: list[dict[str, Any]] = field(default_factory=list)
-    trend: dict[str, Any] = field(default_factory=dict)  # labels, current, previous: per hour (a day) or per day
-    history: list[dict[str, Any]] = field(default_factory=list)  # weeks and months: the last HISTORY periods' KPIs
-    score_history: dict[str, Any] = field(default_factory=dict)  # labels, series: department → scores (or None)
-    shapes: list[dict[str, Any]] = field(default_factory=list)  # the area's grids: code, level, rings (lon, lat)
-
-
 def period_of(kind: str, day: date):
     """The core.rankings period of that kind holding ``day`` (city days; weeks Monday–Sunday)."""
-    from core import rankings as rk
-
     if kind not in KINDS:
         raise BriefingError(f"period: unknown period {kind!r}; use one of: {', '.join(KINDS)}")
     return rk.period(kind, day, CITY_TZ)
@@ -95,42 +82,57 @@ def requested(city, kind: str, day: date, area_code: str | None, now: datetime):
 def build(engine, r, settings, city, kind: str, day: date, area_code: str | None = None,
           now: datetime | None = None) -> Briefing:
     """The briefing of ``kind`` for the period holding ``day`` in ``area_code`` (default: the district)."""
-    from config.rankings import get_rules
-    from config.risk import get_risk_model
-    from dashboard import live
-    from dashboard.i18n import source_label
-    from store import queries
-
     now = now or datetime.now(UTC)
-    geo = city.geography
-
-    def masked(row: dict[str, Any]) -> dict[str, Any]:  # a briefing is forwarded as is: free text masked for all
-        return access.free_text(row, False, (city.county_code,))
-
     area, p = requested(city, kind, day, area_code, now)
     since, until = p.since.astimezone(UTC), p.until.astimezone(UTC)
     as_of = min(until, now)
     where = queries.CaseFilter(area=area.code, since=since, until=until)
     prev = p.previous(CITY_TZ)
-    length = until - since
-    week_ago = (since - timedelta(days=7), until - timedelta(days=7))  # the same day (or week) a week before
-    current = queries.kpis(engine, where, as_of)
+    b = Briefing(kind=kind, label=p.label, area={"code": area.code, "name": area.name, "level": area.level},
+                 since=since, until=until, generated_at=now, as_of=as_of)
+    current, before = _headline(engine, b, where, prev)
+    _counts(engine, city, b, where)
+    b.overdue = _overdue(engine, settings, city, where, as_of)
+    rules = get_rules(settings.rankings_file)
+    ranked = queries.ranking(engine, departments=city.departments, rules=rules, current=p, previous=prev, now=now,
+                             area=None if area.level == "district" else area.code)
+    b.ranking = {"rows": ranked["departments"], "red": ranked["red_list"], "black": ranked["black_list"],
+                 "min_volume": rules.min_volume, "weights": dict(rules.weights)}
+    b.trend = _trend(engine, where, p, prev)
+    if kind != "day":
+        b.history, b.score_history = _history(engine, city, rules, where, p, now, ranked, area,
+                                              known={p.label: current, prev.label: before})
+    _risk(r, settings, city, b, area)
+    b.notable = [_masked(city, n) for n in _notable(engine, city, where)]
+    return b
+
+
+def _masked(city, row: dict[str, Any]) -> dict[str, Any]:
+    """A case row with its free text masked for everyone: a briefing is forwarded as is."""
+    return access.free_text(row, False, (city.county_code,))
+
+
+def _headline(engine, b: Briefing, where, prev) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The headline figures against the period before (and, for a day or a week, the same period a week before) and
+    the first moments; returns the KPIs of the period and of the one before."""
+    week_ago = (b.since - timedelta(days=7), b.until - timedelta(days=7))  # the same day (or week) a week before
+    current = queries.kpis(engine, where, b.as_of)
     before = queries.kpis(engine, dataclasses.replace(where, since=prev.since.astimezone(UTC),
                                                       until=prev.until.astimezone(UTC)), prev.until.astimezone(UTC))
     last_week = queries.kpis(engine, dataclasses.replace(where, since=week_ago[0], until=week_ago[1]), week_ago[1])
-    b = Briefing(kind=kind, label=p.label, area={"code": area.code, "name": area.name, "level": area.level},
-                 since=since, until=until, generated_at=now, as_of=as_of)
-    from core.kpis import DEFINITIONS
-
     for key in HEADLINE:
-        row = {"key": key, "figure": DEFINITIONS[key]["zh"], "unit": DEFINITIONS[key]["unit"],
+        row = {"key": key, "figure": KPI_DEFINITIONS[key]["zh"], "unit": KPI_DEFINITIONS[key]["unit"],
                "value": current.get(key), "previous": before.get(key)}
-        if kind == "day" or length <= timedelta(days=7):
+        if b.kind == "day" or b.until - b.since <= timedelta(days=7):
             row["week_before"] = last_week.get(key)
         b.headline.append(row)
-    b.moments = [{"key": k, "figure": DEFINITIONS[k]["zh"], "value": current.get(k)} for k in MOMENTS]
+    b.moments = [{"key": k, "figure": KPI_DEFINITIONS[k]["zh"], "value": current.get(k)} for k in MOMENTS]
+    return current, before
 
-    kids = geo.children(area.code)
+
+def _counts(engine, city, b: Briefing, where) -> None:
+    """The period's cases by the area's parts (none for a grid), by category group and by source."""
+    kids = city.geography.children(b.area["code"])
     if kids:
         counts = queries.counts_below(engine, where, kids[0].level)
         b.by_area = [{"code": a.code, "name": a.name, "cases": counts.get(a.code, (0, 0))[0],
@@ -142,24 +144,28 @@ def build(engine, r, settings, city, kind: str, day: date, area_code: str | None
     b.by_source = sorted(({"code": s, "name": source_label(s, "zh"), "cases": n}
                           for s, n in queries.counts_by(engine, where, "source").items()),
                          key=lambda x: (-x["cases"], x["code"]))
+
+
+def _overdue(engine, settings, city, where, as_of: datetime) -> list[dict[str, Any]]:
+    """The area's open cases past their deadline at ``as_of`` (reported in the period or before), the most recently
+    due first, masked."""
+    geo = city.geography
+    out = []
     for row in queries.sla_cases(engine, now=as_of, states={"overdue"}, where=dataclasses.replace(where, since=None),
                                  warn_share=settings.sla_warn_share, limit=LIST_SIZE, latest_first=True):
         depts = [city.departments[d].name for d in row["departments"] if d in city.departments]
-        b.overdue.append(masked({"id": row["id"], "title": row["title"], "grade": row["grade"],
-                                 "grade_name": _grade_name(city, row["grade"]),
-                                 "grid": geo.area(row["grid_code"]).name if row.get("grid_code") in geo else "",
-                                 "departments": "、".join(depts), "reported_at": row["reported_at"],
-                                 "due_at": row["due_at"],
-                                 "late_h": round((as_of - row["due_at"]).total_seconds() / 3600, 1)}))
-    rules = get_rules(settings.rankings_file)
-    ranked = queries.ranking(engine, departments=city.departments, rules=rules, current=p, previous=prev, now=now,
-                             area=None if area.level == "district" else area.code)
-    b.ranking = {"rows": ranked["departments"], "red": ranked["red_list"], "black": ranked["black_list"],
-                 "min_volume": rules.min_volume, "weights": dict(rules.weights)}
-    b.trend = _trend(engine, where, p, prev)
-    if kind != "day":
-        b.history, b.score_history = _history(engine, city, rules, where, p, now, ranked, area,
-                                              known={p.label: current, prev.label: before})
+        out.append(_masked(city, {"id": row["id"], "title": row["title"], "grade": row["grade"],
+                                  "grade_name": _grade_name(city, row["grade"]),
+                                  "grid": geo.area(row["grid_code"]).name if row.get("grid_code") in geo else "",
+                                  "departments": "、".join(depts), "reported_at": row["reported_at"],
+                                  "due_at": row["due_at"],
+                                  "late_h": round((as_of - row["due_at"]).total_seconds() / 3600, 1)}))
+    return out
+
+
+def _risk(r, settings, city, b: Briefing, area) -> None:
+    """The area's grids by their live risk (dashboard.live): the HOTTEST, and every grid's shape for the map."""
+    geo = city.geography
     model = get_risk_model(settings.risk_file)
     grids = [g for g in geo.areas("grid") if area.level == "district" or g.code.startswith(area.code)]
     risk, _ = live.risk_of(r, settings, city, model, grids)
@@ -168,15 +174,10 @@ def build(engine, r, settings, city, kind: str, day: date, area_code: str | None
                   "level": risk[g.code]["risk_level"]} for g in top]
     b.shapes = [{"code": g.code, "level": risk[g.code]["risk_level"], "rings": _rings(geo.geometry(g.code))}
                 for g in grids]
-    b.notable = [masked(n) for n in _notable(engine, city, where)]
-    return b
 
 
 def _trend(engine, where, p, prev) -> dict[str, Any]:
     """Cases per hour (a day) or per day of the period, and of the period before, bucket by bucket."""
-    from dashboard.drill import buckets
-    from store import queries
-
     cur = buckets(p.since, p.until, queries.hourly_counts(engine, where))
     before = buckets(prev.since, prev.until, queries.hourly_counts(
         engine, dataclasses.replace(where, since=prev.since.astimezone(UTC), until=prev.until.astimezone(UTC))))
@@ -188,12 +189,9 @@ def _history(engine, city, rules, where, p, now, ranked, area, known: dict[str, 
     """The last HISTORY periods (the current one last): the area's headline KPIs, and the composite score of the
     SCORE_LINES best and worst ranked departments of the current period. ``known``: KPIs already read, by period
     label (the current period and the one before), not read again."""
-    from core.records import CITY_TZ as tz
-    from store import queries
-
     periods = [p]
     while len(periods) < HISTORY:
-        periods.insert(0, periods[0].previous(tz))
+        periods.insert(0, periods[0].previous(CITY_TZ))
     history, scores = [], {}
     ranked_now = [d for d in ranked["departments"] if d["rank"] is not None]
     follow = [d["department"] for d in ranked_now[:SCORE_LINES]]
@@ -208,7 +206,7 @@ def _history(engine, city, rules, where, p, now, ranked, area, known: dict[str, 
             rows = ranked["departments"]
         else:
             rows = queries.ranking(engine, departments=city.departments, rules=rules, current=q,
-                                   previous=q.previous(tz), now=now,
+                                   previous=q.previous(CITY_TZ), now=now,
                                    area=None if area.level == "district" else area.code)["departments"]
         by_code = {d["department"]: d for d in rows}
         for code in follow:
@@ -227,10 +225,6 @@ def _rings(geom) -> list[list[tuple[float, float]]]:
 
 def _notable(engine, city, where) -> list[dict[str, Any]]:
     """Cases of the period graded 重大 or 特别重大 (3, 4) or opened by a sensor alarm, newest first."""
-    from sqlalchemy import or_, select
-
-    from store.schema import Case
-
     c = Case.__table__.c
     sensor = sorted(code for code, cat in city.categories.items() if cat.sensor_only)
     q = where.apply(select(c.id, c.title, c.grade, c.category, c.status, c.grid_code, c.reported_at)
@@ -248,102 +242,19 @@ def _grade_name(city, grade) -> str:
 
 
 def _status_name(status: str) -> str:
-    from core.lifecycle import STATUS_LABELS, Status
-
     try:
         return STATUS_LABELS[Status(status)][0]
     except ValueError:
         return status
 
 
-# --------------------------------------------------------------------------- the spreadsheet
-
-
-def _local(t: datetime | None):
-    return None if t is None else t.astimezone(CITY_TZ).replace(tzinfo=None)
+# --------------------------------------------------------------------------- the files
 
 
 def write_xlsx(b: Briefing, path: Path) -> Path:
-    """One sheet per table: real numbers, percentages and dates, frozen header rows, widths that fit. Written aside
-    and renamed, so a failure leaves no partial file."""
-    from openpyxl import Workbook
-    from openpyxl.styles import Font
-    from openpyxl.utils import get_column_letter
-
-    wb = Workbook()
-    wb.remove(wb.active)
-
-    def sheet(title: str, head: list[str], rows: list[list[Any]], formats: dict[int, str] | None = None):
-        ws = wb.create_sheet(title)
-        ws.append(head)
-        for cell in ws[1]:
-            cell.font = Font(bold=True)
-        for row in rows:
-            ws.append([neutralise(v) for v in row])  # a title such as "=HYPERLINK(...)" stays text
-        for col, fmt in (formats or {}).items():
-            for (cell,) in ws.iter_rows(min_row=2, min_col=col, max_col=col):
-                cell.number_format = fmt
-        ws.freeze_panes = "A2"
-        for i, _ in enumerate(head, start=1):
-            width = max((len(str(c.value)) * (2 if any(ord(ch) > 0x2E80 for ch in str(c.value)) else 1)
-                         for c in ws[get_column_letter(i)] if c.value is not None), default=6)
-            ws.column_dimensions[get_column_letter(i)].width = min(60, max(8, width + 2))
-        return ws
-
-    def fmt_of(unit: str) -> str:
-        return {"share": "0.0%", "seconds": "0", "cases": "#,##0"}.get(unit, "0.00")
-
-    head = ["指标", "本期", "上期"] + (["上周同期"] if any("week_before" in h for h in b.headline) else [])
-    ws = sheet("核心指标", head, [[h["figure"], h["value"], h["previous"]] + ([h["week_before"]] if "week_before" in h else [])
-                                for h in b.headline])
-    for i, h in enumerate(b.headline, start=2):
-        for col in range(2, len(head) + 1):
-            ws.cell(i, col).number_format = fmt_of(h["unit"])
-    sheet("首环节时效", ["环节", "平均用时（秒）"], [[m["figure"], m["value"]] for m in b.moments], {2: "#,##0"})
-    if b.by_area:
-        sheet("分区域", ["编码", "区域", "案件数", "在办"], [[a["code"], a["name"], a["cases"], a["open"]] for a in b.by_area],
-              {3: "#,##0", 4: "#,##0"})
-    sheet("分大类", ["编码", "大类", "案件数"], [[c["code"], c["name"], c["cases"]] for c in b.by_category], {3: "#,##0"})
-    sheet("分来源", ["来源", "名称", "案件数"], [[s["code"], s["name"], s["cases"]] for s in b.by_source], {3: "#,##0"})
-    sheet("超期未办结", ["编号", "标题", "等级", "网格", "责任部门", "上报时间", "办理时限", "超期（小时）"],
-          [[o["id"], o["title"], o["grade"], o["grid"], o["departments"], _local(o["reported_at"]), _local(o["due_at"]),
-            o["late_h"]] for o in b.overdue], {6: "yyyy-mm-dd hh:mm", 7: "yyyy-mm-dd hh:mm", 8: "0.0"})
-    short = f"不足{b.ranking.get('min_volume', 0)}件，不排名"
-    sheet("部门排名", ["名次", "部门", "综合得分", "上期名次", "名次变化", "受理", "按时签收率", "按期办结率", "超期在办",
-                       "按时报到率", "满意率", "说明"],
-          [[d["rank"], d["name"], d["score"], d.get("previous_rank"), d["rank_change"], d["received"],
-            d["accepted_on_time_rate"], d["resolved_on_time_rate"], d["overdue_open"], d["whistle_on_time_rate"],
-            d["satisfaction"],
-            "红榜" if d["department"] in b.ranking["red"] else "黑榜" if d["department"] in b.ranking["black"]
-            else "" if d["ranked"] else short] for d in b.ranking.get("rows", [])],
-          {3: "0.0", 6: "#,##0", 7: "0.0%", 8: "0.0%", 9: "#,##0", 10: "0.0%", 11: "0.0%"})
-    if b.kind != "day":
-        from core.rankings import DEFINITIONS as RANKING_DEFINITIONS
-
-        weights = b.ranking.get("weights", {})
-        sheet("考核口径", ["指标", "口径", "权重", "较好"],
-              [[d["zh"], d.get("definition_zh") or d["definition"], weights.get(k),
-                {"higher": "越高越好", "lower": "越低越好"}.get(d.get("better"), "")]
-               for k, d in RANKING_DEFINITIONS.items()], {3: "0%"})
-    label = "时段" if b.kind == "day" else "日期"
-    sheet("走势", [label, "本期案件数", "上期案件数"],
-          [[lb, c, p] for lb, c, p in zip(b.trend.get("labels", []), b.trend.get("current", []),
-                                          b.trend.get("previous", []), strict=True)], {2: "#,##0", 3: "#,##0"})
-    if b.history:
-        sheet("近期走势", ["期间", "案件数", "办结数", "办结率", "按期办结率", "满意率"],
-              [[h["label"], h["cases_total"], h["resolved"], h["resolution_rate"], h["on_time_rate"],
-                h["satisfaction"]] for h in b.history], {2: "#,##0", 3: "#,##0", 4: "0.0%", 5: "0.0%", 6: "0.0%"})
-    if b.score_history.get("series"):
-        labels = b.score_history["labels"]
-        sheet("得分走势", ["部门", *labels],
-              [[name, *scores] for name, scores in b.score_history["series"].items()],
-              dict.fromkeys(range(2, len(labels) + 2), "0.0"))
-    sheet("高风险网格", ["编码", "网格", "街道", "风险分", "等级"],
-          [[h["code"], h["name"], h["street"], h["score"], h["level"]] for h in b.hottest], {4: "0.0"})
-    sheet("重点案件", ["编号", "标题", "等级", "小类", "状态", "网格", "上报时间"],
-          [[n["id"], n["title"], n["grade"], n["category"], n["status"], n["grid"], _local(n["reported_at"])]
-           for n in b.notable], {7: "yyyy-mm-dd hh:mm"})
-    return write_aside(path, wb.save)
+    """The briefing as a spreadsheet at ``path`` (dashboard/briefing_xlsx.py), written aside and renamed, so a failure
+    leaves no partial file."""
+    return write_aside(path, briefing_xlsx.workbook(b).save)
 
 
 def write_aside(path: Path, write: Callable[[str], Any]) -> Path:
@@ -372,8 +283,6 @@ def file_name(b: Briefing) -> str:
 
 def write_pdf(b: Briefing, path: Path) -> Path:
     """The briefing as an A4 PDF at ``path`` (dashboard/briefing_pdf.py), written aside and renamed."""
-    from dashboard import briefing_pdf
-
     return write_aside(path, lambda tmp: briefing_pdf.write_pdf(b, tmp))
 
 
@@ -477,9 +386,6 @@ def archive(settings, kind: str, now: datetime | None = None, *, engine=None, r=
     already archived is skipped. A failure is logged with its reason and leaves neither a partial file nor the
     claim, so the next run tries again. Returns the files written, or None.
     """
-    from config.city import load_city
-    from store.services import get_engine, get_redis
-
     now = now or datetime.now(UTC)
     day = due(kind, now.astimezone(CITY_TZ).date())
     if day is None:
@@ -636,10 +542,6 @@ def main(argv: list[str] | None = None) -> int:
     except BriefingError as exc:
         print(f"error: --{exc}", file=sys.stderr)  # each message starts with the option it is about
         return 2
-    from config.city import load_city
-    from config.settings import get_settings
-    from store.services import get_engine, get_redis, migrate
-
     settings = get_settings()
     engine = get_engine(settings)
     migrate(engine)

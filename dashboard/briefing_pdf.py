@@ -1,11 +1,8 @@
 """The briefing as a PDF: A4, an embedded CJK font, charts, page numbers and the time it was generated.
 
-The document is HTML (dashboard/templates/briefing.html) laid out by WeasyPrint, which embeds the subset of the font
-it uses; the charts are SVG drawn by matplotlib with their text left as text, so it is set in the same font and
-can be searched and copied. Everything shown comes from the Briefing (dashboard/briefing.py): nothing is read here.
-
-The font is found through fontconfig (Debian: fonts-noto-cjk); without a Chinese font the PDF is refused with a
-message naming the package, rather than printed in boxes.
+HTML (templates/briefing.html) laid out by WeasyPrint; the charts are matplotlib SVG with their text left as text, set
+in the same font and searchable. Without a Chinese font (fontconfig; Debian: fonts-noto-cjk) the PDF is refused with
+a message naming the package. Nothing is read here: everything shown comes from the Briefing.
 """
 
 from __future__ import annotations
@@ -16,8 +13,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.rankings import DEFINITIONS
+from core.records import CITY_TZ
+from core.risk import RISK_LEVELS
+
 if TYPE_CHECKING:
-    from dashboard.briefing import Briefing
+    from dashboard.briefing_model import Briefing
+
 
 class FontMissing(RuntimeError):
     """No font with Chinese glyphs is installed, so no PDF can be laid out (the message names the package)."""
@@ -106,8 +108,6 @@ def _change(cur: Any, prev: Any, unit: str) -> str:
 
 
 def _local(t, fmt: str = "%m-%d %H:%M") -> str:
-    from core.records import CITY_TZ
-
     return "—" if t is None else t.astimezone(CITY_TZ).strftime(fmt)
 
 
@@ -126,9 +126,6 @@ CHILD_LEVEL = {"district": "街道", "street": "社区", "community": "网格"}
 
 def context(b: Briefing) -> dict[str, Any]:
     """What the template shows beyond the Briefing's own fields: lookups, names, definitions and the charts."""
-    from core.rankings import DEFINITIONS
-    from core.risk import RISK_LEVELS
-
     rows = {d["department"]: d for d in b.ranking.get("rows", [])}
     weights = b.ranking.get("weights", {})
     defs = [{"zh": d["zh"], "text": d.get("definition_zh") or d["definition"], "weight": weights.get(k)}
@@ -162,8 +159,6 @@ def title(b: Briefing) -> str:
 
 
 def period_text(b: Briefing) -> str:
-    from core.records import CITY_TZ
-
     first = b.since.astimezone(CITY_TZ)
     last = b.until.astimezone(CITY_TZ) - timedelta(seconds=1)
     if b.kind == "day":
@@ -332,8 +327,6 @@ def _risk_map(b: Briefing) -> str:
     import math
 
     from matplotlib.collections import PolyCollection
-
-    from core.risk import RISK_LEVELS
 
     xs = [x for s in b.shapes for ring in s["rings"] for x, _ in ring]
     ys = [y for s in b.shapes for ring in s["rings"] for _, y in ring]

@@ -1,11 +1,8 @@
-"""The leaders' drill-down (``/`` and ``/area/<code>``): what a view is, read from its URL, and the data it shows.
+"""The leaders' drill-down (``/`` and ``/area/<code>``): the view a URL names, and the data it shows.
 
-A view is an area, a period and the case filters. Its URL holds all of it, so a link can be shared and a reload shows
-the same view: ``/area/<code>?range=7d&category=&grade=&source=&status=&dept=`` or ``?since=&until=`` for a custom
-period ([since, until), dates are midnights in the city's zone). The parameters are checked by the same rules as the
-API's (dashboard.api ``_case_filter``): a bad one is a ViewError naming it — never all data instead.
-
-Every function returns plain JSON-able data; layouts/drill.py draws it. No personal data.
+A view is an area, a period and the case filters, all held in its URL (``?range=7d&category=…``, or ``since`` and
+``until`` for a custom period), checked by the API's rules (dashboard.params): a bad one is a ViewError naming it,
+never all data instead. Every function returns plain JSON-able data, no personal data; layouts/drill.py draws it.
 """
 
 from __future__ import annotations
@@ -17,11 +14,19 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+from flask import current_app
+from sqlalchemy import false, func, select
+
+from config.risk import get_risk_model
 from core import access
+from core import kpis as core_kpis
+from core.geography import ancestors
 from core.records import CITY_TZ
 from dashboard import auth, context, live
 from dashboard import params as api_params
+from dashboard.i18n import lang_of, source_label
 from store import queries
+from store.schema import Case, Device
 
 RANGES = ("today", "7d", "30d", "custom")
 DEFAULT_RANGE = "7d"
@@ -59,9 +64,7 @@ class View:
 
 
 def view_url(code: str, params: dict[str, str | None], lang: str = "zh") -> str:
-    from dashboard.context import city
-
-    path = "/" if code == city().geography.district.code else f"{AREA_PREFIX}{code}"
+    path = "/" if code == context.city().geography.district.code else f"{AREA_PREFIX}{code}"
     query = {k: v for k, v in params.items() if v not in (None, "") and k != "lang"}
     if lang != "zh":
         query["lang"] = lang
@@ -80,48 +83,20 @@ def period_of(range_: str, today: date) -> tuple[datetime, datetime]:
 
 
 def parse(pathname: str | None, search: str | None, now: datetime | None = None) -> View:
-    """The view a URL names; ViewError if it names none (unknown area, bad or repeated parameter, bad range)."""
-    from dashboard.context import city
-    from dashboard.i18n import lang_of
+    """The view a URL names; ViewError if it names none (unknown area, bad or repeated parameter, bad range).
 
+    ``/area/<code>?range=7d&category=&grade=&source=&status=&dept=``, or ``since`` and ``until`` for a custom
+    period: [since, until), dates meaning midnights in the city's zone."""
     now = now or datetime.now(UTC)
-    geo = city().geography
-    path = (pathname or "/").rstrip("/") or "/"
-    if path == "/":  # the viewer's jurisdiction (a system job: the district)
-        code = auth.scope() or geo.district.code
-    elif path.startswith(AREA_PREFIX):
-        code = path[len(AREA_PREFIX):]
-    else:
-        raise ViewError(f"no page at {path[:40]!r}", "path", path, 404)
-    pairs = parse_qsl((search or "").lstrip("?"), keep_blank_values=True)
-    raw: dict[str, str] = {}
-    for name, value in pairs:
-        if name not in PAGE_PARAMS:
-            raise ViewError(f"unknown parameter {name[:40]!r}; the page takes: {', '.join(PAGE_PARAMS)}", name, value)
-        if name in raw:
-            raise ViewError(f"{name}: given twice; give it once", name, value)
-        raw[name] = value.strip()
+    code = _area_code(pathname)
+    raw = _query(search)
     lang = lang_of(raw.pop("lang", None))
     raw = {k: v for k, v in raw.items() if v != ""}
     try:
         area = api_params.code(code, "area")
     except api_params.ApiError as exc:
         raise ViewError(exc.message, "area", code, exc.status) from None
-    range_ = raw.pop("range", None)
-    if range_ is not None and range_ not in RANGES:
-        raise ViewError(f"range: unknown range {range_!r}; use one of: {', '.join(RANGES)}", "range", range_)
-    if "since" in raw or "until" in raw:
-        if range_ not in (None, "custom"):
-            raise ViewError(f"range: {range_} with since/until; give one or the other", "range", range_)
-        for name in ("since", "until"):
-            if name not in raw:
-                raise ViewError(f"{name}: a custom period needs both since and until", name)
-        range_ = "custom"
-    elif range_ == "custom":
-        raise ViewError("range: custom needs since and until", "range", range_)
-    else:
-        range_ = range_ or DEFAULT_RANGE
-        since, until = period_of(range_, now.astimezone(CITY_TZ).date())
+    range_ = _range(raw)
     try:
         where = api_params.case_filter({**raw, "area": area.code})
     except api_params.ApiError as exc:
@@ -131,11 +106,52 @@ def parse(pathname: str | None, search: str | None, now: datetime | None = None)
         if until - since > timedelta(days=3 * 366):
             raise ViewError("until: the period is longer than three years; ask for a shorter one", "until", raw["until"])
     else:
+        since, until = period_of(range_, now.astimezone(CITY_TZ).date())
         where = dataclasses.replace(where, since=since, until=until)
     params = dict(raw)
     if range_ != DEFAULT_RANGE and range_ != "custom":
         params = {"range": range_, **params}
     return View(area=area, range=range_, since=since, until=until, where=where, params=params, lang=lang)
+
+
+def _area_code(pathname: str | None) -> str:
+    """The area code a path names: ``/`` is the viewer's jurisdiction (a system job: the district)."""
+    path = (pathname or "/").rstrip("/") or "/"
+    if path == "/":
+        return auth.scope() or context.city().geography.district.code
+    if path.startswith(AREA_PREFIX):
+        return path[len(AREA_PREFIX):]
+    raise ViewError(f"no page at {path[:40]!r}", "path", path, 404)
+
+
+def _query(search: str | None) -> dict[str, str]:
+    """The query's parameters, stripped; ViewError for one the page does not take or one given twice."""
+    raw: dict[str, str] = {}
+    for name, value in parse_qsl((search or "").lstrip("?"), keep_blank_values=True):
+        if name not in PAGE_PARAMS:
+            raise ViewError(f"unknown parameter {name[:40]!r}; the page takes: {', '.join(PAGE_PARAMS)}", name, value)
+        if name in raw:
+            raise ViewError(f"{name}: given twice; give it once", name, value)
+        raw[name] = value.strip()
+    return raw
+
+
+def _range(raw: dict[str, str]) -> str:
+    """The view's range, taken out of ``raw``: "custom" when since and until are given (both, and no other range),
+    else the named one or DEFAULT_RANGE."""
+    range_ = raw.pop("range", None)
+    if range_ is not None and range_ not in RANGES:
+        raise ViewError(f"range: unknown range {range_!r}; use one of: {', '.join(RANGES)}", "range", range_)
+    if "since" in raw or "until" in raw:
+        if range_ not in (None, "custom"):
+            raise ViewError(f"range: {range_} with since/until; give one or the other", "range", range_)
+        for name in ("since", "until"):
+            if name not in raw:
+                raise ViewError(f"{name}: a custom period needs both since and until", name)
+        return "custom"
+    if range_ == "custom":
+        raise ViewError("range: custom needs since and until", "range", range_)
+    return range_ or DEFAULT_RANGE
 
 
 # --------------------------------------------------------------------------- what the view shows
@@ -144,7 +160,6 @@ def parse(pathname: str | None, search: str | None, now: datetime | None = None)
 def side_by_side(*calls):
     """Run the calls at once (each read on its own connection; the database works on several cores) and return their
     results in order. They run in the current app's context, so they find its settings and stores."""
-    from flask import current_app
 
     try:
         app = current_app._get_current_object()
@@ -161,10 +176,8 @@ def side_by_side(*calls):
 
 def trail(view: View) -> list[dict[str, str]]:
     """The breadcrumb: the district (or the viewer's jurisdiction) down to the view's area, each with its URL."""
-    from core.geography import ancestors
-    from dashboard.context import city
 
-    geo = city().geography
+    geo = context.city().geography
     return [{"code": c, "name": geo.area(c).name, "level": geo.area(c).level, "url": view.url(c)}
             for c in ancestors(view.area.code) if auth.in_scope(c)]  # from the viewer's jurisdiction down
 
@@ -172,16 +185,15 @@ def trail(view: View) -> list[dict[str, str]]:
 def children(view: View) -> tuple[list[dict[str, Any]], int | None]:
     """The areas one level down (none for a grid) with their live risk and the view's case counts; and the view's
     case count (None for a grid: nothing was counted)."""
-    from config.risk import get_risk_model
-    from dashboard.context import city, engine, redis_client, settings
 
-    geo = city().geography
+    geo = context.city().geography
     kids = geo.children(view.area.code)
     if not kids:
         return [], None
-    counts = queries.counts_below(engine(), view.where, kids[0].level)
+    counts = queries.counts_below(context.engine(), view.where, kids[0].level)
     total = sum(n for n, _ in counts.values())  # the unlocated too (no area code)
-    risk, _ = live.risk_of(redis_client(), settings(), city(), get_risk_model(settings().risk_file), kids)
+    settings = context.settings()
+    risk, _ = live.risk_of(context.redis_client(), settings, context.city(), get_risk_model(settings.risk_file), kids)
     return [{"code": a.code, "name": a.name, "level": a.level, "url": view.url(a.code),
              "cases": counts.get(a.code, (0, 0))[0], "open": counts.get(a.code, (0, 0))[1],
              "risk_level": risk[a.code]["risk_level"], "risk_score": risk[a.code]["score"],
@@ -190,10 +202,9 @@ def children(view: View) -> tuple[list[dict[str, Any]], int | None]:
 
 def kpis(view: View, now: datetime | None = None, detail: bool = True) -> dict[str, Any]:
     """core.kpis for the view and for the period before it, with the change (``detail``: see queries.kpi_sums)."""
-    from dashboard.context import engine
 
     now = now or datetime.now(UTC)
-    eng = engine()
+    eng = context.engine()
     p0, p1 = view.previous
     before = dataclasses.replace(view.where, since=p0, until=p1)
     current, previous = side_by_side(lambda: queries.kpis(eng, view.where, min(view.until, now), detail),
@@ -202,9 +213,7 @@ def kpis(view: View, now: datetime | None = None, detail: bool = True) -> dict[s
 
 
 def _with_change(current: dict[str, Any], previous: dict[str, Any], p0: datetime, p1: datetime) -> dict[str, Any]:
-    from core import kpis as k
-
-    return {"kpis": current, "previous": previous, "change": k.change(current, previous),
+    return {"kpis": current, "previous": previous, "change": core_kpis.change(current, previous),
             "previous_since": p0, "previous_until": p1}
 
 
@@ -215,10 +224,9 @@ def figures(view: View, now: datetime | None = None) -> dict[str, Any]:
     """What the panel's figures callback shows — kpis (without the detail), daily and breakdowns — in four
     statements side by side: the KPIs of the view and of the period before, and the cases per hour and per
     (category, source, grade), both counted from the report-time covering index alone."""
-    from dashboard.context import engine
 
     now = now or datetime.now(UTC)
-    eng = engine()
+    eng = context.engine()
     p0, p1 = view.previous
     before = dataclasses.replace(view.where, since=p0, until=p1)
     current, previous, hours, by = side_by_side(
@@ -232,9 +240,8 @@ def figures(view: View, now: datetime | None = None) -> dict[str, Any]:
 
 def daily(view: View) -> list[dict[str, Any]]:
     """Cases per local day of the period (every day, zeros included); hours for a one-day period."""
-    from dashboard.context import engine
 
-    return _daily(view, queries.hourly_counts(engine(), view.where))
+    return _daily(view, queries.hourly_counts(context.engine(), view.where))
 
 
 def _daily(view: View, hours: dict[datetime, int]) -> list[dict[str, Any]]:
@@ -260,16 +267,12 @@ def buckets(since: datetime, until: datetime, hours: dict[datetime, int]) -> lis
 
 def breakdowns(view: View) -> dict[str, list[dict[str, Any]]]:
     """Cases by 大类 (category group), by 小类 (top), by source and by grade."""
-    from dashboard.context import engine
 
-    return _breakdowns(view, queries.counts_by_columns(engine(), view.where, BREAKDOWN_BY))  # one pass for all
+    return _breakdowns(view, queries.counts_by_columns(context.engine(), view.where, BREAKDOWN_BY))  # one pass for all
 
 
 def _breakdowns(view: View, by: dict[tuple, int]) -> dict[str, list[dict[str, Any]]]:
-    from dashboard.context import city
-    from dashboard.i18n import source_label
-
-    c = city()
+    c = context.city()
     by_cat: dict[str, int] = {}
     sources: dict[str, int] = {}
     grades: dict[int, int] = {}
@@ -294,12 +297,12 @@ def _breakdowns(view: View, by: dict[tuple, int]) -> dict[str, list[dict[str, An
 
 def overdue(view: View, now: datetime | None = None) -> list[dict[str, Any]]:
     """Open cases of the view past their deadline now, the most recently due first."""
-    from dashboard.context import city, engine, settings
 
     now = now or datetime.now(UTC)
-    c = city()
-    rows = queries.sla_cases(engine(), now=now, states={"overdue"}, where=view.where, personal=auth.personal(),
-                             own=context.own_prefixes(), warn_share=settings().sla_warn_share, limit=LIST_SIZE, latest_first=True)
+    c = context.city()
+    rows = queries.sla_cases(context.engine(), now=now, states={"overdue"}, where=view.where, personal=auth.personal(),
+                             own=context.own_prefixes(), warn_share=context.settings().sla_warn_share, limit=LIST_SIZE,
+                             latest_first=True)
     for row in rows:
         depts = [c.departments[d] for d in row["departments"] if d in c.departments]
         row["department_names"] = [d.short or d.name for d in depts]
@@ -309,20 +312,17 @@ def overdue(view: View, now: datetime | None = None) -> list[dict[str, Any]]:
 
 def sensors(view: View) -> dict[str, Any]:
     """The devices of the area by type, with those alarming and those silent now (live state)."""
-    from sqlalchemy import false, func, select
 
-    from dashboard.context import city, engine, redis_client, settings
-    from store.schema import Device
 
-    c = city()
+    c = context.city()
     d = Device.__table__
     q = select(d.c.type, func.count()).where(d.c.drill == false()).group_by(d.c.type)  # a drill's devices apart
     if view.area.level != "district":
         q = q.where(d.c.grid_code.like(f"{view.area.code}%"))
-    with engine().connect() as conn:
+    with context.engine().connect() as conn:
         devices = {t: int(n) for t, n in conn.execute(q)}
-    alarms = live.alarms_in(redis_client(), settings(), view.area)
-    silent = live.alarms_in(redis_client(), settings(), view.area, offline=True)
+    alarms = live.alarms_in(context.redis_client(), context.settings(), view.area)
+    silent = live.alarms_in(context.redis_client(), context.settings(), view.area, offline=True)
     types = sorted(set(devices) | {a.get("type") for a in alarms + silent if a.get("type")})
     by_type = [{"type": t, "name": getattr(c.sensor_types.get(t), "name", t), "devices": devices.get(t, 0),
                 "alarms": sum(1 for a in alarms if a.get("type") == t),
@@ -332,11 +332,9 @@ def sensors(view: View) -> dict[str, Any]:
 
 
 def hotspots(view: View) -> list[dict[str, Any]]:
-    from dashboard.context import city, redis_client, settings
-
-    c = city()
+    c = context.city()
     out = []
-    for h in live.hotspots_in(redis_client(), settings(), view.area)[:LIST_SIZE]:
+    for h in live.hotspots_in(context.redis_client(), context.settings(), view.area)[:LIST_SIZE]:
         cat = c.categories.get(h.get("category"))
         grids = [g for g in h.get("by_grid", {}) if g in c.geography]
         out.append({**h, "category_name": getattr(cat, "name", h.get("category")),
@@ -349,11 +347,10 @@ def departments(view: View, now: datetime | None = None) -> list[dict[str, Any]]
 
     Department figures follow the area and the period only: an assignment row carries no category or source.
     """
-    from dashboard.context import city, engine
 
     now = now or datetime.now(UTC)
-    c = city()
-    figures = queries.department_metrics(engine(), c.departments, since=view.since, until=view.until,
+    c = context.city()
+    figures = queries.department_metrics(context.engine(), c.departments, since=view.since, until=view.until,
                                          as_of=min(view.until, now),
                                          area=None if view.area.level == "district" else view.area.code,
                                          percentiles=False)
@@ -367,11 +364,10 @@ def table_page(view: View, start: int, end: int, sort: list[dict[str, str]] | No
                ) -> tuple[list[dict[str, Any]], int | None]:
     """Rows [start, end) of the view's cases for the table, in the asked order; and the row count once the last
     row is reached (None before). No personal data."""
-    from dashboard.context import city, engine
 
-    rows, last = queries.table_rows(engine(), view.where, start, end, sort or [], personal=auth.personal(),
+    rows, last = queries.table_rows(context.engine(), view.where, start, end, sort or [], personal=auth.personal(),
                                     own=context.own_prefixes())
-    c = city()
+    c = context.city()
     geo = c.geography
     for row in rows:
         cat = c.categories.get(row["category"])
@@ -399,15 +395,12 @@ PIN_LIMIT = 300  # case pins on a grid's map, newest first
 
 def pins(view: View) -> list[dict[str, Any]]:
     """The view's located cases to pin on a grid's map (at most PIN_LIMIT, newest first)."""
-    from sqlalchemy import select
 
-    from dashboard.context import engine
-    from store.schema import Case
 
     c = Case.__table__.c
     q = view.where.apply(select(c.id, c.title, c.grade, c.status, c.overdue, c.lon, c.lat)
                          .where(c.lon.is_not(None), c.lat.is_not(None))).order_by(c.id.desc()).limit(PIN_LIMIT)
-    with engine().connect() as conn:
+    with context.engine().connect() as conn:
         return [access.free_text(dict(r._mapping), auth.personal(), context.own_prefixes()) for r in conn.execute(q)]
 
 

@@ -16,6 +16,7 @@ from config.settings import Settings
 from core import health
 from core.lifecycle import Status
 from core.livestate import LiveKeys, with_refusals
+from core.risk import COUNTER_FIELDS
 from core.streams import DEAD, KINDS, StreamNames
 
 GRADES = (1, 2, 3, 4)
@@ -160,8 +161,6 @@ def risk_inputs(r: redis.Redis, settings: Settings, codes: Iterable[str]
                 ) -> tuple[dict[str, dict[str, int]], dict[str, dict | None], str | None]:
     """For each area code its risk counters (core.risk.COUNTER_FIELDS, missing ones left out) and its entry of the
     last risk sweep (None before the first); and the time of that sweep. One pipeline, O(codes)."""
-    from core.risk import COUNTER_FIELDS
-
     codes = list(dict.fromkeys(codes))
     keys = LiveKeys(settings.stream_prefix)
     if not codes:

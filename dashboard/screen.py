@@ -1,14 +1,8 @@
 """The big screen's data (/screen): a small snapshot per refresh, never the map geometry.
 
-- ``fast(...)`` — every poll (0.5 s; layouts/screen.py POLL_MS): risk level of every grid and street (live counters, core.risk), the district's
-  live counters, active alarms with their positions, the newest cases (the ticker, and the pulses on the map), the SLA
-  board (open cases nearest their deadlines) and each feed's freshness. Redis plus three indexed SQL reads.
-- ``slow(...)`` — today's KPI tiles against yesterday (core.kpis), category and source breakdowns, the hourly trend
-  against yesterday and this week's department ranking (core.rankings). Heavier SQL, worked out at most every
-  ``SLOW_SECONDS`` per process by one thread while the others keep the previous answer.
-
-Both return plain JSON-able dicts (times as epoch milliseconds, which the browser counts from). No personal data:
-the wall is public, so case titles are masked for everyone (core.access.free_text).
+``fast`` runs on every poll, ``slow`` at most every SLOW_SECONDS per process (SlowCache). Both return plain JSON-able
+dicts, times as epoch milliseconds (the browser counts from them). The wall is public: case titles are masked for
+everyone (core.access.free_text).
 """
 
 from __future__ import annotations
@@ -19,11 +13,18 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from sqlalchemy import false, func, select
 
+from config.rankings import get_rules
+from core import rankings as rk
+from core.access import free_text
 from core.lifecycle import OPEN_STATUSES
+from core.livestate import LiveKeys
 from core.records import CITY_TZ
+from dashboard import live
 from dashboard.i18n import INTERNAL_SOURCES
+from store import queries
 from store.schema import Case, Device, SensorAlarm
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,6 @@ _applying_lock = threading.Lock()
 
 def applying_state(r, settings) -> tuple[datetime | None, list[str]]:
     """(time of the newest applied data, why applying is not working) — shared by the wall's polls in one process."""
-    from dashboard import live
-
     key = settings.stream_prefix
     with _applying_lock:
         if _applying["key"] == key and time.monotonic() - _applying["at"] < APPLYING_SECONDS:
@@ -91,10 +90,6 @@ def _area_names(city, grid: str | None) -> list[str]:
 
 def drill_running(r, settings) -> dict[str, Any] | None:
     """{run_id, since (ms)} while a drill replay runs (ingest/feeds/replay.py DrillMark), else None."""
-    import orjson
-
-    from core.livestate import LiveKeys
-
     raw = r.get(LiveKeys(settings.stream_prefix).drill)
     if not raw:
         return None
@@ -106,9 +101,9 @@ def drill_running(r, settings) -> dict[str, Any] | None:
 
 
 def fast(r, settings, engine, city, model, now: datetime | None = None) -> dict[str, Any]:
-    from core.access import free_text
-    from dashboard import live
-
+    """Every poll (layouts/screen.py POLL_MS): the risk level of every grid and street (core.risk), the district's
+    live counters, active alarms with their positions, the newest cases (the ticker, and the pulses on the map), the
+    SLA board (open cases nearest their deadlines) and each feed's freshness. Redis plus three indexed SQL reads."""
     now = now or datetime.now(UTC)
     geo = city.geography
     grids = [a.code for a in geo.areas("grid")]
@@ -117,58 +112,9 @@ def fast(r, settings, engine, city, model, now: datetime | None = None) -> dict[
     assessed, _ = live.risk_of(r, settings, city, model, [*geo.areas("grid"), *geo.areas("street"), geo.district])
     levels = {code: a["risk_level"] for code, a in assessed.items()}
     summary = live.summary(r, settings, district)
-    positions = device_positions(engine)
-    alarms = []
-    for a in live.active_alarms(r, settings):
-        pos = positions.get(a.get("device"))
-        if pos is None and a.get("grid") in geo:
-            c = geo.area(a["grid"]).centroid
-            pos = (c[0], c[1])
-        alarms.append({"device": a.get("device"), "type": a.get("type"), "grid": a.get("grid") or None,
-                       "lon": pos[0] if pos else None, "lat": pos[1] if pos else None})
-    for a in alarms:
-        a["label"] = getattr(city.sensor_types.get(a["type"]), "name", a["type"])
-
-    cols = (_C.c.id, _C.c.source, _C.c.category, _C.c.grade, _C.c.title, _C.c.status, _C.c.grid_code, _C.c.lon,
-            _C.c.lat, _C.c.departments, _C.c.reported_at, _C.c.created_at, _C.c.due_at)
-    with engine.connect() as conn:
-        real = _C.c.drill == false()  # a replay's drill cases are not the city's
-        newest = conn.execute(select(*cols).where(real).order_by(_C.c.id.desc()).limit(TICKER_SIZE)).all()
-        ahead = conn.execute(select(*cols).where(_C.c.status.in_(_OPEN), _C.c.due_at >= now, real)
-                             .order_by(_C.c.due_at).limit(SLA_AHEAD)).all()
-        behind = conn.execute(select(*cols).where(_C.c.status.in_(_OPEN), _C.c.due_at < now, real)
-                              .order_by(_C.c.due_at.desc()).limit(SLA_BEHIND)).all()
-
-    def case_row(c) -> dict[str, Any]:
-        cat = city.categories.get(c.category)
-        depts = [d for d in (c.departments or []) if isinstance(d, str)]
-        dept = city.departments.get(depts[0]) if depts else None
-        row = {"id": c.id, "title": c.title, "grade": c.grade, "category": getattr(cat, "name", c.category),
-               "source": c.source, "status": c.status, "grid": c.grid_code, "areas": _area_names(city, c.grid_code),
-               "dept": (dept.short or dept.name) if dept is not None else None, "reported": _ms(c.reported_at),
-               "due": _ms(c.due_at)}
-        return free_text(row, False, (city.county_code,))  # a public screen: masked for every viewer
-
-    ticker = [case_row(c) for c in newest]
-    pulses = [{"id": c.id, "lon": c.lon, "lat": c.lat, "grade": c.grade} for c in newest
-              if c.lon is not None and c.lat is not None and c.created_at is not None
-              and (now - c.created_at).total_seconds() <= PULSE_SECONDS and c.grid_code]
-    sla = [case_row(c) for c in behind[::-1]] + [case_row(c) for c in ahead]
-
-    feeds = []
-    for name, at in sorted(live.feeds(r, settings).items()):
-        if name in INTERNAL_SOURCES:
-            continue
-        try:
-            t = datetime.fromisoformat(at)
-            t = t.replace(tzinfo=UTC) if t.tzinfo is None else t
-            age = max(0, int((now - t).total_seconds()))
-        except (TypeError, ValueError):
-            age = None
-        feeds.append({"name": name, "age_s": age, "ok": age is not None and age <= FEED_LATE_SECONDS})
-    for name, state in sorted(live.feed_status(r, settings).items()):
-        if not state.get("ok", True):
-            feeds.append({"name": name, "age_s": None, "ok": False})
+    alarms = _alarms(r, settings, engine, city)
+    ticker, pulses, sla = _cases(engine, city, now)
+    feeds = _feeds(r, settings, now)
     data_at, reasons = applying_state(r, settings)
     return {
         "drill": drill_running(r, settings),
@@ -185,6 +131,75 @@ def fast(r, settings, engine, city, model, now: datetime | None = None) -> dict[
     }
 
 
+def _alarms(r, settings, engine, city) -> list[dict[str, Any]]:
+    """The active alarms at their device's position (else their grid's centre), with the sensor type's name."""
+    geo = city.geography
+    positions = device_positions(engine)
+    alarms = []
+    for a in live.active_alarms(r, settings):
+        pos = positions.get(a.get("device"))
+        if pos is None and a.get("grid") in geo:
+            c = geo.area(a["grid"]).centroid
+            pos = (c[0], c[1])
+        alarms.append({"device": a.get("device"), "type": a.get("type"), "grid": a.get("grid") or None,
+                       "lon": pos[0] if pos else None, "lat": pos[1] if pos else None})
+    for a in alarms:
+        a["label"] = getattr(city.sensor_types.get(a["type"]), "name", a["type"])
+    return alarms
+
+
+_CASE_COLUMNS = (_C.c.id, _C.c.source, _C.c.category, _C.c.grade, _C.c.title, _C.c.status, _C.c.grid_code, _C.c.lon,
+                 _C.c.lat, _C.c.departments, _C.c.reported_at, _C.c.created_at, _C.c.due_at)
+
+
+def _cases(engine, city, now: datetime) -> tuple[list, list, list]:
+    """(the ticker's newest cases, the map's pulses of those just stored, the SLA board) in three indexed reads."""
+    with engine.connect() as conn:
+        real = _C.c.drill == false()  # a replay's drill cases are not the city's
+        newest = conn.execute(select(*_CASE_COLUMNS).where(real).order_by(_C.c.id.desc()).limit(TICKER_SIZE)).all()
+        ahead = conn.execute(select(*_CASE_COLUMNS).where(_C.c.status.in_(_OPEN), _C.c.due_at >= now, real)
+                             .order_by(_C.c.due_at).limit(SLA_AHEAD)).all()
+        behind = conn.execute(select(*_CASE_COLUMNS).where(_C.c.status.in_(_OPEN), _C.c.due_at < now, real)
+                              .order_by(_C.c.due_at.desc()).limit(SLA_BEHIND)).all()
+    ticker = [_case_row(city, c) for c in newest]
+    pulses = [{"id": c.id, "lon": c.lon, "lat": c.lat, "grade": c.grade} for c in newest
+              if c.lon is not None and c.lat is not None and c.created_at is not None
+              and (now - c.created_at).total_seconds() <= PULSE_SECONDS and c.grid_code]
+    sla = [_case_row(city, c) for c in behind[::-1]] + [_case_row(city, c) for c in ahead]
+    return ticker, pulses, sla
+
+
+def _case_row(city, c) -> dict[str, Any]:
+    cat = city.categories.get(c.category)
+    depts = [d for d in (c.departments or []) if isinstance(d, str)]
+    dept = city.departments.get(depts[0]) if depts else None
+    row = {"id": c.id, "title": c.title, "grade": c.grade, "category": getattr(cat, "name", c.category),
+           "source": c.source, "status": c.status, "grid": c.grid_code, "areas": _area_names(city, c.grid_code),
+           "dept": (dept.short or dept.name) if dept is not None else None, "reported": _ms(c.reported_at),
+           "due": _ms(c.due_at)}
+    return free_text(row, False, (city.county_code,))  # a public screen: masked for every viewer
+
+
+def _feeds(r, settings, now: datetime) -> list[dict[str, Any]]:
+    """Each feed's freshness (seconds since it last published; amber past FEED_LATE_SECONDS), and the feeds whose
+    own status says they are not working."""
+    feeds = []
+    for name, at in sorted(live.feeds(r, settings).items()):
+        if name in INTERNAL_SOURCES:
+            continue
+        try:
+            t = datetime.fromisoformat(at)
+            t = t.replace(tzinfo=UTC) if t.tzinfo is None else t
+            age = max(0, int((now - t).total_seconds()))
+        except (TypeError, ValueError):
+            age = None
+        feeds.append({"name": name, "age_s": age, "ok": age is not None and age <= FEED_LATE_SECONDS})
+    for name, state in sorted(live.feed_status(r, settings).items()):
+        if not state.get("ok", True):
+            feeds.append({"name": name, "age_s": None, "ok": False})
+    return feeds
+
+
 # --------------------------------------------------------------------------- slow part
 
 
@@ -195,10 +210,8 @@ def _day_bounds(now: datetime, days_back: int = 0) -> tuple[datetime, datetime]:
 
 def _hourly(engine, since: datetime, until: datetime) -> list[int]:
     """Cases reported per hour in [since, until) (24 values)."""
-    from store.queries import CaseFilter, hourly_counts
-
     out = [0] * 24
-    for t, n in hourly_counts(engine, CaseFilter(since=since, until=until)).items():
+    for t, n in queries.hourly_counts(engine, queries.CaseFilter(since=since, until=until)).items():
         idx = int((t - since).total_seconds() // 3600)
         if 0 <= idx < 24:
             out[idx] += n
@@ -206,9 +219,7 @@ def _hourly(engine, since: datetime, until: datetime) -> list[int]:
 
 
 def _breakdown(engine, column: str, since: datetime, until: datetime) -> dict[str, int]:
-    from store.queries import CaseFilter, counts_by
-
-    return counts_by(engine, CaseFilter(since=since, until=until), column)
+    return queries.counts_by(engine, queries.CaseFilter(since=since, until=until), column)
 
 
 def _alarms_opened(engine, since: datetime, until: datetime) -> int:
@@ -221,10 +232,8 @@ def _alarms_opened(engine, since: datetime, until: datetime) -> int:
 
 
 def slow(engine, city, settings, now: datetime | None = None) -> dict[str, Any]:
-    from config.rankings import get_rules
-    from core import rankings as rk
-    from store import queries
-
+    """Today's KPI tiles against yesterday (core.kpis), category and source breakdowns, the hourly trend against
+    yesterday and this week's department ranking (core.rankings). The heavier SQL."""
     now = now or datetime.now(UTC)
     t0, t1 = _day_bounds(now)
     y0, y1 = _day_bounds(now, 1)

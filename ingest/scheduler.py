@@ -1,11 +1,8 @@
-"""The scheduler process (APScheduler): periodic jobs that publish, never write the store.
+"""The scheduler process (APScheduler): periodic jobs that publish, never write the store. The risk sweep writes
+derived live state only (scores, levels, hotspots), never SQL and nothing the worker owns.
 
-The risk sweep is the one job that writes — derived live state only (scores, levels and hotspots recomputed
-from the live counters and recent reports), never SQL and never anything the worker owns.
-
-Run it as its own process (``python -m ingest scheduler``), never inside the web workers:
-under gunicorn each worker would run every job. Jobs are safe to run twice — what they
-publish is idempotent — so a second scheduler during a restart does no harm.
+Run it as its own process (``python -m ingest scheduler``), never inside the web workers: each would run every job.
+Jobs are idempotent, so a second scheduler during a restart does no harm.
 """
 
 from __future__ import annotations
@@ -29,6 +26,7 @@ from core.lifecycle import OPEN_STATUSES, Action
 from core.livestate import LiveKeys, decode_recent
 from core.records import CITY_TZ
 from core.sla import state
+from dashboard import briefing  # the job list is a composition root (the import contract names this exception)
 from ingest.feeds.open311 import scheduled_polls
 from store.schema import Case
 from store.services import get_engine, get_redis
@@ -151,12 +149,7 @@ def risk_sweep(settings: Settings | None = None, now: datetime | None = None, ci
     found = risk.find_hotspots(reports, model.hotspot, now.timestamp())
     geo = city.geography
     areas = [a for level in LEVELS for a in geo.areas(level)]  # in level order: districts, streets, …
-    pipe = r.pipeline(transaction=False)
-    for a in areas:
-        pipe.hmget(keys.area(a.code), risk.COUNTER_FIELDS)
-    pipe.get(keys.risk_levels)
-    *rows, previous = pipe.execute()
-    counters = np.array([v or b"0" for row in rows for v in row]).astype(float).reshape(len(areas), -1)
+    counters, previous = _read_counters(r, keys, areas)
     hot = risk.rollup(found.grid_parts)
     parts = model.parts_many(counters, np.array([hot.get(a.code, 0.0) for a in areas]))
     scores = risk.scores_of(parts)
@@ -175,8 +168,19 @@ def risk_sweep(settings: Settings | None = None, now: datetime | None = None, ci
     return counts
 
 
+def _read_counters(r: redis.Redis, keys: LiveKeys, areas) -> tuple[np.ndarray, bytes | None]:
+    """Every area's risk counters (core.risk.COUNTER_FIELDS, a row per area) and the levels of the last sweep, in
+    one pipeline of HMGET."""
+    pipe = r.pipeline(transaction=False)
+    for a in areas:
+        pipe.hmget(keys.area(a.code), risk.COUNTER_FIELDS)
+    pipe.get(keys.risk_levels)
+    *rows, previous = pipe.execute()
+    return np.array([v or b"0" for row in rows for v in row]).astype(float).reshape(len(areas), -1), previous
+
+
 def _levels_of(model, geo, scores: np.ndarray) -> np.ndarray:
-    """Each area's level from its score, by its own area level's thresholds (``scores`` in LEVELS order)."""
+    """The risk level of each score, the areas in level order (each level has its own thresholds)."""
     levels = np.empty(len(scores), dtype=np.int64)
     start = 0
     for level in LEVELS:
@@ -187,7 +191,7 @@ def _levels_of(model, geo, scores: np.ndarray) -> np.ndarray:
 
 
 def _level_changes(before: dict[str, int], now_levels: dict[str, int]) -> list[str]:
-    """``CODE 蓝→黄`` for each area whose level is not what the last sweep wrote."""
+    """"CODE 低→高" for each area whose level differs from the last sweep's."""
     return [f"{code} {risk.RISK_LEVELS[was].name}→{risk.RISK_LEVELS[now_levels[code]].name}"
             for code, was in before.items() if code in now_levels and was != now_levels[code]]
 
@@ -243,11 +247,9 @@ def build(settings: Settings | None = None) -> BlockingScheduler:
                   max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
     sched.add_job(device_watch, "interval", seconds=60, id="device_watch", kwargs={"settings": settings},
                   max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
-    from dashboard.briefing import archive  # why: composition root; the web side loads only when jobs are built
-
     hour, minute = (int(x) for x in settings.briefing_time.split(":"))
     for kind in ("day", "week", "month"):  # each checks what is due today (dashboard.briefing.due)
-        sched.add_job(archive, "cron", hour=hour, minute=minute, id=f"briefing_{kind}", args=(settings, kind),
+        sched.add_job(briefing.archive, "cron", hour=hour, minute=minute, id=f"briefing_{kind}", args=(settings, kind),
                       max_instances=1, coalesce=True, misfire_grace_time=3600)
     for name, seconds, poll in scheduled_polls(settings):
         sched.add_job(poll, "interval", seconds=seconds, id=name, max_instances=1, coalesce=True,

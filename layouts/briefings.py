@@ -1,38 +1,28 @@
 """Briefings (``/briefings``): the archive of daily, weekly and monthly briefings with their downloads, and a form
-that generates one on demand while the page shows how far it got.
+that generates one on demand (dashboard.briefing_jobs) while the page shows how far it got.
 
     /briefings[?lang=en]                      the page (drawn on the server; the form and the progress are callbacks)
     /briefings/files/<kind>/<file name>       one archived file, as an attachment (404 for any other name)
 
-A generation runs in a thread of the web process (dashboard.briefing.produce into the archive folder). Its state
-lives in Redis (a hash per job, an hour long), because the page's polls may reach another worker process than the
-one doing the work. Two requests for the same briefing never write it twice at once: produce's claim turns the
-second away (Busy), and the page says so. A bad request says what to fix; a failure is logged with its reason and
-the page says it failed and why — never a traceback. Nothing partial is ever left in the archive (produce).
+A bad request says what to fix, a briefing being written already says so, a failure says why: never a traceback.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
-import uuid
 from datetime import datetime, timedelta
-from typing import Any
 
 from dash import Input, Output, State, clientside_callback, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 from flask import Blueprint, Response, request, send_file
 
 from core.records import CITY_TZ
-from dashboard import auth, briefing, context, i18n
+from dashboard import auth, briefing, briefing_jobs, context, i18n
 from layouts import components as page
 
 log = logging.getLogger(__name__)
 
 FILES = "/briefings/files"  # the download route: FILES/<kind>/<file name>
-JOB_TTL_S = 3600  # a job's state is kept this long after its last change
-JOB_STALE_S = 900  # a job unchanged this long was lost with its process (a restart): it is reported as stopped
 POLL_MS = 700
 
 
@@ -56,85 +46,6 @@ def title(lang: str | None = None) -> str:
 
 def file_url(kind: str, name: str) -> str:
     return f"{FILES}/{kind}/{name}"
-
-
-# --------------------------------------------------------------------------- jobs
-
-
-def _key(settings, job: str) -> str:
-    return settings.key("briefing", "job", job)
-
-
-def _write(r, settings, job: str, **fields: Any) -> None:
-    """Set fields of the job's state and keep it for JOB_TTL_S from now."""
-    key = _key(settings, job)
-    pipe = r.pipeline()
-    pipe.hset(key, mapping={k: str(v) for k, v in fields.items()} | {"updated": f"{time.time():.3f}"})
-    pipe.expire(key, JOB_TTL_S)
-    pipe.execute()
-
-
-def new_job(r, settings, kind: str | None, day: str | None, area: str | None) -> str:
-    """Record a queued job for the form's choice; its id."""
-    job = uuid.uuid4().hex
-    _write(r, settings, job, state="queued", step="queued", share=0, kind=kind or "", day=day or "", area=area or "")
-    return job
-
-
-def run_job(engine, r, settings, city, job: str, kind: str | None, day: str | None, area: str | None, *,
-            now: datetime | None = None) -> None:
-    """The work of one job (in its own thread): produce the briefing into the archive, telling Redis each step; it
-    ends "done" with the file names, "busy" when the same briefing is being written already, or "failed" with the
-    reason (input: what to fix; font: the package to install; error: the exception's own words)."""
-
-    def tell(step: str, share: float) -> None:
-        _write(r, settings, job, state="running", step=step, share=f"{share:.3f}")
-
-    try:
-        first = briefing.parse_day(day)
-        briefing.period_of(kind or "", first)  # the period checked before its folder is named
-        out = briefing.produce(engine, r, settings, city, kind, first, area or None,
-                               briefing.archive_folder(settings, kind), now=now, progress=tell)
-    except briefing.BriefingError as exc:
-        _write(r, settings, job, state="failed", reason="input", message=str(exc))
-    except briefing.Busy as exc:
-        log.info("briefing job %s: %s", job, exc)
-        _write(r, settings, job, state="busy", message=str(exc))
-    except briefing.FontMissing as exc:
-        log.error("briefing job %s: %s", job, exc)
-        _write(r, settings, job, state="failed", reason="font", message=str(exc))
-    except Exception as exc:  # noqa: BLE001 - logged with its reason; the page says it failed and why
-        log.exception("briefing job %s (%s %s %s) failed", job, kind, day, area)
-        _write(r, settings, job, state="failed", reason="error", message=f"{type(exc).__name__}: {exc}")
-    else:
-        log.info("briefing job %s: %s", job, ", ".join(str(p) for p in out))
-        _write(r, settings, job, state="done", step="done", share=1, files=",".join(p.name for p in out))
-
-
-def start(engine, r, settings, city, kind: str | None, day: str | None, area: str | None) -> str:
-    """A new job for the form's choice, run in a thread of this process; its id."""
-    job = new_job(r, settings, kind, day, area)
-    threading.Thread(target=run_job, args=(engine, r, settings, city, job, kind, day, area),
-                     name=f"briefing-{job[:8]}", daemon=True).start()
-    return job
-
-
-def job_state(r, settings, job: str | None) -> dict[str, str] | None:
-    """The job's state as written by run_job, or None for an unknown (or expired) job. A job that has not moved in
-    JOB_STALE_S died with its process: it is reported failed, reason "stopped"."""
-    if not job or len(job) != 32 or not all(c in "0123456789abcdef" for c in job):
-        return None
-    raw = r.hgetall(_key(settings, job))
-    if not raw:
-        return None
-    state = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-             for k, v in raw.items()}
-    if state.get("state") in ("queued", "running") and time.time() - float(state.get("updated") or 0) > JOB_STALE_S:
-        state.update(state="failed", reason="stopped")
-    return state
-
-
-FINISHED = ("done", "busy", "failed")
 
 
 # --------------------------------------------------------------------------- drawing
@@ -290,7 +201,7 @@ def register(app) -> None:
         area = area or auth.scope()
         auth.audit("briefing_generate", f"{kind} {day} {area}")
         try:
-            job = start(context.engine(), context.redis_client(), context.settings(), context.city(), kind, day, area)
+            job = briefing_jobs.start(kind, day, area)
         except Exception as exc:  # noqa: BLE001 - Redis or SQL away: logged, and said on the page
             log.exception("briefings page: a job could not be started")
             return None, True, status_view({"state": "failed", "reason": "error",
@@ -307,11 +218,11 @@ def register(app) -> None:
         settings = context.settings()
         geo = context.city().geography
         try:
-            state = job_state(context.redis_client(), settings, job)
+            state = briefing_jobs.state(job)
         except Exception as exc:  # noqa: BLE001 - Redis away for a moment: keep polling
             log.warning("briefings page: reading job %s: %s", job, exc)
             return no_update, False, True, no_update
-        if state is not None and state.get("state") not in FINISHED:
+        if state is not None and state.get("state") not in briefing_jobs.FINISHED:
             return status_view(state, geo, t), False, True, no_update
         return status_view(state, geo, t), True, False, archive_view(_mine(briefing.archived(settings)), geo, t)
 
@@ -329,10 +240,7 @@ def blueprint() -> Blueprint:
         if path != FILES and not path.startswith(FILES + "/"):
             return None
         kind, _, name = path[len(FILES) + 1:].partition("/")
-        found = briefing.archived_file(context.settings(), kind, name)
-        parsed = briefing.parse_name(name)
-        if found is not None and not (parsed and auth.in_scope(parsed.area) and auth.may_see("briefings")):
-            found = None  # outside the jurisdiction: as if absent
+        found = briefing_jobs.download(kind, name)
         if found is not None:
             auth.audit("export", f"briefing {name}")
         if found is None:

@@ -12,17 +12,22 @@ import copy
 import threading
 import time
 from collections.abc import Collection
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import String, false, select
+import numpy as np
+from sqlalchemy import String, and_, case, extract, false, func, literal, or_, select, tuple_
 from sqlalchemy.engine import Engine
 
+from core import kpis as core_kpis
+from core import rankings, sla
 from core.access import free_text, reporter
 from core.geography import level_of
+from core.lifecycle import OPEN_STATUSES
 from core.records import CASE_ID_DIGITS, case_id_of  # noqa: F401 - CASE_ID_DIGITS: part of the cursor's rule
-from store.schema import Case, CaseEvent
+from store.schema import Case, CaseAssignment, CaseEvent
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -96,8 +101,6 @@ class CaseFilter:
     drills: bool = False
 
     def apply(self, q):
-        from store.schema import CaseAssignment
-
         if not self.drills:
             q = q.where(_CASE.c.drill == false())
         if self.area:
@@ -176,8 +179,6 @@ def export_cases(engine: Engine, where: CaseFilter, chunk: int = 5000, *, person
 
 def case_assignments(engine: Engine, case_id: int) -> list[dict[str, Any]]:
     """The departments' parts in one case (core/assignments.py rows), in the order they were assigned."""
-    from store.schema import CaseAssignment
-
     a = CaseAssignment.__table__
     cols = [c for c in a.c if c.name != "case_id"]
     with engine.connect() as conn:
@@ -218,9 +219,6 @@ def sla_cases(engine: Engine, *, now, states: Collection[str], area: str | None 
     Overdue cases are found by the database (due_at < now); "warning" depends on each case's own window, so the
     open cases due after now are read in deadline order and judged by the same rule the wall and briefings use.
     """
-    from core.lifecycle import OPEN_STATUSES
-    from core.sla import state
-
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit must be 1..{MAX_LIMIT}")
     open_ = {s.value for s in OPEN_STATUSES}
@@ -238,7 +236,7 @@ def sla_cases(engine: Engine, *, now, states: Collection[str], area: str | None 
     with engine.connect() as conn:
         for row in conn.execution_options(stream_results=True, yield_per=2000).execute(q):
             case = dict(row._mapping)
-            case["sla_state"] = state(now, case["reported_at"], case["due_at"], warn_share)
+            case["sla_state"] = sla.state(now, case["reported_at"], case["due_at"], warn_share)
             if case["sla_state"] not in states:
                 continue
             case["departments"] = list(case.get("departments") or [])
@@ -251,8 +249,6 @@ def sla_cases(engine: Engine, *, now, states: Collection[str], area: str | None 
 
 def _seconds_between(dialect: str, later, earlier):
     """later − earlier in seconds, in SQL."""
-    from sqlalchemy import extract, func
-
     if dialect == "postgresql":
         return extract("epoch", later) - extract("epoch", earlier)
     return (func.julianday(later) - func.julianday(earlier)) * 86400.0
@@ -265,11 +261,6 @@ def kpi_sums(engine: Engine, where: CaseFilter, as_of, *, detail: bool = True) -
     ``detail``: also the "first moments" spans and every handling time (one text per group, for numpy's median);
     without it only their sum and count — about half the work per row.
     """
-    from sqlalchemy import String, and_, case, func, literal, or_
-
-    from core import kpis as k
-    from core.lifecycle import OPEN_STATUSES
-
     c = _CASE.c
     dialect = engine.dialect.name
 
@@ -287,7 +278,7 @@ def kpi_sums(engine: Engine, where: CaseFilter, as_of, *, detail: bool = True) -
         "overdue_open": count_if(and_(~resolved, c.status.in_(sorted(s.value for s in OPEN_STATUSES)),
                                       c.due_at.is_not(None), c.due_at < as_of)),
         "onsite": count_if(and_(resolved, c.onsite.is_(True))), "grassroots": count_if(and_(resolved, c.escalated.is_(False))),
-        "evaluations": count_if(c.rating.is_not(None)), "satisfied": count_if(c.rating >= k.SATISFIED),
+        "evaluations": count_if(c.rating.is_not(None)), "satisfied": count_if(c.rating >= core_kpis.SATISFIED),
         "rating_sum": func.sum(c.rating),
     }
     if detail:
@@ -321,9 +312,7 @@ def kpi_sums(engine: Engine, where: CaseFilter, as_of, *, detail: bool = True) -
 
 def kpis(engine: Engine, where: CaseFilter, as_of, detail: bool = True) -> dict[str, Any]:
     """The KPIs (core.kpis.figures) of the cases matching ``where``, judged at ``as_of`` (see kpi_sums)."""
-    from core import kpis as k
-
-    return k.figures(kpi_sums(engine, where, as_of, detail=detail))
+    return core_kpis.figures(kpi_sums(engine, where, as_of, detail=detail))
 
 
 _RANK_COUNTS = ("received", "accept_decided", "accepted_on_time", "returned", "resolved", "resolved_on_time",
@@ -340,11 +329,6 @@ def _metric_statements(dialect: str, departments: Collection[str], *, since, unt
     Each names every department, so it reads one time range per department of one covering index (store/schema.py)
     — never one row per case into Python.
     """
-    from sqlalchemy import and_, case, func, or_
-
-    from core.rankings import SATISFIED
-    from store.schema import CaseAssignment
-
     a = CaseAssignment.__table__
     names = sorted(departments)
     lead = and_(a.c.role == "lead", a.c.department.in_(names))
@@ -378,7 +362,7 @@ def _metric_statements(dialect: str, departments: Collection[str], *, since, unt
                 *scope)
          .group_by(a.c.department),
          ("whistles", "whistle_decided", "whistle_on_time")),
-        (select(a.c.department, func.count(), count_if(a.c.rating >= SATISFIED), func.sum(a.c.rating))
+        (select(a.c.department, func.count(), count_if(a.c.rating >= rankings.SATISFIED), func.sum(a.c.rating))
          .where(lead, a.c.evaluated_at >= since, a.c.evaluated_at < end, a.c.rating.is_not(None), *scope)
          .group_by(a.c.department),
          ("evaluations", "satisfied", "rating_sum")),
@@ -402,10 +386,6 @@ def _metric_statements(dialect: str, departments: Collection[str], *, since, unt
 
 def _assemble(results: list[tuple[tuple, list]]) -> dict[str, dict[str, Any]]:
     """Figures per department from the statements' rows (see _metric_statements)."""
-    import numpy as np
-
-    from core.rankings import ratio
-
     out: dict[str, dict[str, Any]] = {}
     for names, rows in results:
         for row in rows:
@@ -420,21 +400,19 @@ def _assemble(results: list[tuple[tuple, list]]) -> dict[str, dict[str, Any]]:
                 d[name] = d.get(name, 0) + int(value or 0)
     for code in list(out):
         m = out[code] = {**department_metrics_empty(), "rating_sum": 0, **out[code]}
-        m["accepted_on_time_rate"] = ratio(m["accepted_on_time"], m["accept_decided"])
-        m["resolved_on_time_rate"] = ratio(m["resolved_on_time"], m["resolved"])
-        m["overdue_share"] = ratio(m["overdue_open"], m["open_at_end"])
-        m["returned_rate"] = ratio(m["returned"], m["received"])
-        m["reopened_rate"] = ratio(m["reopened"], m["resolved"])
-        m["whistle_on_time_rate"] = ratio(m["whistle_on_time"], m["whistle_decided"])
-        m["satisfaction"] = ratio(m["satisfied"], m["evaluations"])
-        m["rating_mean"] = ratio(m.pop("rating_sum"), m["evaluations"])
+        m["accepted_on_time_rate"] = rankings.ratio(m["accepted_on_time"], m["accept_decided"])
+        m["resolved_on_time_rate"] = rankings.ratio(m["resolved_on_time"], m["resolved"])
+        m["overdue_share"] = rankings.ratio(m["overdue_open"], m["open_at_end"])
+        m["returned_rate"] = rankings.ratio(m["returned"], m["received"])
+        m["reopened_rate"] = rankings.ratio(m["reopened"], m["resolved"])
+        m["whistle_on_time_rate"] = rankings.ratio(m["whistle_on_time"], m["whistle_decided"])
+        m["satisfaction"] = rankings.ratio(m["satisfied"], m["evaluations"])
+        m["rating_mean"] = rankings.ratio(m.pop("rating_sum"), m["evaluations"])
     return out
 
 
 def _run_statements(engine: Engine, statements: list[tuple]) -> list[tuple[tuple, list]]:
     """Run the statements side by side, each on its own connection (the database works on several cores)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     def one(stmt):
         with engine.connect() as conn:
             return conn.execute(stmt).all()
@@ -493,8 +471,6 @@ def ranking(engine: Engine, *, departments: dict[str, Any], rules, current, prev
     not ranked.
     The statements of both periods run side by side; an ended period's figures are kept for COMPLETE_TTL.
     """
-    from core import rankings
-
     wanted = []  # (period, percentiles, cache key or None)
     for p, percentiles in ((current, True), (previous, False)):
         wanted.append((p, percentiles, _cache_key(engine, p, area, percentiles, departments) if p.until <= now else None))
@@ -547,10 +523,6 @@ def risk_top_cases(engine: Engine, *, area: str, grade_weights, overdue_multipli
     Reads only open cases, through the (area, status) indexes (the district, which holds every case, through
     (status, due_at)); the weight is computed by the database with a CASE expression.
     """
-    from sqlalchemy import case, func, literal
-
-    from core.lifecycle import OPEN_STATUSES
-
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit must be 1..{MAX_LIMIT}")
     weight = case(*((_CASE.c.grade == g, literal(float(w))) for g, w in sorted(grade_weights.items())),
@@ -571,8 +543,6 @@ def risk_top_cases(engine: Engine, *, area: str, grade_weights, overdue_multipli
 def hourly_counts(engine: Engine, where: CaseFilter) -> dict[datetime, int]:
     """Cases matching ``where`` per UTC hour of their report time (hour start → count); any zone's days and hours
     are sums of these."""
-    from sqlalchemy import func
-
     if engine.dialect.name == "postgresql":
         hour = func.date_trunc("hour", _CASE.c.reported_at)
     else:  # fixed-width UTC text: the first 13 characters are the hour
@@ -597,10 +567,6 @@ def counts_by_columns(engine: Engine, where: CaseFilter, columns: Collection[str
                       open_too: bool = False) -> dict[tuple, Any]:
     """Cases matching ``where`` counted by several columns at once (one pass): (values) → count, or with
     ``open_too`` → (count, of those open now)."""
-    from sqlalchemy import case, func
-
-    from core.lifecycle import OPEN_STATUSES
-
     cols = [_CASE.c[c] for c in columns]
     measures = [func.count()]
     if open_too:
@@ -620,8 +586,6 @@ def counts_below(engine: Engine, where: CaseFilter, level: str) -> dict[str, tup
 
 def count_cases(engine: Engine, where: CaseFilter) -> int:
     """How many cases match ``where``."""
-    from sqlalchemy import func
-
     with engine.connect() as conn:
         return int(conn.execute(where.apply(select(func.count()).select_from(_CASE))).scalar_one())
 
@@ -644,23 +608,11 @@ def table_rows(engine: Engine, where: CaseFilter, start: int, end: int, sort: li
     sort. It pages by key: the row that ended the previous block is remembered, so the tenth block reads 50 rows, not
     500. Other orders page by offset, with the higher id first among equals. ValueError for a bad range or sort.
     """
-    from sqlalchemy import tuple_
-
     if not (0 <= start < end and end - start <= TABLE_MAX_ROWS):
         raise ValueError(f"rows {start}..{end}: ask for at most {TABLE_MAX_ROWS} rows from 0 on")
-    for s in sort[:2]:
-        if s.get("colId") not in TABLE_SORTS or s.get("sort") not in ("asc", "desc"):
-            raise ValueError(f"sort: {str(s.get('colId'))[:32]!r} {str(s.get('sort'))[:8]!r}; sort by one of "
-                             f"{', '.join(TABLE_SORTS)}")
-    order = [_CASE.c[s["colId"]].asc() if s["sort"] == "asc" else _CASE.c[s["colId"]].desc() for s in sort[:2]]
-    by_key = not sort or sort[:1] == [{"colId": "reported_at", "sort": "desc"}] and len(sort) == 1
-    if by_key:
-        order = [_CASE.c.reported_at.desc()]
+    order, by_key = _table_order(sort)
     q = where.apply(select(*(_CASE.c[c] for c in TABLE_COLUMNS)))
-    after = None
-    if by_key and start:
-        with _after_lock:
-            after = _after.get((repr(where), start))
+    after = _row_before(where, start) if by_key and start else None
     if after is not None:
         q = (q.where(tuple_(_CASE.c.reported_at, _CASE.c.id) < tuple_(*after))
              .order_by(*order, _CASE.c.id.desc()).limit(end - start))
@@ -671,8 +623,30 @@ def table_rows(engine: Engine, where: CaseFilter, start: int, end: int, sort: li
     for row in rows:
         row["departments"] = [d for d in (row.get("departments") or []) if isinstance(d, str)]
     if by_key and len(rows) == end - start:
-        with _after_lock:
-            if len(_after) > 10_000:
-                _after.clear()
-            _after[(repr(where), end)] = (rows[-1]["reported_at"], rows[-1]["id"])
+        _remember_row_before(where, end, rows[-1])
     return rows, (start + len(rows) if len(rows) < end - start else None)
+
+
+def _table_order(sort: list[dict[str, str]]) -> tuple[list, bool]:
+    """The ORDER BY of a table's sort model (its first two entries), and whether it is the default order (the newest
+    report first), which pages by key. ValueError for a column outside TABLE_SORTS or a direction but asc/desc."""
+    for s in sort[:2]:
+        if s.get("colId") not in TABLE_SORTS or s.get("sort") not in ("asc", "desc"):
+            raise ValueError(f"sort: {str(s.get('colId'))[:32]!r} {str(s.get('sort'))[:8]!r}; sort by one of "
+                             f"{', '.join(TABLE_SORTS)}")
+    if not sort or sort == [{"colId": "reported_at", "sort": "desc"}]:
+        return [_CASE.c.reported_at.desc()], True
+    return [_CASE.c[s["colId"]].asc() if s["sort"] == "asc" else _CASE.c[s["colId"]].desc() for s in sort[:2]], False
+
+
+def _row_before(where: CaseFilter, start: int) -> tuple | None:
+    """(reported_at, id) of the row before row ``start`` of the filter's default order, if a block ended there."""
+    with _after_lock:
+        return _after.get((repr(where), start))
+
+
+def _remember_row_before(where: CaseFilter, end: int, last: dict[str, Any]) -> None:
+    with _after_lock:
+        if len(_after) > 10_000:
+            _after.clear()
+        _after[(repr(where), end)] = (last["reported_at"], last["id"])

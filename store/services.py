@@ -22,7 +22,7 @@ import redis
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 
-from config.settings import Settings, get_settings
+from config.settings import ROOT, Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -274,8 +274,6 @@ def migrate(engine: Engine | None = None) -> None:
     """Create or upgrade the schema to the newest migration (Alembic), safely from several processes."""
     from alembic import command
     from alembic.config import Config
-
-    from config.settings import ROOT
 
     engine = engine or get_engine()
     cfg = Config()

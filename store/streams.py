@@ -19,6 +19,7 @@ import orjson
 import redis
 
 from config.settings import Settings, get_settings
+from core.access import mask_text
 from core.streams import BULK, CASES, DEAD, KINDS, SENSORS, StreamNames  # noqa: F401 - re-exported for feeds
 
 log = logging.getLogger(__name__)
@@ -204,8 +205,6 @@ def read_dead(r: redis.Redis, settings: Settings | None = None, count: int = 100
 def masked_letter(row: dict[str, Any], own_prefixes: tuple[str, ...] | None = None) -> dict[str, Any]:
     """A dead letter (read_dead's row) as a reader sees it: the personal data in its raw payload and reason masked
     (core.access.mask_text). The stored letter stays whole, to be re-driven as it came."""
-    from core.access import mask_text
-
     raw = row.get("raw") or ""
     raw = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
     if "\\u" in raw:  # JSON with escaped characters: as plain UTF-8, so an escape cannot hide the digits after it

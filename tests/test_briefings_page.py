@@ -1,6 +1,6 @@
 """The briefings page (/briefings): the archive list holds exactly the well-named files; the download route serves
 a generated PDF and XLSX as attachments and answers 404 to traversal and to any other name; a generation job run
-through the page's own job function records its progress in Redis and ends with the files in the archive and its
+through the job functions the page calls records its progress in Redis and ends with the files in the archive and its
 links listed; bad input, a briefing being written already, a missing font and an unexpected failure end with the
 message in the job's state and nothing written; and — in a real headless Chromium — a street's daily briefing
 generated from the form and its PDF downloaded, and a bad date's message.
@@ -203,14 +203,14 @@ def test_the_download_route_serves_the_archive_and_refuses_every_other_name(app,
 
 def test_a_job_records_its_progress_and_ends_with_its_files_in_the_archive(app, stored, settings, r, engine, city,
                                                                            monkeypatch):
-    from dashboard import briefing
+    from dashboard import briefing, briefing_jobs
     from layouts import briefings as page
 
     now, df = stored
     geo = city.geography
     day = _yesterday(now)
     street = geo.area(df[df["reported_at"] >= now - timedelta(days=2)]["street_code"].value_counts().index[0])
-    job = page.new_job(r, settings, "day", day.isoformat(), street.code)
+    job = briefing_jobs.new_job(r, settings, "day", day.isoformat(), street.code)
     key, state = _job_hash(r, settings, job)
     assert key.startswith(f"{settings.stream_prefix}:") and state["state"] == "queued"
     assert 0 < r.ttl(key) <= 3600
@@ -223,7 +223,7 @@ def test_a_job_records_its_progress_and_ends_with_its_files_in_the_archive(app, 
             return real(b, path)
 
         monkeypatch.setattr(briefing, f"write_{fmt}", spy)
-    page.run_job(engine, r, settings, city, job, "day", day.isoformat(), street.code)
+    briefing_jobs.run_job(engine, r, settings, city, job, "day", day.isoformat(), street.code)
     assert [(f, s["state"], s["step"], float(s["share"])) for f, s in seen] == [
         ("pdf", "running", "pdf", pytest.approx(0.4)), ("xlsx", "running", "xlsx", pytest.approx(0.7))]
     _, state = _job_hash(r, settings, job)
@@ -235,7 +235,7 @@ def test_a_job_records_its_progress_and_ends_with_its_files_in_the_archive(app, 
     # the page: the job's downloads, and the archive listing the briefing; both links serve the files on disk
     t = page.i18n.texts("zh")
     with accounts.request(app):
-        done = _json(page.status_view(page.job_state(r, settings, job), geo, t))
+        done = _json(page.status_view(briefing_jobs.job_state(r, settings, job), geo, t))
         listed = _json(page.layout(settings, city, {}))
     client = accounts.client(app=app)
     for fmt in ("pdf", "xlsx"):
@@ -260,25 +260,26 @@ def test_a_job_records_its_progress_and_ends_with_its_files_in_the_archive(app, 
     (None, "yesterday", None, "period"),
 ])
 def test_bad_input_ends_with_the_message_and_nothing_written(app, settings, r, engine, city, kind, day, area, word):
+    from dashboard import briefing_jobs
     from layouts import briefings as page
 
     today = datetime.now(TZ).date()
     day = {"tomorrow": (today + timedelta(days=1)).isoformat(), "next week": (today + timedelta(days=7)).isoformat(),
            "yesterday": (today - timedelta(days=1)).isoformat()}.get(day, day)
-    job = page.new_job(r, settings, kind, day, area)
-    page.run_job(engine, r, settings, city, job, kind, day, area)
+    job = briefing_jobs.new_job(r, settings, kind, day, area)
+    briefing_jobs.run_job(engine, r, settings, city, job, kind, day, area)
     _, state = _job_hash(r, settings, job)
     assert state["state"] == "failed" and state["reason"] == "input"
     assert state["message"].startswith(f"{word}:" if word != "future" else "date:") and word in state["message"]
     assert _files_under(settings) == []  # no file, no folder
     with accounts.request(app):
-        shown = _json(page.status_view(page.job_state(r, settings, job), city.geography, page.i18n.texts("zh")))
+        shown = _json(page.status_view(briefing_jobs.job_state(r, settings, job), city.geography, page.i18n.texts("zh")))
     assert "无法生成" in shown and state["message"].replace('"', '\\"') in shown
 
 
 def test_busy_a_missing_font_and_a_failure_are_said_and_leave_nothing(app, settings, r, engine, city, monkeypatch,
                                                                        caplog):
-    from dashboard import briefing
+    from dashboard import briefing, briefing_jobs
     from layouts import briefings as page
 
     day = (datetime.now(TZ).date() - timedelta(days=1)).isoformat()
@@ -288,9 +289,9 @@ def test_busy_a_missing_font_and_a_failure_are_said_and_leave_nothing(app, setti
     t = page.i18n.texts("zh")
 
     def run() -> dict[str, str]:
-        job = page.new_job(r, settings, "day", day, district)
-        page.run_job(engine, r, settings, city, job, "day", day, district)
-        return page.job_state(r, settings, job)
+        job = briefing_jobs.new_job(r, settings, "day", day, district)
+        briefing_jobs.run_job(engine, r, settings, city, job, "day", day, district)
+        return briefing_jobs.job_state(r, settings, job)
 
     # the same briefing being written by another request: it holds the claim (a lock on the claim file)
     import fcntl
@@ -326,7 +327,7 @@ def test_busy_a_missing_font_and_a_failure_are_said_and_leave_nothing(app, setti
     assert _files_under(settings) == ["day"]  # not even the PDF written before
     shown = _json(page.status_view(state, city.geography, t))
     assert t["br_failed"] in shown and "disk full" in shown and "Traceback" not in shown
-    assert page.job_state(r, settings, "0" * 32) is None and page.job_state(r, settings, "../x") is None
+    assert briefing_jobs.job_state(r, settings, "0" * 32) is None and briefing_jobs.job_state(r, settings, "../x") is None
 
 
 def test_the_router_draws_the_page_and_the_drill_down_links_to_it(app, settings, city):
