@@ -25,6 +25,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
+from config import settings as config_settings  # late lookup: tests swap get_settings
 from core.geography import GRID_KINDS, LEVEL_LENGTHS, Area, Geography, label_point, level_of, parent_of
 from core.records import Catalog
 from core.sla import Limit, parse_limit
@@ -519,17 +520,13 @@ def load_city(city_dir: Path | str | None = None) -> City:
     Raises :class:`CityConfigError` listing every problem found.
     """
     if city_dir is None:
-        from config.settings import get_settings
-
-        city_dir = get_settings().city_dir
+        city_dir = config_settings.get_settings().city_dir
     return _load_cached(str(Path(city_dir).resolve()))
 
 
 def get_city() -> City:
     """The configured city (``CITY_DIR``), loaded once."""
-    from config.settings import get_settings
-
-    return load_city(get_settings().city_dir)
+    return load_city(config_settings.get_settings().city_dir)
 
 
 def clear_city_cache() -> None:
