@@ -197,3 +197,8 @@ def case_view(engine, settings, case_id: int, now: datetime | None = None, *,
         "suspensions": spans,
         "evaluation": _evaluation(events),
     }
+
+
+def page_view(case_id: int, now: datetime | None = None, *, personal: bool = False) -> dict[str, Any] | None:
+    """:func:`case_view` on the app's own connection and settings: what the case page calls."""
+    return case_view(context.engine(), context.settings(), case_id, now, personal=personal)

@@ -17,8 +17,8 @@ import dash_leaflet as dl
 from dash import html
 
 from core.lifecycle import ACTION_LABELS, STATUS_LABELS, Action, Status
-from core.records import CITY_TZ
-from dashboard import i18n
+from core.records import CITY_TZ, case_id_of
+from dashboard import auth, casepage, i18n
 
 log = logging.getLogger(__name__)
 
@@ -409,7 +409,7 @@ def _evaluation(f: _Fmt, view: dict[str, Any]):
 
 
 def render(view: dict[str, Any], settings, city, lang: str) -> html.Div:
-    """The page for one case's view model (dashboard/casepage.case_view)."""
+    """The page for one case's view model (dashboard/casepage.py)."""
     f = _Fmt(city, lang)
     t = f.t
     c = view["case"]
@@ -437,9 +437,6 @@ def render(view: dict[str, Any], settings, city, lang: str) -> html.Div:
 
 def layout(settings, city, case_id: str, query: dict[str, str]) -> html.Div:
     """The page for ``/case/<case_id>`` with its query parameters (``lang``); a message for a bad or unknown id."""
-    from core.records import case_id_of
-    from dashboard import auth, casepage, context
-
     lang = i18n.lang_of(query.get("lang"))
     t = i18n.texts(lang)
     raw = case_id if isinstance(case_id, str) else str(case_id or "")
@@ -448,7 +445,7 @@ def layout(settings, city, case_id: str, query: dict[str, str]) -> html.Div:
     if number is None:
         return _message(t, lang, t["case_bad_id"].format(value=shown), t["case_bad_id_hint"], "")
     try:
-        view = casepage.case_view(context.engine(), settings, number, personal=auth.personal())
+        view = casepage.page_view(number, personal=auth.personal())
     except Exception:  # the store is away: say so on the page, keep the traceback in the log
         log.exception("case page: reading case %s failed", number)
         return _message(t, lang, t["case_unavailable"], "", str(number))
