@@ -24,7 +24,7 @@ from dash import Input, Output, State, clientside_callback, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from core.risk import RISK_LEVELS, css_colors
-from dashboard import auth, i18n
+from dashboard import auth, context, i18n, pageviews
 from layouts.components import map_bounds
 
 log = logging.getLogger(__name__)
@@ -216,16 +216,9 @@ def snapshot(fast_version: Any, slow_version: Any) -> tuple[Any, Any, Any, Any, 
     A part the browser already has is sent as no_update; the heartbeat (server time, ms) always comes, so the
     browser can tell a quiet city from a dead server. PreventUpdate if the stores fail: the wall keeps its data.
     """
-    from config.risk import get_risk_model
-    from dashboard import context
-    from dashboard import screen as data
-
     settings = context.settings()
     try:
-        city = context.city()
-        engine = context.engine()
-        fast = data.fast(context.redis_client(), settings, engine, city, get_risk_model(settings.risk_file))
-        slow = data.SLOW.get(engine, city, settings)
+        fast, slow = pageviews.screen_parts(settings)
     except Exception:  # noqa: BLE001 - Redis or SQL away: the wall keeps its last data and shows since when
         log.warning("screen: no snapshot (stores unreachable)", exc_info=True)
         raise PreventUpdate from None
