@@ -12,16 +12,18 @@ import logging
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import dash_ag_grid as dag
 import dash_leaflet as dl
 from dash import Input, Output, State, clientside_callback, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
+from core.kpis import DEFINITIONS
+from core.lifecycle import STATUS_LABELS, Status
 from core.records import CITY_TZ
 from core.risk import RISK_LEVELS
-from dashboard import drill, i18n
+from dashboard import auth, context, drill, i18n
 from layouts import components
 from layouts.components import bars, map_bounds, problem, trend
 
@@ -110,8 +112,6 @@ def map_data(geo, code: str, children: list[dict[str, Any]], t: dict[str, str]) 
 
 
 def _options(city, lang: str) -> dict[str, list[dict[str, str]]]:
-    from core.lifecycle import STATUS_LABELS
-
     cats = []
     for g in city.groups:
         cats.append({"label": f"{g.code} {g.name}", "value": g.code})
@@ -152,8 +152,6 @@ def _panel(title_id: str, title: str, body_id: str, cls: str = "") -> html.Secti
 
 
 def layout(settings, city, query: dict[str, str]) -> html.Div:
-    from dashboard import auth
-
     lang = i18n.lang_of(query.get("lang"))
     t = i18n.texts(lang)
     geo = city.geography
@@ -289,8 +287,6 @@ def layout(settings, city, query: dict[str, str]) -> html.Div:
 
 
 def kpi_tiles(data: dict[str, Any], t: dict[str, str], lang: str) -> list:
-    from core.kpis import DEFINITIONS
-
     tiles = []
     for key in KPI_KEYS:
         d = DEFINITIONS[key]
@@ -481,10 +477,7 @@ def register(app) -> None:
                 if value:
                     params[name] = str(value)
         if code is None:  # the URL names no area: start again from the viewer's jurisdiction with these filters
-            from dashboard import auth
-            from dashboard.context import city
-
-            code = auth.scope() or city().geography.district.code
+            code = auth.scope() or context.city().geography.district.code
         url = drill.view_url(code, params, lang)
         path, _, query = url.partition("?")
         new_search = "?" + query if query else ""
@@ -543,17 +536,13 @@ def register(app) -> None:
 
 
 def frame_of(pathname, search, mode="risk") -> tuple:
-    from dashboard.context import city
-
     view, err = _view(pathname, search)
     lang = view.lang if view else i18n.lang_of(dict(_pairs(search)).get("lang"))
     t = i18n.texts(lang)
-    geo_city = city()
+    geo_city = context.city()
     geo = geo_city.geography
     if err is not None:
         home = "/" + ("?lang=en" if lang == "en" else "")
-        from dashboard import auth
-
         mine = geo.area(auth.scope() or geo.district.code)
         none = [html.Span(dcc.Link(mine.name, href=home), className="dr-crumb")]
         hidden = {"display": "none"}  # a URL that names no view shows no data at all
@@ -575,14 +564,10 @@ def frame_of(pathname, search, mode="risk") -> tuple:
 
 
 def _pairs(search):
-    from urllib.parse import parse_qsl
-
     return parse_qsl((search or "").lstrip("?"))
 
 
 def _switch(pathname, search, lang) -> str:
-    from urllib.parse import urlencode
-
     q = [(k, v) for k, v in _pairs(search) if k != "lang"]
     if lang == "zh":
         q.append(("lang", "en"))
@@ -621,8 +606,6 @@ def rows_of(request, pathname, search) -> dict[str, Any]:
     except ValueError as exc:
         log.warning("drill table: %s", exc)
         return {"rowData": [], "rowCount": 0}
-    from core.lifecycle import STATUS_LABELS, Status
-
     t_lang = view.lang
     grades = _grade_names(t_lang)
     for r in rows:
@@ -646,12 +629,8 @@ def _stamp(v: datetime | None) -> str:
 
 
 def _grade_names(lang: str) -> dict[int, str]:
-    from dashboard.context import city
-
-    return {g.level: i18n.pick((g.name, g.en), lang) for g in city().grades.values()}
+    return {g.level: i18n.pick((g.name, g.en), lang) for g in context.city().grades.values()}
 
 
 def title(lang: str | None = None, district_name: str | None = None) -> str:
-    from dashboard.context import city
-
-    return f"{district_name or city().geography.district.name} · {i18n.texts(lang)['dr_title']}"
+    return f"{district_name or context.city().geography.district.name} · {i18n.texts(lang)['dr_title']}"
