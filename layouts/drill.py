@@ -151,13 +151,9 @@ def _panel(title_id: str, title: str, body_id: str, cls: str = "") -> html.Secti
                         className=f"dr-panel {cls}".strip(), id=title_id)
 
 
-def layout(settings, city, query: dict[str, str]) -> html.Div:
-    lang = i18n.lang_of(query.get("lang"))
-    t = i18n.texts(lang)
-    geo = city.geography
-    opts = _options(city, lang)
-    values = _controls(None)
-    columns = [  # values come formatted from the server; colId is what the server sorts by
+def _columns(t: dict[str, str]) -> list[dict[str, Any]]:
+    """The case table's columns: values come formatted from the server; colId is what the server sorts by."""
+    return [
         {"colId": "id", "field": "link", "headerName": t["dr_col_id"], "width": 110, "cellRenderer": "markdown",
          "sortable": True},
         {"colId": "reported_at", "field": "reported_local", "headerName": t["dr_col_reported"], "width": 160,
@@ -177,7 +173,12 @@ def layout(settings, city, query: dict[str, str]) -> html.Div:
         {"colId": "due_at", "field": "due_local", "headerName": t["dr_col_due"], "width": 160, "sortable": True,
          "cellClassRules": {"dr-late": "params.data && params.data.overdue"}},
     ]
-    bar = html.Div([
+
+
+def _filters(t: dict[str, str], opts: dict[str, list[dict[str, str]]]) -> html.Div:
+    """The filter bar: period, 大类/小类, grade, source, status, department, text and reset."""
+    values = _controls(None)
+    return html.Div([
         html.Div([html.Label(t["dr_period"]),
                   dcc.RadioItems(opts["range"], values["range"], id=ID.range, inline=True, className="dr-range"),
                   dcc.DatePickerRange(id=ID.dates, display_format="YYYY-MM-DD", first_day_of_week=1,
@@ -204,82 +205,105 @@ def layout(settings, city, query: dict[str, str]) -> html.Div:
                             placeholder=t["dr_text_hint"], className="dr-input")], className="dr-filter"),
         html.Button(t["dr_reset"], id=ID.reset, n_clicks=0, className="dr-button"),
     ], className="dr-filters")
+
+
+def _header(t: dict[str, str], lang: str, district_name: str) -> html.Header:
+    """The title and the links to compare, the wall (for the whole district only), briefings and the language."""
+    return html.Header([
+        html.H1(f"{district_name} · {t['dr_title']}", id=ID.title),
+        html.Nav([
+            html.A(t["dr_compare"], id=ID.compare, href="/compare", className="dr-link"),
+            *([html.A(t["dr_screen"], href="/screen", className="dr-link", target="_blank")]
+              if auth.whole_district() else []),  # the wall is the district's
+            html.A(t["dr_briefings"], id=ID.briefings, href="/briefings" + ("?lang=en" if lang == "en" else ""),
+                   className="dr-link"),
+            html.A(t["switch"], id=f"{ID.lang}-switch", href="?lang=" + ("zh" if lang == "en" else "en"),
+                   className="dr-link"),
+        ], className="dr-nav"),
+    ], className="dr-header")
+
+
+def _map(t: dict[str, str], geo) -> html.Div:
+    """The map with its legend and colour switch, and the list of areas below it."""
     legend = html.Div([html.Span([html.I(className=f"dr-sw dr-l{lv}"), t["scr_levels"].split(",")[lv - 1]])
                        for lv in (4, 3, 2, 1)], className="dr-legend")
     district_bounds = map_bounds(geo, geo.district.code)
     return html.Div([
+        html.Div([
+            dl.MapContainer([
+                dl.GeoJSON(id=ID.outline, data=None, style={"color": "#334155", "weight": 1,
+                                                           "fill": False, "opacity": 0.5},
+                           interactive=False),
+                dl.LayerGroup(id=ID.pins),
+                dl.LayerGroup(id=ID.labels),
+                dl.GeoJSON(id=ID.areas, data=None, hideout={"mode": "risk", "levels": {}, "colors": LEVEL_COLORS, "counts": {},
+                                                            "max": 0},
+                           style={"variable": "gridwatch.drill.areaStyle"},
+                           hoverStyle={"variable": "gridwatch.drill.hoverStyle"}, zoomToBounds=False),
+            ], id=ID.map, bounds=district_bounds, zoomSnap=0.25, attributionControl=False,
+                scrollWheelZoom=False, trackViewport=False, className="dr-leaflet", style={"width": "100%", "height": "100%"}),
+            legend,
+            dcc.RadioItems([{"label": t["dr_color_risk"], "value": "risk"},
+                            {"label": t["dr_color_cases"], "value": "cases"}], "risk", id=ID.mode,
+                           inline=True, className="dr-mode"),
+        ], className="dr-map-wrap"),
+        html.Div(id=ID.children, className="dr-children"),
+    ], className="dr-left")
+
+
+def _panels(t: dict[str, str]) -> html.Div:
+    """The period, the KPI tiles and the panels beside the map."""
+    return html.Div([
+        html.Div([html.Span(id=ID.period, className="dr-period")], className="dr-period-row"),
+        _loading(html.Div(id=ID.kpis, className="dr-kpis")),
+        html.Div([
+            _panel("drill-trend-panel", t["dr_trend"], ID.trend, "dr-trend-panel"),
+            _panel("drill-groups-panel", t["dr_groups"], ID.groups),
+            _panel("drill-sources-panel", t["dr_sources"], ID.sources),
+        ], className="dr-row"),
+        html.Div([
+            _panel("drill-overdue-panel", t["dr_overdue"], ID.overdue, "dr-wide"),
+            _panel("drill-hotspots-panel", t["dr_hotspots"], ID.hotspots),
+        ], className="dr-row"),
+        html.Div([
+            _panel("drill-sensors-panel", t["dr_sensors"], ID.sensors),
+            _panel("drill-depts-panel", t["dr_depts"], ID.depts, "dr-wide"),
+        ], className="dr-row"),
+    ], className="dr-right")
+
+
+def _table(t: dict[str, str]) -> html.Section:
+    """The case table (server-side paging and sorting) with its count and the export link."""
+    return html.Section([
+        html.Div([html.H3(t["dr_cases_table"]), html.Span(id=ID.count, className="dr-count"),
+                  html.A(t["dr_export"], id=ID.export, href="#", className="dr-button dr-export",
+                         download="")], className="dr-table-head"),
+        dag.AgGrid(id=ID.grid, columnDefs=_columns(t), rowModelType="infinite",
+                   defaultColDef={"resizable": True, "suppressHeaderMenuButton": True},
+                   dashGridOptions={"pagination": True, "paginationPageSize": PAGE_SIZE,
+                                    "cacheBlockSize": PAGE_SIZE, "maxBlocksInCache": 20,
+                                    "rowHeight": 34, "tooltipShowDelay": 300,
+                                    "localeText": {"page": t["dr_page"], "of": "/", "to": "–",
+                                                   "more": "…", "noRowsToShow": t["dr_no_rows"],
+                                                   "loadingOoo": t["dr_loading"]}},
+                   className="ag-theme-quartz dr-grid", style={"height": "560px", "width": "100%"}),
+    ], className="dr-table", id=ID.table)
+
+
+def layout(settings, city, query: dict[str, str]) -> html.Div:
+    lang = i18n.lang_of(query.get("lang"))
+    t = i18n.texts(lang)
+    geo = city.geography
+    return html.Div([
         dcc.Location(id=ID.url, refresh="callback-nav"),
         dcc.Store(id=ID.lang, data=lang),
         dcc.Store(id=ID.refresh),
-        html.Header([
-            html.H1(f"{geo.district.name} · {t['dr_title']}", id=ID.title),
-            html.Nav([
-                html.A(t["dr_compare"], id=ID.compare, href="/compare", className="dr-link"),
-                *([html.A(t["dr_screen"], href="/screen", className="dr-link", target="_blank")]
-                  if auth.whole_district() else []),  # the wall is the district's
-                html.A(t["dr_briefings"], id=ID.briefings, href="/briefings" + ("?lang=en" if lang == "en" else ""),
-                       className="dr-link"),
-                html.A(t["switch"], id=f"{ID.lang}-switch", href="?lang=" + ("zh" if lang == "en" else "en"),
-                       className="dr-link"),
-            ], className="dr-nav"),
-        ], className="dr-header"),
+        _header(t, lang, geo.district.name),
         html.Div(id=ID.crumbs, className="dr-crumbs"),
-        bar,
+        _filters(t, _options(city, lang)),
         html.Div(id=ID.message, className="dr-message", style={"display": "none"}),
-        html.Div([
-            html.Div([
-                html.Div([
-                    dl.MapContainer([
-                        dl.GeoJSON(id=ID.outline, data=None, style={"color": "#334155", "weight": 1,
-                                                                   "fill": False, "opacity": 0.5},
-                                   interactive=False),
-                        dl.LayerGroup(id=ID.pins),
-                        dl.LayerGroup(id=ID.labels),
-                        dl.GeoJSON(id=ID.areas, data=None, hideout={"mode": "risk", "levels": {}, "colors": LEVEL_COLORS, "counts": {},
-                                                                    "max": 0},
-                                   style={"variable": "gridwatch.drill.areaStyle"},
-                                   hoverStyle={"variable": "gridwatch.drill.hoverStyle"}, zoomToBounds=False),
-                    ], id=ID.map, bounds=district_bounds, zoomSnap=0.25, attributionControl=False,
-                        scrollWheelZoom=False, trackViewport=False, className="dr-leaflet", style={"width": "100%", "height": "100%"}),
-                    legend,
-                    dcc.RadioItems([{"label": t["dr_color_risk"], "value": "risk"},
-                                    {"label": t["dr_color_cases"], "value": "cases"}], "risk", id=ID.mode,
-                                   inline=True, className="dr-mode"),
-                ], className="dr-map-wrap"),
-                html.Div(id=ID.children, className="dr-children"),
-            ], className="dr-left"),
-            html.Div([
-                html.Div([html.Span(id=ID.period, className="dr-period")], className="dr-period-row"),
-                _loading(html.Div(id=ID.kpis, className="dr-kpis")),
-                html.Div([
-                    _panel("drill-trend-panel", t["dr_trend"], ID.trend, "dr-trend-panel"),
-                    _panel("drill-groups-panel", t["dr_groups"], ID.groups),
-                    _panel("drill-sources-panel", t["dr_sources"], ID.sources),
-                ], className="dr-row"),
-                html.Div([
-                    _panel("drill-overdue-panel", t["dr_overdue"], ID.overdue, "dr-wide"),
-                    _panel("drill-hotspots-panel", t["dr_hotspots"], ID.hotspots),
-                ], className="dr-row"),
-                html.Div([
-                    _panel("drill-sensors-panel", t["dr_sensors"], ID.sensors),
-                    _panel("drill-depts-panel", t["dr_depts"], ID.depts, "dr-wide"),
-                ], className="dr-row"),
-            ], className="dr-right"),
-        ], className="dr-body", id=ID.body),
-        html.Section([
-            html.Div([html.H3(t["dr_cases_table"]), html.Span(id=ID.count, className="dr-count"),
-                      html.A(t["dr_export"], id=ID.export, href="#", className="dr-button dr-export",
-                             download="")], className="dr-table-head"),
-            dag.AgGrid(id=ID.grid, columnDefs=columns, rowModelType="infinite",
-                       defaultColDef={"resizable": True, "suppressHeaderMenuButton": True},
-                       dashGridOptions={"pagination": True, "paginationPageSize": PAGE_SIZE,
-                                        "cacheBlockSize": PAGE_SIZE, "maxBlocksInCache": 20,
-                                        "rowHeight": 34, "tooltipShowDelay": 300,
-                                        "localeText": {"page": t["dr_page"], "of": "/", "to": "–",
-                                                       "more": "…", "noRowsToShow": t["dr_no_rows"],
-                                                       "loadingOoo": t["dr_loading"]}},
-                       className="ag-theme-quartz dr-grid", style={"height": "560px", "width": "100%"}),
-        ], className="dr-table", id=ID.table),
+        html.Div([_map(t, geo), _panels(t)], className="dr-body", id=ID.body),
+        _table(t),
     ], className="dr", lang="zh-CN" if lang == "zh" else "en")
 
 
