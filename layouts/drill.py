@@ -451,7 +451,60 @@ def _view(pathname, search):
         return None, exc
 
 
-def register(app) -> None:
+def _filter_params(trigger, range_, start, end, filters: tuple) -> dict[str, str]:
+    """The URL's parameters for the filter controls (none after 重置); PreventUpdate until a custom period has
+    both ends."""
+    if trigger == ID.reset:
+        return {}
+    params: dict[str, str] = {}
+    if trigger == ID.dates:  # picking dates means a custom period
+        range_ = "custom"
+    if range_ == "custom":
+        if not start or not end:
+            raise PreventUpdate  # wait until both ends are picked
+        params["since"] = start[:10]
+        params["until"] = (datetime.fromisoformat(end[:10]) + timedelta(days=1)).date().isoformat()
+    elif range_ and range_ != drill.DEFAULT_RANGE:
+        params["range"] = range_
+    category, grade, source, status, dept, text = filters
+    for name, value in (("category", category), ("grade", grade), ("source", source), ("status", status),
+                        ("dept", dept), ("q", (text or "").strip())):
+        if isinstance(value, list):
+            value = ",".join(sorted(str(v) for v in value))
+        if value:
+            params[name] = str(value)
+    return params
+
+
+def sync_of(trigger, search, pathname, range_, start, end, filters: tuple, clicked) -> tuple:
+    """The URL and the filter controls kept in step: a control or a map click writes the URL; a URL (loaded,
+    or by the back button) sets the controls. A URL that names no view is left as it is (and reported)."""
+    view, err = _view(pathname, search)
+    if trigger in (None, ID.url):
+        c = _controls(view)
+        return (no_update, no_update, c["range"], c["start"], c["end"], c["category"], c["grade"], c["source"],
+                c["status"], c["dept"], c["q"])
+    lang = view.lang if view else i18n.lang_of(None)
+    code = view.area.code if view else None
+    if trigger == ID.areas:
+        picked = ((clicked or {}).get("properties") or {}).get("code")
+        if not picked or view is None or picked == code:
+            raise PreventUpdate
+        url = view.url(picked)
+        path, _, query = url.partition("?")
+        return ("?" + query if query else "", path, *([no_update] * 9))
+    params = _filter_params(trigger, range_, start, end, filters)
+    if code is None:  # the URL names no area: start again from the viewer's jurisdiction with these filters
+        code = auth.scope() or context.city().geography.district.code
+    url = drill.view_url(code, params, lang)
+    path, _, query = url.partition("?")
+    new_search = "?" + query if query else ""
+    if path == (pathname or "/") and new_search == (search or ""):
+        raise PreventUpdate
+    return new_search, path, *([no_update] * 9)
+
+
+def _register_sync(app) -> None:
     @app.callback(
         Output(ID.url, "search"), Output(ID.url, "pathname"),
         Output(ID.range, "value"), Output(ID.dates, "start_date"), Output(ID.dates, "end_date"),
@@ -464,51 +517,11 @@ def register(app) -> None:
         Input(ID.areas, "clickData"),
     )
     def sync(search, pathname, range_, start, end, category, grade, source, status, dept, text, _reset, clicked):
-        """The URL and the filter controls kept in step: a control or a map click writes the URL; a URL (loaded,
-        or by the back button) sets the controls. A URL that names no view is left as it is (and reported)."""
-        trigger = ctx.triggered_id
-        view, err = _view(pathname, search)
-        if trigger in (None, ID.url):
-            c = _controls(view)
-            return (no_update, no_update, c["range"], c["start"], c["end"], c["category"], c["grade"], c["source"],
-                    c["status"], c["dept"], c["q"])
-        lang = view.lang if view else i18n.lang_of(None)
-        code = view.area.code if view else None
-        if trigger == ID.areas:
-            picked = ((clicked or {}).get("properties") or {}).get("code")
-            if not picked or view is None or picked == code:
-                raise PreventUpdate
-            url = view.url(picked)
-            path, _, query = url.partition("?")
-            return ("?" + query if query else "", path, *([no_update] * 9))
-        if trigger == ID.reset:
-            params: dict[str, str] = {}
-        else:
-            params = {}
-            if trigger == ID.dates:  # picking dates means a custom period
-                range_ = "custom"
-            if range_ == "custom":
-                if not start or not end:
-                    raise PreventUpdate  # wait until both ends are picked
-                params["since"] = start[:10]
-                params["until"] = (datetime.fromisoformat(end[:10]) + timedelta(days=1)).date().isoformat()
-            elif range_ and range_ != drill.DEFAULT_RANGE:
-                params["range"] = range_
-            for name, value in (("category", category), ("grade", grade), ("source", source), ("status", status),
-                                ("dept", dept), ("q", (text or "").strip())):
-                if isinstance(value, list):
-                    value = ",".join(sorted(str(v) for v in value))
-                if value:
-                    params[name] = str(value)
-        if code is None:  # the URL names no area: start again from the viewer's jurisdiction with these filters
-            code = auth.scope() or context.city().geography.district.code
-        url = drill.view_url(code, params, lang)
-        path, _, query = url.partition("?")
-        new_search = "?" + query if query else ""
-        if path == (pathname or "/") and new_search == (search or ""):
-            raise PreventUpdate
-        return new_search, path, *([no_update] * 9)
+        return sync_of(ctx.triggered_id, search, pathname, range_, start, end,
+                       (category, grade, source, status, dept, text), clicked)
 
+
+def _register_frame(app) -> None:
     @app.callback(
         Output(ID.crumbs, "children"), Output(ID.message, "children"), Output(ID.message, "style"),
         Output(ID.areas, "data"), Output(ID.outline, "data"), Output(ID.areas, "hideout"), Output(ID.map, "viewport"),
@@ -529,6 +542,8 @@ def register(app) -> None:
             raise PreventUpdate  # not what the radio buttons and the map send
         return {**(hideout or {}), "mode": mode}
 
+
+def _register_data(app) -> None:
     @app.callback(
         Output(ID.kpis, "children"), Output(ID.trend, "children"), Output(ID.groups, "children"),
         Output(ID.sources, "children"),
@@ -557,6 +572,13 @@ def register(app) -> None:
         "function(p, s) { return window.gridwatch.drill.refreshGrid(p, s); }",
         Output(ID.refresh, "data"), Input(ID.url, "pathname"), Input(ID.url, "search"), prevent_initial_call=True,
     )
+
+
+def register(app) -> None:
+    """The URL and the controls in step; the frame (map, breadcrumb, links) and the data panels follow the URL."""
+    _register_sync(app)
+    _register_frame(app)
+    _register_data(app)
 
 
 def frame_of(pathname, search, mode="risk") -> tuple:
