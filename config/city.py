@@ -1,13 +1,8 @@
-"""The city: geography (GeoJSON) and reference data (YAML), loaded and validated once.
+"""The city: geography (the four GeoJSON files of ``scripts/generate_city.py``) and reference data (departments,
+grades, categories and sensors as YAML; a YAML file missing from the city directory is read from ``config/city/``).
 
-A city directory holds ``district.geojson``, ``streets.geojson``, ``communities.geojson`` and
-``grids.geojson`` (written by ``scripts/generate_city.py``) and the reference files
-``departments.yaml``, ``grades.yaml``, ``categories.yaml`` and ``sensors.yaml``. A YAML file missing
-from the city directory is read from the default ``config/city/`` instead, so a scaled benchmark city
-only needs its GeoJSON.
-
-Every problem found is reported at once in a :class:`CityConfigError` whose lines name the file, the
-entry and the fix.
+Loaded and validated once per directory; a :class:`CityConfigError` lists every problem, naming the file, the entry
+and the fix.
 """
 
 from __future__ import annotations

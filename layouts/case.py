@@ -1,10 +1,7 @@
-"""The case page (/case/<id>) of the leaders' drill-down: every field, a map pin, the lifecycle timeline with each
-stage's duration against its limit, the departments and their whistle reports, extensions, suspensions and the
-evaluation. Rendered whole on the server (no callbacks); the data is dashboard/casepage.py's view model.
+"""The case page (/case/<id>): fields, map pin, timeline, stages against their limits, departments, whistles,
+extensions, suspensions and evaluation, drawn whole on the server from dashboard/casepage.py's view model.
 
-``?lang=en`` switches to English (Simplified Chinese by default). A bad or unknown id shows a message with a link
-back — never a traceback. The reporter's name and phone are shown masked unless the viewer's role may see them (core/access.py); a case
-outside the viewer's jurisdiction is answered as if it did not exist.
+A bad or unknown id, or a case outside the viewer's jurisdiction, shows a message with a way back; ``?lang=en``.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
-"""The leaders' drill-down page (``/`` and ``/area/<code>``): map, breadcrumb, filters, area panel and case table.
+"""The leaders' drill-down page (``/`` and ``/area/<code>``): map, breadcrumb, filters, area panels and case table.
 
-The URL is the state (dashboard/drill.py): clicking an area on the map or in the list, a breadcrumb link, or changing
-a filter changes the URL; every panel, the map and the table follow the URL. So the back button, a reload and a
-shared link all show the same view. A URL that names no view (unknown area, bad filter value, inverted range) shows
-what is wrong and a way back — never a traceback, never all data instead.
+The URL is the state (dashboard/drill.py): a click or a filter writes the URL and every part follows it, so back,
+reload and a shared link show the same view. A URL that names no view says what is wrong and offers a way back.
 """
 
 from __future__ import annotations
