@@ -13,11 +13,12 @@ from urllib.parse import parse_qsl
 import dash
 from dash import Input, Output, State, clientside_callback, dcc, html
 from dash.exceptions import PreventUpdate
-from flask import Flask
+from flask import Flask, g
 
-from config.city import load_city
+from config.city import get_city, load_city
 from config.settings import Settings, get_settings
 from core import access
+from core.risk import css_colors
 from dashboard import api, auth, context, i18n, web
 from ingest.feeds import push
 from layouts import briefings, case, compare, drill, live, screen
@@ -84,26 +85,20 @@ STAYS = {"drill"}  # pages that follow their URL themselves instead of being dra
 
 def frame(user=None) -> html.Div:
     """The router's frame: the URL, the page kind and title, the page, and who is logged in (with 退出)."""
-    from core.risk import css_colors
-
     return html.Div([dcc.Location(id=ROUTER_URL), dcc.Store(id=ROUTER_KIND), dcc.Store(id=ROUTER_TITLE),
                      html.Div(id=ROUTER_CONTENT), *([user] if user is not None else [])],
                     style=css_colors(_grade_colors()))  # the one table of colours, for every page's stylesheet
 
 
 def _grade_colors() -> dict[int, str]:
-    from config.city import get_city
-
     try:
-        return {g: x.color for g, x in get_city().grades.items()}
+        return {level: x.color for level, x in get_city().grades.items()}
     except Exception:  # noqa: BLE001 - a city that does not load is reported by the page itself
         return {}
 
 
 def root() -> html.Div:
     """The layout Dash serves: the frame, and a small note of the user with a logout button (not on a wall link)."""
-    from flask import g
-
     v = auth.viewer()
     if v is None or v.role == "screen":
         return frame()

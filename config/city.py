@@ -1,13 +1,8 @@
-"""The city: geography (GeoJSON) and reference data (YAML), loaded and validated once.
+"""The city: geography (the four GeoJSON files of ``scripts/generate_city.py``) and reference data (departments,
+grades, categories and sensors as YAML; a YAML file missing from the city directory is read from ``config/city/``).
 
-A city directory holds ``district.geojson``, ``streets.geojson``, ``communities.geojson`` and
-``grids.geojson`` (written by ``scripts/generate_city.py``) and the reference files
-``departments.yaml``, ``grades.yaml``, ``categories.yaml`` and ``sensors.yaml``. A YAML file missing
-from the city directory is read from the default ``config/city/`` instead, so a scaled benchmark city
-only needs its GeoJSON.
-
-Every problem found is reported at once in a :class:`CityConfigError` whose lines name the file, the
-entry and the fix.
+Loaded and validated once per directory; a :class:`CityConfigError` lists every problem, naming the file, the entry
+and the fix.
 """
 
 from __future__ import annotations
@@ -25,6 +20,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
+from config import settings as config_settings  # late lookup: tests swap get_settings
 from core.geography import GRID_KINDS, LEVEL_LENGTHS, Area, Geography, label_point, level_of, parent_of
 from core.records import Catalog
 from core.sla import Limit, parse_limit
@@ -284,6 +280,125 @@ def _validate_entries(
 # --------------------------------------------------------------------------- geography
 
 
+def _read_collection(city_dir: Path, level: str, path: Path, shown: str, problems: _Problems) -> list | None:
+    """The features of one GeoJSON file, or None (with the problem) if it is missing or not a FeatureCollection."""
+    if not path.is_file():
+        problems.add(f"{shown}: file not found — generate the city with `python scripts/generate_city.py --out {_display(city_dir)}`")
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        problems.add(f"{shown}: not valid JSON ({exc}) — regenerate it with scripts/generate_city.py")
+        return None
+    if not isinstance(data, dict) or data.get("type") != "FeatureCollection" or not isinstance(data.get("features"), list):
+        problems.add(f"{shown}: expected a GeoJSON FeatureCollection")
+        return None
+    if level == "district" and len(data["features"]) != 1:
+        problems.add(f"{shown}: expected exactly one district feature, found {len(data['features'])}")
+    return data["features"]
+
+
+def _feature_code(shown: str, level: str, i: int, feat: Any, problems: _Problems) -> tuple[dict, str, str, str] | None:
+    """(properties, label for messages, code, the code's level) of a feature, or None if it has no usable code."""
+    props = (feat or {}).get("properties") if isinstance(feat, dict) else None
+    if not isinstance(props, dict):
+        problems.add(f"{shown}: feature #{i + 1}: no properties — each feature needs code, name, level, parent, kind")
+        return None
+    label = f"{shown}: {level} {props.get('code')}" + (f" ({props.get('name')})" if props.get("name") else "")
+    code = props.get("code")
+    if not isinstance(code, str):
+        problems.add(f"{label}: code must be a string of digits, got {code!r}")
+        return None
+    try:
+        return props, label, code, level_of(code)
+    except ValueError as exc:
+        problems.add(f"{label}: {exc}")
+        return None
+
+
+def _placed(label: str, props: dict, code: str, code_level: str, level: str, filename: str,
+            codes_by_level: dict[str, set[str]], problems: _Problems) -> tuple[bool, str | None]:
+    """Whether the code fits its file, its parent and the codes read before; and the expected parent's code."""
+    ok = True
+    if code_level != level:
+        problems.add(f"{label}: a {code_level} code in {filename} — a {level} code has {LEVEL_LENGTHS[level]} digits")
+        ok = False
+    if props.get("level") not in (None, level):
+        problems.add(f"{label}: level {props.get('level')!r} — features in {filename} have level {level!r}")
+        ok = False
+    expected_parent = parent_of(code) if code_level == level else None
+    if ok and props.get("parent") != expected_parent:
+        problems.add(
+            f"{label}: parent {props.get('parent')!r} does not match the code — the code must start with its "
+            f"parent's code (expected parent {expected_parent!r})"
+        )
+        ok = False
+    if ok and expected_parent is not None:
+        parent_level = level_of(expected_parent)
+        if expected_parent not in codes_by_level.get(parent_level, ()):
+            parent_file = dict(GEO_FILES)[parent_level]
+            problems.add(
+                f"{label}: its code does not nest: {parent_level} {expected_parent} is not in {parent_file} — "
+                f"fix the code or add the {parent_level}"
+            )
+            ok = False
+    if code in codes_by_level[level]:
+        problems.add(f"{label}: duplicate code {code} — give each {level} its own code")
+        ok = False
+    return ok, expected_parent
+
+
+def _named(label: str, props: dict, level: str, problems: _Problems) -> bool:
+    """Whether the feature has a name, and a grid kind exactly when it is a grid."""
+    ok = True
+    name = props.get("name")
+    if not isinstance(name, str) or not name.strip():
+        problems.add(f"{label}: name is missing")
+        ok = False
+    kind = props.get("kind")
+    if level == "grid":
+        if kind not in GRID_KINDS:
+            problems.add(f"{label}: kind {kind!r} is not a grid kind — use one of: {', '.join(GRID_KINDS)}")
+            ok = False
+    elif kind is not None:
+        problems.add(f"{label}: only grids have a kind — set kind to null")
+        ok = False
+    return ok
+
+
+def _geometry(label: str, feat: dict, problems: _Problems) -> BaseGeometry | None:
+    """The feature's polygon, or None (with the problem) if it does not parse or is empty or invalid."""
+    try:
+        geom = shape(feat.get("geometry"))
+    except Exception as exc:  # noqa: BLE001 - shapely raises several types for bad GeoJSON
+        problems.add(f"{label}: geometry does not parse ({exc})")
+        return None
+    if geom.is_empty or geom.geom_type not in ("Polygon", "MultiPolygon"):
+        problems.add(f"{label}: geometry must be a non-empty Polygon or MultiPolygon, got {geom.geom_type}")
+        return None
+    if not geom.is_valid:
+        problems.add(f"{label}: geometry is invalid ({shapely.is_valid_reason(geom)}) — regenerate with scripts/generate_city.py")
+        return None
+    return geom
+
+
+def _read_feature(shown: str, level: str, filename: str, i: int, feat: Any, codes_by_level: dict[str, set[str]],
+                  problems: _Problems) -> tuple[Area, BaseGeometry] | None:
+    """One feature as an area and its polygon, or None when it has problems (all of them reported)."""
+    found = _feature_code(shown, level, i, feat, problems)
+    if found is None:
+        return None
+    props, label, code, code_level = found
+    placed, expected_parent = _placed(label, props, code, code_level, level, filename, codes_by_level, problems)
+    named = _named(label, props, level, problems)
+    geom = _geometry(label, feat, problems)
+    if geom is None or not (placed and named):
+        return None
+    area = Area(code=code, name=props["name"].strip(), level=level, parent=expected_parent, kind=props.get("kind"),
+                centroid=label_point(geom))
+    return area, geom
+
+
 def _read_geography(city_dir: Path, problems: _Problems, sources: dict[str, str]) -> Geography | None:
     items: list[tuple[Area, BaseGeometry]] = []
     codes_by_level: dict[str, set[str]] = {}
@@ -293,92 +408,11 @@ def _read_geography(city_dir: Path, problems: _Problems, sources: dict[str, str]
         shown = _display(path)
         sources[filename] = shown
         codes_by_level[level] = set()
-        if not path.is_file():
-            problems.add(f"{shown}: file not found — generate the city with `python scripts/generate_city.py --out {_display(city_dir)}`")
-            continue
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            problems.add(f"{shown}: not valid JSON ({exc}) — regenerate it with scripts/generate_city.py")
-            continue
-        if not isinstance(data, dict) or data.get("type") != "FeatureCollection" or not isinstance(data.get("features"), list):
-            problems.add(f"{shown}: expected a GeoJSON FeatureCollection")
-            continue
-        if level == "district" and len(data["features"]) != 1:
-            problems.add(f"{shown}: expected exactly one district feature, found {len(data['features'])}")
-        for i, feat in enumerate(data["features"]):
-            props = (feat or {}).get("properties") if isinstance(feat, dict) else None
-            if not isinstance(props, dict):
-                problems.add(f"{shown}: feature #{i + 1}: no properties — each feature needs code, name, level, parent, kind")
-                continue
-            label = f"{shown}: {level} {props.get('code')}" + (f" ({props.get('name')})" if props.get("name") else "")
-            code = props.get("code")
-            if not isinstance(code, str):
-                problems.add(f"{label}: code must be a string of digits, got {code!r}")
-                continue
-            try:
-                code_level = level_of(code)
-            except ValueError as exc:
-                problems.add(f"{label}: {exc}")
-                continue
-            ok = True
-            if code_level != level:
-                problems.add(f"{label}: a {code_level} code in {path.name} — a {level} code has {LEVEL_LENGTHS[level]} digits")
-                ok = False
-            if props.get("level") not in (None, level):
-                problems.add(f"{label}: level {props.get('level')!r} — features in {path.name} have level {level!r}")
-                ok = False
-            expected_parent = parent_of(code) if code_level == level else None
-            if ok and props.get("parent") != expected_parent:
-                problems.add(
-                    f"{label}: parent {props.get('parent')!r} does not match the code — the code must start with its "
-                    f"parent's code (expected parent {expected_parent!r})"
-                )
-                ok = False
-            if ok and expected_parent is not None:
-                parent_level = level_of(expected_parent)
-                if expected_parent not in codes_by_level.get(parent_level, ()):
-                    parent_file = dict(GEO_FILES)[parent_level]
-                    problems.add(
-                        f"{label}: its code does not nest: {parent_level} {expected_parent} is not in {parent_file} — "
-                        f"fix the code or add the {parent_level}"
-                    )
-                    ok = False
-            if code in codes_by_level[level]:
-                problems.add(f"{label}: duplicate code {code} — give each {level} its own code")
-                ok = False
-            name = props.get("name")
-            if not isinstance(name, str) or not name.strip():
-                problems.add(f"{label}: name is missing")
-                ok = False
-            kind = props.get("kind")
-            if level == "grid":
-                if kind not in GRID_KINDS:
-                    problems.add(f"{label}: kind {kind!r} is not a grid kind — use one of: {', '.join(GRID_KINDS)}")
-                    ok = False
-            elif kind is not None:
-                problems.add(f"{label}: only grids have a kind — set kind to null")
-                ok = False
-            try:
-                geom = shape(feat.get("geometry"))
-            except Exception as exc:  # noqa: BLE001 - shapely raises several types for bad GeoJSON
-                problems.add(f"{label}: geometry does not parse ({exc})")
-                continue
-            if geom.is_empty or geom.geom_type not in ("Polygon", "MultiPolygon"):
-                problems.add(f"{label}: geometry must be a non-empty Polygon or MultiPolygon, got {geom.geom_type}")
-                continue
-            if not geom.is_valid:
-                problems.add(f"{label}: geometry is invalid ({shapely.is_valid_reason(geom)}) — regenerate with scripts/generate_city.py")
-                continue
-            if not ok:
-                continue
-            codes_by_level[level].add(code)
-            items.append(
-                (
-                    Area(code=code, name=name.strip(), level=level, parent=expected_parent, kind=kind, centroid=label_point(geom)),
-                    geom,
-                )
-            )
+        for i, feat in enumerate(_read_collection(city_dir, level, path, shown, problems) or ()):
+            found = _read_feature(shown, level, path.name, i, feat, codes_by_level, problems)
+            if found is not None:
+                codes_by_level[level].add(found[0].code)
+                items.append(found)
     if len(problems) > start_problems:
         return None
     try:
@@ -391,15 +425,8 @@ def _read_geography(city_dir: Path, problems: _Problems, sources: dict[str, str]
 # --------------------------------------------------------------------------- loading
 
 
-def _load(city_dir: Path) -> City:
-    problems = _Problems()
-    sources: dict[str, str] = {}
-    if not city_dir.is_dir():
-        raise CityConfigError([f"{_display(city_dir)}: city directory not found — set CITY_DIR or run scripts/generate_city.py"])
-
-    geography = _read_geography(city_dir, problems, sources)
-
-    # departments
+def _read_departments(city_dir: Path, geography: Geography | None, problems: _Problems,
+                      sources: dict[str, str]) -> dict[str, Department]:
     shown, entries = _read_yaml(city_dir, "departments.yaml", "departments", problems, sources)
     departments = {d.code: d for _, d in _validate_entries(shown, "department", entries, Department, problems)}
     if geography is not None:
@@ -407,16 +434,58 @@ def _load(city_dir: Path) -> City:
             if d.street is not None and (d.street not in geography or geography.area(d.street).level != "street"):
                 streets = _one_of(a.code for a in geography.areas("street"))
                 problems.add(f"{shown}: department {d.code} ({d.name}): street {d.street!r} is not a street of the city — use one of: {streets}")
+    return departments
 
-    # grades
+
+def _read_grades(city_dir: Path, problems: _Problems, sources: dict[str, str]) -> tuple[dict[int, Grade], set]:
+    """The grades, and the levels the file declares (for checking the entries that name a grade)."""
     shown, entries = _read_yaml(city_dir, "grades.yaml", "grades", problems, sources)
     grades = {g.level: g for _, g in _validate_entries(shown, "grade", entries, Grade, problems, key="level")}
     if entries and set(grades) != {1, 2, 3, 4} and len(grades) == len(entries):
         problems.add(f"{shown}: expected grades with levels 1, 2, 3 and 4, found {sorted(grades)} — add the missing levels")
     # levels declared in the file, even by entries with other problems (no cascade of follow-up errors)
     grade_levels = {e.get("level") for e in entries if isinstance(e, dict) and isinstance(e.get("level"), int)} or {1, 2, 3, 4}
+    return grades, grade_levels
 
-    # categories
+
+def _read_category(shown_cat: str, ci: int, craw: Any, graw: dict, departments: dict[str, Department],
+                   grade_levels: set, cat_seen: dict[str, str], problems: _Problems) -> Category | None:
+    """One 小类 of a 大类, or None if it cannot be read (its problems reported)."""
+    gcode = graw.get("code")
+    clabel = f"{shown_cat}: {_label('category', craw, ci)}"
+    if not isinstance(craw, dict):
+        problems.add(f"{clabel}: expected a mapping of fields")
+        return None
+    ccode = craw.get("code")
+    if ccode in cat_seen:
+        problems.add(f"{clabel}: duplicate category code {ccode!r} (also in group {cat_seen[ccode]}) — give each 小类 its own code")
+        return None
+    if ccode is not None:
+        cat_seen[ccode] = str(gcode)
+    data = {**craw, "parent": str(gcode), "parent_name": str(graw.get("name", ""))}
+    dept = craw.get("department")
+    if departments and isinstance(dept, str) and dept not in departments:
+        problems.add(
+            f"{clabel}: department {dept!r} is not defined in departments.yaml — use one of: {_one_of(departments)}"
+        )
+    try:
+        cat = Category.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_pydantic_problems(clabel, exc))
+        return None
+    if isinstance(gcode, str) and not cat.code.startswith(gcode):
+        problems.add(f"{clabel}: code must start with its group code {gcode} (e.g. {gcode}01)")
+    if cat.default_grade not in grade_levels:
+        problems.add(f"{clabel}: default_grade {cat.default_grade} is not in grades.yaml — use one of: {_one_of(grade_levels)}")
+    for kind in (cat.kinds or {}):
+        if kind not in GRID_KINDS:
+            problems.add(f"{clabel}: kinds: {kind!r} is not a grid kind — use one of: {', '.join(GRID_KINDS)}")
+    return cat
+
+
+def _read_categories(city_dir: Path, departments: dict[str, Department], grade_levels: set, problems: _Problems,
+                     sources: dict[str, str]) -> tuple[list[CategoryGroup], dict[str, Category]]:
+    """The 大类 with their 小类, and every 小类 by code."""
     shown_cat, groups_raw = _read_yaml(city_dir, "categories.yaml", "groups", problems, sources)
     groups: list[CategoryGroup] = []
     categories: dict[str, Category] = {}
@@ -444,40 +513,17 @@ def _load(city_dir: Path) -> City:
             group = None
         children: list[Category] = []
         for ci, craw in enumerate(children_raw):
-            clabel = f"{shown_cat}: {_label('category', craw, ci)}"
-            if not isinstance(craw, dict):
-                problems.add(f"{clabel}: expected a mapping of fields")
-                continue
-            ccode = craw.get("code")
-            if ccode in cat_seen:
-                problems.add(f"{clabel}: duplicate category code {ccode!r} (also in group {cat_seen[ccode]}) — give each 小类 its own code")
-                continue
-            if ccode is not None:
-                cat_seen[ccode] = str(gcode)
-            data = {**craw, "parent": str(gcode), "parent_name": str(graw.get("name", ""))}
-            dept = craw.get("department")
-            if departments and isinstance(dept, str) and dept not in departments:
-                problems.add(
-                    f"{clabel}: department {dept!r} is not defined in departments.yaml — use one of: {_one_of(departments)}"
-                )
-            try:
-                cat = Category.model_validate(data)
-            except ValidationError as exc:
-                problems.extend(_pydantic_problems(clabel, exc))
-                continue
-            if isinstance(gcode, str) and not cat.code.startswith(gcode):
-                problems.add(f"{clabel}: code must start with its group code {gcode} (e.g. {gcode}01)")
-            if cat.default_grade not in grade_levels:
-                problems.add(f"{clabel}: default_grade {cat.default_grade} is not in grades.yaml — use one of: {_one_of(grade_levels)}")
-            for kind in (cat.kinds or {}):
-                if kind not in GRID_KINDS:
-                    problems.add(f"{clabel}: kinds: {kind!r} is not a grid kind — use one of: {', '.join(GRID_KINDS)}")
-            children.append(cat)
-            categories[cat.code] = cat
+            cat = _read_category(shown_cat, ci, craw, graw, departments, grade_levels, cat_seen, problems)
+            if cat is not None:
+                children.append(cat)
+                categories[cat.code] = cat
         if group is not None:
             groups.append(group.model_copy(update={"children": tuple(children)}))
+    return groups, categories
 
-    # sensors
+
+def _read_sensors(city_dir: Path, categories: dict[str, Category], grade_levels: set, problems: _Problems,
+                  sources: dict[str, str]) -> dict[str, SensorType]:
     shown, entries = _read_yaml(city_dir, "sensors.yaml", "sensor_types", problems, sources)
     sensor_types: dict[str, SensorType] = {}
     for raw, st in _validate_entries(shown, "sensor type", entries, SensorType, problems):
@@ -490,7 +536,19 @@ def _load(city_dir: Path) -> City:
         if st.clear_below > st.threshold:
             problems.add(f"{label}: clear_below {st.clear_below:g} is above threshold {st.threshold:g} — the alarm could never clear; use a value <= threshold")
         sensor_types[st.code] = st
+    return sensor_types
 
+
+def _load(city_dir: Path) -> City:
+    problems = _Problems()
+    sources: dict[str, str] = {}
+    if not city_dir.is_dir():
+        raise CityConfigError([f"{_display(city_dir)}: city directory not found — set CITY_DIR or run scripts/generate_city.py"])
+    geography = _read_geography(city_dir, problems, sources)
+    departments = _read_departments(city_dir, geography, problems, sources)
+    grades, grade_levels = _read_grades(city_dir, problems, sources)
+    groups, categories = _read_categories(city_dir, departments, grade_levels, problems, sources)
+    sensor_types = _read_sensors(city_dir, categories, grade_levels, problems, sources)
     if problems or geography is None:
         raise CityConfigError(problems or [f"{_display(city_dir)}: the geography could not be loaded"])
     district = geography.district
@@ -519,17 +577,13 @@ def load_city(city_dir: Path | str | None = None) -> City:
     Raises :class:`CityConfigError` listing every problem found.
     """
     if city_dir is None:
-        from config.settings import get_settings
-
-        city_dir = get_settings().city_dir
+        city_dir = config_settings.get_settings().city_dir
     return _load_cached(str(Path(city_dir).resolve()))
 
 
 def get_city() -> City:
     """The configured city (``CITY_DIR``), loaded once."""
-    from config.settings import get_settings
-
-    return load_city(get_settings().city_dir)
+    return load_city(config_settings.get_settings().city_dir)
 
 
 def clear_city_cache() -> None:

@@ -1,12 +1,7 @@
-"""The case page's data (/case/<id>): one case as a plain dict — the view model layouts/case.py draws.
+"""The case page's view model (/case/<id>): one case as a plain dict, which layouts/case.py draws.
 
-Everything here is read, never worked out again: the deadlines are the stored ones (the worker set them from the
-category's limits on the working calendar, moved them on 恢复 by the held time and replaced them on 延期), the
-departments' parts are the ``case_assignments`` rows (core/assignments.py), the 报到 verdicts come from
-core/whistle.py and the open clock's state from core/sla.py. This module only lines them up per stage.
-
-The reporter's name and phone come masked unless the caller asks for them whole (dashboard/queries.get_case).
-Times are aware UTC datetimes, durations seconds; the layout formats both.
+Deadlines, departments and 报到 verdicts are read as stored and lined up per stage, never worked out again. The
+reporter comes masked unless asked for whole; times are aware UTC datetimes, durations seconds.
 """
 
 from __future__ import annotations
@@ -197,3 +192,8 @@ def case_view(engine, settings, case_id: int, now: datetime | None = None, *,
         "suspensions": spans,
         "evaluation": _evaluation(events),
     }
+
+
+def page_view(case_id: int, now: datetime | None = None, *, personal: bool = False) -> dict[str, Any] | None:
+    """:func:`case_view` on the app's own connection and settings: what the case page calls."""
+    return case_view(context.engine(), context.settings(), case_id, now, personal=personal)

@@ -1,10 +1,7 @@
-"""The case page (/case/<id>) of the leaders' drill-down: every field, a map pin, the lifecycle timeline with each
-stage's duration against its limit, the departments and their whistle reports, extensions, suspensions and the
-evaluation. Rendered whole on the server (no callbacks); the data is dashboard/casepage.py's view model.
+"""The case page (/case/<id>): fields, map pin, timeline, stages against their limits, departments, whistles,
+extensions, suspensions and evaluation, drawn whole on the server from dashboard/casepage.py's view model.
 
-``?lang=en`` switches to English (Simplified Chinese by default). A bad or unknown id shows a message with a link
-back — never a traceback. The reporter's name and phone are shown masked unless the viewer's role may see them (core/access.py); a case
-outside the viewer's jurisdiction is answered as if it did not exist.
+A bad or unknown id, or a case outside the viewer's jurisdiction, shows a message with a way back; ``?lang=en``.
 """
 
 from __future__ import annotations
@@ -17,8 +14,8 @@ import dash_leaflet as dl
 from dash import html
 
 from core.lifecycle import ACTION_LABELS, STATUS_LABELS, Action, Status
-from core.records import CITY_TZ
-from dashboard import i18n
+from core.records import CITY_TZ, case_id_of
+from dashboard import auth, casepage, i18n
 
 log = logging.getLogger(__name__)
 
@@ -409,7 +406,7 @@ def _evaluation(f: _Fmt, view: dict[str, Any]):
 
 
 def render(view: dict[str, Any], settings, city, lang: str) -> html.Div:
-    """The page for one case's view model (dashboard/casepage.case_view)."""
+    """The page for one case's view model (dashboard/casepage.py)."""
     f = _Fmt(city, lang)
     t = f.t
     c = view["case"]
@@ -437,9 +434,6 @@ def render(view: dict[str, Any], settings, city, lang: str) -> html.Div:
 
 def layout(settings, city, case_id: str, query: dict[str, str]) -> html.Div:
     """The page for ``/case/<case_id>`` with its query parameters (``lang``); a message for a bad or unknown id."""
-    from core.records import case_id_of
-    from dashboard import auth, casepage, context
-
     lang = i18n.lang_of(query.get("lang"))
     t = i18n.texts(lang)
     raw = case_id if isinstance(case_id, str) else str(case_id or "")
@@ -448,7 +442,7 @@ def layout(settings, city, case_id: str, query: dict[str, str]) -> html.Div:
     if number is None:
         return _message(t, lang, t["case_bad_id"].format(value=shown), t["case_bad_id_hint"], "")
     try:
-        view = casepage.case_view(context.engine(), settings, number, personal=auth.personal())
+        view = casepage.page_view(number, personal=auth.personal())
     except Exception:  # the store is away: say so on the page, keep the traceback in the log
         log.exception("case page: reading case %s failed", number)
         return _message(t, lang, t["case_unavailable"], "", str(number))

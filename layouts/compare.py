@@ -17,8 +17,9 @@ from urllib.parse import urlencode
 from dash import Input, Output, State, dcc, html
 from dash.exceptions import PreventUpdate
 
+from core.kpis import DEFINITIONS
 from core.records import CITY_TZ
-from dashboard import auth, drill, i18n
+from dashboard import auth, context, drill, i18n
 from layouts import components as page
 
 PARAMS = ("a", "b", "since_b", "until_b", *(p for p in drill.PAGE_PARAMS))
@@ -38,13 +39,11 @@ class ID:
 
 def views(query: dict[str, str]) -> tuple[drill.View, drill.View, str]:
     """(view A, view B, "areas" or "periods") from the query; drill.ViewError if it names no comparison."""
-    from dashboard.context import city
-
     for name in query:
         if name not in PARAMS:
             raise drill.ViewError(f"unknown parameter {name[:40]!r}; compare takes: {', '.join(PARAMS)}", name,
                                   query[name])
-    geo = city().geography
+    geo = context.city().geography
     a = query.get("a") or auth.scope() or geo.district.code
     shared = {k: v for k, v in query.items() if k in drill.PAGE_PARAMS}
     search = "?" + urlencode(shared)
@@ -81,8 +80,6 @@ def _figures(v: drill.View) -> dict[str, Any]:
 
 
 def _table(fa: dict, fb: dict, la: str, lb: str, t: dict[str, str], lang: str) -> html.Table:
-    from core.kpis import DEFINITIONS
-
     head = html.Tr([html.Th(t["cmp_figure"]), html.Th(la), html.Th(lb), html.Th(t["cmp_difference"])])
     body = []
     for key in ROWS:

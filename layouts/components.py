@@ -7,7 +7,7 @@ from typing import Any
 
 from dash import dcc, html
 
-from dashboard import drill
+from dashboard import auth, drill
 
 LOWER_IS_BETTER = {"overdue_open", "handling_mean_s", "handling_median_s"}
 NEUTRAL = {"cases_total", "resolved"}  # more or fewer cases is neither good nor bad
@@ -93,8 +93,6 @@ def problem(exc: drill.ViewError, t: dict[str, str], home: str) -> list:
 def area_options(geo) -> list[dict[str, str]]:
     """The areas a viewer may pick (compare, briefings): the jurisdiction, then each street in it followed by its
     communities (indented); a community's or grid's jurisdiction lists itself."""
-    from dashboard import auth
-
     def communities(street):
         return [{"label": f"\u2003{c.name}", "value": c.code} for c in geo.children(street.code)]
 

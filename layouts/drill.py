@@ -1,9 +1,7 @@
-"""The leaders' drill-down page (``/`` and ``/area/<code>``): map, breadcrumb, filters, area panel and case table.
+"""The leaders' drill-down page (``/`` and ``/area/<code>``): map, breadcrumb, filters, area panels and case table.
 
-The URL is the state (dashboard/drill.py): clicking an area on the map or in the list, a breadcrumb link, or changing
-a filter changes the URL; every panel, the map and the table follow the URL. So the back button, a reload and a
-shared link all show the same view. A URL that names no view (unknown area, bad filter value, inverted range) shows
-what is wrong and a way back — never a traceback, never all data instead.
+The URL is the state (dashboard/drill.py): a click or a filter writes the URL and every part follows it, so back,
+reload and a shared link show the same view. A URL that names no view says what is wrong and offers a way back.
 """
 
 from __future__ import annotations
@@ -12,16 +10,18 @@ import logging
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import dash_ag_grid as dag
 import dash_leaflet as dl
 from dash import Input, Output, State, clientside_callback, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
+from core.kpis import DEFINITIONS
+from core.lifecycle import STATUS_LABELS, Status
 from core.records import CITY_TZ
 from core.risk import RISK_LEVELS
-from dashboard import drill, i18n
+from dashboard import auth, context, drill, i18n
 from layouts import components
 from layouts.components import bars, map_bounds, problem, trend
 
@@ -110,8 +110,6 @@ def map_data(geo, code: str, children: list[dict[str, Any]], t: dict[str, str]) 
 
 
 def _options(city, lang: str) -> dict[str, list[dict[str, str]]]:
-    from core.lifecycle import STATUS_LABELS
-
     cats = []
     for g in city.groups:
         cats.append({"label": f"{g.code} {g.name}", "value": g.code})
@@ -151,15 +149,9 @@ def _panel(title_id: str, title: str, body_id: str, cls: str = "") -> html.Secti
                         className=f"dr-panel {cls}".strip(), id=title_id)
 
 
-def layout(settings, city, query: dict[str, str]) -> html.Div:
-    from dashboard import auth
-
-    lang = i18n.lang_of(query.get("lang"))
-    t = i18n.texts(lang)
-    geo = city.geography
-    opts = _options(city, lang)
-    values = _controls(None)
-    columns = [  # values come formatted from the server; colId is what the server sorts by
+def _columns(t: dict[str, str]) -> list[dict[str, Any]]:
+    """The case table's columns: values come formatted from the server; colId is what the server sorts by."""
+    return [
         {"colId": "id", "field": "link", "headerName": t["dr_col_id"], "width": 110, "cellRenderer": "markdown",
          "sortable": True},
         {"colId": "reported_at", "field": "reported_local", "headerName": t["dr_col_reported"], "width": 160,
@@ -179,7 +171,12 @@ def layout(settings, city, query: dict[str, str]) -> html.Div:
         {"colId": "due_at", "field": "due_local", "headerName": t["dr_col_due"], "width": 160, "sortable": True,
          "cellClassRules": {"dr-late": "params.data && params.data.overdue"}},
     ]
-    bar = html.Div([
+
+
+def _filters(t: dict[str, str], opts: dict[str, list[dict[str, str]]]) -> html.Div:
+    """The filter bar: period, 大类/小类, grade, source, status, department, text and reset."""
+    values = _controls(None)
+    return html.Div([
         html.Div([html.Label(t["dr_period"]),
                   dcc.RadioItems(opts["range"], values["range"], id=ID.range, inline=True, className="dr-range"),
                   dcc.DatePickerRange(id=ID.dates, display_format="YYYY-MM-DD", first_day_of_week=1,
@@ -206,82 +203,105 @@ def layout(settings, city, query: dict[str, str]) -> html.Div:
                             placeholder=t["dr_text_hint"], className="dr-input")], className="dr-filter"),
         html.Button(t["dr_reset"], id=ID.reset, n_clicks=0, className="dr-button"),
     ], className="dr-filters")
+
+
+def _header(t: dict[str, str], lang: str, district_name: str) -> html.Header:
+    """The title and the links to compare, the wall (for the whole district only), briefings and the language."""
+    return html.Header([
+        html.H1(f"{district_name} · {t['dr_title']}", id=ID.title),
+        html.Nav([
+            html.A(t["dr_compare"], id=ID.compare, href="/compare", className="dr-link"),
+            *([html.A(t["dr_screen"], href="/screen", className="dr-link", target="_blank")]
+              if auth.whole_district() else []),  # the wall is the district's
+            html.A(t["dr_briefings"], id=ID.briefings, href="/briefings" + ("?lang=en" if lang == "en" else ""),
+                   className="dr-link"),
+            html.A(t["switch"], id=f"{ID.lang}-switch", href="?lang=" + ("zh" if lang == "en" else "en"),
+                   className="dr-link"),
+        ], className="dr-nav"),
+    ], className="dr-header")
+
+
+def _map(t: dict[str, str], geo) -> html.Div:
+    """The map with its legend and colour switch, and the list of areas below it."""
     legend = html.Div([html.Span([html.I(className=f"dr-sw dr-l{lv}"), t["scr_levels"].split(",")[lv - 1]])
                        for lv in (4, 3, 2, 1)], className="dr-legend")
     district_bounds = map_bounds(geo, geo.district.code)
     return html.Div([
+        html.Div([
+            dl.MapContainer([
+                dl.GeoJSON(id=ID.outline, data=None, style={"color": "#334155", "weight": 1,
+                                                           "fill": False, "opacity": 0.5},
+                           interactive=False),
+                dl.LayerGroup(id=ID.pins),
+                dl.LayerGroup(id=ID.labels),
+                dl.GeoJSON(id=ID.areas, data=None, hideout={"mode": "risk", "levels": {}, "colors": LEVEL_COLORS, "counts": {},
+                                                            "max": 0},
+                           style={"variable": "gridwatch.drill.areaStyle"},
+                           hoverStyle={"variable": "gridwatch.drill.hoverStyle"}, zoomToBounds=False),
+            ], id=ID.map, bounds=district_bounds, zoomSnap=0.25, attributionControl=False,
+                scrollWheelZoom=False, trackViewport=False, className="dr-leaflet", style={"width": "100%", "height": "100%"}),
+            legend,
+            dcc.RadioItems([{"label": t["dr_color_risk"], "value": "risk"},
+                            {"label": t["dr_color_cases"], "value": "cases"}], "risk", id=ID.mode,
+                           inline=True, className="dr-mode"),
+        ], className="dr-map-wrap"),
+        html.Div(id=ID.children, className="dr-children"),
+    ], className="dr-left")
+
+
+def _panels(t: dict[str, str]) -> html.Div:
+    """The period, the KPI tiles and the panels beside the map."""
+    return html.Div([
+        html.Div([html.Span(id=ID.period, className="dr-period")], className="dr-period-row"),
+        _loading(html.Div(id=ID.kpis, className="dr-kpis")),
+        html.Div([
+            _panel("drill-trend-panel", t["dr_trend"], ID.trend, "dr-trend-panel"),
+            _panel("drill-groups-panel", t["dr_groups"], ID.groups),
+            _panel("drill-sources-panel", t["dr_sources"], ID.sources),
+        ], className="dr-row"),
+        html.Div([
+            _panel("drill-overdue-panel", t["dr_overdue"], ID.overdue, "dr-wide"),
+            _panel("drill-hotspots-panel", t["dr_hotspots"], ID.hotspots),
+        ], className="dr-row"),
+        html.Div([
+            _panel("drill-sensors-panel", t["dr_sensors"], ID.sensors),
+            _panel("drill-depts-panel", t["dr_depts"], ID.depts, "dr-wide"),
+        ], className="dr-row"),
+    ], className="dr-right")
+
+
+def _table(t: dict[str, str]) -> html.Section:
+    """The case table (server-side paging and sorting) with its count and the export link."""
+    return html.Section([
+        html.Div([html.H3(t["dr_cases_table"]), html.Span(id=ID.count, className="dr-count"),
+                  html.A(t["dr_export"], id=ID.export, href="#", className="dr-button dr-export",
+                         download="")], className="dr-table-head"),
+        dag.AgGrid(id=ID.grid, columnDefs=_columns(t), rowModelType="infinite",
+                   defaultColDef={"resizable": True, "suppressHeaderMenuButton": True},
+                   dashGridOptions={"pagination": True, "paginationPageSize": PAGE_SIZE,
+                                    "cacheBlockSize": PAGE_SIZE, "maxBlocksInCache": 20,
+                                    "rowHeight": 34, "tooltipShowDelay": 300,
+                                    "localeText": {"page": t["dr_page"], "of": "/", "to": "–",
+                                                   "more": "…", "noRowsToShow": t["dr_no_rows"],
+                                                   "loadingOoo": t["dr_loading"]}},
+                   className="ag-theme-quartz dr-grid", style={"height": "560px", "width": "100%"}),
+    ], className="dr-table", id=ID.table)
+
+
+def layout(settings, city, query: dict[str, str]) -> html.Div:
+    lang = i18n.lang_of(query.get("lang"))
+    t = i18n.texts(lang)
+    geo = city.geography
+    return html.Div([
         dcc.Location(id=ID.url, refresh="callback-nav"),
         dcc.Store(id=ID.lang, data=lang),
         dcc.Store(id=ID.refresh),
-        html.Header([
-            html.H1(f"{geo.district.name} · {t['dr_title']}", id=ID.title),
-            html.Nav([
-                html.A(t["dr_compare"], id=ID.compare, href="/compare", className="dr-link"),
-                *([html.A(t["dr_screen"], href="/screen", className="dr-link", target="_blank")]
-                  if auth.whole_district() else []),  # the wall is the district's
-                html.A(t["dr_briefings"], id=ID.briefings, href="/briefings" + ("?lang=en" if lang == "en" else ""),
-                       className="dr-link"),
-                html.A(t["switch"], id=f"{ID.lang}-switch", href="?lang=" + ("zh" if lang == "en" else "en"),
-                       className="dr-link"),
-            ], className="dr-nav"),
-        ], className="dr-header"),
+        _header(t, lang, geo.district.name),
         html.Div(id=ID.crumbs, className="dr-crumbs"),
-        bar,
+        _filters(t, _options(city, lang)),
         html.Div(id=ID.message, className="dr-message", style={"display": "none"}),
-        html.Div([
-            html.Div([
-                html.Div([
-                    dl.MapContainer([
-                        dl.GeoJSON(id=ID.outline, data=None, style={"color": "#334155", "weight": 1,
-                                                                   "fill": False, "opacity": 0.5},
-                                   interactive=False),
-                        dl.LayerGroup(id=ID.pins),
-                        dl.LayerGroup(id=ID.labels),
-                        dl.GeoJSON(id=ID.areas, data=None, hideout={"mode": "risk", "levels": {}, "colors": LEVEL_COLORS, "counts": {},
-                                                                    "max": 0},
-                                   style={"variable": "gridwatch.drill.areaStyle"},
-                                   hoverStyle={"variable": "gridwatch.drill.hoverStyle"}, zoomToBounds=False),
-                    ], id=ID.map, bounds=district_bounds, zoomSnap=0.25, attributionControl=False,
-                        scrollWheelZoom=False, trackViewport=False, className="dr-leaflet", style={"width": "100%", "height": "100%"}),
-                    legend,
-                    dcc.RadioItems([{"label": t["dr_color_risk"], "value": "risk"},
-                                    {"label": t["dr_color_cases"], "value": "cases"}], "risk", id=ID.mode,
-                                   inline=True, className="dr-mode"),
-                ], className="dr-map-wrap"),
-                html.Div(id=ID.children, className="dr-children"),
-            ], className="dr-left"),
-            html.Div([
-                html.Div([html.Span(id=ID.period, className="dr-period")], className="dr-period-row"),
-                _loading(html.Div(id=ID.kpis, className="dr-kpis")),
-                html.Div([
-                    _panel("drill-trend-panel", t["dr_trend"], ID.trend, "dr-trend-panel"),
-                    _panel("drill-groups-panel", t["dr_groups"], ID.groups),
-                    _panel("drill-sources-panel", t["dr_sources"], ID.sources),
-                ], className="dr-row"),
-                html.Div([
-                    _panel("drill-overdue-panel", t["dr_overdue"], ID.overdue, "dr-wide"),
-                    _panel("drill-hotspots-panel", t["dr_hotspots"], ID.hotspots),
-                ], className="dr-row"),
-                html.Div([
-                    _panel("drill-sensors-panel", t["dr_sensors"], ID.sensors),
-                    _panel("drill-depts-panel", t["dr_depts"], ID.depts, "dr-wide"),
-                ], className="dr-row"),
-            ], className="dr-right"),
-        ], className="dr-body", id=ID.body),
-        html.Section([
-            html.Div([html.H3(t["dr_cases_table"]), html.Span(id=ID.count, className="dr-count"),
-                      html.A(t["dr_export"], id=ID.export, href="#", className="dr-button dr-export",
-                             download="")], className="dr-table-head"),
-            dag.AgGrid(id=ID.grid, columnDefs=columns, rowModelType="infinite",
-                       defaultColDef={"resizable": True, "suppressHeaderMenuButton": True},
-                       dashGridOptions={"pagination": True, "paginationPageSize": PAGE_SIZE,
-                                        "cacheBlockSize": PAGE_SIZE, "maxBlocksInCache": 20,
-                                        "rowHeight": 34, "tooltipShowDelay": 300,
-                                        "localeText": {"page": t["dr_page"], "of": "/", "to": "–",
-                                                       "more": "…", "noRowsToShow": t["dr_no_rows"],
-                                                       "loadingOoo": t["dr_loading"]}},
-                       className="ag-theme-quartz dr-grid", style={"height": "560px", "width": "100%"}),
-        ], className="dr-table", id=ID.table),
+        html.Div([_map(t, geo), _panels(t)], className="dr-body", id=ID.body),
+        _table(t),
     ], className="dr", lang="zh-CN" if lang == "zh" else "en")
 
 
@@ -289,8 +309,6 @@ def layout(settings, city, query: dict[str, str]) -> html.Div:
 
 
 def kpi_tiles(data: dict[str, Any], t: dict[str, str], lang: str) -> list:
-    from core.kpis import DEFINITIONS
-
     tiles = []
     for key in KPI_KEYS:
         d = DEFINITIONS[key]
@@ -431,7 +449,60 @@ def _view(pathname, search):
         return None, exc
 
 
-def register(app) -> None:
+def _filter_params(trigger, range_, start, end, filters: tuple) -> dict[str, str]:
+    """The URL's parameters for the filter controls (none after 重置); PreventUpdate until a custom period has
+    both ends."""
+    if trigger == ID.reset:
+        return {}
+    params: dict[str, str] = {}
+    if trigger == ID.dates:  # picking dates means a custom period
+        range_ = "custom"
+    if range_ == "custom":
+        if not start or not end:
+            raise PreventUpdate  # wait until both ends are picked
+        params["since"] = start[:10]
+        params["until"] = (datetime.fromisoformat(end[:10]) + timedelta(days=1)).date().isoformat()
+    elif range_ and range_ != drill.DEFAULT_RANGE:
+        params["range"] = range_
+    category, grade, source, status, dept, text = filters
+    for name, value in (("category", category), ("grade", grade), ("source", source), ("status", status),
+                        ("dept", dept), ("q", (text or "").strip())):
+        if isinstance(value, list):
+            value = ",".join(sorted(str(v) for v in value))
+        if value:
+            params[name] = str(value)
+    return params
+
+
+def sync_of(trigger, search, pathname, range_, start, end, filters: tuple, clicked) -> tuple:
+    """The URL and the filter controls kept in step: a control or a map click writes the URL; a URL (loaded,
+    or by the back button) sets the controls. A URL that names no view is left as it is (and reported)."""
+    view, err = _view(pathname, search)
+    if trigger in (None, ID.url):
+        c = _controls(view)
+        return (no_update, no_update, c["range"], c["start"], c["end"], c["category"], c["grade"], c["source"],
+                c["status"], c["dept"], c["q"])
+    lang = view.lang if view else i18n.lang_of(None)
+    code = view.area.code if view else None
+    if trigger == ID.areas:
+        picked = ((clicked or {}).get("properties") or {}).get("code")
+        if not picked or view is None or picked == code:
+            raise PreventUpdate
+        url = view.url(picked)
+        path, _, query = url.partition("?")
+        return ("?" + query if query else "", path, *([no_update] * 9))
+    params = _filter_params(trigger, range_, start, end, filters)
+    if code is None:  # the URL names no area: start again from the viewer's jurisdiction with these filters
+        code = auth.scope() or context.city().geography.district.code
+    url = drill.view_url(code, params, lang)
+    path, _, query = url.partition("?")
+    new_search = "?" + query if query else ""
+    if path == (pathname or "/") and new_search == (search or ""):
+        raise PreventUpdate
+    return new_search, path, *([no_update] * 9)
+
+
+def _register_sync(app) -> None:
     @app.callback(
         Output(ID.url, "search"), Output(ID.url, "pathname"),
         Output(ID.range, "value"), Output(ID.dates, "start_date"), Output(ID.dates, "end_date"),
@@ -444,54 +515,11 @@ def register(app) -> None:
         Input(ID.areas, "clickData"),
     )
     def sync(search, pathname, range_, start, end, category, grade, source, status, dept, text, _reset, clicked):
-        """The URL and the filter controls kept in step: a control or a map click writes the URL; a URL (loaded,
-        or by the back button) sets the controls. A URL that names no view is left as it is (and reported)."""
-        trigger = ctx.triggered_id
-        view, err = _view(pathname, search)
-        if trigger in (None, ID.url):
-            c = _controls(view)
-            return (no_update, no_update, c["range"], c["start"], c["end"], c["category"], c["grade"], c["source"],
-                    c["status"], c["dept"], c["q"])
-        lang = view.lang if view else i18n.lang_of(None)
-        code = view.area.code if view else None
-        if trigger == ID.areas:
-            picked = ((clicked or {}).get("properties") or {}).get("code")
-            if not picked or view is None or picked == code:
-                raise PreventUpdate
-            url = view.url(picked)
-            path, _, query = url.partition("?")
-            return ("?" + query if query else "", path, *([no_update] * 9))
-        if trigger == ID.reset:
-            params: dict[str, str] = {}
-        else:
-            params = {}
-            if trigger == ID.dates:  # picking dates means a custom period
-                range_ = "custom"
-            if range_ == "custom":
-                if not start or not end:
-                    raise PreventUpdate  # wait until both ends are picked
-                params["since"] = start[:10]
-                params["until"] = (datetime.fromisoformat(end[:10]) + timedelta(days=1)).date().isoformat()
-            elif range_ and range_ != drill.DEFAULT_RANGE:
-                params["range"] = range_
-            for name, value in (("category", category), ("grade", grade), ("source", source), ("status", status),
-                                ("dept", dept), ("q", (text or "").strip())):
-                if isinstance(value, list):
-                    value = ",".join(sorted(str(v) for v in value))
-                if value:
-                    params[name] = str(value)
-        if code is None:  # the URL names no area: start again from the viewer's jurisdiction with these filters
-            from dashboard import auth
-            from dashboard.context import city
+        return sync_of(ctx.triggered_id, search, pathname, range_, start, end,
+                       (category, grade, source, status, dept, text), clicked)
 
-            code = auth.scope() or city().geography.district.code
-        url = drill.view_url(code, params, lang)
-        path, _, query = url.partition("?")
-        new_search = "?" + query if query else ""
-        if path == (pathname or "/") and new_search == (search or ""):
-            raise PreventUpdate
-        return new_search, path, *([no_update] * 9)
 
+def _register_frame(app) -> None:
     @app.callback(
         Output(ID.crumbs, "children"), Output(ID.message, "children"), Output(ID.message, "style"),
         Output(ID.areas, "data"), Output(ID.outline, "data"), Output(ID.areas, "hideout"), Output(ID.map, "viewport"),
@@ -512,6 +540,8 @@ def register(app) -> None:
             raise PreventUpdate  # not what the radio buttons and the map send
         return {**(hideout or {}), "mode": mode}
 
+
+def _register_data(app) -> None:
     @app.callback(
         Output(ID.kpis, "children"), Output(ID.trend, "children"), Output(ID.groups, "children"),
         Output(ID.sources, "children"),
@@ -542,18 +572,21 @@ def register(app) -> None:
     )
 
 
-def frame_of(pathname, search, mode="risk") -> tuple:
-    from dashboard.context import city
+def register(app) -> None:
+    """The URL and the controls in step; the frame (map, breadcrumb, links) and the data panels follow the URL."""
+    _register_sync(app)
+    _register_frame(app)
+    _register_data(app)
 
+
+def frame_of(pathname, search, mode="risk") -> tuple:
     view, err = _view(pathname, search)
     lang = view.lang if view else i18n.lang_of(dict(_pairs(search)).get("lang"))
     t = i18n.texts(lang)
-    geo_city = city()
+    geo_city = context.city()
     geo = geo_city.geography
     if err is not None:
         home = "/" + ("?lang=en" if lang == "en" else "")
-        from dashboard import auth
-
         mine = geo.area(auth.scope() or geo.district.code)
         none = [html.Span(dcc.Link(mine.name, href=home), className="dr-crumb")]
         hidden = {"display": "none"}  # a URL that names no view shows no data at all
@@ -575,14 +608,10 @@ def frame_of(pathname, search, mode="risk") -> tuple:
 
 
 def _pairs(search):
-    from urllib.parse import parse_qsl
-
     return parse_qsl((search or "").lstrip("?"))
 
 
 def _switch(pathname, search, lang) -> str:
-    from urllib.parse import urlencode
-
     q = [(k, v) for k, v in _pairs(search) if k != "lang"]
     if lang == "zh":
         q.append(("lang", "en"))
@@ -621,8 +650,6 @@ def rows_of(request, pathname, search) -> dict[str, Any]:
     except ValueError as exc:
         log.warning("drill table: %s", exc)
         return {"rowData": [], "rowCount": 0}
-    from core.lifecycle import STATUS_LABELS, Status
-
     t_lang = view.lang
     grades = _grade_names(t_lang)
     for r in rows:
@@ -646,12 +673,8 @@ def _stamp(v: datetime | None) -> str:
 
 
 def _grade_names(lang: str) -> dict[int, str]:
-    from dashboard.context import city
-
-    return {g.level: i18n.pick((g.name, g.en), lang) for g in city().grades.values()}
+    return {g.level: i18n.pick((g.name, g.en), lang) for g in context.city().grades.values()}
 
 
 def title(lang: str | None = None, district_name: str | None = None) -> str:
-    from dashboard.context import city
-
-    return f"{district_name or city().geography.district.name} · {i18n.texts(lang)['dr_title']}"
+    return f"{district_name or context.city().geography.district.name} · {i18n.texts(lang)['dr_title']}"

@@ -1,14 +1,7 @@
-"""The big screen (/screen): the dispatch center's 实时风险预警图 wall.
+"""The big screen (/screen): the dispatch center's 实时风险预警图 wall, drawn on a 1920×1080 canvas.
 
-Designed on a 1920×1080 canvas that the browser scales uniformly to any screen (assets/screen.js); ``?layout=wall``
-widens the canvas to the screen's own aspect (an ultra-wide video wall) instead of letterboxing. The map geometry
-is sent once, with the page; afterwards the server answers a poll every 0.5 s with a small snapshot
-(dashboard/screen.py), nothing when nothing changed, and the browser restyles the grids (GeoJSON ``hideout``), moves markers and redraws the panels itself. Clock and countdowns
-tick in the browser without a request. If updates stop, the last data stays and a banner says since when.
-
-Query parameters: ``layout=wall``, ``rotate=SECONDS`` (the map cycles through the district and each street),
-``area=STREET`` (the map starts on that street), ``lang=en``. Anything else, or a bad value, falls back to the
-default with a small notice in the footer — never a traceback.
+The map geometry comes with the page; a poll then fetches small snapshots (``snapshot``) and assets/screen.js draws
+them. Query parameters (``layout=wall``, ``rotate``, ``area``, ``lang``) and the poll's design: README, "The big screen".
 """
 
 from __future__ import annotations
@@ -24,7 +17,7 @@ from dash import Input, Output, State, clientside_callback, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from core.risk import RISK_LEVELS, css_colors
-from dashboard import auth, i18n
+from dashboard import auth, context, i18n, pageviews
 from layouts.components import map_bounds
 
 log = logging.getLogger(__name__)
@@ -124,16 +117,11 @@ def _panel(title: str, body, cls: str = "", note: Any = None, body_id: str | Non
                     className=f"scr-panel {cls}".strip())
 
 
-def layout(settings, city, args: dict[str, Any]) -> html.Div:
+def _config(opts: dict[str, Any], t: dict[str, str], city) -> dict[str, Any]:
+    """What the browser's script needs (travels as JSON with the page): options, areas, texts and colours."""
     geo = city.geography
-    opts, problems = parse_params(args, geo)
-    t = i18n.texts(opts["lang"])
-    notices = []
-    for name, value in problems:
-        key = "scr_unknown_area" if name == "area" else "scr_bad_param"
-        notices.append(t[key].format(name=name, value=value))
     streets = [{"code": a.code, "name": a.name, "bounds": map_bounds(geo, a.code)} for a in geo.areas("street")]
-    config = {
+    return {
         "lang": opts["lang"], "layout": opts["layout"], "rotate": opts["rotate"], "area": opts["area"],
         "district": {"code": geo.district.code, "name": geo.district.name, "bounds": map_bounds(geo, None)},
         "streets": streets, "stale_after_ms": STALE_AFTER_MS, "texts": {k: v for k, v in t.items() if k.startswith("scr_")},
@@ -141,12 +129,36 @@ def layout(settings, city, args: dict[str, Any]) -> html.Div:
         "level_colors": {str(lv): r.color for lv, r in RISK_LEVELS.items()},  # text keys: it travels as JSON
         "grade_colors": {str(g): x.color for g, x in city.grades.items()},
     }
-    start = map_bounds(geo, opts["area"])
+
+
+def _header(title: str) -> html.Header:
+    return html.Header([
+        html.Div([html.Div(id=ID.date, className="scr-date"), html.Div(id=ID.feeds, className="scr-feeds")],
+                 className="scr-hl"),
+        html.H1(title, className="scr-title"),
+        html.Div([html.Div("--:--:--", id=ID.clock, className="scr-clock"),
+                  html.Div(id=ID.updated, className="scr-updated")], className="scr-hr"),
+    ], className="scr-hdr")
+
+
+def _left(t: dict[str, str]) -> html.Div:
+    """Today's KPIs, the category and source bars and the hourly trend."""
+    return html.Div([
+        _panel(t["scr_today"], html.Div(t["scr_waiting"], className="scr-wait"), "scr-kpi-panel",
+               html.Span(t["scr_vs"], className="scr-note"), ID.kpis),
+        _panel(t["scr_categories"], None, "scr-bars-panel", body_id=ID.cats),
+        _panel(t["scr_sources"], None, "scr-bars-panel", body_id=ID.sources),
+        _panel(t["scr_trend"], None, "scr-trend-panel", body_id=ID.trend),
+    ], className="scr-col scr-left")
+
+
+def _center(settings, geo, t: dict[str, str], level_colors: dict[str, str], start: list[list[float]]) -> html.Div:
+    """The risk map (an optional tile layer beneath the grids and streets) with its legend, and the ticker."""
     layers = []
     if settings.map_tile_url:
         layers.append(dl.TileLayer(url=settings.map_tile_url, attribution=""))
     layers += [
-        dl.GeoJSON(id=ID.grids, data=_geojson(geo, "grid"), hideout={"levels": {}, "colors": config["level_colors"]},
+        dl.GeoJSON(id=ID.grids, data=_geojson(geo, "grid"), hideout={"levels": {}, "colors": level_colors},
                    style={"variable": "gridwatch.screen.gridStyle"}, interactive=False),
         dl.GeoJSON(id=ID.streets, data=_geojson(geo, "street"),
                    style={"variable": "gridwatch.screen.streetStyle"}, interactive=False),
@@ -155,45 +167,48 @@ def layout(settings, city, args: dict[str, Any]) -> html.Div:
     level_names = t["scr_levels"].split(",")
     legend = html.Div([html.Span([html.I(className=f"scr-sw scr-l{lv}"), level_names[lv - 1]])
                        for lv in (4, 3, 2, 1)], className="scr-legend")
+    return html.Div([
+        html.Div([
+            dl.MapContainer(layers, id=ID.map, bounds=start, zoomControl=False, attributionControl=False,
+                            dragging=False, scrollWheelZoom=False, doubleClickZoom=False, keyboard=False,
+                            touchZoom=False, boxZoom=False, zoomSnap=0.1, trackViewport=False,
+                            className="scr-leaflet",
+                            style={"width": "100%", "height": "100%"}),
+            html.Div(id=ID.area_label, className="scr-area-label"),
+            html.Div(id=ID.drill, className="scr-drill", style={"display": "none"}),
+            legend,
+        ], className="scr-panel scr-map-panel"),
+        _panel(t["scr_ticker"], None, "scr-ticker-panel", body_id=ID.ticker),
+    ], className="scr-col scr-center")
+
+
+def _right(t: dict[str, str]) -> html.Div:
+    """The SLA board and the department board."""
+    return html.Div([
+        _panel(t["scr_sla"], None, "scr-sla-panel", body_id=ID.sla),
+        html.Div([html.Div(html.H2(t["scr_depts"]), className="scr-ph"),
+                  html.Div(id=ID.depts, className="scr-pb"),
+                  html.Div(id=ID.depts_note, className="scr-note scr-foot-note")],
+                 className="scr-panel scr-depts-panel"),
+    ], className="scr-col scr-right")
+
+
+def layout(settings, city, args: dict[str, Any]) -> html.Div:
+    geo = city.geography
+    opts, problems = parse_params(args, geo)
+    t = i18n.texts(opts["lang"])
+    notices = []
+    for name, value in problems:
+        key = "scr_unknown_area" if name == "area" else "scr_bad_param"
+        notices.append(t[key].format(name=name, value=value))
+    config = _config(opts, t, city)
+    start = map_bounds(geo, opts["area"])
     title = settings.screen_title or t["scr_title"]
     return html.Div([
         html.Div([
-            html.Header([
-                html.Div([html.Div(id=ID.date, className="scr-date"), html.Div(id=ID.feeds, className="scr-feeds")],
-                         className="scr-hl"),
-                html.H1(title, className="scr-title"),
-                html.Div([html.Div("--:--:--", id=ID.clock, className="scr-clock"),
-                          html.Div(id=ID.updated, className="scr-updated")], className="scr-hr"),
-            ], className="scr-hdr"),
-            html.Div([
-                html.Div([
-                    _panel(t["scr_today"], html.Div(t["scr_waiting"], className="scr-wait"), "scr-kpi-panel",
-                           html.Span(t["scr_vs"], className="scr-note"), ID.kpis),
-                    _panel(t["scr_categories"], None, "scr-bars-panel", body_id=ID.cats),
-                    _panel(t["scr_sources"], None, "scr-bars-panel", body_id=ID.sources),
-                    _panel(t["scr_trend"], None, "scr-trend-panel", body_id=ID.trend),
-                ], className="scr-col scr-left"),
-                html.Div([
-                    html.Div([
-                        dl.MapContainer(layers, id=ID.map, bounds=start, zoomControl=False, attributionControl=False,
-                                        dragging=False, scrollWheelZoom=False, doubleClickZoom=False, keyboard=False,
-                                        touchZoom=False, boxZoom=False, zoomSnap=0.1, trackViewport=False,
-                                        className="scr-leaflet",
-                                        style={"width": "100%", "height": "100%"}),
-                        html.Div(id=ID.area_label, className="scr-area-label"),
-                        html.Div(id=ID.drill, className="scr-drill", style={"display": "none"}),
-                        legend,
-                    ], className="scr-panel scr-map-panel"),
-                    _panel(t["scr_ticker"], None, "scr-ticker-panel", body_id=ID.ticker),
-                ], className="scr-col scr-center"),
-                html.Div([
-                    _panel(t["scr_sla"], None, "scr-sla-panel", body_id=ID.sla),
-                    html.Div([html.Div(html.H2(t["scr_depts"]), className="scr-ph"),
-                              html.Div(id=ID.depts, className="scr-pb"),
-                              html.Div(id=ID.depts_note, className="scr-note scr-foot-note")],
-                             className="scr-panel scr-depts-panel"),
-                ], className="scr-col scr-right"),
-            ], className="scr-grid"),
+            _header(title),
+            html.Div([_left(t), _center(settings, geo, t, config["level_colors"], start), _right(t)],
+                     className="scr-grid"),
             html.Div(id=ID.stale, className="scr-stale", style={"display": "none"}),
             html.Footer(" · ".join(notices), id=ID.notice, className="scr-notice"),
         ], id=ID.canvas, className=f"scr-canvas scr-{opts['layout']}"),
@@ -216,16 +231,9 @@ def snapshot(fast_version: Any, slow_version: Any) -> tuple[Any, Any, Any, Any, 
     A part the browser already has is sent as no_update; the heartbeat (server time, ms) always comes, so the
     browser can tell a quiet city from a dead server. PreventUpdate if the stores fail: the wall keeps its data.
     """
-    from config.risk import get_risk_model
-    from dashboard import context
-    from dashboard import screen as data
-
     settings = context.settings()
     try:
-        city = context.city()
-        engine = context.engine()
-        fast = data.fast(context.redis_client(), settings, engine, city, get_risk_model(settings.risk_file))
-        slow = data.SLOW.get(engine, city, settings)
+        fast, slow = pageviews.screen_parts(settings)
     except Exception:  # noqa: BLE001 - Redis or SQL away: the wall keeps its last data and shows since when
         log.warning("screen: no snapshot (stores unreachable)", exc_info=True)
         raise PreventUpdate from None
