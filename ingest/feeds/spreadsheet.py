@@ -36,11 +36,15 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
+from config.city import get_city
+from config.settings import get_settings
 from core import lifecycle
 from core.coords import crs_name, to_wgs84
 from core.geography import PLACEHOLDER_EPSILON, PLACEHOLDER_POINTS
 from core.lifecycle import Action, Status
 from core.records import CITY_TZ, LIMITS
+from store.services import get_redis
+from store.streams import Producer, StreamNames, dead_letter
 
 # --------------------------------------------------------------------------- vocabulary
 
@@ -1097,9 +1101,6 @@ def import_file(path: str | Path, mapping: Mapping | str | Path, settings=None, 
     ``dry_run`` maps and counts everything but publishes nothing (``r`` may then be None). Raises MappingError
     (the mapping does not fit the file) or ImportFileError (the file cannot be read) before publishing anything.
     """
-    from config.city import get_city
-    from config.settings import get_settings
-
     city = city or get_city()
     if not isinstance(mapping, Mapping):
         mapping = load_mapping(mapping, city)
@@ -1113,11 +1114,7 @@ def import_file(path: str | Path, mapping: Mapping | str | Path, settings=None, 
     report = ImportReport(file=label, mapping=mapping.path, source=src, dry_run=dry_run, encoding=enc)
     producer = None
     if not dry_run:
-        from store.streams import Producer
-
         if r is None:
-            from store.services import get_redis
-
             r = get_redis(settings)
         producer = Producer(r, settings, source=src)
     ctx = _context(mapping, city, src, label)
@@ -1138,8 +1135,6 @@ def _run(chunks, mapping, ctx, report, seen, producer, r, settings, progress, pr
     label = ctx.file_label
     src = ctx.source
     if producer is not None:
-        from store.streams import StreamNames, dead_letter
-
         names = StreamNames.of(settings)
     t0 = time.perf_counter()
     next_progress = progress_rows
@@ -1185,8 +1180,6 @@ def iter_records(path: str | Path, mapping_path: str | Path, *, city=None, encod
     Rows that cannot be mapped are left out (``import --dry-run`` lists them with reasons); a case's own events
     keep their order, since each row's steps are never earlier than the one before.
     """
-    from config.city import get_city
-
     city = city or get_city()
     mapping = load_mapping(mapping_path, city)
     path = Path(path)
@@ -1220,8 +1213,6 @@ def add_import_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main_import(args: argparse.Namespace) -> int:
-    from config.settings import get_settings
-
     def progress(rep: ImportReport) -> None:
         rate = rep.rows_read / rep.seconds if rep.seconds else 0.0
         print(f"… {rep.rows_read:,} rows read, {rep.rows_published:,} published, {rep.rows_dead:,} dead-lettered "
