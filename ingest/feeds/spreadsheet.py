@@ -334,40 +334,62 @@ def load_mapping(path: str | Path, city=None) -> Mapping:
 
 
 def _check_against_city(m: Mapping, where: str, city) -> list[str]:
-    problems = []
-    if not re.match(_ID_RE, m.source.value) or len(m.source.value) > LIMITS["source"]:
-        problems.append(f"{where}: source.value: {m.source.value!r} is not a usable source name; use letters, digits, - and _ "
-                        f"(at most {LIMITS['source']} characters)")
-    if m.status is not None:
-        vocab = ", ".join(STATUSES)
-        for k, v in (m.status.map or {}).items():
-            if v not in STATUSES:
-                problems.append(f"{where}: status.map.{k}: {v!r} is not a Gridwatch import status; use one of: {vocab}")
-        for key, v in (("fallback", m.status.fallback), ("value", m.status.value)):
-            if v is not None and v not in STATUSES:
-                problems.append(f"{where}: status.{key}: {v!r} is not a Gridwatch import status; use one of: {vocab}")
-    if m.grade is not None:
-        for k, v in [*(m.grade.map or {}).items(), ("fallback", m.grade.fallback), ("value", m.grade.value)]:
-            if v is not None and str(v) not in ("1", "2", "3", "4"):
-                problems.append(f"{where}: grade: {k}: {v!r} is not a grade; use 1, 2, 3 or 4 (config/city/grades.yaml)")
+    """What the mapping names that Gridwatch (or, given a city, the city's catalogue) does not know."""
+    problems = [*_source_problems(m, where), *_status_problems(m, where), *_grade_problems(m, where)]
     if city is None:
         return problems
-    cats, deps = city.categories, set(city.departments)
-    for k, v in [*(m.category.map or {}).items(), ("fallback", m.category.fallback), ("value", m.category.value)]:
+    return [*problems, *_category_problems(m, where, city.categories), *_department_problems(m, where, set(city.departments))]
+
+
+def _entries(f: MappedField) -> list[tuple[str, Any]]:
+    """(key, value) for every value a mapped field may give: its map, its fallback and its constant."""
+    return [*(f.map or {}).items(), ("fallback", f.fallback), ("value", f.value)]
+
+
+def _source_problems(m: Mapping, where: str) -> list[str]:
+    if re.match(_ID_RE, m.source.value) and len(m.source.value) <= LIMITS["source"]:
+        return []
+    return [f"{where}: source.value: {m.source.value!r} is not a usable source name; use letters, digits, - and _ "
+            f"(at most {LIMITS['source']} characters)"]
+
+
+def _status_problems(m: Mapping, where: str) -> list[str]:
+    if m.status is None:
+        return []
+    vocab = ", ".join(STATUSES)
+    problems = [f"{where}: status.map.{k}: {v!r} is not a Gridwatch import status; use one of: {vocab}"
+                for k, v in (m.status.map or {}).items() if v not in STATUSES]
+    problems += [f"{where}: status.{key}: {v!r} is not a Gridwatch import status; use one of: {vocab}"
+                 for key, v in (("fallback", m.status.fallback), ("value", m.status.value)) if v is not None and v not in STATUSES]
+    return problems
+
+
+def _grade_problems(m: Mapping, where: str) -> list[str]:
+    if m.grade is None:
+        return []
+    return [f"{where}: grade: {k}: {v!r} is not a grade; use 1, 2, 3 or 4 (config/city/grades.yaml)"
+            for k, v in _entries(m.grade) if v is not None and str(v) not in ("1", "2", "3", "4")]
+
+
+def _category_problems(m: Mapping, where: str, cats) -> list[str]:
+    problems = []
+    for k, v in _entries(m.category):
         if v is None:
             continue
         if isinstance(v, int):
             problems.append(f"{where}: category: {k}: {v!r} is a number; write 小类 codes in quotes, e.g. \"0101\"")
         elif v not in cats:
             problems.append(f"{where}: category: {k}: unknown category {v!r}; use a 小类 code from config/city/categories.yaml")
-    if m.department is not None:
-        for k, v in [*(m.department.map or {}).items(), ("fallback", m.department.fallback), ("value", m.department.value)]:
-            if v is None or (k == "fallback" and v == "category"):
-                continue
-            if str(v) not in deps:
-                problems.append(f"{where}: department: {k}: unknown department {v!r}; use a code from config/city/departments.yaml "
-                                "(or fallback: category for the category's department)")
     return problems
+
+
+def _department_problems(m: Mapping, where: str, deps: set[str]) -> list[str]:
+    if m.department is None:
+        return []
+    return [f"{where}: department: {k}: unknown department {v!r}; use a code from config/city/departments.yaml "
+            "(or fallback: category for the category's department)"
+            for k, v in _entries(m.department)
+            if v is not None and not (k == "fallback" and v == "category") and str(v) not in deps]
 
 
 # --------------------------------------------------------------------------- the report
