@@ -2,7 +2,7 @@
 
 Each row becomes the legal event sequence of one case on the bulk stream, in row order; rows that cannot be mapped
 are dead-lettered with the column and the problem. Event ids are fixed per row and step, so importing the same file
-again changes nothing.
+again changes nothing. Why it works column-wise and in chunks: docs/decisions/0006-spreadsheet-import-column-wise.md.
 """
 
 from __future__ import annotations
