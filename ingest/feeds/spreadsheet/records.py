@@ -84,9 +84,11 @@ def _plan(status: str, has_dept: bool) -> list[tuple[str, bool]]:
 
 
 _PLANS = {(s, d): _plan(s, d) for s in STATUSES for d in (True, False)}
-# Each step after the report as a %-template over (source JSON, external id, time[, department]): the actor
-# marks a step the source does not record (inferred), a dispatch names its department.
+
+
 def _step_template(action: str, own: bool) -> str:
+    """A step after the report as a %-template over (source JSON, external id, time[, department], more fields): the
+    actor marks a step the source does not record (inferred), a dispatch names its department."""
     return ('{"source":%s,"external_id":"%s","event":"' + action + '","event_id":"' + EVENT_ID_PREFIX + action
             + '","occurred_at":"%s"' + ("" if own else ',"actor":"' + INFERRED_ACTOR + '"')
             + (',"departments":["%s"]' if action == "dispatch" else "") + "%s}")
@@ -97,6 +99,7 @@ _FLAG_LISTS: dict[int, list[str]] = {}
 
 
 def _flags_of(bits: int) -> list[str]:
+    """The flag names of ``bits``, one list per combination seen."""
     got = _FLAG_LISTS.get(bits)
     if got is None:
         got = _FLAG_LISTS[bits] = [name for name, b in _BIT.items() if bits & b]
