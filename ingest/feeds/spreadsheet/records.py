@@ -446,17 +446,54 @@ def _count(report: ImportReport, ok: np.ndarray, ids: list[str], codes: _Codes, 
 def _events(df: pd.DataFrame, ctx: Context, first_row: int, reasons: list[str | None],
             rows: _Rows) -> tuple[list[bytes], list[tuple[dict, str]]]:
     """(events as JSON in row order, [(raw row, reason)] for the rows that cannot be mapped). The report goes through
-    orjson, the steps after it are filled into fixed templates (ids, times and department codes never need JSON
-    escaping: ids are checked against ID_RE)."""
-    src_json = orjson.dumps(ctx.source).decode()
+    orjson; the steps after it (the row's plan, at its end time if it is done, else at its creation time) fill fixed
+    templates, since ids, times and department codes never need JSON escaping (ids are checked against ID_RE).
+    This loop is the only per-row work of an import, so it reads the columns through local names."""
+    src, src_json, dumps = ctx.source, orjson.dumps(ctx.source).decode(), orjson.dumps
+    ids, created, end, title, texts, notes, flags = rows.ids, rows.created, rows.end, rows.title, rows.texts, rows.notes, rows.flags
+    category, dep, st, grade = rows.codes.category, rows.codes.department, rows.codes.status, rows.codes.grade
+    lons, lats, due = rows.lons, rows.lats, rows.due
     events: list[bytes] = []
     dead: list[tuple[dict, str]] = []
+    append = events.append
     for i, reason in enumerate(reasons):
         if reason is not None:
             dead.append(_dead_row(df, i, first_row, reason, ctx.file_label))
             continue
-        events.append(orjson.dumps(_report_event(rows, i, ctx.source)))
-        _add_steps(events, rows, i, src_json)
+        ext = ids[i]
+        t0 = created[i]
+        rep = {"source": src, "external_id": ext, "event": "report", "event_id": "imp-report", "occurred_at": t0,
+               "category": category[i], "title": title[i]}
+        for k, vals in texts:
+            v = vals[i]
+            if v:
+                rep[k] = v
+        if lons is not None:
+            lo = lons[i]
+            if lo == lo:  # not NaN
+                rep["lon"] = lo
+                rep["lat"] = lats[i]
+        if grade is not None and grade[i] is not None:
+            rep["grade"] = int(grade[i])
+        if due is not None and due[i] is not None:
+            rep["due_at"] = due[i]
+        if flags[i]:
+            rep["flags"] = _flags_of(flags[i])
+        append(dumps(rep))
+        d = dep[i]
+        s = st[i]
+        plan = _STEP_TEMPLATES[(s, d is not None)]
+        if not plan:
+            continue
+        t_end = end[i] if s in TERMINAL else t0
+        note = notes.get(i)
+        for action, tpl in plan:
+            if action == "dispatch":
+                append((tpl % (src_json, ext, t_end, d, "")).encode())
+            elif note is not None and (action == "close" or (s == "resolved" and action in ("resolve", "onsite"))):
+                append((tpl % (src_json, ext, t_end, ',"note":' + dumps(note).decode())).encode())
+            else:
+                append((tpl % (src_json, ext, t_end, "")).encode())
     return events, dead
 
 
@@ -464,47 +501,6 @@ def _dead_row(df: pd.DataFrame, i: int, first_row: int, reason: str, file_label:
     """The row as the file has it (``_row``: its number in the file) and the reason with where it is."""
     row = {"_row": first_row + i, **{k: ("" if v != v else v) for k, v in df.iloc[i].to_dict().items()}}
     return row, f"{reason} (row {first_row + i} of {file_label})"
-
-
-def _report_event(rows: _Rows, i: int, source: str) -> dict[str, Any]:
-    rep = {"source": source, "external_id": rows.ids[i], "event": "report", "event_id": "imp-report",
-           "occurred_at": rows.created[i], "category": rows.codes.category[i], "title": rows.title[i]}
-    for k, vals in rows.texts:
-        v = vals[i]
-        if v:
-            rep[k] = v
-    if rows.lons is not None:
-        lo = rows.lons[i]
-        if lo == lo:  # not NaN
-            rep["lon"] = lo
-            rep["lat"] = rows.lats[i]
-    grade = rows.codes.grade
-    if grade is not None and grade[i] is not None:
-        rep["grade"] = int(grade[i])
-    if rows.due is not None and rows.due[i] is not None:
-        rep["due_at"] = rows.due[i]
-    if rows.flags[i]:
-        rep["flags"] = _flags_of(rows.flags[i])
-    return rep
-
-
-def _add_steps(events: list[bytes], rows: _Rows, i: int, src_json: str) -> None:
-    """The row's steps after the report (its plan), at its end time if it is done, else at its creation time."""
-    d = rows.codes.department[i]
-    s = rows.codes.status[i]
-    plan = _STEP_TEMPLATES[(s, d is not None)]
-    if not plan:
-        return
-    ext = rows.ids[i]
-    t_end = rows.end[i] if s in TERMINAL else rows.created[i]
-    note = rows.notes.get(i)
-    for action, tpl in plan:
-        if action == "dispatch":
-            events.append((tpl % (src_json, ext, t_end, d, "")).encode())
-        elif note is not None and (action == "close" or (s == "resolved" and action in ("resolve", "onsite"))):
-            events.append((tpl % (src_json, ext, t_end, ',"note":' + orjson.dumps(note).decode())).encode())
-        else:
-            events.append((tpl % (src_json, ext, t_end, "")).encode())
 
 
 def context_for(mapping: Mapping, city, source: str, file_label: str) -> Context:
