@@ -159,7 +159,7 @@ class Planner:
         self.names = StreamNames.of(settings)
         self.catalog = catalog_of(city)
         self._mqtt = mqtt_decoder
-        self.mapping = mapping  # a spreadsheet mapping (ingest/feeds/spreadsheet.py) to map import rows again with
+        self.mapping = mapping  # a spreadsheet mapping (ingest/feeds/spreadsheet/) to map import rows again with
 
     @property
     def mqtt(self):

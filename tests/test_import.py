@@ -1,4 +1,4 @@
-"""CSV/XLSX import (ingest/feeds/spreadsheet.py) through the real streams and the worker.
+"""CSV/XLSX import (ingest/feeds/spreadsheet/) through the real streams and the worker.
 
 Expected figures are computed here with pandas over the files and the mapping YAML read as plain data,
 never with the importer's own code.
