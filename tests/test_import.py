@@ -17,7 +17,7 @@ import yaml
 from sqlalchemy import text
 
 from config.settings import ROOT
-from ingest.feeds.spreadsheet import ImportFileError, MappingError, import_file, load_mapping
+from ingest.feeds.spreadsheet import ImportFileError, MappingError, import_file, iter_records, load_mapping
 from store.streams import StreamNames
 
 DATA = Path(__file__).parent / "data" / "import"
@@ -334,3 +334,21 @@ def test_encodings_and_cli(tmp_path, settings, city, capsys):
         main(["import", "--help"])
     assert exc.value.code == 0
     assert "--encoding" in capsys.readouterr().out
+
+
+def test_iso_times_with_offsets_import_as_the_instants_they_name(tmp_path, city):
+    # ISO 8601 without a format: an offset or Z names the instant; a time without one is in the mapping's zone
+    mapping = _mini_mapping(tmp_path, "iso", "isofeed")
+    text = mapping.read_text(encoding="utf-8").replace(
+        'created_at: {column: created, format: "%Y-%m-%d %H:%M:%S", tz: Asia/Shanghai}', "created_at: {column: created}")
+    mapping.write_text(text, encoding="utf-8")
+    written = {"o-1": "2024-05-06T09:00:00+08:00", "o-2": "2024-05-06T01:30:00Z", "o-3": "2024-05-06 09:00:00",
+               "o-4": "2024-05-06T03:00:00-02:00", "o-5": "2024-05-06T09:00+0800", "o-6": "2024-05-06"}
+    rows = [{"id": k, "created": v, "closed": "", "status": "new", "kind": "litter", "dept": "", "place": "A",
+             "x": "", "y": ""} for k, v in written.items()]
+    csv = _write(tmp_path / "iso.csv", rows)
+    reports = {r["external_id"]: r["occurred_at"] for r in iter_records(csv, mapping, city=city)
+               if r["event"] == "report"}
+    expected = {k: pd.Timestamp(v).tz_localize("Asia/Shanghai") if pd.Timestamp(v).tzinfo is None
+                else pd.Timestamp(v) for k, v in written.items()}
+    assert {k: pd.Timestamp(v) for k, v in reports.items()} == expected

@@ -124,6 +124,10 @@ def is_empty(vals: list[str]) -> np.ndarray:
     return np.array(vals, dtype=object) == ""
 
 
+# the end of an ISO 8601 time that names its offset: 09:00+08:00, 0900+0800, 09:00:00.5Z (a bare date never matches)
+_ISO_OFFSET = re.compile(r"\d{2}(?::?\d{2}){1,2}(?:[.,]\d+)?\s*(?:[zZ]|[+-]\d{2}(?::?\d{2})?)\s*$")
+
+
 def parse_times(values: list[str], spec: TimeField) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(UTC times as datetime64[s] with NaT, empty mask, unreadable mask) of one time column."""
     n = len(values)
@@ -138,19 +142,24 @@ def parse_times(values: list[str], spec: TimeField) -> tuple[np.ndarray, np.ndar
     else:
         rest = idx
     utc = None
-    if len(rest):
-        vals = pd.Series([values[i] for i in rest], dtype=object)
-        fmt = spec.format or "ISO8601"
+    fmt = spec.format or "ISO8601"
+    if spec.format is None:  # ISO 8601: a value with an offset (or Z) names its instant; one without is local
+        offset = np.array([_ISO_OFFSET.search(values[i]) is not None for i in rest], dtype=bool)
+        local_idx, rest = rest[~offset], rest[offset]
+    else:  # a format with %z names instants; one without names local times
+        local_idx, rest = (rest[:0], rest) if aware else (rest, rest[:0])
+    if len(local_idx):
         try:
-            dt = pd.to_datetime(vals, format=fmt, errors="coerce", utc=aware)
-        except (ValueError, TypeError):  # ISO 8601 text mixing offsets and none
-            dt = pd.to_datetime(vals, format=fmt, errors="coerce", utc=True)
-        if dt.dt.tz is None:
-            naive[rest] = dt.to_numpy(dtype="datetime64[s]")
-        else:
-            utc = (rest, dt.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[s]"))
+            dt = pd.to_datetime(pd.Series([values[i] for i in local_idx], dtype=object), format=fmt, errors="coerce")
+        except (ValueError, TypeError):  # an offset the pattern missed: read them all as instants, as before
+            rest, dt = np.sort(np.concatenate([rest, local_idx])), None
+        if dt is not None:
+            naive[local_idx] = dt.to_numpy(dtype="datetime64[s]")
+    if len(rest):
+        dt = pd.to_datetime(pd.Series([values[i] for i in rest], dtype=object), format=fmt, errors="coerce", utc=True)
+        utc = (rest, dt.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[s]"))
     local = pd.Series(naive).dt.tz_localize(spec.tz, ambiguous=np.ones(n, dtype=bool), nonexistent="shift_forward")
-    out = local.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[s]")
+    out = local.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[s]", copy=True)  # written below
     if utc is not None:
         out[utc[0]] = utc[1]
     bad = np.isnat(out) & ~empty
