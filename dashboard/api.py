@@ -29,7 +29,8 @@ from core.cells import neutralise
 from core.geography import LEVELS
 from core.records import CITY_TZ, case_id_of
 from core.whistle import whistle_reports
-from dashboard import auth, context, live, openapi, params
+from dashboard import accounts, context, live, openapi, params, viewers
+from dashboard.auth import COOKIE
 from dashboard.params import FILTER_PARAMS, RISK_TOP_DEFAULT, RISK_TOP_MAX, ApiError
 from store import queries
 
@@ -57,9 +58,9 @@ def _calendar_warning(settings) -> str | None:
 
 def _health_answer(body: dict[str, Any], status: int) -> Response:
     """/healthz: anonymous viewers get the status and the reasons only (no addresses, paths or error texts)."""
-    token = request.cookies.get(auth.COOKIE)
+    token = request.cookies.get(COOKIE)
     try:
-        known = token is not None and auth.load_session(context.redis_client(), context.settings(), token) is not None
+        known = token is not None and accounts.load_session(context.redis_client(), context.settings(), token) is not None
     except Exception:  # noqa: BLE001 - Redis away: nobody can be recognised
         known = False
     if not known:
@@ -385,7 +386,7 @@ def _case_routes(bp: Blueprint) -> None:
         limit = params.limit(p.get("limit"))
         after = params.cursor(p.get("cursor"))
         items, nxt = queries.list_cases(context.engine(), limit=limit, after_id=after, where=where,
-                                          personal=auth.personal(), own=context.own_prefixes())
+                                          personal=viewers.personal(), own=context.own_prefixes())
         return json_response({"items": items, "next_cursor": nxt})
 
     @bp.get("/api/v1/cases.csv")
@@ -395,8 +396,8 @@ def _case_routes(bp: Blueprint) -> None:
         p = params.query(FILTER_PARAMS)
         where = params.case_filter(p)
         engine = context.engine()
-        personal = auth.personal()
-        auth.audit("export", "cases.csv", {"filters": p, "personal": personal})
+        personal = viewers.personal()
+        viewers.audit("export", "cases.csv", {"filters": p, "personal": personal})
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         return Response(_csv_chunks(engine, where, personal), mimetype="text/csv; charset=utf-8",
                         headers={"Content-Disposition": f'attachment; filename="gridwatch-cases-{stamp}.csv"'})
@@ -408,7 +409,7 @@ def _case_routes(bp: Blueprint) -> None:
         area = params.area(p["area"]).code if "area" in p else params.home_code()
         limit = params.limit(p.get("limit"))
         now = datetime.now(UTC)
-        items = queries.sla_cases(context.engine(), now=now, states=states, area=area, personal=auth.personal(),
+        items = queries.sla_cases(context.engine(), now=now, states=states, area=area, personal=viewers.personal(),
                                   own=context.own_prefixes(), warn_share=context.settings().sla_warn_share, limit=limit)
         return json_response({"as_of": now, "states": sorted(states), "warn_share": context.settings().sla_warn_share,
                               "items": items})
@@ -418,11 +419,11 @@ def _case_routes(bp: Blueprint) -> None:
         params.query(())
         if case_id_of(case_id) is None:
             raise ApiError(400, f"id: {case_id[:40]!r} is not a case id; a case id is a positive whole number", "id")
-        found = queries.get_case(context.engine(), int(case_id), personal=auth.personal(),
+        found = queries.get_case(context.engine(), int(case_id), personal=viewers.personal(),
                                   own=context.own_prefixes())
-        if found is None or not auth.in_scope(found.get("grid_code")):  # outside: as if absent (no probing)
+        if found is None or not viewers.in_scope(found.get("grid_code")):  # outside: as if absent (no probing)
             raise ApiError(404, f"id: no case with id {case_id} in your jurisdiction", "id")
-        auth.audit("case_view", case_id, {"via": "api"})
+        viewers.audit("case_view", case_id, {"via": "api"})
         limit = timedelta(minutes=context.settings().whistle_report_minutes)
         found["whistle_reports"] = [w.as_dict() for w in whistle_reports(found["timeline"], datetime.now(UTC), limit)]
         return json_response(found)

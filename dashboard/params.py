@@ -12,7 +12,7 @@ from flask import request
 from core.geography import level_of
 from core.lifecycle import OPEN_STATUSES, Status
 from core.records import CITY_TZ
-from dashboard import auth, context
+from dashboard import context, viewers
 from store import queries
 
 # words a status filter takes besides the statuses themselves
@@ -64,8 +64,8 @@ def area(code: str, parameter: str = "area"):
     found = context.city().geography.get(code)
     if found is None:
         raise ApiError(404, f"{parameter}: no area with code {code!r}; list the codes with /api/v1/areas", parameter)
-    if not auth.in_scope(found.code):
-        raise ApiError(403, f"{parameter}: {code} is outside your jurisdiction ({auth.scope()}); ask for an area "
+    if not viewers.in_scope(found.code):
+        raise ApiError(403, f"{parameter}: {code} is outside your jurisdiction ({viewers.scope()}); ask for an area "
                             "within it", parameter)
     return found
 
@@ -73,7 +73,7 @@ def area(code: str, parameter: str = "area"):
 def home():
     """The area a request means when it names none: the viewer's jurisdiction (a system job: the district)."""
     geo = context.city().geography
-    s = auth.scope()
+    s = viewers.scope()
     return geo.district if s is None else geo.area(s)
 
 
@@ -181,7 +181,7 @@ def _department(value: str) -> str:
 def _title_search(text: str) -> str:
     if len(text) > MAX_TEXT_CHARS or not text.isprintable():
         raise ApiError(400, f"q: a title search of at most {MAX_TEXT_CHARS} printable characters, e.g. 井盖", "q")
-    if not auth.personal() and SEARCH_DIGITS.search(text):
+    if not viewers.personal() and SEARCH_DIGITS.search(text):
         # the title is matched unmasked: a run of digits would tell which cases hold a phone or ID number
         raise ApiError(403, f"q: searching for {SEARCH_DIGITS_MIN} or more digits in a row looks for personal "
                             "data (phone, ID numbers), which your role does not see; search for words", "q")
