@@ -7,7 +7,9 @@ never silently all data.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import logging
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -17,11 +19,18 @@ from flask import Blueprint, Response, request
 from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
 
+from config.calendar import CalendarConfigError, coverage_warning, get_calendar
+from config.rankings import get_rules
+from config.risk import RiskConfigError, get_risk_model
+from core import kpis as kpi_rules
+from core import rankings as ranking_rules
+from core import risk as risk_rules
 from core.cells import neutralise
 from core.geography import LEVELS
-from core.records import case_id_of
+from core.records import CITY_TZ, case_id_of
 from core.whistle import whistle_reports
-from dashboard import auth, context, live, params
+from dashboard import accounts, context, live, openapi, params, viewers
+from dashboard.auth import COOKIE
 from dashboard.params import FILTER_PARAMS, RISK_TOP_DEFAULT, RISK_TOP_MAX, ApiError
 from store import queries
 
@@ -40,9 +49,6 @@ def json_response(body: Any, status: int = 200) -> Response:
 
 def _calendar_warning(settings) -> str | None:
     """Whether the working calendar knows the next 60 days (a warning, not a fault: deadlines turn provisional)."""
-    from config.calendar import CalendarConfigError, coverage_warning, get_calendar
-    from core.records import CITY_TZ
-
     try:
         calendar = get_calendar(settings.holidays_file)
     except CalendarConfigError as exc:
@@ -52,9 +58,9 @@ def _calendar_warning(settings) -> str | None:
 
 def _health_answer(body: dict[str, Any], status: int) -> Response:
     """/healthz: anonymous viewers get the status and the reasons only (no addresses, paths or error texts)."""
-    token = request.cookies.get(auth.COOKIE)
+    token = request.cookies.get(COOKIE)
     try:
-        known = token is not None and auth.load_session(context.redis_client(), context.settings(), token) is not None
+        known = token is not None and accounts.load_session(context.redis_client(), context.settings(), token) is not None
     except Exception:  # noqa: BLE001 - Redis away: nobody can be recognised
         known = False
     if not known:
@@ -90,10 +96,7 @@ def _grades(counts: dict[int, int]) -> dict[str, int]:
 # --------------------------------------------------------------------------- risk (core.risk)
 
 
-
 def _risk_model():
-    from config.risk import RiskConfigError, get_risk_model
-
     try:
         return get_risk_model(context.settings().risk_file)
     except RiskConfigError as exc:
@@ -136,11 +139,141 @@ def _risk_notes(at: str | None) -> list[str]:
     return []
 
 
+def _explain_limit(p: dict[str, str]) -> int:
+    if "limit" not in p:
+        return RISK_TOP_DEFAULT
+    if not p["limit"].isascii() or not p["limit"].isdigit() or not 1 <= int(p["limit"]) <= RISK_TOP_MAX:
+        raise ApiError(400, f"limit: {p['limit'][:40]!r} is not a whole number in 1..{RISK_TOP_MAX}", "limit")
+    return int(p["limit"])
+
+
+# --------------------------------------------------------------------------- health
+
+
+def _reach(body: dict[str, Any]):
+    """Ping Redis and SQL: (the Redis client, or None if it is not reachable; whether either is down)."""
+    down = False
+    try:
+        r = context.redis_client()
+        r.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means "unreachable"; report it as text
+        body["redis"] = f"error: {type(exc).__name__}: {exc}"
+        body["reasons"].append("redis: not reachable")
+        down = True
+        r = None
+    try:
+        with context.engine().connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001
+        body["database"] = f"error: {type(exc).__name__}: {exc}"
+        body["reasons"].append("database: not reachable")
+        down = True
+    return r, down
+
+
+def _details(r, settings, body: dict[str, Any]) -> list[str]:
+    """Streams, dead letters, feeds and workers into ``body``; the reasons the worker is not applying."""
+    body["streams"] = live.streams(r, settings)
+    body["dead_letters"] = live.dead_letters(r, settings)
+    body["last_event_at"] = _utc(live.last_event_at(r, settings))
+    body["feeds"] = {source: _utc(at) for source, at in live.feeds(r, settings).items()}
+    body["feed_status"] = live.feed_status(r, settings)
+    facts, applying = live.applying_reasons(r, settings)
+    body["workers"] = {name: {**state, "alive": name in facts["alive"]} for name, state in facts["workers"].items()}
+    return applying
+
+
+def _stream_reasons(streams: dict[str, dict[str, Any]], settings) -> list[str]:
+    reasons = []
+    for kind, info in streams.items():
+        if kind in ("dead", "bulk"):
+            continue  # a bulk import's backlog is work in progress, not a fault: it yields to live streams
+        if info.get("pending") is None:
+            reasons.append(f"stream {kind}: no consumer group {settings.consumer_group!r} (no worker has run)")
+        elif (info.get("lag") or 0) > LAG_DEGRADED:
+            reasons.append(f"stream {kind}: {info['lag']} entries waiting for a worker")
+    return reasons
+
+
+def _feed_reasons(feed_status: dict[str, dict[str, Any]]) -> list[str]:
+    return [f"feed {feed}: {state.get('error', 'failing')} ({state.get('failures', 1)} failures in a row)"
+            for feed, state in feed_status.items() if not state.get("ok")]
+
+
+# --------------------------------------------------------------------------- cases
+
+
+def _csv_cell(v) -> Any:
+    if isinstance(v, datetime):
+        return v.astimezone(UTC).isoformat()
+    if isinstance(v, list):
+        return neutralise(" ".join(map(str, v)))
+    return "" if v is None else neutralise(v)  # a title such as "=HYPERLINK(...)" stays text in a spreadsheet
+
+
+def _csv_chunks(engine, where: queries.CaseFilter, personal: bool):
+    """The export's text in chunks of 1000 rows, a BOM and the header first."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    buf.write("\ufeff")
+    w.writerow(queries.EXPORT_COLUMNS)
+    for n, row in enumerate(queries.export_cases(engine, where, personal=personal, own=context.own_prefixes()), start=1):
+        w.writerow([_csv_cell(v) for v in row])
+        if n % 1000 == 0:
+            yield buf.getvalue()
+            buf.seek(0)
+            buf.truncate()
+    yield buf.getvalue()
+
+
+def _sla_states(p: dict[str, str]) -> set[str]:
+    if "state" not in p:
+        return {"warning", "overdue"}
+    states = set()
+    for part in p["state"].split(","):
+        part = part.strip().lower()
+        if part not in ("warning", "overdue"):
+            raise ApiError(400, f"state: unknown SLA state {part!r}; use warning, overdue or both "
+                                "(comma-separated)", "state")
+        states.add(part)
+    return states
+
+
+# --------------------------------------------------------------------------- rankings
+
+
+def _ranking_period(p: dict[str, str]):
+    """The period ``period`` (default: week) names: holding ``date`` (default: today), or since–until for custom."""
+    kind = p.get("period", "week").lower()
+    if kind not in ranking_rules.PERIODS:
+        raise ApiError(400, f"period: unknown period {kind!r}; use one of: {', '.join(ranking_rules.PERIODS)}",
+                       "period")
+    if kind == "custom":
+        if "date" in p:
+            raise ApiError(400, "date: not used with period=custom; give since and until", "date")
+        for name in ("since", "until"):
+            if name not in p:
+                raise ApiError(400, f"{name}: period=custom needs both since and until", name)
+        since, until = params.period(p)
+        return ranking_rules.period("custom", since.date(), CITY_TZ, since, until)
+    for name in ("since", "until"):
+        if name in p:
+            raise ApiError(400, f"{name}: only used with period=custom; use date= to pick the {kind}", name)
+    day = datetime.now(CITY_TZ).date()
+    if "date" in p:
+        try:
+            day = date.fromisoformat(p["date"])
+        except ValueError:
+            raise ApiError(400, f"date: {p['date']!r} is not an ISO 8601 date, e.g. 2026-11-20", "date") from None
+        params.in_query_years("date", p["date"], day.year)
+    return ranking_rules.period(kind, day, CITY_TZ)
+
+
 # --------------------------------------------------------------------------- routes
 
 
-def blueprint() -> Blueprint:
-    bp = Blueprint("api", __name__)
+def _error_routes(bp: Blueprint) -> None:
+    """JSON errors: a refused parameter, any HTTP error on an API path, an unknown API route."""
 
     @bp.errorhandler(ApiError)
     def _api_error(exc: ApiError):
@@ -163,37 +296,18 @@ def blueprint() -> Blueprint:
                            "/api/v1/definitions, /api/v1/risk and /api/v1/risk/<code>/explain; all are described in "
                            "/api/v1/openapi.json")
 
+
+def _health_routes(bp: Blueprint) -> None:
     @bp.get("/healthz")
     def healthz():
         """Status and reasons for anyone; the details (streams, feeds, workers) only for a logged-in viewer."""
         settings = context.settings()
         body: dict[str, Any] = {"status": "ok", "redis": "ok", "database": "ok", "reasons": []}
-        down = False
-        try:
-            r = context.redis_client()
-            r.ping()
-        except Exception as exc:  # noqa: BLE001 - any failure means "unreachable"; report it as text
-            body["redis"] = f"error: {type(exc).__name__}: {exc}"
-            body["reasons"].append("redis: not reachable")
-            down = True
-            r = None
-        try:
-            with context.engine().connect() as conn:
-                conn.execute(text("SELECT 1"))
-        except Exception as exc:  # noqa: BLE001
-            body["database"] = f"error: {type(exc).__name__}: {exc}"
-            body["reasons"].append("database: not reachable")
-            down = True
+        r, down = _reach(body)
+        applying: list[str] = []
         if r is not None:
             try:
-                body["streams"] = live.streams(r, settings)
-                body["dead_letters"] = live.dead_letters(r, settings)
-                body["last_event_at"] = _utc(live.last_event_at(r, settings))
-                body["feeds"] = {source: _utc(at) for source, at in live.feeds(r, settings).items()}
-                body["feed_status"] = live.feed_status(r, settings)
-                facts, applying = live.applying_reasons(r, settings)
-                body["workers"] = {name: {**state, "alive": name in facts["alive"]}
-                                   for name, state in facts["workers"].items()}
+                applying = _details(r, settings, body)
             except Exception as exc:  # noqa: BLE001
                 body["redis"] = f"error: {type(exc).__name__}: {exc}"
                 body["reasons"].append("redis: failing")
@@ -201,17 +315,9 @@ def blueprint() -> Blueprint:
         if down:
             body["status"] = "down"
             return _health_answer(body, 503)
-        for kind, info in body["streams"].items():
-            if kind in ("dead", "bulk"):
-                continue  # a bulk import's backlog is work in progress, not a fault: it yields to live streams
-            if info.get("pending") is None:
-                body["reasons"].append(f"stream {kind}: no consumer group {settings.consumer_group!r} (no worker has run)")
-            elif (info.get("lag") or 0) > LAG_DEGRADED:
-                body["reasons"].append(f"stream {kind}: {info['lag']} entries waiting for a worker")
+        body["reasons"] += _stream_reasons(body["streams"], settings)
         body["reasons"] += applying
-        for feed, state in body.get("feed_status", {}).items():
-            if not state.get("ok"):
-                body["reasons"].append(f"feed {feed}: {state.get('error', 'failing')} ({state.get('failures', 1)} failures in a row)")
+        body["reasons"] += _feed_reasons(body.get("feed_status", {}))
         if body["reasons"]:
             body["status"] = "degraded"
         warning = _calendar_warning(settings)
@@ -244,6 +350,8 @@ def blueprint() -> Blueprint:
         return json_response({"status": "not ready" if reasons else "ready", "reasons": reasons},
                              503 if reasons else 200)
 
+
+def _area_routes(bp: Blueprint) -> None:
     @bp.get("/api/v1/summary")
     def summary():
         p = params.query(("area",))
@@ -269,6 +377,8 @@ def blueprint() -> Blueprint:
             for a in found
         ])
 
+
+def _case_routes(bp: Blueprint) -> None:
     @bp.get("/api/v1/cases")
     def cases():
         p = params.query((*FILTER_PARAMS, "limit", "cursor"))
@@ -276,70 +386,54 @@ def blueprint() -> Blueprint:
         limit = params.limit(p.get("limit"))
         after = params.cursor(p.get("cursor"))
         items, nxt = queries.list_cases(context.engine(), limit=limit, after_id=after, where=where,
-                                          personal=auth.personal(), own=context.own_prefixes())
+                                          personal=viewers.personal(), own=context.own_prefixes())
         return json_response({"items": items, "next_cursor": nxt})
 
     @bp.get("/api/v1/cases.csv")
     def cases_csv():
         """The filtered cases as CSV (UTF-8 with a BOM, so Excel reads the Chinese), streamed; the reporter's name and
         phone masked unless the viewer may see personal data."""
-        import csv
-        import io
-
         p = params.query(FILTER_PARAMS)
         where = params.case_filter(p)
         engine = context.engine()
-        personal = auth.personal()
-        auth.audit("export", "cases.csv", {"filters": p, "personal": personal})
-
-        def value(v):
-            if isinstance(v, datetime):
-                return v.astimezone(UTC).isoformat()
-            if isinstance(v, list):
-                return neutralise(" ".join(map(str, v)))
-            return "" if v is None else neutralise(v)  # a title such as "=HYPERLINK(...)" stays text in a spreadsheet
-
-        def rows():
-            buf = io.StringIO()
-            w = csv.writer(buf)
-            buf.write("\ufeff")
-            w.writerow(queries.EXPORT_COLUMNS)
-            for n, row in enumerate(queries.export_cases(engine, where, personal=personal, own=context.own_prefixes()), start=1):
-                w.writerow([value(v) for v in row])
-                if n % 1000 == 0:
-                    yield buf.getvalue()
-                    buf.seek(0)
-                    buf.truncate()
-            yield buf.getvalue()
-
+        personal = viewers.personal()
+        viewers.audit("export", "cases.csv", {"filters": p, "personal": personal})
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        return Response(rows(), mimetype="text/csv; charset=utf-8",
+        return Response(_csv_chunks(engine, where, personal), mimetype="text/csv; charset=utf-8",
                         headers={"Content-Disposition": f'attachment; filename="gridwatch-cases-{stamp}.csv"'})
 
     @bp.get("/api/v1/sla")
     def sla():
         p = params.query(("state", "area", "limit"))
-        states = {"warning", "overdue"}
-        if "state" in p:
-            states = set()
-            for part in p["state"].split(","):
-                part = part.strip().lower()
-                if part not in ("warning", "overdue"):
-                    raise ApiError(400, f"state: unknown SLA state {part!r}; use warning, overdue or both "
-                                        "(comma-separated)", "state")
-                states.add(part)
+        states = _sla_states(p)
         area = params.area(p["area"]).code if "area" in p else params.home_code()
         limit = params.limit(p.get("limit"))
         now = datetime.now(UTC)
-        items = queries.sla_cases(context.engine(), now=now, states=states, area=area, personal=auth.personal(),
+        items = queries.sla_cases(context.engine(), now=now, states=states, area=area, personal=viewers.personal(),
                                   own=context.own_prefixes(), warn_share=context.settings().sla_warn_share, limit=limit)
         return json_response({"as_of": now, "states": sorted(states), "warn_share": context.settings().sla_warn_share,
                               "items": items})
 
+    @bp.get("/api/v1/cases/<case_id>")
+    def case(case_id: str):
+        params.query(())
+        if case_id_of(case_id) is None:
+            raise ApiError(400, f"id: {case_id[:40]!r} is not a case id; a case id is a positive whole number", "id")
+        found = queries.get_case(context.engine(), int(case_id), personal=viewers.personal(),
+                                  own=context.own_prefixes())
+        if found is None or not viewers.in_scope(found.get("grid_code")):  # outside: as if absent (no probing)
+            raise ApiError(404, f"id: no case with id {case_id} in your jurisdiction", "id")
+        viewers.audit("case_view", case_id, {"via": "api"})
+        limit = timedelta(minutes=context.settings().whistle_report_minutes)
+        found["whistle_reports"] = [w.as_dict() for w in whistle_reports(found["timeline"], datetime.now(UTC), limit)]
+        return json_response(found)
+
+
+def _figure_routes(bp: Blueprint) -> None:
+    """KPIs, the department ranking, what every figure means, and this API's description."""
+
     @bp.get("/api/v1/kpis")
     def kpis():
-        from core import kpis as k
-
         p = params.query(("area", "since", "until", "drills"))
         area = params.area(p["area"]) if "area" in p else params.home()
         since, until = params.period(p)
@@ -353,41 +447,15 @@ def blueprint() -> Blueprint:
                                                            drills=drills), since)
         return json_response({"area": area.code, "name": area.name, "since": since, "until": until,
                               "previous": {"since": since - length, "until": since, "kpis": previous},
-                              "kpis": current, "change": k.change(current, previous)})
+                              "kpis": current, "change": kpi_rules.change(current, previous)})
 
     @bp.get("/api/v1/rankings")
     def rankings():
-        from config.rankings import get_rules
-        from core import rankings as rk
-        from core.records import CITY_TZ
-
         p = params.query(("period", "date", "since", "until", "area"))
         city = context.city()
         area = params.area(p["area"]) if "area" in p else params.home()
-        kind = p.get("period", "week").lower()
-        if kind not in rk.PERIODS:
-            raise ApiError(400, f"period: unknown period {kind!r}; use one of: {', '.join(rk.PERIODS)}", "period")
+        current = _ranking_period(p)
         now = datetime.now(UTC)
-        if kind == "custom":
-            if "date" in p:
-                raise ApiError(400, "date: not used with period=custom; give since and until", "date")
-            for name in ("since", "until"):
-                if name not in p:
-                    raise ApiError(400, f"{name}: period=custom needs both since and until", name)
-            since, until = params.period(p)
-            current = rk.period("custom", since.date(), CITY_TZ, since, until)
-        else:
-            for name in ("since", "until"):
-                if name in p:
-                    raise ApiError(400, f"{name}: only used with period=custom; use date= to pick the {kind}", name)
-            day = datetime.now(CITY_TZ).date()
-            if "date" in p:
-                try:
-                    day = date.fromisoformat(p["date"])
-                except ValueError:
-                    raise ApiError(400, f"date: {p['date']!r} is not an ISO 8601 date, e.g. 2026-11-20", "date") from None
-                params.in_query_years("date", p["date"], day.year)
-            current = rk.period(kind, day, CITY_TZ)
         previous = current.previous(CITY_TZ)
         rules = get_rules(context.settings().rankings_file)
         result = queries.ranking(context.engine(), departments=city.departments, rules=rules, current=current,
@@ -403,21 +471,18 @@ def blueprint() -> Blueprint:
 
     @bp.get("/api/v1/definitions")
     def definitions():
-        from core import kpis as k
-        from core import rankings as rnk
-        from core import risk as rk
-
         params.query(())
-        return json_response({"kpis": k.DEFINITIONS, "rankings": rnk.DEFINITIONS, "risk": rk.DEFINITIONS})
+        return json_response({"kpis": kpi_rules.DEFINITIONS, "rankings": ranking_rules.DEFINITIONS,
+                              "risk": risk_rules.DEFINITIONS})
 
     @bp.get("/api/v1/openapi.json")
     def openapi_description():
         """This API's OpenAPI description (dashboard/openapi.py), built from the validators' own rules."""
-        from dashboard import openapi
-
         params.query(())
         return json_response(openapi.spec(context.city(), context.settings()))
 
+
+def _risk_routes(bp: Blueprint) -> None:
     @bp.get("/api/v1/risk")
     def risk():
         p = params.query(("level", "parent"))
@@ -431,15 +496,9 @@ def blueprint() -> Blueprint:
 
     @bp.get("/api/v1/risk/<path:code>/explain")
     def risk_explain(code: str):
-        from core.risk import RISK_LEVELS
-
         p = params.query(("limit",))
         area = params.code(code, "code")
-        limit = RISK_TOP_DEFAULT
-        if "limit" in p:
-            if not p["limit"].isascii() or not p["limit"].isdigit() or not 1 <= int(p["limit"]) <= RISK_TOP_MAX:
-                raise ApiError(400, f"limit: {p['limit'][:40]!r} is not a whole number in 1..{RISK_TOP_MAX}", "limit")
-            limit = int(p["limit"])
+        limit = _explain_limit(p)
         model = _risk_model()
         scores, at = _risk_of(model, [area])
         settings = context.settings()
@@ -454,10 +513,11 @@ def blueprint() -> Blueprint:
         offline = alarms_here(True, model.offline_weight) if model.offline_weight else []
         hotspots = live.hotspots_in(r, settings, area)
         yellow, orange, red = model.thresholds[area.level]
+        levels = risk_rules.RISK_LEVELS
         return json_response({
             "code": area.code, "name": area.name, "level": area.level, "as_of": datetime.now(UTC),
             "hotspots_as_of": _utc(at), "notes": _risk_notes(at), **scores[area.code],
-            "thresholds": {RISK_LEVELS[2].name: yellow, RISK_LEVELS[3].name: orange, RISK_LEVELS[4].name: red},
+            "thresholds": {levels[2].name: yellow, levels[3].name: orange, levels[4].name: red},
             "weights": {"grades": {str(g): w for g, w in model.grade_weights.items()},
                         "overdue_multiplier": model.overdue_multiplier, "alarm": model.alarm_weight,
                         "offline": model.offline_weight, "hotspot": dataclasses.asdict(model.hotspot)},
@@ -466,18 +526,10 @@ def blueprint() -> Blueprint:
             "hotspots_total": len(hotspots), "hotspots": hotspots[:limit],
         })
 
-    @bp.get("/api/v1/cases/<case_id>")
-    def case(case_id: str):
-        params.query(())
-        if case_id_of(case_id) is None:
-            raise ApiError(400, f"id: {case_id[:40]!r} is not a case id; a case id is a positive whole number", "id")
-        found = queries.get_case(context.engine(), int(case_id), personal=auth.personal(),
-                                  own=context.own_prefixes())
-        if found is None or not auth.in_scope(found.get("grid_code")):  # outside: as if absent (no probing)
-            raise ApiError(404, f"id: no case with id {case_id} in your jurisdiction", "id")
-        auth.audit("case_view", case_id, {"via": "api"})
-        limit = timedelta(minutes=context.settings().whistle_report_minutes)
-        found["whistle_reports"] = [w.as_dict() for w in whistle_reports(found["timeline"], datetime.now(UTC), limit)]
-        return json_response(found)
 
+def blueprint() -> Blueprint:
+    """The API's routes (health, areas, cases, figures, risk) and its JSON errors, on one blueprint."""
+    bp = Blueprint("api", __name__)
+    for add in (_error_routes, _health_routes, _area_routes, _case_routes, _figure_routes, _risk_routes):
+        add(bp)
     return bp

@@ -1,23 +1,8 @@
-"""The OpenAPI 3.1 description of the JSON API (``/api/v1/...``) and the push feed, served at /api/v1/openapi.json.
+"""The OpenAPI 3.1 description of the JSON API and the push feed, served at /api/v1/openapi.json.
 
-Built from the code's own rules, not written beside them, so it cannot drift:
-
-- the query parameters of each route are the names its handler passes to ``_params`` (``routes()`` below; the case
-  list's and the CSV export's are ``dashboard.params.FILTER_PARAMS``); tests/test_openapi.py asks every route which
-  parameters it takes (its answer to an unknown one) and compares;
-- their values come from the validators' constants: area codes from ``core.geography.CODE_LENGTHS``, levels from
-  ``LEVELS``, statuses from ``core.lifecycle.Status`` and ``dashboard.params.STATUS_WORDS``, periods from
-  ``core.rankings.PERIODS``, limits from ``store.queries.MAX_LIMIT`` and ``dashboard.params.RISK_TOP_MAX``, years
-  from ``dashboard.params.QUERY_YEARS``, source names from ``dashboard.params.SOURCE_CHARS``; categories, grades and
-  departments from the city's configuration. The SLA states (warning, overdue) are written out in both places: a
-  test asks the API to take every enumerated value;
-- the case rows are the columns the queries select (``store.queries``), typed from the SQL schema; the push
-  records are the pydantic models the worker validates with (``core.records``); KPI and ranking figures are the
-  keys of ``core.kpis.DEFINITIONS`` and ``store.queries.department_metrics_empty``.
-
-Every /api/v1 route in the Flask url_map has an operation here and every operation a route (a test fails
-otherwise). Security is declared as it is being built: reads need the session cookie (``cookieAuth``), pushes a
-bearer token (``bearerAuth``); the description itself needs neither.
+Built from the code's own rules (the routes' parameter names, the validators' constants, the queries' columns typed
+from the SQL schema, the records' pydantic models), not written beside them, so it cannot drift; tests/test_openapi.py
+checks every route against it both ways.
 """
 
 from __future__ import annotations
@@ -25,9 +10,22 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from pydantic.json_schema import models_json_schema
+from sqlalchemy import JSON, Boolean, Float, Integer, String, Text
+
 from config.city import City
 from config.settings import Settings
-from core.records import CASE_ID_DIGITS
+from core import kpis
+from core.coords import CRS_NAMES
+from core.geography import CODE_LENGTHS, LEVELS
+from core.lifecycle import Status
+from core.rankings import PERIODS
+from core.records import CASE_ID_DIGITS, CaseEvent, SensorReading
+from core.risk import PART_NAMES, RISK_LEVELS
+from dashboard import params
+from ingest.feeds.push import CRS_HEADER, SOURCE_HEADER
+from store import queries
+from store.schema import UTCDateTime
 
 OPENAPI_VERSION = "3.1.0"
 SESSION_COOKIE = "gridwatch_session"
@@ -37,13 +35,11 @@ def routes() -> dict[str, tuple[str, ...]]:
     """OpenAPI path → the query parameters the route takes, as its handler passes them to dashboard.params.query
     (FILTER_PARAMS: the case filter). tests/test_openapi.py compares them with each route's own answer to an unknown
     parameter."""
-    from dashboard.params import FILTER_PARAMS
-
     return {
         "/api/v1/summary": ("area",),
         "/api/v1/areas": ("level", "parent"),
-        "/api/v1/cases": (*FILTER_PARAMS, "limit", "cursor"),
-        "/api/v1/cases.csv": FILTER_PARAMS,
+        "/api/v1/cases": (*params.FILTER_PARAMS, "limit", "cursor"),
+        "/api/v1/cases.csv": params.FILTER_PARAMS,
         "/api/v1/cases/{case_id}": (),
         "/api/v1/sla": ("state", "area", "limit"),
         "/api/v1/kpis": ("area", "since", "until", "drills"),
@@ -91,14 +87,11 @@ STR = {"type": "string"}
 NULL_STR = _nullable(STR)
 BOOL = {"type": "boolean"}
 COUNTS = {"type": "object", "additionalProperties": INT}
+LEVEL = {"type": "string", "enum": list(LEVELS)}
 
 
 def _columns_schema(columns, extra: dict[str, Any] | None = None, description: str | None = None) -> dict[str, Any]:
     """An object schema of SQL columns as the API serialises them (times ISO 8601 UTC, JSON lists as arrays)."""
-    from sqlalchemy import JSON, Boolean, Float, Integer, String, Text
-
-    from store.schema import UTCDateTime
-
     props: dict[str, Any] = {}
     for c in columns:
         if isinstance(c.type, UTCDateTime):
@@ -124,8 +117,6 @@ def _columns_schema(columns, extra: dict[str, Any] | None = None, description: s
 
 
 def _area_pattern() -> str:
-    from core.geography import CODE_LENGTHS
-
     return "^(?:" + "|".join(f"[0-9]{{{n}}}" for n in sorted(CODE_LENGTHS)) + ")$"
 
 
@@ -163,12 +154,6 @@ def _list(items: dict[str, Any]) -> dict[str, Any]:
 def _parameters(city: City) -> dict[str, dict[str, Any]]:
     """Every query parameter of the API by the name its routes give it (``limit`` of the risk explanation is
     ``risk_limit`` here: it has its own range)."""
-    from core.geography import CODE_LENGTHS, LEVELS
-    from core.lifecycle import Status
-    from core.rankings import PERIODS
-    from dashboard import params
-    from store import queries
-
     area = _area_schema(city)
     lengths = ", ".join(f"{n} ({lvl})" for n, lvl in sorted(CODE_LENGTHS.items()))
     when = {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]}
@@ -227,34 +212,54 @@ def _parameters(city: City) -> dict[str, dict[str, Any]]:
 # --------------------------------------------------------------------------- schemas
 
 
-def _schemas(settings: Settings) -> dict[str, dict[str, Any]]:
-    from pydantic.json_schema import models_json_schema
+def _listed(item: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "array", "items": item}
 
-    from core import kpis as k
-    from core.geography import LEVELS
-    from core.records import CaseEvent, SensorReading
-    from core.risk import PART_NAMES, RISK_LEVELS
-    from store import queries
 
-    level = {"type": "string", "enum": list(LEVELS)}
+def _case_schemas() -> dict[str, dict[str, Any]]:
+    """A case in a list, its timeline's events, one case whole, a page of cases."""
     hidden = {"type": "string", "const": queries.REPORTER_HIDDEN,
               "description": "lists never carry the reporter's name and phone"}
     nullable = {"type": ["string", "null"]}
     reporter = _obj({"name": nullable, "phone": nullable, "masked": {"type": "boolean"}},
                     description="the reporter's name and phone: whole for the dispatcher and admin roles, masked "
                                 "for the others (masked: true)")
-    case = _columns_schema(queries._LIST_COLUMNS, {"reporter": hidden}, "a case (no personal data)")
-    event = _columns_schema(queries._EVENT_COLUMNS, description="one event of a case's timeline")
     whistle = _obj({"department": STR, "whistled_at": TIME, "due_at": TIME, "reported_at": NULL_TIME,
                     "status": {"type": "string", "enum": ["on_time", "late", "missing", "pending"]}})
-    detail = _columns_schema(queries._DETAIL_COLUMNS, {
-        "reporter": reporter, "timeline": {"type": "array", "items": _ref("TimelineEvent")},
-        "whistle_reports": {"type": "array", "items": whistle}}, "one case with its timeline")
+    return {
+        "Case": _columns_schema(queries._LIST_COLUMNS, {"reporter": hidden}, "a case (no personal data)"),
+        "TimelineEvent": _columns_schema(queries._EVENT_COLUMNS, description="one event of a case's timeline"),
+        "CaseDetail": _columns_schema(queries._DETAIL_COLUMNS, {
+            "reporter": reporter, "timeline": {"type": "array", "items": _ref("TimelineEvent")},
+            "whistle_reports": {"type": "array", "items": whistle}}, "one case with its timeline"),
+        "CasePage": _obj({"items": _listed(_ref("Case")),
+                          "next_cursor": _nullable({"type": "string", "description": "pass as cursor for the next "
+                                                                                     "page; null on the last"})}),
+    }
+
+
+def _live_schemas() -> dict[str, dict[str, Any]]:
+    """The live figures: an area's summary, the areas with their counts, the cases near or past their deadline."""
     sla_case = _columns_schema(queries.SLA_COLUMNS, {
         "sla_state": {"type": "string", "enum": ["warning", "overdue"]}, "seconds_left": INT})
-    kpi_values = _obj({name: (NUM if d["unit"] == "cases" else NULL_NUM) for name, d in k.DEFINITIONS.items()},
+    return {
+        "Summary": _obj({"area": STR, "name": STR, "level": LEVEL, "cases_total": INT, "cases_open": INT,
+                         "overdue_open": INT, "warning_open": INT, "sensor_alarms_active": INT,
+                         "devices_offline": INT, "by_grade": COUNTS, "by_status": COUNTS, "as_of": TIME,
+                         "last_event_at": NULL_STR}),
+        "Area": _obj({"code": STR, "name": STR, "level": LEVEL, "parent": NULL_STR, "kind": NULL_STR,
+                      "total": INT, "open": INT, "overdue": INT, "warning": INT, "alarms": INT, "offline": INT,
+                      "by_grade": COUNTS}),
+        "SlaPage": _obj({"as_of": TIME, "states": _listed({"type": "string", "enum": ["warning", "overdue"]}),
+                         "warn_share": NUM, "items": _listed(sla_case)}),
+    }
+
+
+def _figure_schemas() -> dict[str, dict[str, Any]]:
+    """KPIs of a period, the department ranking, and what each figure means."""
+    kpi_values = _obj({name: (NUM if d["unit"] == "cases" else NULL_NUM) for name, d in kpis.DEFINITIONS.items()},
                       required=["cases_total"])
-    kpi_change = _obj({name: NULL_NUM for name in k.DEFINITIONS}, required=[])
+    kpi_change = _obj({name: NULL_NUM for name in kpis.DEFINITIONS}, required=[])
     period = _obj({"since": TIME, "until": TIME})
     dept_row = _obj({
         "department": STR, "name": STR, "short": NULL_STR,
@@ -264,38 +269,7 @@ def _schemas(settings: Settings) -> dict[str, dict[str, Any]]:
     definition = {"type": "object", "additionalProperties": {
         "type": "object", "properties": {"zh": STR, "en": STR, "unit": STR, "definition": STR},
         "required": ["zh", "en", "unit", "definition"]}}
-    risk_area = _obj({
-        "code": STR, "name": STR, "level": level, "score": NUM,
-        "risk_level": {"type": "integer", "enum": sorted(RISK_LEVELS)},
-        "color_name": STR, "roman": STR, "en": STR, "color": STR, "parts": _obj({p: NUM for p in PART_NAMES})})
-    risk_item = {"allOf": [risk_area, _obj({"parent": NULL_STR})]}
-    loose = {"type": "object"}
-
-    def listed(item: dict[str, Any]) -> dict[str, Any]:
-        return {"type": "array", "items": item}
-
-    _, defs = models_json_schema([(CaseEvent, "validation"), (SensorReading, "validation")],
-                                 ref_template="#/components/schemas/{model}")
     return {
-        **defs.get("$defs", {}),
-        "Error": _obj({"error": {"type": "string", "description": "what is wrong and how to fix it"},
-                       "parameter": {"type": "string", "description": "the parameter at fault, if one is"}},
-                      required=["error"], description="a refused request: never a traceback"),
-        "Case": case,
-        "TimelineEvent": event,
-        "CaseDetail": detail,
-        "CasePage": _obj({"items": listed(_ref("Case")),
-                          "next_cursor": _nullable({"type": "string", "description": "pass as cursor for the next "
-                                                                                     "page; null on the last"})}),
-        "Summary": _obj({"area": STR, "name": STR, "level": level, "cases_total": INT, "cases_open": INT,
-                         "overdue_open": INT, "warning_open": INT, "sensor_alarms_active": INT,
-                         "devices_offline": INT, "by_grade": COUNTS, "by_status": COUNTS, "as_of": TIME,
-                         "last_event_at": NULL_STR}),
-        "Area": _obj({"code": STR, "name": STR, "level": level, "parent": NULL_STR, "kind": NULL_STR,
-                      "total": INT, "open": INT, "overdue": INT, "warning": INT, "alarms": INT, "offline": INT,
-                      "by_grade": COUNTS}),
-        "SlaPage": _obj({"as_of": TIME, "states": listed({"type": "string", "enum": ["warning", "overdue"]}),
-                         "warn_share": NUM, "items": listed(sla_case)}),
         "Kpis": _obj({"area": STR, "name": STR, "since": TIME, "until": TIME,
                       "previous": {"allOf": [period, _obj({"kpis": kpi_values})]},
                       "kpis": kpi_values, "change": kpi_change}),
@@ -303,25 +277,43 @@ def _schemas(settings: Settings) -> dict[str, dict[str, Any]]:
                           "as_of": TIME, "previous": {"allOf": [period, _obj({"label": STR})]},
                           "rules": _obj({"weights": {"type": "object", "additionalProperties": NUM},
                                          "min_volume": INT, "list_size": INT}),
-                          "departments": listed(dept_row), "red_list": listed(STR), "black_list": listed(STR)}),
+                          "departments": _listed(dept_row), "red_list": _listed(STR), "black_list": _listed(STR)}),
         "Definitions": _obj({"kpis": definition, "rankings": definition, "risk": definition}),
-        "RiskPage": _obj({"as_of": TIME, "hotspots_as_of": NULL_TIME, "notes": listed(STR),
-                          "items": listed(risk_item)}),
+    }
+
+
+def _risk_schemas() -> dict[str, dict[str, Any]]:
+    """The areas' risk, and what makes up one area's score."""
+    risk_area = _obj({
+        "code": STR, "name": STR, "level": LEVEL, "score": NUM,
+        "risk_level": {"type": "integer", "enum": sorted(RISK_LEVELS)},
+        "color_name": STR, "roman": STR, "en": STR, "color": STR, "parts": _obj({p: NUM for p in PART_NAMES})})
+    risk_item = {"allOf": [risk_area, _obj({"parent": NULL_STR})]}
+    loose = {"type": "object"}
+    return {
+        "RiskPage": _obj({"as_of": TIME, "hotspots_as_of": NULL_TIME, "notes": _listed(STR),
+                          "items": _listed(risk_item)}),
         "RiskExplain": {"allOf": [risk_area, _obj({
-            "as_of": TIME, "hotspots_as_of": NULL_TIME, "notes": listed(STR),
+            "as_of": TIME, "hotspots_as_of": NULL_TIME, "notes": _listed(STR),
             "thresholds": {"type": "object", "additionalProperties": NUM},
             "weights": _obj({"grades": {"type": "object", "additionalProperties": NUM},
                              "overdue_multiplier": NUM, "alarm": NUM, "offline": NUM, "hotspot": loose}),
-            "open_cases": INT, "top_cases": listed(_columns_schema(queries.RISK_CASE_COLUMNS, {"contribution": NUM})),
-            "alarms_total": INT, "alarms": listed(loose), "offline_total": INT, "offline": listed(loose),
-            "hotspots_total": INT, "hotspots": listed(loose)})]},
+            "open_cases": INT, "top_cases": _listed(_columns_schema(queries.RISK_CASE_COLUMNS, {"contribution": NUM})),
+            "alarms_total": INT, "alarms": _listed(loose), "offline_total": INT, "offline": _listed(loose),
+            "hotspots_total": INT, "hotspots": _listed(loose)})]},
+    }
+
+
+def _push_schemas(settings: Settings) -> dict[str, dict[str, Any]]:
+    """A push's answer, and the batches each push route takes (within the settings' limits)."""
+    return {
         "PushItem": {"oneOf": [
             _obj({"index": INT, "status": {"const": "accepted"},
                   "id": {"type": "string", "description": "the stream entry holding the record"}}),
             _obj({"index": INT, "status": {"const": "rejected"},
-                  "errors": listed({"type": "string", "description": "field: problem"})}),
+                  "errors": _listed({"type": "string", "description": "field: problem"})}),
         ]},
-        "PushResult": _obj({"accepted": INT, "rejected": INT, "items": listed(_ref("PushItem"))},
+        "PushResult": _obj({"accepted": INT, "rejected": INT, "items": _listed(_ref("PushItem"))},
                            description="one item per record sent, in order"),
         **{f"{name}Batch": {"oneOf": [_ref(name), {"type": "array", "items": _ref(name),
                                                    "maxItems": settings.max_push_items}],
@@ -330,6 +322,23 @@ def _schemas(settings: Settings) -> dict[str, dict[str, Any]]:
                                            f"(MAX_PUSH_BYTES), each record at most {settings.max_payload_bytes} "
                                            f"(MAX_PAYLOAD_BYTES)"}
            for name in PUSH_ROUTES.values()},
+    }
+
+
+def _schemas(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Every schema the operations refer to: the push records (from their pydantic models), the error, the answers."""
+    _, defs = models_json_schema([(CaseEvent, "validation"), (SensorReading, "validation")],
+                                 ref_template="#/components/schemas/{model}")
+    return {
+        **defs.get("$defs", {}),
+        "Error": _obj({"error": {"type": "string", "description": "what is wrong and how to fix it"},
+                       "parameter": {"type": "string", "description": "the parameter at fault, if one is"}},
+                      required=["error"], description="a refused request: never a traceback"),
+        **_case_schemas(),
+        **_live_schemas(),
+        **_figure_schemas(),
+        **_risk_schemas(),
+        **_push_schemas(settings),
     }
 
 
@@ -364,8 +373,6 @@ def _json_ok(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 def _get_operations() -> dict[str, dict[str, Any]]:
     """path → (operation id, summary, 200 answer, may be 404); parameters are added from routes()."""
-    from store import queries
-
     csv = {"description": "the cases as CSV (UTF-8 with BOM), newest first, no personal data; columns: "
                           + ", ".join(queries.EXPORT_COLUMNS),
            "content": {"text/csv": {"schema": {"type": "string"}}}}
@@ -397,9 +404,6 @@ def _get_operations() -> dict[str, dict[str, Any]]:
 
 
 def _path_parameters(city: City, path: str) -> list[dict[str, Any]]:
-    from core.geography import CODE_LENGTHS
-    from dashboard import params
-
     if path == "/api/v1/cases/{case_id}":
         return [{"name": "case_id", "in": "path", "required": True, "description": "the case's id",
                  "schema": {"type": "integer", "minimum": 1, "maximum": 10 ** CASE_ID_DIGITS - 1,
@@ -412,9 +416,6 @@ def _path_parameters(city: City, path: str) -> list[dict[str, Any]]:
 
 
 def _push_operation(record: str) -> dict[str, Any]:
-    from core.coords import CRS_NAMES
-    from ingest.feeds.push import CRS_HEADER, SOURCE_HEADER
-
     crs = {"type": "string", "enum": list(CRS_NAMES), "default": "wgs84"}
     kind = "case events" if record == "CaseEvent" else "sensor readings"
     result = {"content": {"application/json": {"schema": _ref("PushResult")}}}
@@ -449,7 +450,7 @@ def _push_operation(record: str) -> dict[str, Any]:
 
 def spec(city: City, settings: Settings) -> dict[str, Any]:
     """The OpenAPI description for this city (its categories, grades, departments) and settings (push limits)."""
-    params = _parameters(city)
+    parameters = _parameters(city)
     route_params = routes()
     paths: dict[str, Any] = {}
     for path, (op_id, summary, ok, not_found) in _get_operations().items():
@@ -482,7 +483,7 @@ def spec(city: City, settings: Settings) -> dict[str, Any]:
                 "bearerAuth": {"type": "http", "scheme": "bearer",
                                "description": "a push token (FEED_TOKENS), sent as Authorization: Bearer <token>"},
             },
-            "parameters": params,
+            "parameters": parameters,
             "responses": RESPONSES,
             "schemas": _schemas(settings),
         },

@@ -1,6 +1,6 @@
 """The JSON API's query parameters: their names and bounds, and the validators that turn them into values or an
-ApiError naming the parameter and the fix. The handlers (dashboard/api.py), the drill-down's URL (dashboard/drill.py)
-and the OpenAPI description (dashboard/openapi.py) all take them from here."""
+ApiError naming the parameter and the fix. The API's handlers, the drill-down's URL and the OpenAPI description all
+take them from here."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from flask import request
 
 from core.geography import level_of
 from core.lifecycle import OPEN_STATUSES, Status
-from dashboard import auth, context
+from core.records import CITY_TZ
+from dashboard import context, viewers
 from store import queries
 
 # words a status filter takes besides the statuses themselves
@@ -63,8 +64,8 @@ def area(code: str, parameter: str = "area"):
     found = context.city().geography.get(code)
     if found is None:
         raise ApiError(404, f"{parameter}: no area with code {code!r}; list the codes with /api/v1/areas", parameter)
-    if not auth.in_scope(found.code):
-        raise ApiError(403, f"{parameter}: {code} is outside your jurisdiction ({auth.scope()}); ask for an area "
+    if not viewers.in_scope(found.code):
+        raise ApiError(403, f"{parameter}: {code} is outside your jurisdiction ({viewers.scope()}); ask for an area "
                             "within it", parameter)
     return found
 
@@ -72,7 +73,7 @@ def area(code: str, parameter: str = "area"):
 def home():
     """The area a request means when it names none: the viewer's jurisdiction (a system job: the district)."""
     geo = context.city().geography
-    s = auth.scope()
+    s = viewers.scope()
     return geo.district if s is None else geo.area(s)
 
 
@@ -107,8 +108,6 @@ def category(value: str) -> str:
     )
 
 
-
-
 def in_query_years(name: str, value: str, year: int) -> None:
     if year not in QUERY_YEARS:
         raise ApiError(400, f"{name}: {value[:40]!r} is out of range; give a date from {QUERY_YEARS.start} to "
@@ -117,8 +116,6 @@ def in_query_years(name: str, value: str, year: int) -> None:
 
 def when(name: str, value: str) -> datetime:
     """An ISO 8601 time (a date alone means its midnight in the city's zone; no zone means the city's zone)."""
-    from core.records import CITY_TZ
-
     try:
         t = datetime.fromisoformat(value)
     except ValueError:
@@ -132,19 +129,13 @@ def when(name: str, value: str) -> datetime:
 
 def period(p: dict[str, str]) -> tuple[datetime, datetime]:
     """[since, until) from the parameters; default: today in the city's zone."""
-    from core.records import CITY_TZ
-
     today = datetime.now(CITY_TZ).replace(hour=0, minute=0, second=0, microsecond=0)
     since = when("since", p["since"]) if "since" in p else today.astimezone(UTC)
     until = when("until", p["until"]) if "until" in p else (today + timedelta(days=1)).astimezone(UTC)
-    if until <= since:
-        raise ApiError(400, f"until: {until.isoformat()} is not after since {since.isoformat()}; give an until later "
-                            "than since", "until")
+    _after(since, until)
     if until - since > timedelta(days=3 * 366):
         raise ApiError(400, "until: the period is longer than three years; ask for a shorter one", "until")
     return since, until
-
-
 
 
 def drills(p: dict[str, str]) -> bool:
@@ -155,41 +146,58 @@ def drills(p: dict[str, str]) -> bool:
     return value in ("1", "true")
 
 
+def _after(since: datetime, until: datetime) -> None:
+    if until <= since:
+        raise ApiError(400, f"until: {until.isoformat()} is not after since {since.isoformat()}; give an until later "
+                            "than since", "until")
+
+
+def _grades(value: str) -> set[int]:
+    grades = set()
+    for part in value.split(","):
+        part = part.strip()
+        if not (part.isascii() and part.isdigit() and 1 <= int(part) <= 4):
+            raise ApiError(400, f"grade: {part[:20]!r} is not a grade; use 1..4 (several: comma-separated)", "grade")
+        grades.add(int(part))
+    return grades
+
+
+def _sources(value: str) -> set[str]:
+    sources = {x.strip() for x in value.split(",") if x.strip()}
+    bad = [x for x in sources if len(x) > 32 or not set(x) <= SOURCE_CHARS]
+    if bad or not sources:
+        raise ApiError(400, f"source: {(bad or [''])[0][:32]!r} is not a source name; use letters, digits, "
+                            "- _ . (several: comma-separated)", "source")
+    return sources
+
+
+def _department(value: str) -> str:
+    if value not in context.city().departments:
+        raise ApiError(400, f"dept: unknown department {value[:32]!r}; use a code from "
+                            "config/city/departments.yaml", "dept")
+    return value
+
+
+def _title_search(text: str) -> str:
+    if len(text) > MAX_TEXT_CHARS or not text.isprintable():
+        raise ApiError(400, f"q: a title search of at most {MAX_TEXT_CHARS} printable characters, e.g. 井盖", "q")
+    if not viewers.personal() and SEARCH_DIGITS.search(text):
+        # the title is matched unmasked: a run of digits would tell which cases hold a phone or ID number
+        raise ApiError(403, f"q: searching for {SEARCH_DIGITS_MIN} or more digits in a row looks for personal "
+                            "data (phone, ID numbers), which your role does not see; search for words", "q")
+    return text
+
+
 def case_filter(p: dict[str, str]) -> queries.CaseFilter:
     """The case filter from the parameters (FILTER_PARAMS); a 400 naming the first bad one."""
     since = when("since", p["since"]) if "since" in p else None
     until = when("until", p["until"]) if "until" in p else None
-    if since is not None and until is not None and until <= since:
-        raise ApiError(400, f"until: {until.isoformat()} is not after since {since.isoformat()}; give an until later "
-                            "than since", "until")
-    grades = None
-    if "grade" in p:
-        grades = set()
-        for part in p["grade"].split(","):
-            part = part.strip()
-            if not (part.isascii() and part.isdigit() and 1 <= int(part) <= 4):
-                raise ApiError(400, f"grade: {part[:20]!r} is not a grade; use 1..4 (several: comma-separated)", "grade")
-            grades.add(int(part))
-    sources = None
-    if "source" in p:
-        sources = {x.strip() for x in p["source"].split(",") if x.strip()}
-        bad = [x for x in sources if len(x) > 32 or not set(x) <= SOURCE_CHARS]
-        if bad or not sources:
-            raise ApiError(400, f"source: {(bad or [''])[0][:32]!r} is not a source name; use letters, digits, "
-                                "- _ . (several: comma-separated)", "source")
-    dept = None
-    if "dept" in p:
-        dept = p["dept"]
-        if dept not in context.city().departments:
-            raise ApiError(400, f"dept: unknown department {dept[:32]!r}; use a code from "
-                                "config/city/departments.yaml", "dept")
-    text = p.get("q")
-    if text is not None and (len(text) > MAX_TEXT_CHARS or not text.isprintable()):
-        raise ApiError(400, f"q: a title search of at most {MAX_TEXT_CHARS} printable characters, e.g. 井盖", "q")
-    if text is not None and not auth.personal() and SEARCH_DIGITS.search(text):
-        # the title is matched unmasked: a run of digits would tell which cases hold a phone or ID number
-        raise ApiError(403, f"q: searching for {SEARCH_DIGITS_MIN} or more digits in a row looks for personal "
-                            "data (phone, ID numbers), which your role does not see; search for words", "q")
+    if since is not None and until is not None:
+        _after(since, until)
+    grades = _grades(p["grade"]) if "grade" in p else None
+    sources = _sources(p["source"]) if "source" in p else None
+    dept = _department(p["dept"]) if "dept" in p else None
+    text = _title_search(p["q"]) if "q" in p else None
     return queries.CaseFilter(
         text=text,
         area=area(p["area"]).code if "area" in p else home_code(), since=since, until=until,
@@ -223,7 +231,7 @@ def cursor(value: str | None) -> int | None:
 
 
 def code(value: str, parameter: str):
-    """``_area`` for a code from the path or a parameter, refusing an overlong string without repeating it."""
+    """``area`` for a code from the path or a parameter, refusing an overlong string without repeating it."""
     if len(value) > MAX_CODE_CHARS:
         raise ApiError(400, f"{parameter}: {len(value)} characters is not an area code; an area code has 6, 9, 12 or "
                             "15 digits", parameter)
