@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import heapq
 import logging
-import math
 import random
 import signal
 import threading
@@ -57,11 +56,10 @@ from core import lifecycle
 from core.lifecycle import OPEN_STATUSES, Status, TransitionError
 from core.records import CITY_TZ
 from core.sla import WorkingCalendar
-from ingest.feeds import simulator_sensors
+from ingest.feeds import simulator_plans, simulator_sensors
 from ingest.feeds.simulator_texts import (
     DESC_PREFIX,
     GIVEN,
-    ONSITE_NOTES,
     PHONE_PREFIXES,
     POIS,
     ROADS,
@@ -80,10 +78,6 @@ PROFILE: tuple[float, ...] = (
 )
 OFF_DAY_FACTOR = 0.8
 P_ONSITE = 0.85  # share of new cases that are minor and handled on the spot (≈ 90 % of those resolved on a given day)
-P_LATE = 0.15  # share of dispatched cases planned to run past a limit (≈ 10 % seen late within two days)
-P_RETURN = 0.06
-P_REOPEN = 0.02
-P_WHISTLE = 0.5  # for dispatched cases of grade >= 3
 N_HOTSPOTS = 4
 
 # Sources and their shares. Dispatched cases come from everywhere; on-the-spot ones mostly from people on patrol
@@ -106,10 +100,6 @@ def profile(at: datetime) -> float:
 
 def _iso(t: datetime) -> str:
     return t.astimezone(CITY_TZ).isoformat(timespec="seconds")
-
-
-def _secs(x: float) -> timedelta:
-    return timedelta(seconds=max(1, math.ceil(x)))
 
 
 # --------------------------------------------------------------------------- state
@@ -348,115 +338,11 @@ class Simulator:
             report["actor"] = f"网格员{worker}" if source == "patrol" else "数字城管采集员"
         if onsite:
             report["onsite"] = True
-            plan = self._plan_onsite(t0, report, cat, worker)
+            plan = simulator_plans.onsite_plan(rng, t0, report, cat, worker)
         else:
-            plan = self._plan_dispatch(t0, report, cat, grid, source)
+            plan = simulator_plans.DispatchPlan(rng, self.calendar, self.city.departments, t0, report, cat, grid,
+                                                source).drawn()
         return SimCase(source=source, external_id=ext, grid=grid, plan=plan)
-
-    def _plan_onsite(self, t0: datetime, report: dict, cat, worker: str) -> list:
-        rng = self.rng
-        plan = [(t0, "report", report)]
-        t = t0
-        if rng.random() < 0.1:
-            t += _secs(rng.expovariate(1 / 180))
-            plan.append((t, "register", {"actor": "社区网格工作站"}))
-        t += _secs(min(3600, 60 + rng.expovariate(1 / 480)))
-        note = ONSITE_NOTES.get(cat.code[:2], "网格员现场处置完毕，已拍照留存。")
-        plan.append((t, "onsite", {"actor": f"网格员{worker}", "note": note}))
-        t += _secs(60 + rng.expovariate(1 / 1800))
-        plan.append((t, "close", {"actor": "社区网格工作站", "note": "现场核查属实，予以结案。"}))
-        if rng.random() < 0.25:
-            t += _secs(60 + rng.expovariate(1 / 3600))
-            plan.append((t, "evaluate", {"rating": rng.choices((3, 4, 5), weights=(1, 3, 6))[0], "actor": "居民"}))
-        return plan
-
-    def _street_unit(self, grid: str) -> str | None:
-        code = f"zf-{grid[6:9]}"
-        return code if code in self.city.departments else None
-
-    def _department(self, cat, grid: str) -> str:
-        dept = cat.department
-        unit = self._street_unit(grid)
-        if dept == "cg" and unit and self.rng.random() < 0.5:
-            return unit  # street-level law enforcement handles much of 城管's work
-        return dept
-
-    def _plan_dispatch(self, t0: datetime, report: dict, cat, grid: str, source: str) -> list:
-        rng = self.rng
-        accept_due = self.calendar.add(t0, cat.accept_limit).due
-        due = self.calendar.add(t0, cat.complete_limit).due
-        wa = max(60.0, (accept_due - t0).total_seconds())
-        wc = max(120.0, (due - t0).total_seconds())
-        late = rng.random() < P_LATE
-        late_accept = late and rng.random() < 0.4
-        plan: list = [(t0, "report", report)]
-        t = t0
-
-        def add(delay: float, action: str, fields: dict | None = None) -> None:
-            nonlocal t
-            t = t + _secs(delay)
-            plan.append((t, action, fields or {}))
-
-        center = "街道指挥分中心"
-        extra_events: list = []  # events off the main line (check-ins), merged in by time at the end
-        add(min(max(20, rng.expovariate(1 / 360)), 0.15 * wa), "register", {"actor": center})
-        dept = self._department(cat, grid)
-        add(min(max(20, rng.expovariate(1 / 480)), 0.15 * wa), "dispatch", {"departments": [dept], "actor": center})
-        if rng.random() < P_RETURN:
-            add(max(30, min(rng.expovariate(1 / 1200), 0.3 * wa)), "return",
-                {"actor": self._short(dept), "note": "非本单位职责，申请退回重新派遣。"})
-            others = [d for d in (cat.department, self._street_unit(grid), "cg", "zj") if d and d != dept]
-            dept = rng.choice(others) if others else dept
-            # A return leads back to registered: dispatch again.
-            add(max(30, rng.expovariate(1 / 600)), "dispatch", {"departments": [dept], "actor": center,
-                                                                "note": "退回后重新派遣"})
-        elif report["grade"] >= 3 and rng.random() < P_WHISTLE:
-            pool = [d for d in ("yj", "ga", "xiaofang", "zj", "wj", self._street_unit(grid))
-                    if d and d != dept and d in self.city.departments]
-            extra = rng.sample(pool, min(len(pool), rng.choice((2, 3))))
-            if extra:
-                add(max(20, min(rng.expovariate(1 / 300), 0.1 * wa)), "whistle",
-                    {"departments": extra, "actor": center, "note": "吹哨：多部门联合处置"})
-                for d in extra:  # 报到: most summoned departments report within the limit, some late, a few never
-                    u = rng.random()
-                    delay = rng.uniform(120, 1680) if u < 0.8 else rng.uniform(1860, 5400) if u < 0.92 else None
-                    if delay is not None:
-                        extra_events.append((t + _secs(delay), "checkin",
-                                             {"departments": [d], "actor": self._short(d), "note": "到场报到"}))
-        if late_accept:
-            t = max(t, accept_due)
-            add(60 + rng.expovariate(1 / min(max(0.5 * wa, 1200), 7200)), "accept", {"actor": self._short(dept)})
-        else:
-            room = (accept_due - t).total_seconds()
-            add(max(20, min(rng.expovariate(1 / 1800), 0.8 * room)), "accept", {"actor": self._short(dept)})
-        add(max(30, rng.expovariate(1 / 900)), "handle", {"actor": self._short(dept)})
-        room = (due - t).total_seconds()
-        if (late and not late_accept) or room <= 60:
-            t = max(t, due)
-            add(60 + rng.expovariate(1 / min(max(0.3 * wc, 1800), 8 * 3600)), "resolve",
-                {"actor": self._short(dept), "note": "已处置完毕（超期）"})
-        else:
-            mean = min(max(0.25 * room, 600), 6 * 3600)
-            add(max(60, min(rng.expovariate(1 / mean), 0.9 * room)), "resolve",
-                {"actor": self._short(dept), "note": "已处置完毕"})
-        add(60 + rng.expovariate(1 / 1800), "close", {"actor": center, "note": "核查属实，予以结案。"})
-        p_eval = 0.8 if source in ("hotline12345", "citizen") else 0.4
-        if rng.random() < p_eval:
-            weights = (8, 10, 20, 30, 32) if late else (2, 4, 12, 32, 50)
-            add(60 + rng.expovariate(1 / 7200), "evaluate",
-                {"rating": rng.choices((1, 2, 3, 4, 5), weights=weights)[0], "actor": "回访"})
-        if rng.random() < P_REOPEN:
-            add(600 + rng.expovariate(1 / 10800), "reopen", {"actor": center, "note": "回访不满意，重新办理。"})
-            add(max(30, rng.expovariate(1 / 600)), "dispatch", {"departments": [dept], "actor": center})
-            add(max(30, rng.expovariate(1 / 1800)), "accept", {"actor": self._short(dept)})
-            add(max(30, rng.expovariate(1 / 900)), "handle", {"actor": self._short(dept)})
-            add(600 + rng.expovariate(1 / 7200), "resolve", {"actor": self._short(dept), "note": "重新处置完毕"})
-            add(60 + rng.expovariate(1 / 1800), "close", {"actor": center, "note": "复核通过，予以结案。"})
-        return sorted(plan + extra_events, key=lambda step: step[0]) if extra_events else plan
-
-    def _short(self, dept: str) -> str:
-        d = self.city.departments.get(dept)
-        return d.short if d is not None else dept
 
     def _push(self, case: SimCase) -> None:
         if case.emitted < len(case.plan):
