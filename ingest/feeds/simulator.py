@@ -286,8 +286,23 @@ class Simulator:
 
     def _make_case(self, t0: datetime, grid: str, hotspot: Hotspot | None) -> SimCase:
         rng = self.rng
-        area = self.grid_by_code[grid]
-        kind = area.kind
+        onsite, category, source, near = self._draw_kind(self.grid_by_code[grid].kind, hotspot)
+        cat = self.city.categories[category]
+        self._case_no += 1
+        ext = f"{ID_PREFIX.get(source, 'SIM')}-{self.run_tag}-{self._case_no:06d}"
+        report = self._report(grid, cat, source, near)
+        worker = self._worker[grid]
+        if onsite:
+            report["onsite"] = True
+            plan = simulator_plans.onsite_plan(rng, t0, report, cat, worker)
+        else:
+            plan = simulator_plans.DispatchPlan(rng, self.calendar, self.city.departments, t0, report, cat, grid,
+                                                source).drawn()
+        return SimCase(source=source, external_id=ext, grid=grid, plan=plan)
+
+    def _draw_kind(self, kind: str | None, hotspot: Hotspot | None) -> tuple[bool, str, str, tuple | None]:
+        """(on the spot?, category, source, a point to be near): a hotspot's trouble now and then, else by weight."""
+        rng = self.rng
         onsite = rng.random() < P_ONSITE
         category = source = near = None
         if hotspot is not None and rng.random() < 0.6:
@@ -299,35 +314,22 @@ class Simulator:
         if category is None:
             codes, ws = (self._cats_onsite if onsite else self._cats_all)[kind]
             category = rng.choices(codes, weights=ws)[0]
-        cat = self.city.categories[category]
-        onsite = onsite and cat.onsite
+        onsite = onsite and self.city.categories[category].onsite
         if source is None:
             pool = ONSITE_SOURCES if onsite else DISPATCH_SOURCES
             source = rng.choices([s for s, _ in pool], weights=[w for _, w in pool])[0]
-        self._case_no += 1
-        ext = f"{ID_PREFIX.get(source, 'SIM')}-{self.run_tag}-{self._case_no:06d}"
+        return onsite, category, source, near
+
+    def _report(self, grid: str, cat, source: str, near: tuple | None) -> dict[str, Any]:
+        """The report event's fields: where, how grave, the words, and who reported it."""
+        rng = self.rng
         lon, lat = self._point_in(grid, rng, near=near)
         grade = cat.default_grade
         if grade < 4 and rng.random() < 0.05:
             grade += 1
-        road = rng.choice(self._roads[grid])
-        stem = self._community_stem(grid)
-        community = self.geo.area(grid[:12]).name
-        street = self.geo.area(grid[:9]).name
-        num = rng.randint(1, 300)
-        if rng.random() < 0.5:
-            place = f"{community}{road}"
-        else:
-            place = community + rng.choice(POIS.get(kind, ("{x}",))).format(x=stem, n=rng.randint(1, 40))
-        suffix, descs = TEXTS.get(category, (cat.name, ("{p}发现" + cat.name + "问题，请尽快处理。",)))
-        if not suffix.startswith("附近") and place.endswith("路") and rng.random() < 0.5:
-            place += "附近"
-        title = f"{place}{suffix}"
-        desc = DESC_PREFIX.get(source, "") + rng.choice(descs).format(p=place, r=road)
-        report: dict[str, Any] = {
-            "category": category, "grade": grade, "title": title, "description": desc,
-            "address": f"深圳市光明区{street}{community}{road}{num}号", "lon": lon, "lat": lat,
-        }
+        title, desc, address = self._wording(grid, cat, source)
+        report: dict[str, Any] = {"category": cat.code, "grade": grade, "title": title, "description": desc,
+                                  "address": address, "lon": lon, "lat": lat}
         worker = self._worker[grid]
         if source in ("hotline12345", "citizen"):
             report["reporter_name"] = rng.choice(SURNAMES) + rng.choice(("先生", "女士"))
@@ -336,13 +338,26 @@ class Simulator:
             report["grid_code"] = grid
             report["reporter_name"] = worker if source == "patrol" else "采集员" + rng.choice(SURNAMES) + rng.choice(GIVEN)
             report["actor"] = f"网格员{worker}" if source == "patrol" else "数字城管采集员"
-        if onsite:
-            report["onsite"] = True
-            plan = simulator_plans.onsite_plan(rng, t0, report, cat, worker)
+        return report
+
+    def _wording(self, grid: str, cat, source: str) -> tuple[str, str, str]:
+        """(title, description, address) of a report in the grid, in the words of its source."""
+        rng = self.rng
+        road = rng.choice(self._roads[grid])
+        stem = self._community_stem(grid)
+        community = self.geo.area(grid[:12]).name
+        street = self.geo.area(grid[:9]).name
+        num = rng.randint(1, 300)
+        if rng.random() < 0.5:
+            place = f"{community}{road}"
         else:
-            plan = simulator_plans.DispatchPlan(rng, self.calendar, self.city.departments, t0, report, cat, grid,
-                                                source).drawn()
-        return SimCase(source=source, external_id=ext, grid=grid, plan=plan)
+            pois = POIS.get(self.grid_by_code[grid].kind, ("{x}",))
+            place = community + rng.choice(pois).format(x=stem, n=rng.randint(1, 40))
+        suffix, descs = TEXTS.get(cat.code, (cat.name, ("{p}发现" + cat.name + "问题，请尽快处理。",)))
+        if not suffix.startswith("附近") and place.endswith("路") and rng.random() < 0.5:
+            place += "附近"
+        desc = DESC_PREFIX.get(source, "") + rng.choice(descs).format(p=place, r=road)
+        return f"{place}{suffix}", desc, f"深圳市光明区{street}{community}{road}{num}号"
 
     def _push(self, case: SimCase) -> None:
         if case.emitted < len(case.plan):
