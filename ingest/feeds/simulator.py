@@ -1,37 +1,10 @@
 """Simulator feed: a believable live city of cases and sensor readings, published to the streams.
 
-``python -m ingest simulate`` runs it in real time; ``make demo`` starts it under the supervisor.
-
-Rate
-----
-``rate`` (``--rate``, default 2) is the number of **new cases per simulated second, district-wide,
-at the weekday diurnal peak** (10:00 Asia/Shanghai). The rest of the day follows :data:`PROFILE`
-(night ≈ 5 % of the peak, the 08:00–20:00 daytime averages ≈ 0.8 × rate, the 24-hour average is
-≈ 0.48 × rate); non-working days (weekends, holidays, from chinesecalendar) run at 0.8 × that.
-Hotspots move cases between grids, they do not add to the total. At the defaults (rate 2, speed 1)
-that is ≈ 100–120 new cases per real minute in the daytime, ≈ 80 000 a day.
-
-What it simulates
------------------
-- **Cases.** Arrivals are Poisson per time slice, spread over the grids by a fixed per-grid weight
-  (by grid kind, with noise) and a few moving **hotspots** (a grid at several times the base rate for
-  1–6 hours, with repeat complaints of one category close to one spot, then drifting to a neighbouring
-  grid). Categories follow ``Category.weight(kind)``; sensor-only categories are left to the sensors.
-  About 85 % of new cases are minor ones a grid worker handles on the spot (巡办合一: report → onsite
-  → close, sometimes evaluate); the rest go report → register → dispatch (sometimes whistle) → accept
-  → handle → resolve → close → evaluate over minutes to hours (whistled departments check in, 报到: most
-  within the limit, some late, a few never), with SLA deadlines from the working
-  calendar, ~15 % of them late, occasional returns (退回) and re-dispatch, rare reopens. The whole plan
-  of a case is drawn when it is reported; each event is checked with :func:`core.lifecycle.apply`
-  when it is emitted, so the simulator can never publish an illegal sequence.
-- **Sensors.** A device registry derived from the grids (stable for a city, whatever the seed):
-  ~5 devices per grid by grid kind. Each reports every ``heartbeat_s`` of simulated time a normal
-  value well under its threshold; now and then an alarm (over the threshold for a while, then back
-  under ``clear_below``) — a handful active at any time; a few devices go silent for a while;
-  batteries drain slowly.
-
-Everything is deterministic for a seed and a sequence of :meth:`Simulator.step` calls
-(``random.Random`` / ``numpy.random.Generator`` of the seed; no global random state).
+``rate`` (``--rate``) is new cases per simulated second, district-wide, at the weekday peak (10:00 Asia/Shanghai);
+the day follows :data:`PROFILE` (24-hour average ≈ 0.48 × rate), non-working days run at 0.8 × that. A few moving
+hotspots (a grid at several times its rate for 1–6 hours, then next door) move cases, they add none. A case's plan
+is drawn whole when it is reported (simulator_plans.py) and each event is checked with :func:`core.lifecycle.apply`
+when emitted. Deterministic for a seed and a sequence of :meth:`Simulator.step` calls (no global random state).
 """
 
 from __future__ import annotations
