@@ -1,35 +1,9 @@
-"""Export a stored period as canonical records, and replay such a file at N× speed as a drill (演练).
+"""Replay an export (or a spreadsheet export, through a mapping) at N× speed as a drill (演练).
 
-``python -m ingest export --since ISO [--until ISO] [--area CODE] --out FILE.jsonl[.gz]``
-    writes the cases reported in [since, until) — optionally within one area — as canonical case-event
-    records, one JSON object per line, in time order, after a header line
-    ``{"gridwatch_export": 1, "since": …, "until": …, "area": …}``. The records are rebuilt from the
-    ``cases`` and ``case_events`` tables: the ``report`` event carries the case's fields (as stored now:
-    category, grade and location after any correction, deadlines as computed), later events carry what the
-    timeline keeps (departments, actor, note; ``evaluate`` carries the case's rating). Every event keeps its
-    stored identity as ``event_id``. Events after ``until`` are left out, and so are cases reported before
-    ``since`` (their later events could not be replayed without their report). Sensor readings are not
-    stored individually, so an export holds case events only.
-
-``python -m ingest replay FILE [--speed 60] [--source drill] [--loop] [--dry-run]``
-    plays back an export (``.jsonl`` or ``.jsonl.gz``; case events and, if present, sensor readings,
-    told apart by their shape or by a ``"kind"`` key) re-timed so that the first record happens now and
-    the original spacing is divided by ``--speed``: every time field of a record (``occurred_at``,
-    ``due_at``, ``accept_due_at``, ``ts``) goes through the same mapping ``now + (t - t0) / speed``.
-    ``--speed 0`` publishes as fast as possible and keeps the original spacing of the times.
-
-Replayed records are drills. They never collide with or change the originals: ``source`` becomes the
-``--source`` value (default ``drill``), external ids become ``<run id>-<original source>-<original id>``
-and device ids ``<run id>-<original device>``, with a new run id for every run (and every ``--loop`` pass).
-An alarm a replayed reading raises opens a case of source ``sensor`` for the drill device (the worker
-names those), so it cannot collide either. Every replayed record carries ``"drill": true``: its case, the case's
-assignments and its device are marked, kept in a live state of their own, and left out of every figure (live
-counters, risk, KPIs, rankings, briefings, the wall) unless a view asks for drills (the API's ``drills=1``). While a
-replay runs, ``P:live:drill`` says so and the wall shows 演练 (docs/decisions/0003-drills-apart.md).
-
-Bad input never stops a replay: a line that is not JSON, a record of unknown shape, without a usable
-time or failing validation is dead-lettered (stream ``dead``, with the file, line and problems as the
-reason) and counted in :class:`ReplayReport.dead`; the replay carries on.
+``python -m ingest replay FILE [--speed 60] [--source drill] [--loop] [--dry-run]``: every time of a record maps to
+``now + (t - t0) / speed`` (``--speed 0``: as fast as possible, the period placed to end now). Replayed records are
+drills (docs/decisions/0003-drills-apart.md): source ``--source``, ids prefixed per run, ``"drill": true``, and
+``P:live:drill`` set while it runs. A bad line is dead-lettered with file:line and the problem; the replay carries on.
 """
 
 from __future__ import annotations
@@ -38,7 +12,6 @@ import argparse
 import gzip
 import hashlib
 import logging
-import os
 import secrets
 import signal
 import threading
@@ -52,10 +25,12 @@ from typing import Any
 import orjson
 
 from core.records import CITY_TZ
+from ingest.feeds.export import add_export_arguments as add_export_arguments  # `python -m ingest export` looks here
+from ingest.feeds.export import main_export as main_export
+from ingest.feeds.export import parse_time
 
 log = logging.getLogger(__name__)
 
-EXPORT_VERSION = 1
 BATCH_WINDOW_S = 0.05  # records due within this many seconds of a batch's first record are published with it
 MAX_BATCH = 5000  # records per publish at most (a replay far behind schedule publishes in chunks this size)
 DEADLINE_MARGIN = timedelta(hours=23)  # the worker refuses times more than 24 h ahead of its clock
@@ -69,112 +44,6 @@ MAX_DEVICE_ID = 64
 
 class ReplayError(Exception):
     """Input the replay cannot start on (missing or unreadable file); the message says what to do."""
-
-
-# --------------------------------------------------------------------------------------- export
-
-
-def _area_filter(area: str):
-    from store.schema import Case
-
-    column = {6: Case.district_code, 9: Case.street_code, 12: Case.community_code, 15: Case.grid_code}.get(len(area))
-    if column is None or not area.isdigit():
-        raise ValueError(f"area: {area!r} is not an area code (6, 9, 12 or 15 digits: district, street, community, grid)")
-    return column == area
-
-
-def _iso(t: datetime | None) -> str | None:
-    return None if t is None else t.astimezone(CITY_TZ).isoformat()
-
-
-def export_period(engine, since: datetime, until: datetime, area: str | None = None,
-                  redact: bool = False) -> Iterator[dict[str, Any]]:
-    """Canonical case-event records of the cases reported in [since, until) (within ``area``), in time order.
-
-    ``redact`` leaves out personal data (reporter name and phone).
-
-    Events are ordered by time; an event stored after a later-timed event of the same case (a late
-    arrival) keeps its place after it, so every case's sequence stays the one the store applied.
-    """
-    from sqlalchemy import func, select
-
-    from store.schema import Case
-    from store.schema import CaseEvent as Ev
-
-    if since.tzinfo is None or until.tzinfo is None:
-        raise ValueError("since and until must be timezone-aware")
-    where = [Case.reported_at >= since, Case.reported_at < until]
-    if area:
-        where.append(_area_filter(area))
-    # The running latest time within each case, in the order the store applied the events.
-    eff = func.max(Ev.occurred_at).over(partition_by=Ev.case_id, order_by=Ev.id)
-    events = (
-        select(Ev.id, Ev.case_id, Ev.event_key, Ev.action, Ev.occurred_at, Ev.actor, Ev.departments, Ev.note,
-               eff.label("eff"))
-        .join(Case, Case.id == Ev.case_id)
-        .where(*where, Ev.occurred_at < until)
-        .subquery()
-    )
-    query = (
-        select(events, Case.source, Case.external_id, Case.category, Case.grade, Case.title, Case.description,
-               Case.address, Case.reporter_name, Case.reporter_phone, Case.lon, Case.lat, Case.grid_code,
-               Case.onsite, Case.rating, Case.flags, Case.due_at, Case.accept_due_at)
-        .join(Case, Case.id == events.c.case_id)
-        .order_by(events.c.eff, events.c.id)
-    )
-    with engine.connect() as conn:
-        for row in conn.execution_options(yield_per=2000).execute(query):
-            rec: dict[str, Any] = {"source": row.source, "external_id": row.external_id, "event": row.action,
-                                   "event_id": row.event_key, "occurred_at": _iso(row.occurred_at)}
-            if row.action == "report":
-                rec.update(category=row.category, grade=row.grade, title=row.title, description=row.description,
-                           address=row.address, reporter_name=row.reporter_name, reporter_phone=row.reporter_phone,
-                           lon=row.lon, lat=row.lat, grid_code=row.grid_code, due_at=_iso(row.due_at),
-                           accept_due_at=_iso(row.accept_due_at), flags=row.flags or None)
-                if row.onsite:
-                    rec["onsite"] = True
-                if redact:
-                    del rec["reporter_name"], rec["reporter_phone"]
-            elif row.action == "evaluate":
-                rec["rating"] = row.rating
-            rec.update(actor=row.actor, departments=row.departments, note=row.note)
-            yield {k: v for k, v in rec.items() if v is not None}
-
-
-def _open_out(path: Path, gz: bool):
-    return gzip.open(path, "wb") if gz else open(path, "wb")  # noqa: SIM115
-
-
-def write_export(engine, out: str | Path, since: datetime, until: datetime, area: str | None = None,
-                 progress_every: int = 10_000, redact: bool = False) -> int:
-    """Write the export file (header line, then one record per line); returns the number of events.
-
-    Writes ``out.part`` and renames it when complete, so a failed export never leaves a half file behind.
-    """
-    out = Path(out)
-    part = out.with_name(out.name + ".part")
-    header = {"gridwatch_export": EXPORT_VERSION, "since": _iso(since), "until": _iso(until), "area": area,
-              "exported_at": _iso(datetime.now(UTC).replace(microsecond=0)), "redacted": redact}
-    n = 0
-    cases: set[tuple[str, str]] = set()
-    started = time.monotonic()
-    try:
-        with _open_out(part, out.name.endswith(".gz")) as fh:
-            fh.write(orjson.dumps(header) + b"\n")
-            for rec in export_period(engine, since, until, area, redact):
-                fh.write(orjson.dumps(rec) + b"\n")
-                n += 1
-                if rec["event"] == "report":
-                    cases.add((rec["source"], rec["external_id"]))
-                if progress_every and n % progress_every == 0:
-                    log.info("export: %d events of %d cases written, up to %s (%.1f s)", n, len(cases),
-                             rec["occurred_at"], time.monotonic() - started)
-        os.replace(part, out)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-    log.info("export: done, %d events of %d cases in %s (%.1f s)", n, len(cases), out, time.monotonic() - started)
-    return n
 
 
 # --------------------------------------------------------------------------------------- reading
@@ -278,16 +147,6 @@ def drill_device_id(run_id: str, device_id: str) -> str:
     return _short(device_id, MAX_DEVICE_ID, run_id)
 
 
-def _time(value: Any) -> datetime:
-    if not isinstance(value, str):
-        raise ValueError("expected an ISO 8601 time")
-    try:
-        t = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise ValueError(f"{value!r} is not an ISO 8601 time") from None
-    return t.replace(tzinfo=CITY_TZ) if t.tzinfo is None else t
-
-
 def _classify(rec: dict) -> str | None:
     """'case', 'sensor', 'header' or None (unknown shape). Removes a "kind" marker that is not a record field."""
     if "gridwatch_export" in rec:
@@ -330,7 +189,7 @@ class _Replayer:
         self.batch_last_time: datetime | None = None
 
     # ---- one record ------------------------------------------------------------------------
-    def map_time(self, t: datetime) -> datetime:
+    def mapparse_time(self, t: datetime) -> datetime:
         return self.now + (t - self.t0) * self.scale
 
     def bad(self, line: Line, reason: str, kind: str | None = None) -> None:
@@ -374,7 +233,7 @@ class _Replayer:
             if rec.get(f) is None:
                 continue
             try:
-                times[f] = _time(rec[f])
+                times[f] = parse_time(rec[f])
             except ValueError as exc:
                 problems.append(f"{f}: {exc}")
         if main_field not in times and not problems:
@@ -404,9 +263,9 @@ class _Replayer:
             rec["external_id"] = drill_external_id(rep.run_id, orig_source, rec["external_id"])
         else:
             rec["device_id"] = drill_device_id(rep.run_id, rec["device_id"])
-        new_main = self.map_time(t)
+        new_main = self.mapparse_time(t)
         for f, value in times.items():
-            new = self.map_time(value)
+            new = self.mapparse_time(value)
             if f != main_field and new - new_main > DEADLINE_MARGIN:
                 rec.pop(f)  # the worker would refuse it; it computes the deadline from the working calendar
                 rep.deadlines_dropped += 1
@@ -417,7 +276,7 @@ class _Replayer:
         shift = datetime.now(UTC) - new_main
         for f in times:
             if f in check:
-                check[f] = (self.map_time(times[f]) + shift).isoformat()
+                check[f] = (self.mapparse_time(times[f]) + shift).isoformat()
         try:
             (parse_case_event if kind == "case" else parse_sensor_reading)(check, self.catalog)
         except RecordError as exc:
@@ -499,7 +358,7 @@ def _span(records: list[Any]) -> tuple[datetime | None, datetime | None]:
         if value is None:
             continue
         try:
-            t = _time(value)
+            t = parse_time(value)
         except (ValueError, TypeError):
             continue
         first = t if first is None else first
@@ -598,14 +457,6 @@ def replay_records(records: Iterable[Any], producer, speed: float, now: datetime
 # --------------------------------------------------------------------------------------- command line
 
 
-def _parse_when(value: str) -> datetime:
-    try:
-        return _time(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{exc} (e.g. 2025-03-04T08:00 or 2025-03-04T08:00:00+08:00; "
-                                         "a time without a zone is Asia/Shanghai)") from None
-
-
 def _speed(value: str) -> float:
     try:
         x = float(value)
@@ -623,52 +474,6 @@ def _source(value: str) -> str:
         raise argparse.ArgumentTypeError(f"{value!r}: a source is 1–32 letters, digits and _.:/#@+- "
                                          "starting with a letter or digit")
     return value
-
-
-def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = ("Write the cases reported in [--since, --until) as canonical case-event records, one JSON "
-                          "object per line in time order after a header line, for `python -m ingest replay`. "
-                          "Times without a zone are Asia/Shanghai.")
-    parser.add_argument("--since", type=_parse_when, required=True, help="start of the period (ISO 8601), inclusive")
-    parser.add_argument("--until", type=_parse_when, default=None, help="end of the period, exclusive (default: now)")
-    parser.add_argument("--area", default=None, help="only cases within this area (district, street, community or "
-                                                     "grid code)")
-    parser.add_argument("--out", required=True, help="the file to write; a name ending in .gz is gzip-compressed")
-    parser.add_argument("--progress-every", type=int, default=10_000, metavar="N",
-                        help="log progress every N events (default 10000; 0 for none)")
-    parser.add_argument("--redact", action="store_true",
-                        help="leave out personal data (reporter name and phone) — for files that leave the center")
-
-
-def main_export(args: argparse.Namespace) -> int:
-    from store.services import get_engine
-
-    until = args.until or datetime.now(UTC)
-    if args.since >= until:
-        print(f"export: --since ({_iso(args.since)}) must be before --until ({_iso(until)})", flush=True)
-        return 2
-    if args.area:
-        from config.city import get_city
-
-        if args.area not in get_city().geography:
-            print(f"export: --area {args.area}: no such area (give a 6/9/12/15-digit district, street, community "
-                  "or grid code of the city)", flush=True)
-            return 2
-    out = Path(args.out)
-    if not out.parent.exists():
-        print(f"export: --out {out}: the folder {out.parent} does not exist", flush=True)
-        return 2
-    from sqlalchemy.exc import OperationalError, ProgrammingError
-
-    try:
-        n = write_export(get_engine(), out, args.since, until, args.area, args.progress_every, args.redact)
-    except (OperationalError, ProgrammingError) as exc:
-        print(f"export: cannot read the store ({str(exc.orig).strip() or type(exc.orig).__name__}); check DATABASE_URL, "
-              "and start the worker once so it creates the tables", flush=True)
-        return 2
-    print(f"export: {n} events written to {out}" + ("" if n else " (no cases were reported in that period)"),
-          flush=True)
-    return 0
 
 
 def _spreadsheet_rows():
