@@ -189,7 +189,7 @@ class _Replayer:
         self.batch_last_time: datetime | None = None
 
     # ---- one record ------------------------------------------------------------------------
-    def mapparse_time(self, t: datetime) -> datetime:
+    def map_time(self, t: datetime) -> datetime:
         return self.now + (t - self.t0) * self.scale
 
     def bad(self, line: Line, reason: str, kind: str | None = None) -> None:
@@ -263,9 +263,9 @@ class _Replayer:
             rec["external_id"] = drill_external_id(rep.run_id, orig_source, rec["external_id"])
         else:
             rec["device_id"] = drill_device_id(rep.run_id, rec["device_id"])
-        new_main = self.mapparse_time(t)
+        new_main = self.map_time(t)
         for f, value in times.items():
-            new = self.mapparse_time(value)
+            new = self.map_time(value)
             if f != main_field and new - new_main > DEADLINE_MARGIN:
                 rec.pop(f)  # the worker would refuse it; it computes the deadline from the working calendar
                 rep.deadlines_dropped += 1
@@ -276,7 +276,7 @@ class _Replayer:
         shift = datetime.now(UTC) - new_main
         for f in times:
             if f in check:
-                check[f] = (self.mapparse_time(times[f]) + shift).isoformat()
+                check[f] = (self.map_time(times[f]) + shift).isoformat()
         try:
             (parse_case_event if kind == "case" else parse_sensor_reading)(check, self.catalog)
         except RecordError as exc:
