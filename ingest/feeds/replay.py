@@ -12,22 +12,31 @@ import argparse
 import gzip
 import hashlib
 import logging
+import re
 import secrets
 import signal
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
+import redis
 
-from core.records import CITY_TZ
+from config.city import catalog_of, get_city
+from config.settings import get_settings
+from core.livestate import LiveKeys
+from core.records import CITY_TZ, RecordError, parse_case_event, parse_sensor_reading
+from ingest.feeds import spreadsheet
 from ingest.feeds.export import add_export_arguments as add_export_arguments  # `python -m ingest export` looks here
 from ingest.feeds.export import main_export as main_export
 from ingest.feeds.export import parse_time
+from store.services import get_redis
+from store.streams import Producer
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +174,38 @@ def _classify(rec: dict) -> str | None:
     return None
 
 
+def _times(rec: dict, kind: str) -> tuple[dict[str, datetime], list[str]]:
+    """The record's times by field, and the problems with them (the main time is required)."""
+    main_field = "occurred_at" if kind == "case" else "ts"
+    times: dict[str, datetime] = {}
+    problems = []
+    for f in CASE_TIMES if kind == "case" else SENSOR_TIMES:
+        if rec.get(f) is None:
+            continue
+        try:
+            times[f] = parse_time(rec[f])
+        except ValueError as exc:
+            problems.append(f"{f}: {exc}")
+    if main_field not in times and not problems:
+        problems.append(f"{main_field}: required field is missing")
+    return times, problems
+
+
+def _identity_problems(rec: dict, kind: str) -> list[str]:
+    """What is missing of the record's identity: source and external id of a case event, a reading's device."""
+    if kind != "case":
+        return [] if isinstance(rec.get("device_id"), str) and rec.get("device_id") else [
+            "device_id: required field is missing"]
+    problems = []
+    source = rec.get("source")
+    if not isinstance(source, str) or not source:
+        problems.append("source: required field is missing")
+    ext = rec.get("external_id")
+    if not isinstance(ext, str) or not ext:
+        problems.append("external_id: required field is missing")
+    return problems
+
+
 class _Replayer:
     def __init__(self, producer, speed: float, now: datetime | None, stop: threading.Event, run_id: str,
                  source: str, catalog, dry_run: bool, progress_s: float, label: str):
@@ -207,8 +248,30 @@ class _Replayer:
 
     def rewrite(self, line: Line) -> tuple[str, dict, datetime] | None:
         """(kind, drill record, original time) or None when the line was dead-lettered / skipped."""
-        from core.records import RecordError, parse_case_event, parse_sensor_reading
+        usable = self._record(line)
+        if usable is None:
+            return None
+        kind, rec = usable
+        times, problems = _times(rec, kind)
+        problems += _identity_problems(rec, kind)
+        if problems:
+            self.bad(line, "; ".join(problems), kind)
+            return None
+        main_field = "occurred_at" if kind == "case" else "ts"
+        t = times[main_field]
+        if self.t0 is None:
+            self.t0 = t
+            self.report.first_time = t
+        self._as_drill(rec, kind, t)
+        new_main = self._retime(rec, times, main_field)
+        problems = self._problems_when_published(rec, kind, times, new_main)
+        if problems:
+            self.bad(line, "; ".join(problems), kind)
+            return None
+        return kind, rec, t
 
+    def _record(self, line: Line) -> tuple[str, dict] | None:
+        """(kind, a copy of the record) of a line that holds one; None once it is dead-lettered or counted."""
         if line.error:
             self.bad(line, line.error)
             return None
@@ -225,35 +288,12 @@ class _Replayer:
             self.bad(line, "record: neither a case event (external_id, event) nor a sensor reading (device_id); "
                            'add "kind": "case" or "kind": "sensor"')
             return None
+        return kind, rec
+
+    def _as_drill(self, rec: dict, kind: str, t: datetime) -> None:
+        """Give the record the drill's source and mark, and ids of this run."""
         rep = self.report
-        main_field = "occurred_at" if kind == "case" else "ts"
-        times: dict[str, datetime] = {}
-        problems = []
-        for f in CASE_TIMES if kind == "case" else SENSOR_TIMES:
-            if rec.get(f) is None:
-                continue
-            try:
-                times[f] = parse_time(rec[f])
-            except ValueError as exc:
-                problems.append(f"{f}: {exc}")
-        if main_field not in times and not problems:
-            problems.append(f"{main_field}: required field is missing")
         orig_source = rec.get("source", "sensor" if kind == "sensor" else None)
-        if kind == "case":
-            ext = rec.get("external_id")
-            if not isinstance(orig_source, str) or not orig_source:
-                problems.append("source: required field is missing")
-            if not isinstance(ext, str) or not ext:
-                problems.append("external_id: required field is missing")
-        elif not isinstance(rec.get("device_id"), str) or not rec.get("device_id"):
-            problems.append("device_id: required field is missing")
-        if problems:
-            self.bad(line, "; ".join(problems), kind)
-            return None
-        t = times[main_field]
-        if self.t0 is None:
-            self.t0 = t
-            rep.first_time = t
         rec["source"] = rep.source
         rec["drill"] = True  # the mark every figure leaves out unless a view asks for drills
         if kind == "case":
@@ -263,15 +303,22 @@ class _Replayer:
             rec["external_id"] = drill_external_id(rep.run_id, orig_source, rec["external_id"])
         else:
             rec["device_id"] = drill_device_id(rep.run_id, rec["device_id"])
-        new_main = self.map_time(t)
+
+    def _retime(self, rec: dict, times: dict[str, datetime], main_field: str) -> datetime:
+        """Map the record's times onto the replay's clock; returns the new main time."""
+        new_main = self.map_time(times[main_field])
         for f, value in times.items():
             new = self.map_time(value)
             if f != main_field and new - new_main > DEADLINE_MARGIN:
                 rec.pop(f)  # the worker would refuse it; it computes the deadline from the working calendar
-                rep.deadlines_dropped += 1
+                self.report.deadlines_dropped += 1
                 continue
             rec[f] = new.astimezone(CITY_TZ).isoformat(timespec="microseconds")
-        # Check it as the worker will see it: at the moment it is published, when its main time is "now".
+        return new_main
+
+    def _problems_when_published(self, rec: dict, kind: str, times: dict[str, datetime],
+                                 new_main: datetime) -> list[str]:
+        """Check it as the worker will see it: at the moment it is published, when its main time is "now"."""
         check = dict(rec)
         shift = datetime.now(UTC) - new_main
         for f in times:
@@ -280,9 +327,8 @@ class _Replayer:
         try:
             (parse_case_event if kind == "case" else parse_sensor_reading)(check, self.catalog)
         except RecordError as exc:
-            self.bad(line, "; ".join(exc.problems), kind)
-            return None
-        return kind, rec, t
+            return exc.problems
+        return []
 
     # ---- batches ---------------------------------------------------------------------------
     def add(self, kind: str, rec: dict, t: datetime) -> None:
@@ -379,13 +425,9 @@ class DrillMark:
         self._thread: threading.Thread | None = None
 
     def _key(self) -> str:
-        from core.livestate import LiveKeys
-
         return LiveKeys(self.producer.settings.stream_prefix).drill
 
     def _renew(self, value: bytes) -> None:
-        import redis
-
         while True:
             try:
                 self.producer.r.set(self._key(), value, ex=self.TTL_S)
@@ -404,8 +446,6 @@ class DrillMark:
     def __exit__(self, *exc) -> None:
         if self._thread is None:
             return
-        import redis
-
         self._stop.set()
         self._thread.join(5)
         try:
@@ -468,33 +508,10 @@ def _speed(value: str) -> float:
 
 
 def _source(value: str) -> str:
-    import re
-
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:/#@+-]{0,31}", value):
         raise argparse.ArgumentTypeError(f"{value!r}: a source is 1–32 letters, digits and _.:/#@+- "
                                          "starting with a letter or digit")
     return value
-
-
-def _spreadsheet_rows():
-    """The spreadsheet feed's file → records function, if that feed exposes one (it is optional).
-
-    The contract: ``fn(path, mapping_path)`` yields canonical case-event dicts in time order (rows it cannot
-    map are the spreadsheet feed's to dead-letter). ``--mapping`` appears only when such a function exists.
-    """
-    import importlib
-
-    try:
-        spreadsheet = importlib.import_module("ingest.feeds.spreadsheet")
-    except ModuleNotFoundError as exc:
-        if exc.name != "ingest.feeds.spreadsheet":
-            raise
-        return None
-    for name in ("read_records", "records_from_file", "iter_records"):
-        fn = getattr(spreadsheet, name, None)
-        if callable(fn):
-            return fn
-    return None
 
 
 def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
@@ -510,9 +527,8 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
                         help="read, check and rewrite every record and print a summary; publish nothing")
     parser.add_argument("--progress", type=float, default=5.0, metavar="SECONDS",
                         help="seconds between progress lines (default 5; 0 for none)")
-    if _spreadsheet_rows() is not None:
-        parser.add_argument("--mapping", default=None, metavar="M.yaml",
-                            help="FILE is a spreadsheet export (CSV/XLSX) read through this mapping")
+    parser.add_argument("--mapping", default=None, metavar="M.yaml",
+                        help="FILE is a spreadsheet export (CSV/XLSX) read through this mapping")
 
 
 def main_replay(args: argparse.Namespace) -> int:
@@ -523,35 +539,49 @@ def main_replay(args: argparse.Namespace) -> int:
         except ReplayError as exc:
             print(f"replay: {exc}", flush=True)
             return 2
-    catalog = None
+    catalog = _catalog()
     producer = None
-    try:
-        from config.city import catalog_of, get_city
-
-        catalog = catalog_of(get_city())
-    except Exception as exc:  # noqa: BLE001 - the worker checks references anyway
-        log.warning("replay: city not loaded (%s); references are checked by the worker only", exc)
     if not args.dry_run:
-        from config.settings import get_settings
-        from store.services import get_redis
-        from store.streams import Producer
-
         settings = get_settings()
         producer = Producer(get_redis(settings), settings, source=args.source)
     stop = threading.Event()
+    with _stopped_by_signals(stop):
+        return _passes(args, path, producer, catalog, stop)
+
+
+def _catalog():
+    """The city's catalog, to check references before publishing; None when the city does not load."""
+    try:
+        return catalog_of(get_city())
+    except Exception as exc:  # noqa: BLE001 - the worker checks references anyway
+        log.warning("replay: city not loaded (%s); references are checked by the worker only", exc)
+        return None
+
+
+@contextmanager
+def _stopped_by_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM set ``stop`` (the replay ends after the current batch) until the block ends."""
 
     def _stop(signum, _frame):
         log.info("replay: signal %s, stopping after the current batch", signum)
         stop.set()
 
     previous = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _passes(args: argparse.Namespace, path: Path, producer, catalog, stop: threading.Event) -> int:
+    """Replay the file once, or with --loop until stopped; the command's exit status."""
     passes = 0
     total = 0
     try:
         while True:
             if getattr(args, "mapping", None):
-                rows = _spreadsheet_rows()
-                records: Iterable[Any] = rows(path, args.mapping)
+                records: Iterable[Any] = spreadsheet.iter_records(path, args.mapping)
             else:
                 records = read_export(path)
             rep = replay_records(records, producer, args.speed, stop_event=stop, source=args.source,
@@ -563,24 +593,25 @@ def main_replay(args: argparse.Namespace) -> int:
                       + (" (only an export header: the exported period had no cases)" if rep.headers else ""),
                       flush=True)
                 return 1
-            if args.dry_run:
-                span = (rep.last_time - rep.first_time) if rep.first_time and rep.last_time else timedelta(0)
-                real = span.total_seconds() / args.speed if args.speed else 0.0
-                print(f"replay (dry run): {rep.cases} case events and {rep.readings} readings would be published "
-                      f"as source {rep.source!r}, ids prefixed {rep.run_id}-; {rep.dead} bad records; original span "
-                      f"{span}, about {real:.0f} s at this speed", flush=True)
-            else:
-                print(f"replay {rep.run_id}: {'stopped' if rep.stopped else 'done'}: {rep.published} published "
-                      f"({rep.cases} case events, {rep.readings} readings), {rep.dead} dead-lettered "
-                      f"(`python -m ingest dead`)", flush=True)
+            _print_pass(rep, args.speed, args.dry_run)
             if not args.loop or rep.stopped or stop.is_set() or args.dry_run:
                 break
     except ReplayError as exc:
         print(f"replay: {exc}", flush=True)
         return 2
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
     if passes > 1:
         print(f"replay: {passes} passes, {total} records", flush=True)
     return 0
+
+
+def _print_pass(rep: ReplayReport, speed: float, dry_run: bool) -> None:
+    if dry_run:
+        span = (rep.last_time - rep.first_time) if rep.first_time and rep.last_time else timedelta(0)
+        real = span.total_seconds() / speed if speed else 0.0
+        print(f"replay (dry run): {rep.cases} case events and {rep.readings} readings would be published "
+              f"as source {rep.source!r}, ids prefixed {rep.run_id}-; {rep.dead} bad records; original span "
+              f"{span}, about {real:.0f} s at this speed", flush=True)
+    else:
+        print(f"replay {rep.run_id}: {'stopped' if rep.stopped else 'done'}: {rep.published} published "
+              f"({rep.cases} case events, {rep.readings} readings), {rep.dead} dead-lettered "
+              f"(`python -m ingest dead`)", flush=True)
