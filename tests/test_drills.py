@@ -17,7 +17,8 @@ import pytest
 
 from core.livestate import LiveKeys, drill_prefix
 from dashboard import live
-from ingest.feeds.replay import DrillMark, drill_device_id, export_period, replay_records
+from ingest.feeds.export import export_period
+from ingest.feeds.replay import DrillMark, drill_device_id, replay_records
 from ingest.feeds.simulator import profile
 from store.streams import Producer, StreamNames
 from tests import accounts

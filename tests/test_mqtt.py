@@ -29,7 +29,8 @@ from core.coords import from_wgs84
 from core.geography import label_point
 from core.livestate import LiveKeys
 from ingest.feedhealth import read_all
-from ingest.feeds.mqtt import Decoder, broker_address, load_registry, run
+from ingest.feeds.mqtt import broker_address, run
+from ingest.feeds.mqtt_readings import Decoder, load_registry
 from ingest.worker import Worker
 from store.schema import Device, SensorAlarm
 from store.streams import ensure_groups, read_dead

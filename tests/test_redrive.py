@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy import func, select
 
 from core.livestate import LiveKeys
-from ingest.feeds.mqtt import MqttFeed, RegisteredDevice
+from ingest.feeds.mqtt import MqttFeed
+from ingest.feeds.mqtt_readings import RegisteredDevice
 from ingest.redrive import FAILING, REDRIVEN, SKIPPED, WHY_TOKEN, Busy, Selection, parse_since, redrive
 from ingest.worker import Worker
 from store.schema import Case, CaseEvent

@@ -14,16 +14,15 @@ import pandas as pd
 import pytest
 
 from core import lifecycle
+from ingest.feeds.export import export_period, write_export
 from ingest.feeds.replay import (
     ReplayError,
     add_replay_arguments,
     drill_device_id,
     drill_external_id,
-    export_period,
     main_replay,
     read_export,
     replay_records,
-    write_export,
 )
 from ingest.feeds.simulator import Simulator
 from ingest.worker import Worker

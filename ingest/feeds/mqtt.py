@@ -1,71 +1,16 @@
-"""MQTT feed: subscribe to sensor readings on an MQTT broker and publish them to the sensor stream.
+"""MQTT feed: subscribe to sensor readings on a broker and publish them to the sensor stream.
 
-Topic layout::
-
-    <root>/<district>/<device_type>/<device_id>        e.g.  gridwatch/440311/smoke/smk-0001
-
-``root`` is ``MQTT_TOPIC_ROOT`` (default ``gridwatch``; it may have several levels), ``district`` the city's
-6-digit county code, ``device_type`` a sensor type code of ``config/city/sensors.yaml`` and ``device_id`` the
-device's id (letters, digits and ``_ . : @ -``, up to 64 characters). The feed subscribes with QoS 1 to
-``<root>/<district>/#``: everything under the district, so a topic with missing or extra levels is dead-lettered
-(with the reason) instead of being silently ignored by the broker.
-
-Payload: a JSON object, or a JSON array of such objects (gateways batching readings)::
-
-    {"token": "…", "value": 3.2, "ts": "2026-11-22T09:31:00+08:00", "battery": 87, "lon": 113.93, "lat": 22.76,
-     "crs": "gcj02"}
-
-- ``token`` is required in every object: the token ``FEED_TOKENS`` holds for the source ``mqtt`` (one token for
-  the fleet; a JSON field rather than an MQTT v5 user property, so MQTT 3.1.1 devices and gateways can send it).
-  A reading without it or with another is refused (ingest/feedauth.py decides): not published, counted
-  (``feed_status.mqtt.refused`` in /healthz) and dead-lettered with the reason ``token refused`` and the reading
-  *without* its ``token`` field. Unlike HTTP push, where a refusal is only counted and logged, MQTT dead-letters it:
-  only clients the broker admits can publish here, so a wrong token is a device fleet's fault an operator must see
-  and fix, not internet junk. The token is never published, logged or dead-lettered: every dead letter of this feed
-  holds its reading without the field, or the raw payload with any configured token's value replaced.
-- ``value`` (number) is required. ``ts`` is optional (ISO 8601, or Unix seconds/milliseconds; without a zone it is
-  Asia/Shanghai; missing means the time the feed received it). ``battery`` (0..100) is optional.
-- ``lon``/``lat`` are optional (both or neither); ``crs`` names their system (``wgs84`` default, ``gcj02``,
-  ``bd09``) and they are converted to WGS84 here. Without a location, lon/lat/grid come from the device registry
-  ``config/city/devices.yaml`` (optional); a device in neither is accepted as unlocated.
-- The device type and id come from the topic. A payload may repeat them as ``type``/``device_id``; one that
-  contradicts the topic (or the registry's type for the device) is rejected. Any other field is rejected.
-- A retained message without its own ``ts`` is skipped: it would replay an old value as if it were new.
-
-The feed's own connection uses ``MQTT_USERNAME`` / ``MQTT_PASSWORD`` (or the URL's); a broker that refuses them is
-logged as an error naming those settings, counted (``refused`` under the broker's address) and shown failing in
-/healthz, and the feed keeps retrying with backoff (1–60 s) until they are fixed.
-
-Every message is validated like every other feed (:func:`core.records.parse_sensor_reading` against the city's
-catalog). What cannot be used — not JSON, not an object or array, wrong types, NaN/infinite numbers, an unknown
-device type, a topic outside the layout, more than ``MAX_PAYLOAD_BYTES`` — is dead-lettered with the payload (an
-object without its token field, else the raw bytes with any token's value replaced) and a reason that starts with
-the topic. Bad input never stops the feed.
-
-Silence (a device that stops reporting) is not detected here: the scheduler watches the live state and reports
-a device offline after ``DEVICE_OFFLINE_FACTOR`` × the type's ``heartbeat_s`` (sensors.yaml) without a reading.
-
-Threads: paho's network thread only queues messages (``on_message`` does no work); a publisher thread decodes,
-validates and publishes what arrived every 100 ms or 500 messages, whichever comes first, as pipelined XADDs.
-Messages are acknowledged by paho when received, so a crash can lose what is queued but not yet published
-(at most ~100 ms of traffic). Manual acknowledgement is not used on purpose: the broker would then hold back
-everything beyond its in-flight window (Mosquitto: 20 messages) until the batch is published.
-
-Throughput (one process, local Mosquitto): ~17k messages/s decoded per thread with GCJ-02 conversion (~28k for
-WGS84); ~4.5k single-reading messages/s sustained end to end without loss. Faster bursts overflow the broker's
-per-client queue, and Mosquitto then drops QoS 1 messages (``max_queued_messages``, default 1000: raise it for
-bursty fleets), so high-rate gateways should send arrays (up to 500 readings a message).
-
-Run: ``python -m ingest mqtt [--url URL] [--topic-root ROOT]`` (Ctrl-C / SIGTERM stop it cleanly), or
-:func:`run` in a thread.
+Topics are ``<root>/<district>/<device_type>/<device_id>``; the feed subscribes to the whole district with QoS 1, so
+a topic off the layout is dead-lettered, not ignored. What a reading may hold, and the device registry, are in
+mqtt_readings.py (the README's "MQTT sensors" in full). paho's network thread only queues messages; a publisher
+thread decodes and publishes them every 100 ms or 500 messages (docs/decisions/0008-mqtt-acknowledges-on-receipt.md).
+Run: ``python -m ingest mqtt [--url URL] [--topic-root ROOT]``, or :func:`run` in a thread.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import queue
-import re
 import signal
 import threading
 import time
@@ -74,38 +19,39 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import orjson
 import redis
-import yaml
 
+from config import settings as config_settings
+from config.city import CityConfigError, load_city
 from config.settings import Settings
-from core.coords import crs_name, to_wgs84
-from core.records import LIMITS, RecordError, parse_sensor_reading
 from ingest import feedauth
 from ingest.feedhealth import FeedHealth
+from ingest.feeds.mqtt_readings import (
+    REGISTRY_FILE,
+    SOURCE,
+    Decoder,
+    RegisteredDevice,
+    Reject,
+    load_registry,
+    topic_root,
+)
+from store.services import get_redis
 from store.streams import Producer, dead_letter
 
 log = logging.getLogger(__name__)
 
-SOURCE = "mqtt"
 FEED = "mqtt"
-REGISTRY_FILE = "devices.yaml"
 BATCH_SECONDS = 0.1  # publish what arrived at least this often ...
 BATCH_MAX = 500  # ... or as soon as this many messages are waiting
 HEALTH_EVERY = 30.0  # seconds between FeedHealth.ok() while connected
 LOG_EVERY = 60.0  # seconds between count log lines
-PAYLOAD_FIELDS = ("value", "ts", "battery", "lon", "lat", "crs", "device_id", "type", "token")
-TOKEN_FIELD = "token"
 # CONNACK codes of a broker refusing the client's credentials (paho maps MQTT 3.1.1's 4 and 5 to these)
 CREDENTIAL_CODES = frozenset({134, 135})  # bad user name or password, not authorized
 NO_TOKEN = (f"FEED_TOKENS holds no token for source {SOURCE!r}, so every reading would be refused: set FEED_TOKENS, "
             f"e.g. '{{\"{SOURCE}\": \"<token>\"}}', and give the devices that token in each reading's \"token\" field")
-_DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*$")  # the record's id pattern minus MQTT's / + #
 
 
 # --------------------------------------------------------------------------- broker address
@@ -148,295 +94,6 @@ def broker_address(url: str, settings: Settings | None = None) -> BrokerAddress:
     return BrokerAddress(parts.hostname, port, tls, username, password)
 
 
-def topic_root(value: str) -> str:
-    """A topic root without leading/trailing slashes; ValueError if it is empty or holds wildcards."""
-    root = (value or "").strip().strip("/")
-    if not root or any(c in root for c in "+#\x00") or "//" in root:
-        raise ValueError(f"MQTT topic root {value!r}: use one or more non-empty levels without + or # (e.g. gridwatch)")
-    return root
-
-
-# --------------------------------------------------------------------------- device registry
-
-
-@dataclass(frozen=True)
-class RegisteredDevice:
-    id: str
-    type: str
-    grid_code: str | None = None
-    lon: float | None = None
-    lat: float | None = None
-
-
-def load_registry(path: Path | str, city) -> dict[str, RegisteredDevice]:
-    """The device registry (devices.yaml) checked against the city; {} if the file does not exist.
-
-    Raises :class:`config.city.CityConfigError` listing every problem with the file, the entry and the fix.
-    """
-    from config.city import CityConfigError
-    from core.geography import usable_point
-
-    path = Path(path)
-    if not path.is_file():
-        return {}
-    shown = path.name if path.parent == Path(city.city_dir) else str(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise CityConfigError([f"{shown}: cannot be read as YAML ({exc})"]) from None
-    entries = data.get("devices") if isinstance(data, dict) else None
-    if entries is None:
-        entries = []
-    if not isinstance(entries, list):
-        raise CityConfigError([f"{shown}: 'devices' must be a list of entries (id, type, grid_code, lon, lat)"])
-    geo = city.geography
-    types = city.sensor_types
-    problems: list[str] = []
-    out: dict[str, RegisteredDevice] = {}
-    seen: set[str] = set()
-    for i, e in enumerate(entries):
-        label = f"{shown}: device #{i + 1}"
-        if not isinstance(e, dict):
-            problems.append(f"{label}: expected a mapping with id, type, grid_code, lon, lat")
-            continue
-        dev_id = str(e.get("id", "")).strip()
-        label = f"{shown}: device #{i + 1} ({dev_id or 'no id'})"
-        bad = len(problems)
-        unknown = sorted(set(e) - {"id", "type", "grid_code", "lon", "lat", "name"})
-        if unknown:
-            problems.append(f"{label}: unknown field(s) {', '.join(unknown)} — use id, type, grid_code, lon, lat, name")
-        if not _DEVICE_ID.match(dev_id) or len(dev_id) > LIMITS["device_id"]:
-            problems.append(f"{label}: id must be 1-64 letters, digits or _ . : @ - (starting with a letter or digit)")
-        elif dev_id in seen:
-            problems.append(f"{label}: duplicate id — give each device its own id")
-        seen.add(dev_id)
-        dtype = e.get("type")
-        if dtype not in types:
-            problems.append(f"{label}: type {dtype!r} is not in sensors.yaml — use one of: {', '.join(sorted(types))}")
-        grid = e.get("grid_code")
-        grid = str(grid) if grid is not None else None
-        if grid is not None and (grid not in geo or geo.area(grid).level != "grid"):
-            problems.append(f"{label}: grid_code {grid!r} is not a grid of grids.geojson — use a 15-digit grid code")
-        lon, lat = e.get("lon"), e.get("lat")
-        if (lon is None) != (lat is None):
-            problems.append(f"{label}: give both lon and lat, or neither")
-        elif lon is not None:
-            if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (lon, lat)) \
-                    or not usable_point(lon, lat):
-                problems.append(f"{label}: lon/lat ({lon!r}, {lat!r}) are not a usable WGS84 point (numbers, lon first)")
-            elif grid is None:
-                grid = geo.locate(float(lon), float(lat))
-                if grid is None:
-                    problems.append(f"{label}: lon/lat ({lon}, {lat}) are outside the district — fix the point or give grid_code")
-        if len(problems) == bad:
-            out[dev_id] = RegisteredDevice(dev_id, dtype, grid, None if lon is None else float(lon),
-                                           None if lat is None else float(lat))
-    if problems:
-        raise CityConfigError(problems)
-    return out
-
-
-# --------------------------------------------------------------------------- decoding
-
-
-@dataclass
-class Reject:
-    raw: bytes
-    reason: str
-    index: int | None = None  # position within a batch (array) payload
-
-
-@dataclass
-class Decoded:
-    records: list[dict[str, Any]] = field(default_factory=list)
-    rejects: list[Reject] = field(default_factory=list)
-    skipped: int = 0  # retained messages without their own time
-    refused: Counter = field(default_factory=Counter)  # readings refused for their token, by reason (feedauth)
-
-
-def _json_type(value: Any) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number",
-            float: "number", type(None): "null"}.get(type(value), type(value).__name__)
-
-
-@lru_cache(maxsize=65536)
-def _converted(lon: float, lat: float, crs: str) -> tuple[float, float]:
-    """WGS84 of a GCJ-02/BD-09 point, rounded to 1e-7 degrees. Cached: a fixed device repeats its position,
-    and the iterative inverse is half the cost of decoding a message."""
-    wlon, wlat = to_wgs84(lon, lat, crs)
-    return round(wlon, 7), round(wlat, 7)
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _text(value: Any) -> str | None:
-    """A payload's token as given: a string, else nothing (a number or object is no token)."""
-    return value if isinstance(value, str) else None
-
-
-def _without_token(item: Any) -> bytes:
-    """What is dead-lettered of a payload object: the object without its token field."""
-    if isinstance(item, dict):
-        item = {k: v for k, v in item.items() if k != TOKEN_FIELD}
-    return orjson.dumps(item)
-
-
-class Decoder:
-    """Turns (topic, payload) into canonical sensor readings and rejects. Pure apart from the clock; thread-safe."""
-
-    def __init__(self, city, settings: Settings, registry: Mapping[str, RegisteredDevice] | None = None,
-                 root: str | None = None):
-        from config.city import catalog_of
-
-        self.catalog = catalog_of(city)
-        self.types = frozenset(city.sensor_types)
-        self.district = city.county_code
-        self.root = topic_root(root or settings.mqtt_topic_root)
-        self.root_levels = self.root.split("/")
-        self.registry = dict(registry or {})
-        self.max_bytes = settings.max_payload_bytes
-        self.max_items = settings.max_push_items
-        self.settings = settings
-
-    @property
-    def layout(self) -> str:
-        return f"{self.root}/{self.district}/<device_type>/<device_id>"
-
-    @property
-    def subscription(self) -> str:
-        return f"{self.root}/{self.district}/#"
-
-    def parse_topic(self, topic: str) -> tuple[str, str]:
-        """(device_type, device_id) from a topic, or ValueError saying why it does not fit the layout."""
-        levels = topic.split("/")
-        n = len(self.root_levels)
-        if levels[:n] != self.root_levels or len(levels) != n + 3:
-            raise ValueError(f"topic does not match the layout {self.layout} ({len(levels)} levels)")
-        district, dtype, device = levels[n:]
-        if district != self.district:
-            raise ValueError(f"district {district!r} in the topic is not this city's ({self.district})")
-        if dtype not in self.types:
-            raise ValueError(f"unknown device type {dtype!r} in the topic; use one of: {', '.join(sorted(self.types))}")
-        if not _DEVICE_ID.match(device) or len(device) > LIMITS["device_id"]:
-            raise ValueError(f"device id {device[:80]!r} in the topic is not an id "
-                             "(1-64 letters, digits or _ . : @ -, starting with a letter or digit)")
-        return dtype, device
-
-    def decode(self, topic: str, payload: bytes, received: datetime | None = None, retained: bool = False) -> Decoded:
-        out = self._decode(topic, payload, received, retained)
-        for rej in out.rejects:  # a payload that could not be read as objects may still hold a token
-            rej.raw = feedauth.scrub(rej.raw, self.settings)
-        return out
-
-    def _decode(self, topic: str, payload: bytes, received: datetime | None, retained: bool) -> Decoded:
-        out = Decoded()
-        payload = bytes(payload)
-        where = f"mqtt topic {topic[:200]!r}"
-        try:
-            dtype, device = self.parse_topic(topic)
-        except ValueError as exc:
-            out.rejects.append(Reject(payload, f"{where}: {exc}"))
-            return out
-        if len(payload) > self.max_bytes:
-            out.rejects.append(Reject(payload, f"{where}: payload of {len(payload)} bytes exceeds the limit of "
-                                               f"{self.max_bytes} bytes (MAX_PAYLOAD_BYTES; send smaller batches)"))
-            return out
-        try:
-            data = orjson.loads(payload)
-        except orjson.JSONDecodeError as exc:
-            out.rejects.append(Reject(payload, f"{where}: payload is not valid JSON ({exc})"))
-            return out
-        if isinstance(data, list):
-            if not data:
-                out.rejects.append(Reject(payload, f"{where}: empty batch (send an object or a non-empty array)"))
-                return out
-            if len(data) > self.max_items:
-                out.rejects.append(Reject(payload, f"{where}: {len(data)} readings in one message exceed the limit "
-                                                   f"of {self.max_items} (MAX_PUSH_ITEMS)"))
-                return out
-            items, indexed = data, True
-        elif isinstance(data, dict):
-            items, indexed = [data], False
-        else:
-            out.rejects.append(Reject(payload, f"{where}: payload must be a JSON object (or an array of objects), "
-                                               f"got a JSON {_json_type(data)}"))
-            return out
-        received_iso = (received or datetime.now(UTC)).isoformat()
-        for i, item in enumerate(items):
-            label = f"{where} item {i}" if indexed else where
-            if isinstance(item, dict):
-                refused = feedauth.check(self.settings, SOURCE, _text(item.get(TOKEN_FIELD)))
-                if refused is not None:
-                    out.refused[refused] += 1
-                    out.rejects.append(Reject(_without_token(item), f"{label}: token refused ({refused}); "
-                                              f"{self.token_fix(refused)}", i if indexed else None))
-                    continue
-            if retained and isinstance(item, dict) and item.get("ts") is None:
-                out.skipped += 1
-                continue
-            rec, problems = self.reading(item, dtype, device, received_iso)
-            if rec is not None:
-                out.records.append(rec)
-            else:
-                out.rejects.append(Reject(_without_token(item), f"{label}: {'; '.join(problems)}", i if indexed else None))
-        return out
-
-    @staticmethod
-    def token_fix(reason: str) -> str:
-        """What to do about a refused reading, by the reason."""
-        if reason == feedauth.SOURCE_UNCONFIGURED:
-            return (f"FEED_TOKENS holds no token for source {SOURCE!r}: add one and give it to the devices "
-                    f"(the {TOKEN_FIELD!r} field of each reading)")
-        return (f"each reading's {TOKEN_FIELD!r} field must be the token FEED_TOKENS holds for source {SOURCE!r} "
-                "(fix the device or gateway configuration)")
-
-    def reading(self, item: Any, dtype: str, device: str, received_iso: str) -> tuple[dict | None, list[str]]:
-        """The canonical reading of one payload object, validated; or (None, problems)."""
-        if not isinstance(item, dict):
-            return None, [f"record: expected a JSON object, got a JSON {_json_type(item)}"]
-        problems = [f"{k}: unknown field (a payload holds {', '.join(PAYLOAD_FIELDS[:6])})"
-                    for k in item if k not in PAYLOAD_FIELDS]
-        if "device_id" in item and str(item["device_id"]) != device:
-            problems.append(f"device_id: the payload says {str(item['device_id'])[:80]!r} but the topic says {device!r}")
-        if "type" in item and item["type"] != dtype:
-            problems.append(f"type: the payload says {str(item['type'])[:40]!r} but the topic says {dtype!r}")
-        known = self.registry.get(device)
-        if known is not None and known.type != dtype:
-            problems.append(f"type: device {device} is registered as {known.type!r} in devices.yaml, "
-                            f"not {dtype!r} (fix the topic or the registry)")
-        ts = item.get("ts")
-        rec: dict[str, Any] = {"source": SOURCE, "device_id": device, "type": dtype, "kind": "reading",
-                               "value": item.get("value"), "ts": received_iso if ts is None else ts}
-        if item.get("battery") is not None:
-            rec["battery"] = item["battery"]
-        lon, lat = item.get("lon"), item.get("lat")
-        if lon is None and lat is None:
-            if known is not None:
-                if known.lon is not None:
-                    rec["lon"], rec["lat"] = known.lon, known.lat
-                if known.grid_code:
-                    rec["grid_code"] = known.grid_code
-        else:
-            crs = "wgs84"
-            if item.get("crs") is not None:
-                try:
-                    crs = crs_name(item["crs"])
-                except ValueError as exc:
-                    problems.append(f"crs: {exc}")
-            if crs != "wgs84" and _number(lon) and _number(lat):
-                lon, lat = _converted(float(lon), float(lat), crs)
-            rec["lon"], rec["lat"] = lon, lat
-        if problems:
-            return None, problems
-        try:
-            parse_sensor_reading(rec, self.catalog)
-        except RecordError as exc:
-            return None, exc.problems
-        return rec, []
-
-
 # --------------------------------------------------------------------------- the feed
 
 
@@ -467,8 +124,6 @@ class MqttFeed:
         import paho.mqtt.client as mqtt
 
         if city is None:
-            from config.city import load_city
-
             city = load_city(settings.city_dir)
         url = url or settings.mqtt_url
         if not url:
@@ -755,11 +410,7 @@ def add_mqtt_arguments(parser) -> None:
 
 
 def main_mqtt(args) -> int:
-    from config.city import CityConfigError
-    from config.settings import get_settings
-    from store.services import get_redis
-
-    settings = get_settings()
+    settings = config_settings.get_settings()  # looked up late: tests give the command other settings
     url = args.url or settings.mqtt_url
     try:
         if not url:

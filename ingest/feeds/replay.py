@@ -1,35 +1,9 @@
-"""Export a stored period as canonical records, and replay such a file at N× speed as a drill (演练).
+"""Replay an export (or a spreadsheet export, through a mapping) at N× speed as a drill (演练).
 
-``python -m ingest export --since ISO [--until ISO] [--area CODE] --out FILE.jsonl[.gz]``
-    writes the cases reported in [since, until) — optionally within one area — as canonical case-event
-    records, one JSON object per line, in time order, after a header line
-    ``{"gridwatch_export": 1, "since": …, "until": …, "area": …}``. The records are rebuilt from the
-    ``cases`` and ``case_events`` tables: the ``report`` event carries the case's fields (as stored now:
-    category, grade and location after any correction, deadlines as computed), later events carry what the
-    timeline keeps (departments, actor, note; ``evaluate`` carries the case's rating). Every event keeps its
-    stored identity as ``event_id``. Events after ``until`` are left out, and so are cases reported before
-    ``since`` (their later events could not be replayed without their report). Sensor readings are not
-    stored individually, so an export holds case events only.
-
-``python -m ingest replay FILE [--speed 60] [--source drill] [--loop] [--dry-run]``
-    plays back an export (``.jsonl`` or ``.jsonl.gz``; case events and, if present, sensor readings,
-    told apart by their shape or by a ``"kind"`` key) re-timed so that the first record happens now and
-    the original spacing is divided by ``--speed``: every time field of a record (``occurred_at``,
-    ``due_at``, ``accept_due_at``, ``ts``) goes through the same mapping ``now + (t - t0) / speed``.
-    ``--speed 0`` publishes as fast as possible and keeps the original spacing of the times.
-
-Replayed records are drills. They never collide with or change the originals: ``source`` becomes the
-``--source`` value (default ``drill``), external ids become ``<run id>-<original source>-<original id>``
-and device ids ``<run id>-<original device>``, with a new run id for every run (and every ``--loop`` pass).
-An alarm a replayed reading raises opens a case of source ``sensor`` for the drill device (the worker
-names those), so it cannot collide either. Every replayed record carries ``"drill": true``: its case, the case's
-assignments and its device are marked, kept in a live state of their own, and left out of every figure (live
-counters, risk, KPIs, rankings, briefings, the wall) unless a view asks for drills (the API's ``drills=1``). While a
-replay runs, ``P:live:drill`` says so and the wall shows 演练 (docs/decisions/0003-drills-apart.md).
-
-Bad input never stops a replay: a line that is not JSON, a record of unknown shape, without a usable
-time or failing validation is dead-lettered (stream ``dead``, with the file, line and problems as the
-reason) and counted in :class:`ReplayReport.dead`; the replay carries on.
+``python -m ingest replay FILE [--speed 60] [--source drill] [--loop] [--dry-run]``: every time of a record maps to
+``now + (t - t0) / speed`` (``--speed 0``: as fast as possible, the period placed to end now). Replayed records are
+drills (docs/decisions/0003-drills-apart.md): source ``--source``, ids prefixed per run, ``"drill": true``, and
+``P:live:drill`` set while it runs. A bad line is dead-lettered with file:line and the problem; the replay carries on.
 """
 
 from __future__ import annotations
@@ -38,24 +12,34 @@ import argparse
 import gzip
 import hashlib
 import logging
-import os
+import re
 import secrets
 import signal
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
+import redis
 
-from core.records import CITY_TZ
+from config.city import catalog_of, get_city
+from config.settings import get_settings
+from core.livestate import LiveKeys
+from core.records import CITY_TZ, RecordError, parse_case_event, parse_sensor_reading
+from ingest.feeds import spreadsheet
+from ingest.feeds.export import add_export_arguments as add_export_arguments  # `python -m ingest export` looks here
+from ingest.feeds.export import main_export as main_export
+from ingest.feeds.export import parse_time
+from store.services import get_redis
+from store.streams import Producer
 
 log = logging.getLogger(__name__)
 
-EXPORT_VERSION = 1
 BATCH_WINDOW_S = 0.05  # records due within this many seconds of a batch's first record are published with it
 MAX_BATCH = 5000  # records per publish at most (a replay far behind schedule publishes in chunks this size)
 DEADLINE_MARGIN = timedelta(hours=23)  # the worker refuses times more than 24 h ahead of its clock
@@ -69,112 +53,6 @@ MAX_DEVICE_ID = 64
 
 class ReplayError(Exception):
     """Input the replay cannot start on (missing or unreadable file); the message says what to do."""
-
-
-# --------------------------------------------------------------------------------------- export
-
-
-def _area_filter(area: str):
-    from store.schema import Case
-
-    column = {6: Case.district_code, 9: Case.street_code, 12: Case.community_code, 15: Case.grid_code}.get(len(area))
-    if column is None or not area.isdigit():
-        raise ValueError(f"area: {area!r} is not an area code (6, 9, 12 or 15 digits: district, street, community, grid)")
-    return column == area
-
-
-def _iso(t: datetime | None) -> str | None:
-    return None if t is None else t.astimezone(CITY_TZ).isoformat()
-
-
-def export_period(engine, since: datetime, until: datetime, area: str | None = None,
-                  redact: bool = False) -> Iterator[dict[str, Any]]:
-    """Canonical case-event records of the cases reported in [since, until) (within ``area``), in time order.
-
-    ``redact`` leaves out personal data (reporter name and phone).
-
-    Events are ordered by time; an event stored after a later-timed event of the same case (a late
-    arrival) keeps its place after it, so every case's sequence stays the one the store applied.
-    """
-    from sqlalchemy import func, select
-
-    from store.schema import Case
-    from store.schema import CaseEvent as Ev
-
-    if since.tzinfo is None or until.tzinfo is None:
-        raise ValueError("since and until must be timezone-aware")
-    where = [Case.reported_at >= since, Case.reported_at < until]
-    if area:
-        where.append(_area_filter(area))
-    # The running latest time within each case, in the order the store applied the events.
-    eff = func.max(Ev.occurred_at).over(partition_by=Ev.case_id, order_by=Ev.id)
-    events = (
-        select(Ev.id, Ev.case_id, Ev.event_key, Ev.action, Ev.occurred_at, Ev.actor, Ev.departments, Ev.note,
-               eff.label("eff"))
-        .join(Case, Case.id == Ev.case_id)
-        .where(*where, Ev.occurred_at < until)
-        .subquery()
-    )
-    query = (
-        select(events, Case.source, Case.external_id, Case.category, Case.grade, Case.title, Case.description,
-               Case.address, Case.reporter_name, Case.reporter_phone, Case.lon, Case.lat, Case.grid_code,
-               Case.onsite, Case.rating, Case.flags, Case.due_at, Case.accept_due_at)
-        .join(Case, Case.id == events.c.case_id)
-        .order_by(events.c.eff, events.c.id)
-    )
-    with engine.connect() as conn:
-        for row in conn.execution_options(yield_per=2000).execute(query):
-            rec: dict[str, Any] = {"source": row.source, "external_id": row.external_id, "event": row.action,
-                                   "event_id": row.event_key, "occurred_at": _iso(row.occurred_at)}
-            if row.action == "report":
-                rec.update(category=row.category, grade=row.grade, title=row.title, description=row.description,
-                           address=row.address, reporter_name=row.reporter_name, reporter_phone=row.reporter_phone,
-                           lon=row.lon, lat=row.lat, grid_code=row.grid_code, due_at=_iso(row.due_at),
-                           accept_due_at=_iso(row.accept_due_at), flags=row.flags or None)
-                if row.onsite:
-                    rec["onsite"] = True
-                if redact:
-                    del rec["reporter_name"], rec["reporter_phone"]
-            elif row.action == "evaluate":
-                rec["rating"] = row.rating
-            rec.update(actor=row.actor, departments=row.departments, note=row.note)
-            yield {k: v for k, v in rec.items() if v is not None}
-
-
-def _open_out(path: Path, gz: bool):
-    return gzip.open(path, "wb") if gz else open(path, "wb")  # noqa: SIM115
-
-
-def write_export(engine, out: str | Path, since: datetime, until: datetime, area: str | None = None,
-                 progress_every: int = 10_000, redact: bool = False) -> int:
-    """Write the export file (header line, then one record per line); returns the number of events.
-
-    Writes ``out.part`` and renames it when complete, so a failed export never leaves a half file behind.
-    """
-    out = Path(out)
-    part = out.with_name(out.name + ".part")
-    header = {"gridwatch_export": EXPORT_VERSION, "since": _iso(since), "until": _iso(until), "area": area,
-              "exported_at": _iso(datetime.now(UTC).replace(microsecond=0)), "redacted": redact}
-    n = 0
-    cases: set[tuple[str, str]] = set()
-    started = time.monotonic()
-    try:
-        with _open_out(part, out.name.endswith(".gz")) as fh:
-            fh.write(orjson.dumps(header) + b"\n")
-            for rec in export_period(engine, since, until, area, redact):
-                fh.write(orjson.dumps(rec) + b"\n")
-                n += 1
-                if rec["event"] == "report":
-                    cases.add((rec["source"], rec["external_id"]))
-                if progress_every and n % progress_every == 0:
-                    log.info("export: %d events of %d cases written, up to %s (%.1f s)", n, len(cases),
-                             rec["occurred_at"], time.monotonic() - started)
-        os.replace(part, out)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-    log.info("export: done, %d events of %d cases in %s (%.1f s)", n, len(cases), out, time.monotonic() - started)
-    return n
 
 
 # --------------------------------------------------------------------------------------- reading
@@ -278,16 +156,6 @@ def drill_device_id(run_id: str, device_id: str) -> str:
     return _short(device_id, MAX_DEVICE_ID, run_id)
 
 
-def _time(value: Any) -> datetime:
-    if not isinstance(value, str):
-        raise ValueError("expected an ISO 8601 time")
-    try:
-        t = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise ValueError(f"{value!r} is not an ISO 8601 time") from None
-    return t.replace(tzinfo=CITY_TZ) if t.tzinfo is None else t
-
-
 def _classify(rec: dict) -> str | None:
     """'case', 'sensor', 'header' or None (unknown shape). Removes a "kind" marker that is not a record field."""
     if "gridwatch_export" in rec:
@@ -304,6 +172,38 @@ def _classify(rec: dict) -> str | None:
     if "external_id" in rec or "event" in rec:
         return "case"
     return None
+
+
+def _times(rec: dict, kind: str) -> tuple[dict[str, datetime], list[str]]:
+    """The record's times by field, and the problems with them (the main time is required)."""
+    main_field = "occurred_at" if kind == "case" else "ts"
+    times: dict[str, datetime] = {}
+    problems = []
+    for f in CASE_TIMES if kind == "case" else SENSOR_TIMES:
+        if rec.get(f) is None:
+            continue
+        try:
+            times[f] = parse_time(rec[f])
+        except ValueError as exc:
+            problems.append(f"{f}: {exc}")
+    if main_field not in times and not problems:
+        problems.append(f"{main_field}: required field is missing")
+    return times, problems
+
+
+def _identity_problems(rec: dict, kind: str) -> list[str]:
+    """What is missing of the record's identity: source and external id of a case event, a reading's device."""
+    if kind != "case":
+        return [] if isinstance(rec.get("device_id"), str) and rec.get("device_id") else [
+            "device_id: required field is missing"]
+    problems = []
+    source = rec.get("source")
+    if not isinstance(source, str) or not source:
+        problems.append("source: required field is missing")
+    ext = rec.get("external_id")
+    if not isinstance(ext, str) or not ext:
+        problems.append("external_id: required field is missing")
+    return problems
 
 
 class _Replayer:
@@ -348,8 +248,30 @@ class _Replayer:
 
     def rewrite(self, line: Line) -> tuple[str, dict, datetime] | None:
         """(kind, drill record, original time) or None when the line was dead-lettered / skipped."""
-        from core.records import RecordError, parse_case_event, parse_sensor_reading
+        usable = self._record(line)
+        if usable is None:
+            return None
+        kind, rec = usable
+        times, problems = _times(rec, kind)
+        problems += _identity_problems(rec, kind)
+        if problems:
+            self.bad(line, "; ".join(problems), kind)
+            return None
+        main_field = "occurred_at" if kind == "case" else "ts"
+        t = times[main_field]
+        if self.t0 is None:
+            self.t0 = t
+            self.report.first_time = t
+        self._as_drill(rec, kind, t)
+        new_main = self._retime(rec, times, main_field)
+        problems = self._problems_when_published(rec, kind, times, new_main)
+        if problems:
+            self.bad(line, "; ".join(problems), kind)
+            return None
+        return kind, rec, t
 
+    def _record(self, line: Line) -> tuple[str, dict] | None:
+        """(kind, a copy of the record) of a line that holds one; None once it is dead-lettered or counted."""
         if line.error:
             self.bad(line, line.error)
             return None
@@ -366,35 +288,12 @@ class _Replayer:
             self.bad(line, "record: neither a case event (external_id, event) nor a sensor reading (device_id); "
                            'add "kind": "case" or "kind": "sensor"')
             return None
+        return kind, rec
+
+    def _as_drill(self, rec: dict, kind: str, t: datetime) -> None:
+        """Give the record the drill's source and mark, and ids of this run."""
         rep = self.report
-        main_field = "occurred_at" if kind == "case" else "ts"
-        times: dict[str, datetime] = {}
-        problems = []
-        for f in CASE_TIMES if kind == "case" else SENSOR_TIMES:
-            if rec.get(f) is None:
-                continue
-            try:
-                times[f] = _time(rec[f])
-            except ValueError as exc:
-                problems.append(f"{f}: {exc}")
-        if main_field not in times and not problems:
-            problems.append(f"{main_field}: required field is missing")
         orig_source = rec.get("source", "sensor" if kind == "sensor" else None)
-        if kind == "case":
-            ext = rec.get("external_id")
-            if not isinstance(orig_source, str) or not orig_source:
-                problems.append("source: required field is missing")
-            if not isinstance(ext, str) or not ext:
-                problems.append("external_id: required field is missing")
-        elif not isinstance(rec.get("device_id"), str) or not rec.get("device_id"):
-            problems.append("device_id: required field is missing")
-        if problems:
-            self.bad(line, "; ".join(problems), kind)
-            return None
-        t = times[main_field]
-        if self.t0 is None:
-            self.t0 = t
-            rep.first_time = t
         rec["source"] = rep.source
         rec["drill"] = True  # the mark every figure leaves out unless a view asks for drills
         if kind == "case":
@@ -404,15 +303,22 @@ class _Replayer:
             rec["external_id"] = drill_external_id(rep.run_id, orig_source, rec["external_id"])
         else:
             rec["device_id"] = drill_device_id(rep.run_id, rec["device_id"])
-        new_main = self.map_time(t)
+
+    def _retime(self, rec: dict, times: dict[str, datetime], main_field: str) -> datetime:
+        """Map the record's times onto the replay's clock; returns the new main time."""
+        new_main = self.map_time(times[main_field])
         for f, value in times.items():
             new = self.map_time(value)
             if f != main_field and new - new_main > DEADLINE_MARGIN:
                 rec.pop(f)  # the worker would refuse it; it computes the deadline from the working calendar
-                rep.deadlines_dropped += 1
+                self.report.deadlines_dropped += 1
                 continue
             rec[f] = new.astimezone(CITY_TZ).isoformat(timespec="microseconds")
-        # Check it as the worker will see it: at the moment it is published, when its main time is "now".
+        return new_main
+
+    def _problems_when_published(self, rec: dict, kind: str, times: dict[str, datetime],
+                                 new_main: datetime) -> list[str]:
+        """Check it as the worker will see it: at the moment it is published, when its main time is "now"."""
         check = dict(rec)
         shift = datetime.now(UTC) - new_main
         for f in times:
@@ -421,9 +327,8 @@ class _Replayer:
         try:
             (parse_case_event if kind == "case" else parse_sensor_reading)(check, self.catalog)
         except RecordError as exc:
-            self.bad(line, "; ".join(exc.problems), kind)
-            return None
-        return kind, rec, t
+            return exc.problems
+        return []
 
     # ---- batches ---------------------------------------------------------------------------
     def add(self, kind: str, rec: dict, t: datetime) -> None:
@@ -499,7 +404,7 @@ def _span(records: list[Any]) -> tuple[datetime | None, datetime | None]:
         if value is None:
             continue
         try:
-            t = _time(value)
+            t = parse_time(value)
         except (ValueError, TypeError):
             continue
         first = t if first is None else first
@@ -520,13 +425,9 @@ class DrillMark:
         self._thread: threading.Thread | None = None
 
     def _key(self) -> str:
-        from core.livestate import LiveKeys
-
         return LiveKeys(self.producer.settings.stream_prefix).drill
 
     def _renew(self, value: bytes) -> None:
-        import redis
-
         while True:
             try:
                 self.producer.r.set(self._key(), value, ex=self.TTL_S)
@@ -545,8 +446,6 @@ class DrillMark:
     def __exit__(self, *exc) -> None:
         if self._thread is None:
             return
-        import redis
-
         self._stop.set()
         self._thread.join(5)
         try:
@@ -598,14 +497,6 @@ def replay_records(records: Iterable[Any], producer, speed: float, now: datetime
 # --------------------------------------------------------------------------------------- command line
 
 
-def _parse_when(value: str) -> datetime:
-    try:
-        return _time(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{exc} (e.g. 2025-03-04T08:00 or 2025-03-04T08:00:00+08:00; "
-                                         "a time without a zone is Asia/Shanghai)") from None
-
-
 def _speed(value: str) -> float:
     try:
         x = float(value)
@@ -617,79 +508,10 @@ def _speed(value: str) -> float:
 
 
 def _source(value: str) -> str:
-    import re
-
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:/#@+-]{0,31}", value):
         raise argparse.ArgumentTypeError(f"{value!r}: a source is 1–32 letters, digits and _.:/#@+- "
                                          "starting with a letter or digit")
     return value
-
-
-def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = ("Write the cases reported in [--since, --until) as canonical case-event records, one JSON "
-                          "object per line in time order after a header line, for `python -m ingest replay`. "
-                          "Times without a zone are Asia/Shanghai.")
-    parser.add_argument("--since", type=_parse_when, required=True, help="start of the period (ISO 8601), inclusive")
-    parser.add_argument("--until", type=_parse_when, default=None, help="end of the period, exclusive (default: now)")
-    parser.add_argument("--area", default=None, help="only cases within this area (district, street, community or "
-                                                     "grid code)")
-    parser.add_argument("--out", required=True, help="the file to write; a name ending in .gz is gzip-compressed")
-    parser.add_argument("--progress-every", type=int, default=10_000, metavar="N",
-                        help="log progress every N events (default 10000; 0 for none)")
-    parser.add_argument("--redact", action="store_true",
-                        help="leave out personal data (reporter name and phone) — for files that leave the center")
-
-
-def main_export(args: argparse.Namespace) -> int:
-    from store.services import get_engine
-
-    until = args.until or datetime.now(UTC)
-    if args.since >= until:
-        print(f"export: --since ({_iso(args.since)}) must be before --until ({_iso(until)})", flush=True)
-        return 2
-    if args.area:
-        from config.city import get_city
-
-        if args.area not in get_city().geography:
-            print(f"export: --area {args.area}: no such area (give a 6/9/12/15-digit district, street, community "
-                  "or grid code of the city)", flush=True)
-            return 2
-    out = Path(args.out)
-    if not out.parent.exists():
-        print(f"export: --out {out}: the folder {out.parent} does not exist", flush=True)
-        return 2
-    from sqlalchemy.exc import OperationalError, ProgrammingError
-
-    try:
-        n = write_export(get_engine(), out, args.since, until, args.area, args.progress_every, args.redact)
-    except (OperationalError, ProgrammingError) as exc:
-        print(f"export: cannot read the store ({str(exc.orig).strip() or type(exc.orig).__name__}); check DATABASE_URL, "
-              "and start the worker once so it creates the tables", flush=True)
-        return 2
-    print(f"export: {n} events written to {out}" + ("" if n else " (no cases were reported in that period)"),
-          flush=True)
-    return 0
-
-
-def _spreadsheet_rows():
-    """The spreadsheet feed's file → records function, if that feed exposes one (it is optional).
-
-    The contract: ``fn(path, mapping_path)`` yields canonical case-event dicts in time order (rows it cannot
-    map are the spreadsheet feed's to dead-letter). ``--mapping`` appears only when such a function exists.
-    """
-    import importlib
-
-    try:
-        spreadsheet = importlib.import_module("ingest.feeds.spreadsheet")
-    except ModuleNotFoundError as exc:
-        if exc.name != "ingest.feeds.spreadsheet":
-            raise
-        return None
-    for name in ("read_records", "records_from_file", "iter_records"):
-        fn = getattr(spreadsheet, name, None)
-        if callable(fn):
-            return fn
-    return None
 
 
 def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
@@ -705,9 +527,8 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
                         help="read, check and rewrite every record and print a summary; publish nothing")
     parser.add_argument("--progress", type=float, default=5.0, metavar="SECONDS",
                         help="seconds between progress lines (default 5; 0 for none)")
-    if _spreadsheet_rows() is not None:
-        parser.add_argument("--mapping", default=None, metavar="M.yaml",
-                            help="FILE is a spreadsheet export (CSV/XLSX) read through this mapping")
+    parser.add_argument("--mapping", default=None, metavar="M.yaml",
+                        help="FILE is a spreadsheet export (CSV/XLSX) read through this mapping")
 
 
 def main_replay(args: argparse.Namespace) -> int:
@@ -718,35 +539,49 @@ def main_replay(args: argparse.Namespace) -> int:
         except ReplayError as exc:
             print(f"replay: {exc}", flush=True)
             return 2
-    catalog = None
+    catalog = _catalog()
     producer = None
-    try:
-        from config.city import catalog_of, get_city
-
-        catalog = catalog_of(get_city())
-    except Exception as exc:  # noqa: BLE001 - the worker checks references anyway
-        log.warning("replay: city not loaded (%s); references are checked by the worker only", exc)
     if not args.dry_run:
-        from config.settings import get_settings
-        from store.services import get_redis
-        from store.streams import Producer
-
         settings = get_settings()
         producer = Producer(get_redis(settings), settings, source=args.source)
     stop = threading.Event()
+    with _stopped_by_signals(stop):
+        return _passes(args, path, producer, catalog, stop)
+
+
+def _catalog():
+    """The city's catalog, to check references before publishing; None when the city does not load."""
+    try:
+        return catalog_of(get_city())
+    except Exception as exc:  # noqa: BLE001 - the worker checks references anyway
+        log.warning("replay: city not loaded (%s); references are checked by the worker only", exc)
+        return None
+
+
+@contextmanager
+def _stopped_by_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM set ``stop`` (the replay ends after the current batch) until the block ends."""
 
     def _stop(signum, _frame):
         log.info("replay: signal %s, stopping after the current batch", signum)
         stop.set()
 
     previous = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _passes(args: argparse.Namespace, path: Path, producer, catalog, stop: threading.Event) -> int:
+    """Replay the file once, or with --loop until stopped; the command's exit status."""
     passes = 0
     total = 0
     try:
         while True:
             if getattr(args, "mapping", None):
-                rows = _spreadsheet_rows()
-                records: Iterable[Any] = rows(path, args.mapping)
+                records: Iterable[Any] = spreadsheet.iter_records(path, args.mapping)
             else:
                 records = read_export(path)
             rep = replay_records(records, producer, args.speed, stop_event=stop, source=args.source,
@@ -758,24 +593,25 @@ def main_replay(args: argparse.Namespace) -> int:
                       + (" (only an export header: the exported period had no cases)" if rep.headers else ""),
                       flush=True)
                 return 1
-            if args.dry_run:
-                span = (rep.last_time - rep.first_time) if rep.first_time and rep.last_time else timedelta(0)
-                real = span.total_seconds() / args.speed if args.speed else 0.0
-                print(f"replay (dry run): {rep.cases} case events and {rep.readings} readings would be published "
-                      f"as source {rep.source!r}, ids prefixed {rep.run_id}-; {rep.dead} bad records; original span "
-                      f"{span}, about {real:.0f} s at this speed", flush=True)
-            else:
-                print(f"replay {rep.run_id}: {'stopped' if rep.stopped else 'done'}: {rep.published} published "
-                      f"({rep.cases} case events, {rep.readings} readings), {rep.dead} dead-lettered "
-                      f"(`python -m ingest dead`)", flush=True)
+            _print_pass(rep, args.speed, args.dry_run)
             if not args.loop or rep.stopped or stop.is_set() or args.dry_run:
                 break
     except ReplayError as exc:
         print(f"replay: {exc}", flush=True)
         return 2
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
     if passes > 1:
         print(f"replay: {passes} passes, {total} records", flush=True)
     return 0
+
+
+def _print_pass(rep: ReplayReport, speed: float, dry_run: bool) -> None:
+    if dry_run:
+        span = (rep.last_time - rep.first_time) if rep.first_time and rep.last_time else timedelta(0)
+        real = span.total_seconds() / speed if speed else 0.0
+        print(f"replay (dry run): {rep.cases} case events and {rep.readings} readings would be published "
+              f"as source {rep.source!r}, ids prefixed {rep.run_id}-; {rep.dead} bad records; original span "
+              f"{span}, about {real:.0f} s at this speed", flush=True)
+    else:
+        print(f"replay {rep.run_id}: {'stopped' if rep.stopped else 'done'}: {rep.published} published "
+              f"({rep.cases} case events, {rep.readings} readings), {rep.dead} dead-lettered "
+              f"(`python -m ingest dead`)", flush=True)
