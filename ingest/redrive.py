@@ -117,7 +117,7 @@ def select(r: redis.Redis, settings: Settings, sel: Selection) -> Iterable[tuple
 
 # --------------------------------------------------------------------------- one letter
 
-# The MQTT feed's reasons (ingest/feeds/mqtt.py): "mqtt topic '<topic>'[ item <i>]: <what>". What the feed refuses
+# The MQTT feed's reasons (ingest/feeds/mqtt_readings.py): "mqtt topic '<topic>'[ item <i>]: <what>". What the feed refuses
 # before it reads the objects (and so before it checks their tokens) starts with one of these.
 _MQTT_REASON = re.compile(r"^mqtt topic (?P<topic>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")(?: item \d+)?: (?P<what>.*)$", re.S)
 _MQTT_BEFORE_TOKEN = re.compile(r"^(topic does not match|district |unknown device type|device id |payload of \d+ bytes|"

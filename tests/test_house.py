@@ -1,4 +1,6 @@
-"""One truth, one place: a second copy of the risk colours, the city's time zone or a lifecycle path-finder fails here.
+"""One truth, one place, and rooms a reader can take in: a second copy of the risk colours, the city's time zone or a
+lifecycle path-finder fails here, and so does a hidden import, an over-long function or file, or a page that opens a
+store.
 
 The checks read the production tree as text (the way a reviewer greps it), so they need no store.
 """
@@ -55,3 +57,55 @@ def test_no_part_imports_a_page_or_the_composition_root():
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
                 [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else [])
             assert "app" not in names, f"{path.relative_to(ROOT)} imports app.py, a composition root"
+
+
+# --------------------------------------------------------------------------- the size of the house's rooms
+
+PROJECT = {*PARTS, "app"}
+MAX_INNER_IMPORTS, MAX_FUNCTION_LINES, MAX_FILE_LINES = 10, 80, 700
+
+
+def _project_imports_inside_functions(path: Path) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = set()
+    for fn in ast.walk(tree):
+        if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        for node in ast.walk(fn):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").split(".")[0] in PROJECT):
+                found.add((node.lineno, node.module or "."))
+            elif isinstance(node, ast.Import):
+                found |= {(node.lineno, a.name) for a in node.names if a.name.split(".")[0] in PROJECT}
+    return sorted(found)
+
+
+def test_few_imports_hide_inside_functions_and_each_says_why():
+    inner = []
+    for path in _files(".py"):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for lineno, module in _project_imports_inside_functions(path):
+            where = f"{path.relative_to(ROOT)}:{lineno} {module}"
+            assert "# inner import:" in lines[lineno - 1], f"{where}: an import inside a function needs a " \
+                                                           "'# inner import: <why>' comment, or move it to the top"
+            inner.append(where)
+    assert len(inner) <= MAX_INNER_IMPORTS, inner
+
+
+def test_no_function_or_file_is_too_long_to_read():
+    long_functions, long_files = [], []
+    for path in _files(".py"):
+        text = path.read_text(encoding="utf-8")
+        if text.count("\n") > MAX_FILE_LINES:
+            long_files.append(f"{path.relative_to(ROOT)} ({text.count(chr(10))} lines)")
+        for fn in ast.walk(ast.parse(text)):
+            if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef) and fn.end_lineno - fn.lineno + 1 > MAX_FUNCTION_LINES:
+                long_functions.append(f"{path.relative_to(ROOT)}:{fn.lineno} {fn.name} "
+                                      f"({fn.end_lineno - fn.lineno + 1} lines)")
+    assert not long_files, f"files over {MAX_FILE_LINES} lines: {long_files}"
+    assert not long_functions, f"functions over {MAX_FUNCTION_LINES} lines: {long_functions}"
+
+
+def test_no_page_holds_a_connection():
+    # a page calls view models (dashboard/), which open their own connections through dashboard.context
+    opens = re.compile(r"context\.(engine|redis_client)\(|\bget_(engine|redis)\(|\bcreate_engine\(")
+    assert _where(opens, [p for p in (ROOT / "layouts").rglob("*.py")]) == set()
