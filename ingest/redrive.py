@@ -2,24 +2,9 @@
 
 ``python -m ingest dead --redrive [--reason RE] [--since 2h] [--stream cases] [--source push] [--limit N] [--dry-run]``
 
-Letters are taken oldest first (a case's report before its later events). For each selected letter:
-
-- **skipped** (left in place, with why) when it must never be re-driven: an MQTT reading refused for its token,
-  an MQTT payload refused before its token was checked, a raw payload cut short when it was dead-lettered, a letter
-  naming no stream, a whole HTTP push body, a record naming another source than the token it came with, an Open311
-  request or a replay line in its source's own shape (the feed re-publishes those: pull the window or replay the
-  file again), and a spreadsheet row unless a (fixed) import mapping is given to map it again — its events then go
-  to the bulk stream, as an import's.
-- **still failing** (left in place) when its record does not validate against today's city (categories,
-  departments, sensor types, grids) and the MQTT device registry; the report gives the current reason.
-- **re-driven** otherwise: published again, through the normal :class:`~store.streams.Producer`, to the stream
-  it came from, and deleted from the dead-letter stream in the same MULTI/EXEC — so a second run re-publishes
-  nothing, and a crash leaves either both or neither. The worker then decides, as for any event: an event whose
-  lifecycle move was illegal is re-published too, and is applied if its case has since arrived. Events are
-  idempotent by (source, external_id, event_id) anyway: one re-published twice is stored once.
-
-The worker validates with the configuration it started with: restart it after changing config/ and before
-re-driving, or it dead-letters the same records again. One re-drive runs at a time (a Redis lock).
+Oldest first, each letter is skipped (it must never be re-driven: the Planner says why), still failing (today's
+reason), or re-driven: published again to its stream and deleted from the dead letters in one MULTI/EXEC, so a second
+run re-publishes nothing. One re-drive at a time (a Redis lock). What is skipped and why: README, "Dead letters".
 """
 
 from __future__ import annotations
