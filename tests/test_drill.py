@@ -9,18 +9,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlparse
-from zoneinfo import ZoneInfo
 
 import orjson
 import pandas as pd
 import pytest
 
+from core.records import CITY_TZ
 from ingest.worker import Worker
 from store.streams import Producer
 from tests import accounts
 from tests.browser import LiveServer, errors, js, shot, size, wait
 
-TZ = ZoneInfo("Asia/Shanghai")
 SOURCES = ("hotline12345", "patrol", "citizen", "citymgmt")
 OPEN = {"reported", "registered", "dispatched", "accepted", "handling"}
 
@@ -88,7 +87,7 @@ def drilled(settings, r, engine, city):
 
 def _days_ago(now: datetime, days: int) -> datetime:
     """Midnight (city time) of the day ``days`` before today."""
-    local = now.astimezone(TZ).replace(hour=0, minute=0, second=0, microsecond=0)
+    local = now.astimezone(CITY_TZ).replace(hour=0, minute=0, second=0, microsecond=0)
     return (local - timedelta(days=days)).astimezone(UTC)
 
 
@@ -134,8 +133,8 @@ def test_a_view_is_read_from_its_url(app, city, drilled):
         assert set(v.where.grades) == {3, 4} and set(v.where.sources) == {"patrol"}
         assert v.url() == f"/area/{street.code}?range=30d&grade=4%2C3&source=patrol"
         custom = drill.parse("/", "?since=2026-11-01&until=2026-11-08", now)
-        assert custom.range == "custom" and custom.since == datetime(2026, 11, 1, tzinfo=TZ)
-        assert custom.until == datetime(2026, 11, 8, tzinfo=TZ) and custom.area.level == "district"
+        assert custom.range == "custom" and custom.since == datetime(2026, 11, 1, tzinfo=CITY_TZ)
+        assert custom.until == datetime(2026, 11, 8, tzinfo=CITY_TZ) and custom.area.level == "district"
         assert [c["name"] for c in drill.trail(v)] == [city.geography.district.name, street.name]
 
 
@@ -231,7 +230,7 @@ def test_the_panel_follows_the_view(app, city, drilled):
             s.code: (int(by_street.get(s.code, 0)), int(open_by_street.get(s.code, 0))) for s in geo.children(geo.district.code)}
         days = drill.daily(v)
         assert len(days) == 30
-        per_day = sel["reported_at"].dt.tz_convert(TZ).dt.strftime("%Y-%m-%d").value_counts()
+        per_day = sel["reported_at"].dt.tz_convert(CITY_TZ).dt.strftime("%Y-%m-%d").value_counts()
         assert {d["day"]: d["cases"] for d in days if d["cases"]} == per_day.to_dict()
         b = drill.breakdowns(v)
         assert {x["code"]: x["cases"] for x in b["sources"]} == sel["source"].value_counts().to_dict()
@@ -452,7 +451,7 @@ def test_compare_two_areas_and_two_periods(app, city, drilled, settings):
                     & (df["reported_at"] < _days_ago(now, 6))]
         assert shown["cases_total"] == (f"{len(this):,}", f"{len(before):,}")
         # explicit second period
-        a0, a1 = _days_ago(now, 3).astimezone(TZ).date(), _days_ago(now, 0).astimezone(TZ).date()
+        a0, a1 = _days_ago(now, 3).astimezone(CITY_TZ).date(), _days_ago(now, 0).astimezone(CITY_TZ).date()
         shown = _kpi_cells(compare.layout(settings, city, {"a": s1.code, "since_b": a0.isoformat(),
                                                            "until_b": a1.isoformat()}))
         b = df[(df["street_code"] == s1.code) & (df["reported_at"] >= _days_ago(now, 3))
