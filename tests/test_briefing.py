@@ -17,7 +17,7 @@ from core.records import CITY_TZ
 from ingest.worker import Worker
 from store.streams import Producer
 from tests import accounts
-from tests.test_drill import OPEN
+from tests.drill_dataset import OPEN
 
 
 def _sheet(wb, name) -> list[list]:
