@@ -5,7 +5,6 @@ command line's errors, the archive (once per period, nothing partial), and the P
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +16,7 @@ from core.records import CITY_TZ
 from ingest.worker import Worker
 from store.streams import Producer
 from tests import accounts
+from tests.checks import needs_poppler, pdf_text
 from tests.drill_dataset import OPEN
 
 
@@ -182,17 +182,6 @@ def test_the_scheduler_runs_the_briefings_at_the_configured_time(settings):
 
 # --------------------------------------------------------------------------- the PDF
 
-needs_poppler = pytest.mark.skipif(not shutil.which("pdftoppm") or not shutil.which("pdftotext"),
-                                   reason="poppler-utils (pdftoppm, pdftotext) is not installed; `make test` installs it")
-
-
-def _pdf_text(path: Path, page: int | None = None, mode: str = "-layout") -> str:
-    """The PDF's text: laid out as on the page (table rows on one line), or ``-raw`` (in the order drawn)."""
-    pages = ["-f", str(page), "-l", str(page)] if page else []
-    return subprocess.run(["pdftotext", mode, *pages, str(path), "-"], capture_output=True, text=True,
-                          check=True).stdout
-
-
 def _pages(path: Path) -> int:
     info = subprocess.run(["pdfinfo", str(path)], capture_output=True, text=True, check=True).stdout
     return int(re.search(r"^Pages:\s+(\d+)", info, re.M).group(1))
@@ -233,7 +222,7 @@ def test_the_pdf_renders_every_page_with_its_chinese_headings_and_the_apis_figur
     fonts = subprocess.run(["pdffonts", str(pdf)], capture_output=True, text=True, check=True).stdout
     cjk = [ln for ln in fonts.splitlines() if "CJK" in ln]
     assert cjk and all(" yes " in ln for ln in cjk), fonts
-    text = _pdf_text(pdf)
+    text = pdf_text(pdf)
     title = {"day": "每日简报", "week": "周通报", "month": "月评估"}[kind]
     assert f"{city.geography.district.name}{title}" in text
     for heading in ("一、核心指标", "二、案件分布", "三、超期未办结案件", "五、风险热点", "六、重点案件", "“六个第一”时效"):
@@ -241,8 +230,8 @@ def test_the_pdf_renders_every_page_with_its_chinese_headings_and_the_apis_figur
     assert ("四、部门排名" if kind == "day" else "四、部门考核") in text
     # page numbers on every page, the time it was generated (city time) in the first page's header block
     for i in range(1, n + 1):
-        assert f"第{i}页/共{n}页" in re.sub(r"\s+", "", _pdf_text(pdf, i))
-    assert f"生成于 {now.astimezone(CITY_TZ):%Y-%m-%d %H:%M}" in _pdf_text(pdf, 1)
+        assert f"第{i}页/共{n}页" in re.sub(r"\s+", "", pdf_text(pdf, i))
+    assert f"生成于 {now.astimezone(CITY_TZ):%Y-%m-%d %H:%M}" in pdf_text(pdf, 1)
     # the headline row of the case count shows the API's figure for the same period
     p = briefing.period_of(kind, yesterday)
     client = accounts.client(settings)
@@ -281,7 +270,7 @@ def test_hostile_titles_print_as_text_in_the_pdf(settings, r, engine, city, tmp_
         pass
     # the briefing of the case's own city day (an hour ago is yesterday just after midnight)
     pdf, _ = briefing.produce(engine, r, settings, city, "day", at.astimezone(CITY_TZ).date(), None, tmp_path, now=now)
-    flat = re.sub(r"\s+", "", _pdf_text(pdf, mode="-raw"))
+    flat = re.sub(r"\s+", "", pdf_text(pdf, mode="-raw"))
     assert re.sub(r"\s+", "", hostile) in flat  # printed as written: neither markup nor a template expression
     assert "49标题" not in flat
 
@@ -319,7 +308,7 @@ def test_a_street_leader_gets_the_briefing_of_their_street_alone(stored, setting
     others = [s.name for s in city.geography.areas("street") if s.code != street.code]
     pdf, _ = briefing.produce(engine, r, settings, city, "week", yesterday, street.code, tmp_path, now=now)
     assert pdf.name == f"gridwatch-week-{briefing.period_of('week', yesterday).label}-{street.code}.pdf"
-    text = _pdf_text(pdf)
+    text = pdf_text(pdf)
     assert f"{street.name}周通报" in text and "按社区" in text
     communities = [c.name for c in city.geography.children(street.code)]
     assert all(c in text for c in communities)

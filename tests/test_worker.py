@@ -20,39 +20,13 @@ from ingest.scheduler import sla_sweep
 from ingest.worker import Worker
 from store.schema import Case, CaseEvent, Device, HeldEvent, SensorAlarm
 from store.streams import Producer, StreamNames, read_dead
+from tests.checks import assert_live_matches_sql, live_area, sql_frame
 from tests.events import NOW, ev, public_categories, random_history, report
 
 
 def drain(worker: Worker) -> None:
     while worker.run_once(50):
         pass
-
-
-def sql_frame(engine) -> pd.DataFrame:
-    with engine.connect() as conn:
-        return pd.read_sql(select(Case.id, Case.grid_code, Case.street_code, Case.grade, Case.status, Case.overdue), conn)
-
-
-def live_area(r, settings, code) -> dict[str, int]:
-    return {k.decode(): int(v) for k, v in r.hgetall(f"{settings.stream_prefix}:live:area:{code}").items()}
-
-
-def assert_live_matches_sql(r, settings, engine, city) -> None:
-    """The live counters equal what SQL says, computed here with pandas."""
-    df = sql_frame(engine)
-    df["open"] = df.status.isin(["reported", "registered", "dispatched", "accepted", "handling"])
-    checks = [(city.county_code, df)]
-    for street in city.geography.areas("street"):
-        checks.append((street.code, df[df.street_code == street.code]))
-    for code, part in checks:
-        live = live_area(r, settings, code)
-        assert live.get("total", 0) == len(part), code
-        assert live.get("open", 0) == int(part.open.sum()), code
-        assert live.get("overdue", 0) == int((part.open & part.overdue).sum()), code
-        for g in range(1, 5):
-            assert live.get(f"g{g}", 0) == int((part.open & (part.grade == g)).sum()), (code, g)
-        for status, n in part.status.value_counts().items():
-            assert live.get(f"s:{status}", 0) == n, (code, status)
 
 
 def test_history_applies_and_live_state_matches_sql(settings, r, engine, city):
