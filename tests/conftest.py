@@ -131,8 +131,8 @@ def app(settings):
 
 @pytest.fixture
 def stored(settings, r, engine, city):
-    """The drill-down's dataset (tests/test_drill.py) published and applied: (now, the expected case table)."""
-    from tests.test_drill import store_dataset
+    """The drill-down's dataset (tests/drill_dataset.py) published and applied: (now, the expected case table)."""
+    from tests.drill_dataset import store_dataset
 
     return store_dataset(settings, r, engine, city)
 

@@ -5,7 +5,6 @@ command line's errors, the archive (once per period, nothing partial), and the P
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,10 +12,12 @@ from pathlib import Path
 import orjson
 import pytest
 
+from core.records import CITY_TZ
 from ingest.worker import Worker
 from store.streams import Producer
 from tests import accounts
-from tests.test_drill import OPEN, TZ
+from tests.checks import needs_poppler, pdf_text
+from tests.drill_dataset import OPEN
 
 
 def _sheet(wb, name) -> list[list]:
@@ -29,8 +30,8 @@ def test_the_spreadsheet_equals_the_api_and_a_pandas_recount(app_settings, store
     from dashboard import briefing
 
     now, df = stored
-    yesterday = (now.astimezone(TZ) - timedelta(days=1)).date()
-    day0 = datetime(yesterday.year, yesterday.month, yesterday.day, tzinfo=TZ)
+    yesterday = (now.astimezone(CITY_TZ) - timedelta(days=1)).date()
+    day0 = datetime(yesterday.year, yesterday.month, yesterday.day, tzinfo=CITY_TZ)
     that_day = df[(df["reported_at"] >= day0) & (df["reported_at"] < day0 + timedelta(days=1))]
     street = city.geography.area(that_day["street_code"].value_counts().index[0])  # the busiest street that day
     b = briefing.build(engine, r, settings, city, "day", yesterday, street.code, now=now)
@@ -100,7 +101,7 @@ def test_a_failed_write_leaves_no_partial_file(stored, settings, r, engine, city
     from dashboard import briefing
 
     now, _ = stored
-    b = briefing.build(engine, r, settings, city, "week", now.astimezone(TZ).date(), None, now=now)
+    b = briefing.build(engine, r, settings, city, "week", now.astimezone(CITY_TZ).date(), None, now=now)
     folder = tmp_path / "archive"
     target = folder / "out.xlsx"
     target.mkdir(parents=True)  # the rename cannot replace a folder
@@ -143,7 +144,7 @@ def test_the_archive_writes_each_period_once_even_with_several_processes(stored,
     folder = Path(settings.var_dir) / "briefings" / "day"
     assert len(written) == 1  # one process wrote; the others skipped
     assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in written[0])  # its files, no claim
-    yesterday = (now.astimezone(TZ) - timedelta(days=1)).date()
+    yesterday = (now.astimezone(CITY_TZ) - timedelta(days=1)).date()
     name = f"gridwatch-day-{yesterday.isoformat()}-{city.geography.district.code}"
     assert sorted(p.name for p in written[0]) == [f"{name}.pdf", f"{name}.xlsx"]
     assert briefing.archive(settings, "day", now, engine=engine, r=r, city=city) is None  # already archived
@@ -181,17 +182,6 @@ def test_the_scheduler_runs_the_briefings_at_the_configured_time(settings):
 
 # --------------------------------------------------------------------------- the PDF
 
-needs_poppler = pytest.mark.skipif(not shutil.which("pdftoppm") or not shutil.which("pdftotext"),
-                                   reason="poppler-utils (pdftoppm, pdftotext) is not installed; `make test` installs it")
-
-
-def _pdf_text(path: Path, page: int | None = None, mode: str = "-layout") -> str:
-    """The PDF's text: laid out as on the page (table rows on one line), or ``-raw`` (in the order drawn)."""
-    pages = ["-f", str(page), "-l", str(page)] if page else []
-    return subprocess.run(["pdftotext", mode, *pages, str(path), "-"], capture_output=True, text=True,
-                          check=True).stdout
-
-
 def _pages(path: Path) -> int:
     info = subprocess.run(["pdfinfo", str(path)], capture_output=True, text=True, check=True).stdout
     return int(re.search(r"^Pages:\s+(\d+)", info, re.M).group(1))
@@ -218,7 +208,7 @@ def test_the_pdf_renders_every_page_with_its_chinese_headings_and_the_apis_figur
     rules = yaml.safe_load(Path(settings.rankings_file).read_text(encoding="utf-8"))
     (tmp_path / "rankings.yaml").write_text(yaml.safe_dump({**rules, "min_volume": 1}), encoding="utf-8")
     settings = settings.model_copy(update={"rankings_file": tmp_path / "rankings.yaml"})  # few cases: rank them all
-    yesterday = (now.astimezone(TZ) - timedelta(days=1)).date()
+    yesterday = (now.astimezone(CITY_TZ) - timedelta(days=1)).date()
     pdf, xlsx = briefing.produce(engine, r, settings, city, kind, yesterday, None, tmp_path, now=now)
     assert pdf.suffix == ".pdf" and xlsx.suffix == ".xlsx" and pdf.read_bytes()[:5] == b"%PDF-"
     n = _pages(pdf)
@@ -232,7 +222,7 @@ def test_the_pdf_renders_every_page_with_its_chinese_headings_and_the_apis_figur
     fonts = subprocess.run(["pdffonts", str(pdf)], capture_output=True, text=True, check=True).stdout
     cjk = [ln for ln in fonts.splitlines() if "CJK" in ln]
     assert cjk and all(" yes " in ln for ln in cjk), fonts
-    text = _pdf_text(pdf)
+    text = pdf_text(pdf)
     title = {"day": "每日简报", "week": "周通报", "month": "月评估"}[kind]
     assert f"{city.geography.district.name}{title}" in text
     for heading in ("一、核心指标", "二、案件分布", "三、超期未办结案件", "五、风险热点", "六、重点案件", "“六个第一”时效"):
@@ -240,8 +230,8 @@ def test_the_pdf_renders_every_page_with_its_chinese_headings_and_the_apis_figur
     assert ("四、部门排名" if kind == "day" else "四、部门考核") in text
     # page numbers on every page, the time it was generated (city time) in the first page's header block
     for i in range(1, n + 1):
-        assert f"第{i}页/共{n}页" in re.sub(r"\s+", "", _pdf_text(pdf, i))
-    assert f"生成于 {now.astimezone(TZ):%Y-%m-%d %H:%M}" in _pdf_text(pdf, 1)
+        assert f"第{i}页/共{n}页" in re.sub(r"\s+", "", pdf_text(pdf, i))
+    assert f"生成于 {now.astimezone(CITY_TZ):%Y-%m-%d %H:%M}" in pdf_text(pdf, 1)
     # the headline row of the case count shows the API's figure for the same period
     p = briefing.period_of(kind, yesterday)
     client = accounts.client(settings)
@@ -279,8 +269,8 @@ def test_hostile_titles_print_as_text_in_the_pdf(settings, r, engine, city, tmp_
     while w.run_once(100):
         pass
     # the briefing of the case's own city day (an hour ago is yesterday just after midnight)
-    pdf, _ = briefing.produce(engine, r, settings, city, "day", at.astimezone(TZ).date(), None, tmp_path, now=now)
-    flat = re.sub(r"\s+", "", _pdf_text(pdf, mode="-raw"))
+    pdf, _ = briefing.produce(engine, r, settings, city, "day", at.astimezone(CITY_TZ).date(), None, tmp_path, now=now)
+    flat = re.sub(r"\s+", "", pdf_text(pdf, mode="-raw"))
     assert re.sub(r"\s+", "", hostile) in flat  # printed as written: neither markup nor a template expression
     assert "49标题" not in flat
 
@@ -301,7 +291,7 @@ def test_without_a_chinese_font_the_pdf_is_refused_with_the_package_to_install(s
     briefing_pdf.cjk_family.cache_clear()
     try:
         with pytest.raises(briefing.FontMissing, match="fonts-noto-cjk"):
-            briefing.produce(engine, r, settings, city, "day", now.astimezone(TZ).date(), None, tmp_path / "out",
+            briefing.produce(engine, r, settings, city, "day", now.astimezone(CITY_TZ).date(), None, tmp_path / "out",
                              now=now)
         assert [p.name for p in (tmp_path / "out").iterdir()] == []  # not even the spreadsheet: nothing partial
     finally:
@@ -313,12 +303,12 @@ def test_a_street_leader_gets_the_briefing_of_their_street_alone(stored, setting
     from dashboard import briefing
 
     now, df = stored
-    yesterday = (now.astimezone(TZ) - timedelta(days=1)).date()
+    yesterday = (now.astimezone(CITY_TZ) - timedelta(days=1)).date()
     street = city.geography.area(df["street_code"].value_counts().index[0])
     others = [s.name for s in city.geography.areas("street") if s.code != street.code]
     pdf, _ = briefing.produce(engine, r, settings, city, "week", yesterday, street.code, tmp_path, now=now)
     assert pdf.name == f"gridwatch-week-{briefing.period_of('week', yesterday).label}-{street.code}.pdf"
-    text = _pdf_text(pdf)
+    text = pdf_text(pdf)
     assert f"{street.name}周通报" in text and "按社区" in text
     communities = [c.name for c in city.geography.children(street.code)]
     assert all(c in text for c in communities)
@@ -341,7 +331,7 @@ def test_the_weekly_spreadsheets_assessment_and_history_equal_the_api(stored, se
     rules = yaml.safe_load(Path(settings.rankings_file).read_text(encoding="utf-8"))
     (tmp_path / "rankings.yaml").write_text(yaml.safe_dump({**rules, "min_volume": 1}), encoding="utf-8")
     settings = settings.model_copy(update={"rankings_file": tmp_path / "rankings.yaml"})
-    day = now.astimezone(TZ).date() - timedelta(days=1)
+    day = now.astimezone(CITY_TZ).date() - timedelta(days=1)
     (xlsx,) = briefing.produce(engine, r, settings, city, "week", day, None, tmp_path, now=now, formats=("xlsx",))
     wb = load_workbook(xlsx)
     client = accounts.client(settings)
@@ -373,12 +363,12 @@ def test_the_weekly_spreadsheets_assessment_and_history_equal_the_api(stored, se
                                     f"&until={p.until.date().isoformat()}").data)["kpis"]
         assert row[0] == p.label and row[1] == k["cases_total"] and row[2] == k["resolved"]
         assert row[4] == (pytest.approx(k["on_time_rate"]) if k["on_time_rate"] is not None else None)
-        p = p.previous(TZ)
+        p = p.previous(CITY_TZ)
     # the daily trend: per local day, recounted with pandas
     trend = {row[0]: row[1] for row in _sheet(wb, "走势")[1:]}
     p = briefing.period_of("week", day)
     sel = df[(df["reported_at"] >= p.since) & (df["reported_at"] < p.until)]
-    counts = sel["reported_at"].dt.tz_convert(TZ).dt.strftime("%Y-%m-%d").value_counts().to_dict()
+    counts = sel["reported_at"].dt.tz_convert(CITY_TZ).dt.strftime("%Y-%m-%d").value_counts().to_dict()
     assert {k: v for k, v in trend.items() if v} == counts and len(trend) == 7
     # the definitions sheet names every ranking metric with its weight
     defs = {row[0]: row for row in _sheet(wb, "考核口径")[1:]}

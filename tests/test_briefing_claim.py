@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_drill import TZ
+from core.records import CITY_TZ
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +43,7 @@ WRITER = textwrap.dedent("""
 def test_a_killed_generation_does_not_block_the_briefing(settings, r, engine, city, tmp_path):
     from dashboard import briefing
 
-    day = (datetime.now(TZ) - timedelta(days=1)).date()
+    day = (datetime.now(CITY_TZ) - timedelta(days=1)).date()
     folder = tmp_path / "archive"
     env = {**os.environ, "REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url,
            "VAR_DIR": str(settings.var_dir), "STREAM_PREFIX": settings.stream_prefix, "PYTHONPATH": str(ROOT)}

@@ -18,15 +18,15 @@ from urllib.parse import quote
 import orjson
 import pytest
 
+from core.records import CITY_TZ
 from tests import accounts
 from tests.browser import LiveServer, errors, js, shot, size, wait
-from tests.test_drill import TZ
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
 def _yesterday(now: datetime):
-    return (now.astimezone(TZ) - timedelta(days=1)).date()
+    return (now.astimezone(CITY_TZ) - timedelta(days=1)).date()
 
 
 def _folder(settings, kind: str) -> Path:
@@ -76,7 +76,7 @@ def test_the_list_holds_exactly_the_well_named_briefings_newest_first(settings, 
         "month": [f"gridwatch-month-2026-1-{district}.pdf", f"gridwatch-month-2026-13-{district}.pdf"],
         "other": [f"gridwatch-day-2026-11-19-{district}.pdf"],  # not a kind's folder
     }
-    base = datetime(2026, 11, 22, 8, 0, tzinfo=TZ).timestamp()
+    base = datetime(2026, 11, 22, 8, 0, tzinfo=CITY_TZ).timestamp()
     for (kind, name), (_, _, _, body, age) in good.items():
         path = _folder(settings, kind) / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -139,7 +139,7 @@ def test_the_download_route_serves_the_archive_and_refuses_every_other_name(app,
     from dashboard import briefing, web
 
     geo = city.geography
-    day = datetime.now(TZ).date() - timedelta(days=1)
+    day = datetime.now(CITY_TZ).date() - timedelta(days=1)
     out = briefing.produce(engine, r, settings, city, "day", day, None, _folder(settings, "day"))
     name = f"gridwatch-day-{day.isoformat()}-{geo.district.code}"
     assert sorted(p.name for p in out) == [f"{name}.pdf", f"{name}.xlsx"]
@@ -263,7 +263,7 @@ def test_bad_input_ends_with_the_message_and_nothing_written(app, settings, r, e
     from dashboard import briefing_jobs
     from layouts import briefings as page
 
-    today = datetime.now(TZ).date()
+    today = datetime.now(CITY_TZ).date()
     day = {"tomorrow": (today + timedelta(days=1)).isoformat(), "next week": (today + timedelta(days=7)).isoformat(),
            "yesterday": (today - timedelta(days=1)).isoformat()}.get(day, day)
     job = briefing_jobs.new_job(r, settings, kind, day, area)
@@ -282,7 +282,7 @@ def test_busy_a_missing_font_and_a_failure_are_said_and_leave_nothing(app, setti
     from dashboard import briefing, briefing_jobs
     from layouts import briefings as page
 
-    day = (datetime.now(TZ).date() - timedelta(days=1)).isoformat()
+    day = (datetime.now(CITY_TZ).date() - timedelta(days=1)).isoformat()
     district = city.geography.district.code
     folder = _folder(settings, "day")
     claim = folder / f"gridwatch-day-{day}-{district}.claim"
@@ -410,7 +410,7 @@ def test_generating_a_streets_daily_briefing_in_the_browser(server, browser, sto
     assert not listed["button"]
     shot(browser, "briefings.png")
     # a date in the future: the message names the date and why
-    _type_date(browser, (datetime.now(TZ).date() + timedelta(days=3)).isoformat())
+    _type_date(browser, (datetime.now(CITY_TZ).date() + timedelta(days=3)).isoformat())
     browser.find_element("id", "br-go").click()
     failed = wait(lambda: (s := js(browser, STATE))["state"] == "failed" and s, timeout=60)
     assert failed and "future" in failed["text"] and "无法生成" in failed["text"], js(browser, STATE)

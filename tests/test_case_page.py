@@ -6,7 +6,6 @@ errors. The screenshot is saved under var/test-artifacts/case-page.png (look at 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import plotly.utils
@@ -17,73 +16,7 @@ from ingest.worker import Worker
 from store.streams import Producer, read_dead
 from tests import accounts
 from tests.browser import LiveServer, errors, js, shot, size, wait
-
-NOW = datetime.now(UTC).replace(microsecond=0)
-H = timedelta(hours=1)
-M = timedelta(minutes=1)
-SECRET_NAME = "李秘密"
-SECRET_PHONE = "13800138000"
-
-
-def _grid(city, i=5):
-    return city.geography.areas("grid")[i]
-
-
-def _category(city):
-    return next(c for c in city.categories.values() if not c.sensor_only)
-
-
-def full_case(city) -> list[dict]:
-    """A case through report → register → dispatch → accept → whistle → check-ins → accept → suspend/resume →
-    extend → resolve → close → evaluate (the deadlines given by the source, so the test knows them)."""
-    t0 = NOW - 30 * H
-    g = _grid(city)
-
-    def rec(action, at, **extra):
-        return {"source": "hotline12345", "external_id": "full-1", "event": action, "event_id": f"{action}-{at:%H%M%S}",
-                "occurred_at": at.isoformat(), **extra}
-
-    return [
-        rec("report", t0, category=_category(city).code, grade=3, title="人行道井盖缺失", grid_code=g.code,
-            lon=g.centroid[0], lat=g.centroid[1], address="光明大道 88 号对面", description="井盖缺失，已设临时围挡",
-            reporter_name=SECRET_NAME, reporter_phone=SECRET_PHONE,
-            accept_due_at=(t0 + 2 * H).isoformat(), due_at=(t0 + 8 * H).isoformat()),
-        rec("register", t0 + 5 * M, actor="受理员甲"),
-        rec("dispatch", t0 + 10 * M, departments=["cg"]),
-        rec("accept", t0 + 40 * M),
-        rec("whistle", t0 + 50 * M, departments=["ga", "zj"], note="涉及道路安全"),
-        rec("checkin", t0 + 70 * M, departments=["ga"]),
-        rec("checkin", t0 + 100 * M, departments=["zj"]),
-        rec("accept", t0 + 110 * M),
-        rec("suspend", t0 + 2 * H, actor="张科长", note="等待产权人确认"),
-        rec("resume", t0 + 3 * H),
-        rec("extend", t0 + 5 * H, due_at=(t0 + 12 * H).isoformat(), actor="王主任", note="需协调供电局"),
-        rec("resolve", t0 + 11 * H),
-        rec("close", t0 + 12 * H),
-        rec("evaluate", t0 + 13 * H, rating=4, note="处理及时"),
-    ]
-
-
-def late_case(city) -> list[dict]:
-    """Dispatched 4 h 40 min ago and never accepted: the accept deadline passed 4 h ago."""
-    t1 = NOW - 5 * H
-    g = _grid(city, 9)
-
-    def rec(action, at, **extra):
-        return {"source": "patrol", "external_id": "late-1", "event": action, "occurred_at": at.isoformat(), **extra}
-
-    return [
-        rec("report", t1, category=_category(city).code, grade=2, title="道路积水", grid_code=g.code,
-            lon=g.centroid[0], lat=g.centroid[1], accept_due_at=(t1 + H).isoformat(), due_at=(t1 + 3 * H).isoformat()),
-        rec("register", t1 + 10 * M),
-        rec("dispatch", t1 + 20 * M, departments=["sw"]),
-    ]
-
-
-def unlocated_case(city) -> list[dict]:
-    return [{"source": "citizen", "external_id": "nopos-1", "event": "report", "occurred_at": (NOW - H).isoformat(),
-             "category": _category(city).code, "title": "噪音扰民", "reporter_name": SECRET_NAME,
-             "reporter_phone": SECRET_PHONE, "description": "夜间施工噪音"}]
+from tests.sample_cases import NOW, SECRET_NAME, SECRET_PHONE, H, M, case_grid, full_case, late_case, unlocated_case
 
 
 @pytest.fixture
@@ -248,7 +181,7 @@ def test_personal_data_is_masked_for_a_leader_and_whole_for_a_dispatcher(loaded,
         assert SECRET_NAME not in json.dumps(case_view(engine, settings, ids[ext]), default=str)  # masked by default
     assert "未定位：此案件没有坐标" in _rendered(settings, city, str(ids["nopos-1"]))
     # a case outside a street leader's street is answered as if it did not exist
-    other = next(s.code for s in city.geography.areas("street") if not _grid(city).code.startswith(s.code))
+    other = next(s.code for s in city.geography.areas("street") if not case_grid(city).code.startswith(s.code))
     outside = _rendered(settings, city, str(ids["full-1"]), area=other)
     assert "李**" not in outside and "人行道井盖缺失" not in outside and f"没有编号为 {ids['full-1']} 的案件" in outside
 
@@ -257,7 +190,7 @@ def test_the_page_shows_every_section_in_both_languages(loaded, settings, city):
     _, ids = loaded
     zh = _rendered(settings, city, str(ids["full-1"]))
     for word in ("人行道井盖缺失", "办理环节时效", "全流程时间线", "区城市管理和综合执法局", "按时报到", "迟到",
-                 "需协调供电局", "等待产权人确认", "处理及时", f"/area/{_grid(city).code}", "?lang=en"):
+                 "需协调供电局", "等待产权人确认", "处理及时", f"/area/{case_grid(city).code}", "?lang=en"):
         assert word in zh, word
     en = _rendered(settings, city, str(ids["full-1"]), {"lang": "en"})
     for word in ("Lifecycle timeline", "Stages against their limits", "Whistle reports", "Extensions", "中文"):

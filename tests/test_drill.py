@@ -9,76 +9,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlparse
-from zoneinfo import ZoneInfo
 
 import orjson
 import pandas as pd
 import pytest
 
-from ingest.worker import Worker
-from store.streams import Producer
+from core.records import CITY_TZ
 from tests import accounts
 from tests.browser import LiveServer, errors, js, shot, size, wait
-
-TZ = ZoneInfo("Asia/Shanghai")
-SOURCES = ("hotline12345", "patrol", "citizen", "citymgmt")
-OPEN = {"reported", "registered", "dispatched", "accepted", "handling"}
-
-
-def _dataset(city, now: datetime) -> tuple[list[dict], pd.DataFrame]:
-    """About 150 cases over the last 12 days across every street, grade and source; the expected case table."""
-    grids = city.geography.areas("grid")
-    cats = [c for c in city.categories.values() if not c.sensor_only]
-    depts = sorted(city.departments)
-    recs, rows = [], []
-    for i in range(150):
-        g = grids[(i * 11) % len(grids)]
-        rep = now - timedelta(hours=2 + i * 1.9)
-        src = SOURCES[i % len(SOURCES)]
-        ext = f"d{i}"
-        cat = cats[(i * 5) % len(cats)]
-        grade = 1 + (i * 7) % 4
-        due = rep + timedelta(hours=6 + i % 30)
-        recs.append({"source": src, "external_id": ext, "event": "report", "occurred_at": rep.isoformat(),
-                     "category": cat.code, "title": f"下钻测试 {i}", "grid_code": g.code, "lon": g.centroid[0],
-                     "lat": g.centroid[1], "grade": grade, "due_at": due.isoformat(),
-                     "reporter_name": "张三", "reporter_phone": "13800000000"})
-        dept = None
-        status = "reported"
-        resolved = None
-        if i % 3:
-            dept = depts[i % 6]
-            recs.append({"source": src, "external_id": ext, "event": "register",
-                         "occurred_at": (rep + timedelta(minutes=1)).isoformat()})
-            recs.append({"source": src, "external_id": ext, "event": "dispatch",
-                         "occurred_at": (rep + timedelta(minutes=5)).isoformat(), "departments": [dept]})
-            status = "dispatched"
-            if i % 3 == 2:
-                resolved = rep + timedelta(hours=3)
-                recs.append({"source": src, "external_id": ext, "event": "accept",
-                             "occurred_at": (rep + timedelta(minutes=20)).isoformat()})
-                recs.append({"source": src, "external_id": ext, "event": "resolve", "occurred_at": resolved.isoformat()})
-                status = "resolved"
-        rows.append({"external_id": ext, "source": src, "reported_at": rep, "title": f"下钻测试 {i}", "grid_code": g.code,
-                     "street_code": g.code[:9], "community_code": g.code[:12], "category": cat.code,
-                     "group": cat.code[:2], "grade": grade, "status": status, "dept": dept, "due_at": due,
-                     "resolved_at": resolved})
-    return recs, pd.DataFrame(rows)
-
-
-def store_dataset(settings, r, engine, city) -> tuple[datetime, pd.DataFrame]:
-    """_dataset published and applied by the worker; the expected table gets the stored ids."""
-    now = datetime.now(UTC).replace(microsecond=0)
-    recs, df = _dataset(city, now)
-    Producer(r, settings, source="t").cases(recs)
-    w = Worker(city, settings, engine, r, name="drill")
-    while w.run_once(100):
-        pass
-    assert w.totals.dead == 0
-    with engine.connect() as conn:
-        ids = dict(conn.exec_driver_sql("SELECT external_id, id FROM cases").all())
-    df["id"] = df["external_id"].map(ids)
-    return now, df
+from tests.drill_dataset import OPEN, store_dataset
 
 
 @pytest.fixture
@@ -88,7 +27,7 @@ def drilled(settings, r, engine, city):
 
 def _days_ago(now: datetime, days: int) -> datetime:
     """Midnight (city time) of the day ``days`` before today."""
-    local = now.astimezone(TZ).replace(hour=0, minute=0, second=0, microsecond=0)
+    local = now.astimezone(CITY_TZ).replace(hour=0, minute=0, second=0, microsecond=0)
     return (local - timedelta(days=days)).astimezone(UTC)
 
 
@@ -134,8 +73,8 @@ def test_a_view_is_read_from_its_url(app, city, drilled):
         assert set(v.where.grades) == {3, 4} and set(v.where.sources) == {"patrol"}
         assert v.url() == f"/area/{street.code}?range=30d&grade=4%2C3&source=patrol"
         custom = drill.parse("/", "?since=2026-11-01&until=2026-11-08", now)
-        assert custom.range == "custom" and custom.since == datetime(2026, 11, 1, tzinfo=TZ)
-        assert custom.until == datetime(2026, 11, 8, tzinfo=TZ) and custom.area.level == "district"
+        assert custom.range == "custom" and custom.since == datetime(2026, 11, 1, tzinfo=CITY_TZ)
+        assert custom.until == datetime(2026, 11, 8, tzinfo=CITY_TZ) and custom.area.level == "district"
         assert [c["name"] for c in drill.trail(v)] == [city.geography.district.name, street.name]
 
 
@@ -231,7 +170,7 @@ def test_the_panel_follows_the_view(app, city, drilled):
             s.code: (int(by_street.get(s.code, 0)), int(open_by_street.get(s.code, 0))) for s in geo.children(geo.district.code)}
         days = drill.daily(v)
         assert len(days) == 30
-        per_day = sel["reported_at"].dt.tz_convert(TZ).dt.strftime("%Y-%m-%d").value_counts()
+        per_day = sel["reported_at"].dt.tz_convert(CITY_TZ).dt.strftime("%Y-%m-%d").value_counts()
         assert {d["day"]: d["cases"] for d in days if d["cases"]} == per_day.to_dict()
         b = drill.breakdowns(v)
         assert {x["code"]: x["cases"] for x in b["sources"]} == sel["source"].value_counts().to_dict()
@@ -452,7 +391,7 @@ def test_compare_two_areas_and_two_periods(app, city, drilled, settings):
                     & (df["reported_at"] < _days_ago(now, 6))]
         assert shown["cases_total"] == (f"{len(this):,}", f"{len(before):,}")
         # explicit second period
-        a0, a1 = _days_ago(now, 3).astimezone(TZ).date(), _days_ago(now, 0).astimezone(TZ).date()
+        a0, a1 = _days_ago(now, 3).astimezone(CITY_TZ).date(), _days_ago(now, 0).astimezone(CITY_TZ).date()
         shown = _kpi_cells(compare.layout(settings, city, {"a": s1.code, "since_b": a0.isoformat(),
                                                            "until_b": a1.isoformat()}))
         b = df[(df["street_code"] == s1.code) & (df["reported_at"] >= _days_ago(now, 3))

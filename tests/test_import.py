@@ -19,6 +19,7 @@ from sqlalchemy import text
 from config.settings import ROOT
 from ingest.feeds.spreadsheet import ImportFileError, MappingError, import_file, iter_records, load_mapping
 from store.streams import StreamNames
+from tests.mappings import mini_mapping, write_csv
 
 DATA = Path(__file__).parent / "data" / "import"
 LA = DATA / "la311_2018_sample.csv"
@@ -200,36 +201,14 @@ def _edge_grid(city):
     raise AssertionError("no grid moves under the GCJ-02 offset")
 
 
-def _mini_mapping(tmp_path: Path, name: str, source: str, crs: str = "wgs84", extra: str = "") -> Path:
-    p = tmp_path / f"{name}.yaml"
-    p.write_text(f"""
-source: {{value: {source}}}
-external_id: {{column: id}}
-created_at: {{column: created, format: "%Y-%m-%d %H:%M:%S", tz: Asia/Shanghai}}
-closed_at: {{column: closed, format: "%Y-%m-%d %H:%M:%S"}}
-status: {{column: status, map: {{done: closed, new: registered, sent: dispatched}}}}
-category: {{column: kind, map: {{litter: "0101", parking: "0202"}}}}
-department: {{column: dept, map: {{city: cg, police: ga}}, fallback: category}}
-title: {{template: "{{kind}} at {{place}}"}}
-address: {{column: place}}
-location: {{lon: x, lat: y, crs: {crs}, placeholders: [[113.9, 22.7]], tolerance: 0.0001}}
-{extra}""", encoding="utf-8")
-    return p
-
-
-def _write(path: Path, rows: list[dict], encoding: str = "utf-8") -> Path:
-    pd.DataFrame(rows).to_csv(path, index=False, encoding=encoding)
-    return path
-
-
 def test_gcj02_points_land_in_the_right_grid(tmp_path, settings, r, engine, city):
     grid, (gx, gy) = _edge_grid(city)
     row = {"id": "g-1", "created": "2024-05-06 09:00:00", "closed": "", "status": "new", "kind": "litter",
            "dept": "", "place": "光明大道", "x": f"{gx:.8f}", "y": f"{gy:.8f}"}
-    csv = _write(tmp_path / "gcj.csv", [row])
-    rep = import_file(csv, _mini_mapping(tmp_path, "gcj", "gcjfeed", "gcj02"), settings, r, city=city)
+    csv = write_csv(tmp_path / "gcj.csv", [row])
+    rep = import_file(csv, mini_mapping(tmp_path, "gcj", "gcjfeed", "gcj02"), settings, r, city=city)
     assert rep.located == 1
-    rep_w = import_file(csv, _mini_mapping(tmp_path, "wgs", "wgsfeed", "wgs84"), settings, r, city=city)
+    rep_w = import_file(csv, mini_mapping(tmp_path, "wgs", "wgsfeed", "wgs84"), settings, r, city=city)
     drain(city, settings, engine, r)
     got = dict(sql_rows(engine, "SELECT source, grid_code FROM cases"))
     assert got["gcjfeed"] == grid.code
@@ -252,8 +231,8 @@ def test_broken_rows_are_dead_lettered_with_reasons(tmp_path, settings, r, engin
         {"id": "placeholder", "created": "2024-05-06 09:00:00", "closed": "2024-05-05 09:00:00", "status": "done",
          "kind": "parking", "dept": "police", "place": "F", "x": "113.90001", "y": "22.70001"},
     ]
-    csv = _write(tmp_path / "broken.csv", rows)
-    mapping = _mini_mapping(tmp_path, "m", "broken")
+    csv = write_csv(tmp_path / "broken.csv", rows)
+    mapping = mini_mapping(tmp_path, "m", "broken")
     rep = import_file(csv, mapping, settings, r, city=city)
     assert rep.rows_read == 6 and rep.rows_published == 2 and rep.rows_dead == 4
     assert rep.dead == Counter({"created: unreadable time": 1, "id: the id is empty": 1,
@@ -278,7 +257,7 @@ def test_broken_rows_are_dead_lettered_with_reasons(tmp_path, settings, r, engin
 
 
 def test_unusable_files_and_mappings(tmp_path, settings, city):
-    mapping = _mini_mapping(tmp_path, "m", "feed")
+    mapping = mini_mapping(tmp_path, "m", "feed")
     empty = tmp_path / "empty.csv"
     empty.write_bytes(b"")
     with pytest.raises(ImportFileError, match="empty"):
@@ -288,7 +267,7 @@ def test_unusable_files_and_mappings(tmp_path, settings, city):
     assert import_file(header_only, mapping, settings, None, dry_run=True, city=city).rows_read == 0
 
     # A mapping naming a column the file lacks: the key and the column are named.
-    other = _write(tmp_path / "other.csv", [{"id": "1", "created": "2024-05-06 09:00:00", "closed": "", "status": "new",
+    other = write_csv(tmp_path / "other.csv", [{"id": "1", "created": "2024-05-06 09:00:00", "closed": "", "status": "new",
                                              "kind": "litter", "dept": "", "place": "A", "x": "", "yy": ""}])
     with pytest.raises(MappingError) as exc:
         import_file(other, mapping, settings, None, dry_run=True, city=city)
@@ -315,11 +294,11 @@ def test_unusable_files_and_mappings(tmp_path, settings, city):
 def test_encodings_and_cli(tmp_path, settings, city, capsys):
     from ingest.__main__ import main
 
-    mapping = _mini_mapping(tmp_path, "m", "feed")
+    mapping = mini_mapping(tmp_path, "m", "feed")
     row = {"id": "zh-1", "created": "2024-05-06 09:00:00", "closed": "", "status": "new", "kind": "litter",
            "dept": "", "place": "光明区光明大道88号", "x": "", "y": ""}
-    gb = _write(tmp_path / "gb.csv", [row], encoding="gb18030")
-    bom = _write(tmp_path / "bom.csv", [row], encoding="utf-8-sig")
+    gb = write_csv(tmp_path / "gb.csv", [row], encoding="gb18030")
+    bom = write_csv(tmp_path / "bom.csv", [row], encoding="utf-8-sig")
     for f, enc in ((gb, "gb18030"), (bom, "utf-8-sig")):
         rep = import_file(f, mapping, settings, None, dry_run=True, city=city)
         assert rep.encoding == enc and rep.rows_published == 1
@@ -338,7 +317,7 @@ def test_encodings_and_cli(tmp_path, settings, city, capsys):
 
 def test_iso_times_with_offsets_import_as_the_instants_they_name(tmp_path, city):
     # ISO 8601 without a format: an offset or Z names the instant; a time without one is in the mapping's zone
-    mapping = _mini_mapping(tmp_path, "iso", "isofeed")
+    mapping = mini_mapping(tmp_path, "iso", "isofeed")
     text = mapping.read_text(encoding="utf-8").replace(
         'created_at: {column: created, format: "%Y-%m-%d %H:%M:%S", tz: Asia/Shanghai}', "created_at: {column: created}")
     mapping.write_text(text, encoding="utf-8")
@@ -346,7 +325,7 @@ def test_iso_times_with_offsets_import_as_the_instants_they_name(tmp_path, city)
                "o-4": "2024-05-06T03:00:00-02:00", "o-5": "2024-05-06T09:00+0800", "o-6": "2024-05-06"}
     rows = [{"id": k, "created": v, "closed": "", "status": "new", "kind": "litter", "dept": "", "place": "A",
              "x": "", "y": ""} for k, v in written.items()]
-    csv = _write(tmp_path / "iso.csv", rows)
+    csv = write_csv(tmp_path / "iso.csv", rows)
     reports = {r["external_id"]: r["occurred_at"] for r in iter_records(csv, mapping, city=city)
                if r["event"] == "report"}
     expected = {k: pd.Timestamp(v).tz_localize("Asia/Shanghai") if pd.Timestamp(v).tzinfo is None

@@ -19,7 +19,7 @@ from ingest.worker import Worker
 from store.schema import Case
 from store.streams import Producer, StreamNames, dead_letter, iter_dead
 from tests import accounts
-from tests.test_briefing import _pdf_text, needs_poppler
+from tests.checks import needs_poppler, pdf_text
 
 PHONE, ID = "13812345678", "11010519491231002X"
 TITLE = f"噪音扰民 联系 {PHONE}"
@@ -150,7 +150,7 @@ def test_the_briefing_pdf_masks_case_titles_for_everyone(settings, r, engine, ci
 
     now, day = _briefing_day(settings, r, engine, city)
     (pdf,) = briefing.produce(engine, r, settings, city, "day", day, None, tmp_path, now=now, formats=("pdf",))
-    flat = re.sub(r"\s+", "", _pdf_text(pdf, mode="-raw"))
+    flat = re.sub(r"\s+", "", pdf_text(pdf, mode="-raw"))
     assert flat.count(re.sub(r"\s+", "", EXPOSED_SEEN)) == 2  # the overdue list and the key cases
     assert not [d for d in CLEAR if d in flat]
 

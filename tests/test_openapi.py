@@ -21,7 +21,7 @@ from schemathesis.specs.openapi.checks import content_type_conformance, response
 from dashboard import openapi
 from store import queries
 from tests import accounts
-from tests.test_api import apply, build_dataset
+from tests.api_dataset import apply, build_dataset
 
 AUTH: dict[str, str] = {}  # what every request of the run carries besides the login (the ``auth`` fixture)
 CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]

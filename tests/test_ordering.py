@@ -19,7 +19,8 @@ from core import ordering
 from ingest.worker import Worker
 from store.schema import Case, CaseEvent, HeldEvent
 from store.streams import Producer, StreamNames, ensure_groups, read_dead
-from tests.test_worker import assert_live_matches_sql, ev, report
+from tests.checks import assert_live_matches_sql
+from tests.events import ev, report
 
 PATH = ["register", "dispatch", "accept", "resolve"]  # report first, then these: ends "resolved"
 

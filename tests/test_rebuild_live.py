@@ -14,7 +14,8 @@ from config.settings import ROOT
 from ingest import rebuild
 from ingest.worker import Worker
 from store.streams import Producer
-from tests.test_worker import assert_live_matches_sql, random_history
+from tests.checks import assert_live_matches_sql
+from tests.events import random_history
 
 
 def live_snapshot(r, settings) -> dict[str, dict]:

@@ -321,12 +321,12 @@ def test_the_command_line_redrives_after_categories_yaml_gained_the_category(set
 
 def test_spreadsheet_rows_are_mapped_again_with_the_fixed_mapping(settings, r, engine, city, tmp_path):
     from ingest.feeds.spreadsheet import import_file, load_mapping
-    from tests.test_import import _mini_mapping, _write
+    from tests.mappings import mini_mapping, write_csv
 
     rows = [{"id": f"sp-{i}", "created": "2024-05-06 09:00:00", "closed": "", "status": "new", "kind": kind,
              "dept": "city", "place": "光明大道", "x": "", "y": ""} for i, kind in enumerate(["litter", "pothole", "pothole"])]
-    csv = _write(tmp_path / "export.csv", rows)
-    broken = _mini_mapping(tmp_path, "m", "sheet")
+    csv = write_csv(tmp_path / "export.csv", rows)
+    broken = mini_mapping(tmp_path, "m", "sheet")
     rep = import_file(csv, broken, settings, r, city=city)
     assert rep.rows_dead == 2
     w = Worker(city, settings, engine, r, name="w")

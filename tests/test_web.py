@@ -153,7 +153,7 @@ PAGES = {  # a page, and what shows that its callbacks ran (Dash drew it, its fi
 def csp_server(settings, r, engine, city):
     from store.streams import Producer
     from tests.browser import LiveServer
-    from tests.test_case_page import full_case, late_case
+    from tests.sample_cases import full_case, late_case
 
     Producer(r, settings, source="t").cases(full_case(city) + late_case(city))
     srv = LiveServer(settings, engine, r, city, role="admin")

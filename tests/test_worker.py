@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import orjson
 import pandas as pd
@@ -20,95 +20,13 @@ from ingest.scheduler import sla_sweep
 from ingest.worker import Worker
 from store.schema import Case, CaseEvent, Device, HeldEvent, SensorAlarm
 from store.streams import Producer, StreamNames, read_dead
-
-NOW = datetime.now(UTC).replace(microsecond=0)
+from tests.checks import assert_live_matches_sql, live_area, sql_frame
+from tests.events import NOW, ev, public_categories, random_history, report
 
 
 def drain(worker: Worker) -> None:
     while worker.run_once(50):
         pass
-
-
-def public_categories(city):
-    return [c for c in city.categories.values() if not c.sensor_only]
-
-
-def report(city, ext: str, grid=None, when=None, cat=None, grade=None, lon=None, lat=None, **extra) -> dict:
-    cat = cat or public_categories(city)[0]
-    rec = {"source": "test", "external_id": ext, "event": "report", "occurred_at": (when or NOW).isoformat(),
-           "category": cat.code, "title": f"案件 {ext}"}
-    if grid is not None:
-        lon, lat = grid.centroid
-    if lon is not None:
-        rec.update(lon=lon, lat=lat)
-    if grade:
-        rec["grade"] = grade
-    rec.update(extra)
-    return rec
-
-
-def ev(ext: str, action: str, minutes: int, **extra) -> dict:
-    return {"source": "test", "external_id": ext, "event": action, "event_id": f"{action}-{minutes}",
-            "occurred_at": (NOW + timedelta(minutes=minutes)).isoformat(), **extra}
-
-
-def random_history(city, n_cases: int, seed: int) -> list[dict]:
-    """A mix of cases walked through legal paths of different lengths."""
-    rnd = random.Random(seed)
-    grids = city.geography.areas("grid")
-    cats = public_categories(city)
-    paths = [
-        [],
-        ["register"],
-        ["register", "dispatch"],
-        ["register", "dispatch", "accept"],
-        ["register", "dispatch", "accept", "handle"],
-        ["register", "dispatch", "accept", "handle", "resolve"],
-        ["onsite"],
-        ["onsite", "close"],
-        ["register", "dispatch", "accept", "resolve", "close", "evaluate"],
-        ["register", "dispatch", "return"],
-        ["register", "dispatch", "accept", "handle", "resolve", "reopen"],
-    ]
-    out = []
-    for i in range(n_cases):
-        ext = f"h{seed}-{i}"
-        g = rnd.choice(grids)
-        out.append(report(city, ext, grid=g, cat=rnd.choice(cats), grade=rnd.randint(1, 4),
-                          when=NOW - timedelta(hours=2)))
-        for step, action in enumerate(rnd.choice(paths), start=1):
-            extra = {"departments": [rnd.choice(list(city.departments))]} if action in ("dispatch", "whistle") else {}
-            if action == "evaluate":
-                extra["rating"] = 5
-            out.append({**ev(ext, action, step - 120), **extra})
-    return out
-
-
-def sql_frame(engine) -> pd.DataFrame:
-    with engine.connect() as conn:
-        return pd.read_sql(select(Case.id, Case.grid_code, Case.street_code, Case.grade, Case.status, Case.overdue), conn)
-
-
-def live_area(r, settings, code) -> dict[str, int]:
-    return {k.decode(): int(v) for k, v in r.hgetall(f"{settings.stream_prefix}:live:area:{code}").items()}
-
-
-def assert_live_matches_sql(r, settings, engine, city) -> None:
-    """The live counters equal what SQL says, computed here with pandas."""
-    df = sql_frame(engine)
-    df["open"] = df.status.isin(["reported", "registered", "dispatched", "accepted", "handling"])
-    checks = [(city.county_code, df)]
-    for street in city.geography.areas("street"):
-        checks.append((street.code, df[df.street_code == street.code]))
-    for code, part in checks:
-        live = live_area(r, settings, code)
-        assert live.get("total", 0) == len(part), code
-        assert live.get("open", 0) == int(part.open.sum()), code
-        assert live.get("overdue", 0) == int((part.open & part.overdue).sum()), code
-        for g in range(1, 5):
-            assert live.get(f"g{g}", 0) == int((part.open & (part.grade == g)).sum()), (code, g)
-        for status, n in part.status.value_counts().items():
-            assert live.get(f"s:{status}", 0) == n, (code, status)
 
 
 def test_history_applies_and_live_state_matches_sql(settings, r, engine, city):
