@@ -22,7 +22,7 @@ from ingest.feeds.replay import DrillMark, drill_device_id, replay_records
 from ingest.feeds.simulator import profile
 from store.streams import Producer, StreamNames
 from tests import accounts
-from tests.test_replay import apply_all, simulate
+from tests.simulated import apply_all, simulate
 
 TZ = ZoneInfo("Asia/Shanghai")
 

@@ -11,7 +11,7 @@ import orjson
 
 from store.streams import Producer
 from tests import accounts
-from tests.test_push import drain, report
+from tests.pushed import drain, report
 
 HOSTILE = ['=HYPERLINK("http://x","y")', "=cmd|' /C calc'!A0", "+SUM(1,1)", "-1+1", "@SUM(1,1)", "\tTAB(1)",
            "\rCR(1)"]

@@ -12,10 +12,9 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from ingest.worker import Worker
-from store.streams import ensure_groups, read_dead
+from store.streams import read_dead
+from tests.pushed import NOW, drain, report
 
-NOW = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 CASES = "/api/v1/ingest/cases"
 SENSORS = "/api/v1/ingest/sensors"
 
@@ -42,25 +41,9 @@ def client(make_client):
     return make_client()
 
 
-def report(ext: str, city, **extra) -> dict:
-    grid = city.geography.areas("grid")[5]
-    cat = next(c for c in city.categories.values() if not c.sensor_only)
-    rec = {"source": "push-test", "external_id": ext, "event": "report", "occurred_at": NOW.isoformat(),
-           "category": cat.code, "title": f"推送案件 {ext}", "grid_code": grid.code}
-    rec.update(extra)
-    return rec
-
-
 def post(client, url: str, body, content_type: str = "application/json"):
     data = body if isinstance(body, bytes | str) else orjson.dumps(body)
     return client.post(url, data=data, content_type=content_type)
-
-
-def drain(city, settings, engine, r) -> None:
-    ensure_groups(r, settings)
-    worker = Worker(city, settings, engine, r, name="t")
-    while worker.run_once(50):
-        pass
 
 
 def cases_by_ext(client) -> dict[str, dict]:

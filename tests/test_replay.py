@@ -24,31 +24,11 @@ from ingest.feeds.replay import (
     read_export,
     replay_records,
 )
-from ingest.feeds.simulator import Simulator
 from ingest.worker import Worker
 from store.streams import Producer, StreamNames, read_dead
+from tests.simulated import START, apply_all, simulate
 
 TZ = ZoneInfo("Asia/Shanghai")
-START = datetime(2025, 3, 4, 7, 0, tzinfo=TZ)  # a Tuesday morning: quiet hours, then the rise to the peak
-SLICE = timedelta(seconds=30)
-
-
-def simulate(city, hours: float, rate: float = 0.05, start: datetime = START, seed: int = 3) -> list[dict]:
-    sim = Simulator(city, seed=seed, rate=rate, start=start, sensors=False)
-    out: list[dict] = []
-    now = start
-    while now < start + timedelta(hours=hours):
-        now += SLICE
-        cases, _ = sim.step(now, SLICE)
-        out += cases
-    return out
-
-
-def apply_all(city, settings, engine, r) -> Worker:
-    w = Worker(city, settings, engine, r, name="t")
-    while w.run_once(50):
-        pass
-    return w
 
 
 def load(city, settings, engine, r, hours: float, **kw) -> list[dict]:

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from tests import accounts
-from tests.test_push import report
+from tests.pushed import report
 
 CRAFTED = ["/_dash-component-suites/%2e%2e/app.py", "/_dash-component-suites/dash/..%2f..%2fapp.py",
            "/_dash-component-suites/dash/%2e%2e/%2e%2e/app.py", "/_dash-component-suites/dash/../../app.py",
@@ -35,7 +35,7 @@ def test_crafted_paths_answer_404_without_a_traceback(settings, r, engine, caplo
 
 def test_security_headers_and_no_store(settings, r, engine, city):
     from store.streams import Producer
-    from tests.test_push import drain
+    from tests.pushed import drain
 
     Producer(r, settings, source="test").cases([orjson.dumps(report("h1", city, source="test"))])
     drain(city, settings, engine, r)
