@@ -1,6 +1,6 @@
 """One truth, one place, and rooms a reader can take in: a second copy of the risk colours, the city's time zone or a
-lifecycle path-finder fails here, and so does a hidden import, an over-long function or file, or a page that opens a
-store.
+lifecycle path-finder fails here, and so does a hidden import, an over-long function or file, a tangled block (radon
+grade D or worse), or a page that opens a store.
 
 The checks read the production tree as text (the way a reviewer greps it), so they need no store.
 """
@@ -10,6 +10,9 @@ from __future__ import annotations
 import ast
 import re
 from pathlib import Path
+
+from radon.complexity import cc_rank
+from radon.visitors import ComplexityVisitor
 
 from core.lifecycle import Status, path_to
 from core.risk import RISK_LEVELS
@@ -109,3 +112,14 @@ def test_no_page_holds_a_connection():
     # a page calls view models (dashboard/), which open their own connections through dashboard.context
     opens = re.compile(r"context\.(engine|redis_client)\(|\bget_(engine|redis)\(|\bcreate_engine\(")
     assert _where(opens, [p for p in (ROOT / "layouts").rglob("*.py")]) == set()
+
+
+def test_no_block_is_too_tangled_to_follow():
+    # radon's grades: A–C read at a glance; D (cyclomatic complexity 21) and worse is split into named steps
+    tangled = []
+    for path in _files(".py"):
+        for block in ComplexityVisitor.from_code(path.read_text(encoding="utf-8")).blocks:
+            if cc_rank(block.complexity) in "DEF":
+                tangled.append(f"{path.relative_to(ROOT)}:{block.lineno} {block.name} "
+                               f"({cc_rank(block.complexity)}, {block.complexity})")
+    assert not tangled, tangled
