@@ -72,6 +72,7 @@ class Settings(BaseSettings):
     risk_file: Path = Field(ROOT / "config" / "risk.yaml", description="the risk model: weights, hotspot rule, thresholds")
     feeds_file: Path = Field(ROOT / "config" / "feeds.yaml", description="pulling feeds (Open311 endpoints) and their mappings")
     rankings_file: Path = Field(ROOT / "config" / "rankings.yaml", description="department rankings: composite weights, minimum volume, list size")
+    routing_file: Path = Field(ROOT / "config" / "routing.yaml", description="智能分拨: the rules that route a case without departments")
     screen_title: str | None = Field(None, description="big screen title (default: 光明区党建引领基层治理 · 实时风险预警图)")
     map_tile_url: str | None = Field(None, description="tile layer URL template drawn under the maps, e.g. an intranet tile server; none by default")
     sla_warn_share: float = Field(0.2, ge=0, le=1, description="a deadline is 'warning' when this share of its window is left")

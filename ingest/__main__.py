@@ -1,4 +1,4 @@
-"""Command line: ``python -m ingest {worker,scheduler,simulate,demo,dead,rebuild-live,…}``. Each has --help."""
+"""Command line: ``python -m ingest {worker,scheduler,simulate,demo,dead,rebuild-live,route,…}``. Each has --help."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import orjson
 
 from config.city import get_city
 from config.settings import get_settings
-from ingest import rebuild, redrive, scheduler, supervisor
+from ingest import rebuild, redrive, route, scheduler, supervisor
 from ingest.feeds import mqtt, open311, replay, simulator, spreadsheet
 from ingest.worker import Worker
 from store.services import get_engine, get_redis, migrate
@@ -145,6 +145,7 @@ def parser() -> argparse.ArgumentParser:
     _demo(sub)
     _rebuild_live(sub)
     _dead(sub)
+    _route(sub)
     return p
 
 
@@ -245,6 +246,13 @@ def _dead(sub) -> None:
                          "file's rows with --stream import:FILE (without it, spreadsheet rows are skipped)")
     dl.add_argument("--json", action="store_true", help="with --redrive: print the summary as JSON")
     dl.set_defaults(func=cmd_dead)
+
+
+def _route(sub) -> None:
+    help_text = "show which routing rule (智能分拨) fires for each case record, and why the ones before it did not"
+    rt = sub.add_parser("route", help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+    route.add_route_arguments(rt)
+    rt.set_defaults(func=route.main_route)
 
 
 def main(argv: list[str] | None = None) -> int:

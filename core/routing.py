@@ -1,0 +1,124 @@
+"""智能分拨: which departments a case without departments goes to, by rules matched in order.
+
+A rule matches on the case's 小类 or 大类, its area (a street, community or grid code prefix), its grid's kind, its
+source, its grade and whether it arrived in office hours; every condition a rule leaves out matches anything. The
+first rule that matches and can name its departments routes the case. Lead departments may be ``@street``: the
+street-level unit (街道综合执法队) of the case's own street; a rule whose street has none does not apply. After the
+configured rules, each 小类's own department is the default. Pure: the caller supplies the facts and the tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+STREET_UNIT = "@street"  # in a rule's lead or summon: the case's own street's unit
+DEFAULT_RULE = "default"  # the name of the fallback: the 小类's own department
+
+
+@dataclass(frozen=True)
+class Match:
+    """What a rule asks of a case; an empty condition asks nothing."""
+
+    categories: frozenset[str] = frozenset()  # 小类 (4 digits) or 大类 (2 digits)
+    areas: tuple[str, ...] = ()  # street, community or grid code: the case's grid lies within one
+    kinds: frozenset[str] = frozenset()  # grid kinds (村宅小区 …)
+    sources: frozenset[str] = frozenset()
+    grades: frozenset[int] = frozenset()
+    office_hours: bool | None = None  # True: in office hours only; False: outside them only
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    match: Match
+    lead: tuple[str, ...]
+    summon: tuple[str, ...] = ()
+    onsite: bool | None = None  # may the grid worker handle it on the spot (巡办合一); None: the 小类's own rule
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What routing looks at in a case."""
+
+    category: str
+    grid_code: str | None
+    grid_kind: str | None
+    source: str
+    grade: int
+    office_hours: bool
+
+
+@dataclass(frozen=True)
+class Routing:
+    rule: str
+    lead: tuple[str, ...]
+    summon: tuple[str, ...]
+    onsite: bool
+    why: tuple[str, ...] = field(default_factory=tuple)  # each rule tried before it, and why it did not fire
+
+    @property
+    def routed(self) -> bool:
+        """False: no rule could name a department, the case waits for a dispatcher (待分拨)."""
+        return bool(self.lead)
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The city's part: each 小类's department and on-the-spot rule, and each street's unit."""
+
+    category_department: Mapping[str, str]
+    category_onsite: Mapping[str, bool]
+    street_units: Mapping[str, str]  # 9-digit street code → department code
+
+
+def mismatch(m: Match, f: Facts) -> str | None:
+    """Why ``f`` does not meet ``m`` (the first condition it fails), or None when it does."""
+    if m.categories and f.category not in m.categories and f.category[:2] not in m.categories:
+        return f"category {f.category} is not one of {', '.join(sorted(m.categories))}"
+    if m.areas and not (f.grid_code and any(f.grid_code.startswith(a) for a in m.areas)):
+        return f"grid {f.grid_code or '(unlocated)'} lies in none of {', '.join(m.areas)}"
+    if m.kinds and f.grid_kind not in m.kinds:
+        return f"grid kind {f.grid_kind or '(none)'} is not one of {', '.join(sorted(m.kinds))}"
+    if m.sources and f.source not in m.sources:
+        return f"source {f.source} is not one of {', '.join(sorted(m.sources))}"
+    if m.grades and f.grade not in m.grades:
+        return f"grade {f.grade} is not one of {', '.join(map(str, sorted(m.grades)))}"
+    if m.office_hours is not None and m.office_hours != f.office_hours:
+        return "it arrived outside office hours" if m.office_hours else "it arrived in office hours"
+    return None
+
+
+def _resolve(codes: Sequence[str], f: Facts, t: Tables) -> tuple[tuple[str, ...], str | None]:
+    """The department codes with ``@street`` replaced by the case's street's unit, or why that cannot be done."""
+    out: list[str] = []
+    for code in codes:
+        if code != STREET_UNIT:
+            out.append(code)
+            continue
+        street = f.grid_code[:9] if f.grid_code else None
+        unit = t.street_units.get(street) if street else None
+        if unit is None:
+            return (), f"street {street or '(unlocated)'} has no street-level unit for {STREET_UNIT}"
+        out.append(unit)
+    return tuple(dict.fromkeys(out)), None
+
+
+def route(rules: Sequence[Rule], f: Facts, t: Tables) -> Routing:
+    """The first rule that routes ``f``, else the 小类's own department; unrouted (待分拨) when nothing can."""
+    why: list[str] = []
+    for rule in rules:
+        reason = mismatch(rule.match, f)
+        if reason is None:
+            lead, reason = _resolve(rule.lead, f, t)
+        if reason is None:
+            summon, reason = _resolve(rule.summon, f, t)
+        if reason is None:
+            onsite = rule.onsite if rule.onsite is not None else t.category_onsite.get(f.category, False)
+            return Routing(rule.name, lead, tuple(d for d in summon if d not in lead), onsite, tuple(why))
+        why.append(f"{rule.name}: {reason}")
+    department = t.category_department.get(f.category)
+    if department is None:
+        why.append(f"{DEFAULT_RULE}: category {f.category} names no department")
+        return Routing("", (), (), False, tuple(why))
+    return Routing(DEFAULT_RULE, (department,), (), t.category_onsite.get(f.category, False), tuple(why))
