@@ -17,12 +17,13 @@ import orjson
 from sqlalchemy import false, func, select
 
 from config.rankings import get_rules
+from config.risk import get_risk_model
 from core import rankings as rk
 from core.access import free_text
 from core.lifecycle import OPEN_STATUSES
 from core.livestate import LiveKeys
 from core.records import CITY_TZ
-from dashboard import live
+from dashboard import context, live
 from dashboard.i18n import INTERNAL_SOURCES
 from store import queries
 from store.schema import Case, Device, SensorAlarm
@@ -301,3 +302,12 @@ class SlowCache:
 
 
 SLOW = SlowCache()
+
+
+def parts(settings) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The wall's fast part (the live state) and its slow part (SQL figures, cached; None until the first is
+    worked out), on the app's own connections. Raises whatever Redis or SQL raise when they are away."""
+    city = context.city()
+    engine = context.engine()
+    fast_part = fast(context.redis_client(), settings, engine, city, get_risk_model(settings.risk_file))
+    return fast_part, SLOW.get(engine, city, settings)

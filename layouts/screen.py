@@ -17,7 +17,8 @@ from dash import Input, Output, State, clientside_callback, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from core.risk import RISK_LEVELS, css_colors
-from dashboard import auth, context, i18n, pageviews
+from dashboard import auth, context, i18n
+from dashboard import screen as wall
 from layouts.components import map_bounds
 
 log = logging.getLogger(__name__)
@@ -233,7 +234,7 @@ def snapshot(fast_version: Any, slow_version: Any) -> tuple[Any, Any, Any, Any, 
     """
     settings = context.settings()
     try:
-        fast, slow = pageviews.screen_parts(settings)
+        fast, slow = wall.parts(settings)
     except Exception:  # noqa: BLE001 - Redis or SQL away: the wall keeps its last data and shows since when
         log.warning("screen: no snapshot (stores unreachable)", exc_info=True)
         raise PreventUpdate from None
