@@ -4,8 +4,8 @@ The department rankings (core/rankings.py) judge departments on these rows. They
 timeline by one rule, here, which the worker applies as it stores events (and the migration that created the table
 applied to the history that was already stored):
 
-- 派遣 ``dispatch`` makes each named department a *lead* (主办) of the case. A lead still working on it stays; any
-  other unfinished lead is superseded (its row ends without a result).
+- 派遣 ``dispatch`` (and 转派 ``transfer``) makes each named department a *lead* (主办) of the case. A lead still
+  working on it stays; any other unfinished lead is superseded (its row ends without a result).
 - 吹哨 ``whistle`` summons each named department (role ``whistle``); it owes a 报到 ``checkin`` by ``due_at``
   (whistle time + the report limit). The first check-in at or after the whistle counts (core/whistle.py's rule).
   A lead's ``due_at`` is likewise its acknowledgement deadline: the case's 签收 deadline.
@@ -119,8 +119,8 @@ def _evaluate(rows, leads, working, e: _Act) -> list[dict[str, Any]]:
 
 
 # What each action does to the rows (see the module docstring); other actions leave them alone.
-_RULES = {"dispatch": _dispatch, "whistle": _whistle, "checkin": _checkin, "accept": _accept, "resolve": _resolve,
-          "onsite": _resolve, "return": _return, "reopen": _reopen, "evaluate": _evaluate}
+_RULES = {"dispatch": _dispatch, "transfer": _dispatch, "whistle": _whistle, "checkin": _checkin, "accept": _accept,
+          "resolve": _resolve, "onsite": _resolve, "return": _return, "reopen": _reopen, "evaluate": _evaluate}
 ACTIONS = frozenset(_RULES)
 
 

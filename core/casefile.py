@@ -61,6 +61,7 @@ def new_case(ev: CaseEvent, category: CategoryRules, calendar: WorkingCalendar, 
         "due_provisional": provisional, "suspended_at": None, "warned": False, "escalated": False, "rating": None,
         "flags": sorted(set(ev.flags)) if ev.flags else None, "drill": bool(ev.drill),
         "reported_at": ev.occurred_at, "accept_due_at": accept_due, "due_at": due,
+        "supervised_at": None, "supervise_note": None, "supervise_due_at": None,
         "accepted_at": None, "resolved_at": None, "closed_at": None, "dispatched_at": None, "evaluated_at": None,
         "updated_at": now, "created_at": now,
     }
@@ -83,6 +84,11 @@ def _dispatch(case: Case, ev: CaseEvent, _target: Status) -> Changes:
 def _whistle(case: Case, ev: CaseEvent, _target: Status) -> Changes:
     return {"dispatched_at": _earliest(case, "dispatched_at", ev.occurred_at),
             "departments": list(dict.fromkeys([*case["departments"], *(ev.departments or [])]))}
+
+
+def _supervise(_case: Case, ev: CaseEvent, _target: Status) -> Changes:
+    """督办: the newest supervision order, its 批示 and its deadline (the case's own deadline stays)."""
+    return {"supervised_at": ev.occurred_at, "supervise_note": ev.note, "supervise_due_at": ev.due_at}
 
 
 def _return(_case: Case, _ev: CaseEvent, _target: Status) -> Changes:
@@ -144,7 +150,7 @@ def _resume(case: Case, ev: CaseEvent, _target: Status) -> Changes:
 
 
 ACTIONS: dict[Action, Callable[[Case, CaseEvent, Status], Changes]] = {
-    Action.DISPATCH: _dispatch, Action.WHISTLE: _whistle, Action.RETURN: _return, Action.ACCEPT: _accept,
+    Action.DISPATCH: _dispatch, Action.TRANSFER: _dispatch, Action.SUPERVISE: _supervise, Action.WHISTLE: _whistle, Action.RETURN: _return, Action.ACCEPT: _accept,
     Action.RESOLVE: _resolve, Action.ONSITE: _resolve, Action.CLOSE: _close, Action.EVALUATE: _evaluate,
     Action.REOPEN: _reopen, Action.OVERDUE: _overdue, Action.WARNING: _warning, Action.ESCALATE: _escalate,
     Action.EXTEND: _extend, Action.SUSPEND: _suspend, Action.RESUME: _resume,
@@ -160,7 +166,7 @@ def corrections(case: Case, ev: CaseEvent, locate: Locate) -> Changes:
         out["grade"] = ev.grade
     if ev.category is not None:
         out["category"] = ev.category
-    if ev.due_at is not None and ev.event is not Action.EXTEND:  # an extension set it already
+    if ev.due_at is not None and ev.event not in (Action.EXTEND, Action.SUPERVISE):  # set already / not the case's
         out["due_at"] = ev.due_at
     if ev.lon is not None or ev.grid_code is not None:
         out.update(lon=ev.lon, lat=ev.lat, **_area(locate(ev)))
@@ -184,5 +190,8 @@ def changes(case: Case, ev: CaseEvent, target: Status, locate: Locate) -> Change
 
 
 def deadline_set(ev: CaseEvent, due_before: datetime | None, due_after: datetime | None) -> datetime | None:
-    """The deadline an event set or moved, for its timeline row: a report's first, else a new one, else None."""
+    """The deadline an event set or moved, for its timeline row: a report's first, a 督办's own, else a new one, else
+    None."""
+    if ev.event is Action.SUPERVISE:
+        return ev.due_at
     return due_after if ev.event is Action.REPORT or due_after != due_before else None

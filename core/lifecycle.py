@@ -30,6 +30,7 @@ class Action(StrEnum):
     REPORT = "report"
     REGISTER = "register"
     DISPATCH = "dispatch"
+    TRANSFER = "transfer"  # 转派: dispatched elsewhere while still in a department's hands
     WHISTLE = "whistle"
     ACCEPT = "accept"
     HANDLE = "handle"
@@ -50,6 +51,7 @@ class Action(StrEnum):
     SUSPEND = "suspend"  # 挂起: the clock stops
     RESUME = "resume"  # 恢复: the clock runs again; the deadline moves by the suspended time
     CHECKIN = "checkin"  # 报到: a summoned department reports in after a whistle
+    SUPERVISE = "supervise"  # 督办: a supervision order, its 批示 (note) and an optional deadline (due_at)
 
 
 STATUS_LABELS = {
@@ -67,6 +69,7 @@ ACTION_LABELS = {
     Action.REPORT: ("上报", "Report"),
     Action.REGISTER: ("立案", "Register"),
     Action.DISPATCH: ("派遣", "Dispatch"),
+    Action.TRANSFER: ("转派", "Transfer"),
     Action.WHISTLE: ("吹哨", "Whistle"),
     Action.ACCEPT: ("签收", "Accept"),
     Action.HANDLE: ("处置", "Start handling"),
@@ -85,6 +88,7 @@ ACTION_LABELS = {
     Action.SUSPEND: ("挂起", "Suspended"),
     Action.RESUME: ("恢复", "Resumed"),
     Action.CHECKIN: ("报到", "Reported in"),
+    Action.SUPERVISE: ("督办", "Supervision order"),
 }
 
 # action -> (statuses it may start from, status it leads to). None as a start means "no case yet".
@@ -92,6 +96,7 @@ TRANSITIONS: dict[Action, tuple[frozenset[Status | None], Status]] = {
     Action.REPORT: (frozenset({None}), Status.REPORTED),
     Action.REGISTER: (frozenset({Status.REPORTED}), Status.REGISTERED),
     Action.DISPATCH: (frozenset({Status.REGISTERED}), Status.DISPATCHED),
+    Action.TRANSFER: (frozenset({Status.DISPATCHED, Status.ACCEPTED, Status.HANDLING}), Status.DISPATCHED),
     Action.WHISTLE: (
         frozenset({Status.REGISTERED, Status.DISPATCHED, Status.ACCEPTED, Status.HANDLING}),
         Status.DISPATCHED,
@@ -108,18 +113,18 @@ TRANSITIONS: dict[Action, tuple[frozenset[Status | None], Status]] = {
 
 ANNOTATIONS = frozenset({
     Action.NOTE, Action.OVERDUE, Action.WARNING, Action.REMIND, Action.ESCALATE, Action.EXTEND, Action.SUSPEND,
-    Action.RESUME, Action.CHECKIN,
+    Action.RESUME, Action.CHECKIN, Action.SUPERVISE,
 })
 # Annotations that change the clock, so only make sense while the case is still the city's to do. (The sweep's own
 # marks — overdue, warning, remind, escalate — may land just after a case was resolved; they are kept, harmlessly.)
-OPEN_ONLY = frozenset({Action.EXTEND, Action.SUSPEND, Action.RESUME})
+OPEN_ONLY = frozenset({Action.EXTEND, Action.SUSPEND, Action.RESUME, Action.SUPERVISE})
 
 # A case is "open" (still the city's to do) until it is resolved.
 OPEN_STATUSES = frozenset(
     {Status.REPORTED, Status.REGISTERED, Status.DISPATCHED, Status.ACCEPTED, Status.HANDLING}
 )
 # Actions that need departments named in the event.
-NEEDS_DEPARTMENTS = frozenset({Action.DISPATCH, Action.WHISTLE})
+NEEDS_DEPARTMENTS = frozenset({Action.DISPATCH, Action.TRANSFER, Action.WHISTLE})
 
 
 class TransitionError(ValueError):

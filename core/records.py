@@ -184,6 +184,8 @@ class CaseEvent(_Record):
                 problems.append("title: required for a report")
         if self.event is Action.EXTEND and self.due_at is None:
             problems.append("due_at: required for extend (the approved new deadline)")
+        if self.event is Action.SUPERVISE and not self.note:
+            problems.append("note: required for supervise (the 批示, what the department is to do)")
         if self.event is Action.CHECKIN and (not self.departments or len(self.departments) != 1):
             problems.append("departments: checkin names exactly one department (the one reporting in)")
         if self.event in NEEDS_DEPARTMENTS and not self.departments:

@@ -144,6 +144,9 @@ class Case(Base):
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # the first dispatch or whistle
     evaluated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # the first evaluation (kept through a reopen)
+    supervised_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # 督办: the newest supervision order
+    supervise_note: Mapped[str | None] = mapped_column(Text)  # its 批示
+    supervise_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # its deadline, if it set one
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)  # when Gridwatch first stored it
 

@@ -29,7 +29,7 @@ CASE_MUTABLE = (
     "category", "grade", "lon", "lat", "street_code", "community_code", "grid_code", "located", "status",
     "departments", "onsite", "overdue", "rating", "flags", "due_at", "accept_due_at", "suspended_at", "warned",
     "escalated", "due_provisional", "accepted_at", "resolved_at", "closed_at", "dispatched_at", "evaluated_at",
-    "updated_at",
+    "supervised_at", "supervise_note", "supervise_due_at", "updated_at",
 )
 
 

@@ -26,6 +26,9 @@ EXPECTED = {
     (C, "evaluate"): E,        # 评价
     (R, "onsite"): V,          # 现场处置 by the grid worker
     (G, "onsite"): V,
+    (D, "transfer"): D,        # 转派: to other departments while still in a department's hands
+    (A, "transfer"): D,
+    (H, "transfer"): D,
     (D, "return"): G,          # 退回 by the department: back to be re-dispatched
     (A, "return"): G,
     (G, "whistle"): D,         # 吹哨: summon several departments
@@ -39,8 +42,8 @@ EXPECTED = {
 STATUSES = [None, R, G, D, A, H, V, C, E]
 # Timeline marks that never change the status; extend/suspend/resume only while the case is open.
 MARKS = ["note", "overdue", "warning", "remind", "escalate", "checkin"]
-CLOCK = ["extend", "suspend", "resume"]
-MOVES = ["report", "register", "dispatch", "whistle", "accept", "handle", "resolve", "onsite", "return", "close",
+CLOCK = ["extend", "suspend", "resume", "supervise"]  # 督办 too: an order for work still to do
+MOVES = ["report", "register", "dispatch", "transfer", "whistle", "accept", "handle", "resolve", "onsite", "return", "close",
          "evaluate", "reopen"]
 
 
