@@ -9,10 +9,12 @@ from config import settings as config_settings
 from config.city import City
 from config.files import ConfigFileError, read_yaml, shown
 from core.geography import GRID_KINDS
-from core.routing import STREET_UNIT, Match, Rule, Tables
+from core.routing import STREET_UNIT, Config, Match, Rule, Tables
 
 MATCH_KEYS = ("category", "area", "kind", "source", "grade", "office_hours")
-RULE_KEYS = ("name", "when", "lead", "summon", "onsite")
+RULE_KEYS = ("name", "when", "lead", "summon", "onsite", "manual")
+TOP_KEYS = ("auto_sources", "rules")
+DEFAULT_SOURCES = ("citizen", "sensor")
 
 
 class RoutingConfigError(ConfigFileError):
@@ -73,33 +75,56 @@ def _rule(i: int, entry: Any, where: str, city: City, problems: list[str]) -> Ru
         problems.append(f"{at}: unknown key {key!r}; use {', '.join(RULE_KEYS)}")
     match = _match(entry.get("when"), at, city, problems)
     lead = _departments(entry.get("lead"), "lead", at, city, problems)
-    if not lead:
-        problems.append(f"{at}: lead: name at least one department")
+    manual = entry.get("manual", False)
+    if not isinstance(manual, bool):
+        problems.append(f"{at}: manual: true (send what the rule matches to a dispatcher) or false")
+        manual = False
+    if manual and lead:
+        problems.append(f"{at}: manual: a rule that sends cases to a dispatcher names no lead; remove one")
+    elif not lead and not manual:
+        problems.append(f"{at}: lead: name at least one department (or manual: true for a dispatcher)")
     summon = _departments(entry.get("summon"), "summon", at, city, problems)
     onsite = entry.get("onsite")
     if onsite is not None and not isinstance(onsite, bool):
         problems.append(f"{at}: onsite: true or false (omit it to follow the 小类)")
         onsite = None
-    return Rule(name, match, lead, summon, onsite)
+    return Rule(name, match, lead, summon, onsite, manual)
 
 
 def load_routing(city: City, path: Path | str | None = None) -> list[Rule]:
     """The rules in order; an absent file means none (every case goes to its 小类's department)."""
+    return list(load_routing_config(city, path).rules)
+
+
+def _sources(value: Any, where: str, problems: list[str]) -> frozenset[str]:
+    if value is None:
+        return frozenset(DEFAULT_SOURCES)
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        problems.append(f"{where}: auto_sources: a list of feed sources, e.g. [citizen, sensor]")
+        return frozenset(DEFAULT_SOURCES)
+    return frozenset(value)
+
+
+def load_routing_config(city: City, path: Path | str | None = None) -> Config:
+    """The whole routing file: the rules in order and the sources whose cases are routed (default: citizen and
+    sensor); an absent file means no rules."""
     path = Path(path or config_settings.get_settings().routing_file)
     where = shown(path)
     data = read_yaml(path, RoutingConfigError)
     if data is None or data == {}:
-        return []
+        return Config((), frozenset(DEFAULT_SOURCES))
     if not isinstance(data, dict) or not isinstance(data.get("rules", []), list):
         raise RoutingConfigError([f"{where}: expected a mapping with a list of rules under 'rules'"])
-    problems: list[str] = [f"{where}: unknown key {k!r}; use rules" for k in sorted(set(data) - {"rules"})]
+    problems: list[str] = [f"{where}: unknown key {k!r}; use {', '.join(TOP_KEYS)}"
+                           for k in sorted(set(data) - set(TOP_KEYS))]
+    sources = _sources(data.get("auto_sources"), where, problems)
     rules = [_rule(i, e, where, city, problems) for i, e in enumerate(data.get("rules") or [])]
     names = [r.name for r in rules if r is not None]
     problems += [f"{where}: rule name {n!r} is used twice; names say which rule routed a case"
                  for n in sorted({n for n in names if names.count(n) > 1})]
     if problems:
         raise RoutingConfigError(problems)
-    return [r for r in rules if r is not None]
+    return Config(tuple(r for r in rules if r is not None), sources)
 
 
 def tables_of(city: City) -> Tables:

@@ -35,6 +35,33 @@ class Rule:
     lead: tuple[str, ...]
     summon: tuple[str, ...] = ()
     onsite: bool | None = None  # may the grid worker handle it on the spot (巡办合一); None: the 小类's own rule
+    manual: bool = False  # the rule sends what it matches to a dispatcher (待分拨) instead of a department
+
+
+@dataclass(frozen=True)
+class Config:
+    """The routing file: its rules, and the sources whose cases arriving without departments Gridwatch routes (the
+    others dispatch their own, as a 12345 system that routes its cases does)."""
+
+    rules: tuple[Rule, ...]
+    sources: frozenset[str]
+
+
+AUTO_ACTOR = "gridwatch"  # the actor of the events the router publishes
+AUTO_KEY = "auto:"  # their event ids start so: register, dispatch, whistle, unrouted
+_NOTE_HEAD = "智能分拨 · 规则「"
+
+
+def auto_note(rule: str) -> str:
+    """The note of an automatic dispatch: which rule routed the case (rule_of reads it back)."""
+    return f"{_NOTE_HEAD}{rule}」"
+
+
+def rule_of(note: str | None) -> str | None:
+    """The rule an automatic dispatch's note names, or None for any other note."""
+    if not note or not note.startswith(_NOTE_HEAD) or not note.endswith("」"):
+        return None
+    return note[len(_NOTE_HEAD):-1]
 
 
 @dataclass(frozen=True)
@@ -109,6 +136,9 @@ def route(rules: Sequence[Rule], f: Facts, t: Tables) -> Routing:
     why: list[str] = []
     for rule in rules:
         reason = mismatch(rule.match, f)
+        if reason is None and rule.manual:
+            why.append(f"{rule.name}: sends it to a dispatcher")
+            return Routing(rule.name, (), (), False, tuple(why))
         if reason is None:
             lead, reason = _resolve(rule.lead, f, t)
         if reason is None:

@@ -22,6 +22,7 @@ from werkzeug.exceptions import HTTPException
 from config.calendar import CalendarConfigError, coverage_warning, get_calendar
 from config.rankings import get_rules
 from config.risk import RiskConfigError, get_risk_model
+from core import actions as action_rules
 from core import kpis as kpi_rules
 from core import rankings as ranking_rules
 from core import risk as risk_rules
@@ -29,7 +30,7 @@ from core.cells import neutralise
 from core.geography import LEVELS
 from core.records import CITY_TZ, case_id_of
 from core.whistle import whistle_reports
-from dashboard import accounts, context, live, openapi, params, viewers
+from dashboard import accounts, actions, context, live, openapi, params, routing_view, viewers
 from dashboard.auth import COOKIE
 from dashboard.params import FILTER_PARAMS, RISK_TOP_DEFAULT, RISK_TOP_MAX, ApiError
 from store import queries
@@ -527,9 +528,37 @@ def _risk_routes(bp: Blueprint) -> None:
         })
 
 
+def _action_routes(bp: Blueprint) -> None:
+    @bp.post("/api/v1/cases/<case_id>/actions")
+    def case_action(case_id: str):
+        """在线督办: one action on one case (dashboard.actions.perform)."""
+        params.query(())
+        if case_id_of(case_id) is None:
+            raise ApiError(400, f"id: {case_id[:40]!r} is not a case id; a case id is a positive whole number", "id")
+        if (request.content_length or 0) > action_rules.MAX_BODY:
+            raise ApiError(413, f"body: larger than {action_rules.MAX_BODY} bytes; an action is a small JSON object")
+        raw = request.get_data(cache=False)[: action_rules.MAX_BODY + 1]
+        if len(raw) > action_rules.MAX_BODY:
+            raise ApiError(413, f"body: larger than {action_rules.MAX_BODY} bytes; an action is a small JSON object")
+        try:
+            body = orjson.loads(raw) if raw.strip() else None
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, f"body: not valid JSON ({exc}); send {{\"action\": NAME, …}}") from None
+        out = actions.perform(viewers.viewer(), int(case_id), body)
+        return json_response(out.body, out.status)
+
+    @bp.get("/api/v1/routing")
+    def routing():
+        """智能分拨: the rules in the order they are tried, then each 小类's own department."""
+        params.query(())
+        return json_response(routing_view.describe(context.city(), context.settings()))
+
+
 def blueprint() -> Blueprint:
-    """The API's routes (health, areas, cases, figures, risk) and its JSON errors, on one blueprint."""
+    """The API's routes (health, areas, cases, actions, figures, risk, routing) and its JSON errors, on one
+    blueprint."""
     bp = Blueprint("api", __name__)
-    for add in (_error_routes, _health_routes, _area_routes, _case_routes, _figure_routes, _risk_routes):
+    for add in (_error_routes, _health_routes, _area_routes, _case_routes, _action_routes, _figure_routes,
+                _risk_routes):
         add(bp)
     return bp

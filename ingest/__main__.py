@@ -12,7 +12,7 @@ import orjson
 
 from config.city import get_city
 from config.settings import get_settings
-from ingest import rebuild, redrive, route, scheduler, supervisor
+from ingest import rebuild, redrive, route, router, scheduler, supervisor
 from ingest.feeds import mqtt, open311, replay, simulator, spreadsheet
 from ingest.worker import Worker
 from store.services import get_engine, get_redis, migrate
@@ -161,6 +161,12 @@ def _processes(sub) -> None:
     s = sub.add_parser("scheduler", help="run periodic jobs (SLA sweep, device watch, feed polls)",
                        description="Run the periodic jobs: SLA sweep (30 s), device watch (60 s), Open311 polls. Run exactly one, as its own process.")
     s.set_defaults(func=cmd_scheduler)
+
+    help_text = ("route each case that arrives without departments (智能分拨): register and dispatch it by "
+                 "config/routing.yaml, or leave it for a dispatcher (待分拨)")
+    rt = sub.add_parser("router", help=help_text, description=help_text[0].upper() + help_text[1:] + ". Run one.")
+    router.add_router_arguments(rt)
+    rt.set_defaults(func=router.main_router)
 
 
 # (command, feed module, help): each module gives add_<command>_arguments or add_arguments, main_<command> or main

@@ -1,4 +1,5 @@
-"""``python -m ingest route --explain FILE``: which routing rule (智能分拨) fires for each case record, and why."""
+"""``python -m ingest route --explain FILE|--case ID``: which routing rule (智能分拨) fires for each case record or
+for a stored case, and why."""
 
 from __future__ import annotations
 
@@ -55,18 +56,37 @@ def describe(rec: dict, r: Routing, city: City) -> str:
     who = lambda codes: "、".join(f"{name[c].short} ({c})" if c in name else c for c in codes)  # noqa: E731
     head = f"{rec.get('external_id', '(no id)')}: "
     if not r.routed:
-        head += "待分拨 — no rule can route it; it waits for a dispatcher"
+        head += (f"待分拨 — rule {r.rule!r} sends it to a dispatcher" if r.rule
+                 else "待分拨 — no rule can route it; it waits for a dispatcher")
     else:
         head += f"rule {r.rule!r} → lead {who(r.lead)}" + (f", summon {who(r.summon)}" if r.summon else "")
         head += ", on the spot allowed" if r.onsite else ""
     return "\n".join([head, *(f"    not {why}" for why in r.why)])
 
 
+def _stored(case_id: str) -> list[dict]:
+    """A stored case as a record of what routing looks at."""
+    from store import routing_reads  # inner import: only --case opens the store
+    from store.services import get_engine, migrate  # inner import: only --case opens the store
+
+    if not case_id.isdigit():
+        raise ValueError(f"--case {case_id!r}: a case id is a positive whole number (the case page's /case/ID)")
+    engine = get_engine(get_settings())
+    migrate(engine)
+    case = routing_reads.one(engine, int(case_id))
+    if case is None:
+        raise ValueError(f"--case {case_id}: no such case in the store")
+    at = case["reported_at"]
+    return [{"external_id": f"case {case['id']} ({case['source']}/{case['external_id']}, {case['status']})",
+             "category": case["category"], "grid_code": case["grid_code"], "source": case["source"],
+             "grade": case["grade"], "occurred_at": at.isoformat() if at else None}]
+
+
 def main_route(args) -> int:
     city = get_city()
     try:
         rules = load_routing(city)
-        records = read_records(Path(args.explain))
+        records = _stored(args.case) if args.case else read_records(Path(args.explain))
     except (RoutingConfigError, ValueError, OSError) as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -82,5 +102,7 @@ def main_route(args) -> int:
 
 
 def add_route_arguments(p) -> None:
-    p.add_argument("--explain", metavar="FILE", required=True,
-                   help="case records (JSON array or JSON lines, as the push API takes them): which rule fires and why")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--explain", metavar="FILE",
+                      help="case records (JSON array or JSON lines, as the push API takes them): which rule fires and why")
+    what.add_argument("--case", metavar="ID", help="a stored case (its id): which rule fires for it now, and why")

@@ -62,6 +62,7 @@ def children(args, backfill_hours: float = 0) -> list[Child]:
     out = [
         Child("worker", [py, "-m", "ingest", "worker"]),
         Child("scheduler", [py, "-m", "ingest", "scheduler"]),
+        Child("router", [py, "-m", "ingest", "router"]),
         Child("simulator", sim),
         Child("web", [py, "-m", "gunicorn", "app:server", "--bind", f"{settings.host}:{settings.port}",
                       "--workers", str(args.web_workers), "--threads", "4", "--timeout", "60",

@@ -24,8 +24,10 @@ from typing import Any
 import numpy as np
 
 from config.city import get_city
+from config.routing import load_routing_config, tables_of
 from config.settings import get_settings
 from core import lifecycle
+from core import routing as routing_rules
 from core.lifecycle import OPEN_STATUSES, Status, TransitionError
 from core.records import CITY_TZ
 from core.sla import WorkingCalendar
@@ -116,7 +118,8 @@ class Simulator:
     """
 
     def __init__(self, city, seed: int = 0, rate: float = 2.0, start: datetime | None = None, *,
-                 sensors: bool = True, devices_per_grid: int = 5, hotspots: int = N_HOTSPOTS):
+                 sensors: bool = True, devices_per_grid: int = 5, hotspots: int = N_HOTSPOTS,
+                 routing: tuple[routing_rules.Config, routing_rules.Tables] | None = None):
         if rate < 0:
             raise ValueError("rate must be >= 0")
         self.city = city
@@ -128,6 +131,7 @@ class Simulator:
         self.rng = random.Random(seed)
         self.np_rng = np.random.default_rng(seed)
         self.calendar = WorkingCalendar()
+        self.routing = routing  # given: cases of its sources are left to the router (智能分拨), as a real feed's are
         geo = city.geography
         self.geo = geo
         self.grids = geo.areas("grid")
@@ -269,9 +273,20 @@ class Simulator:
             report["onsite"] = True
             plan = simulator_plans.onsite_plan(rng, t0, report, cat, worker)
         else:
-            plan = simulator_plans.DispatchPlan(rng, self.calendar, self.city.departments, t0, report, cat, grid,
-                                                source).drawn()
+            lead = self._routed(source, cat, grid, report["grade"], t0)
+            plan = [(t0, "report", report)] if lead == "" else simulator_plans.DispatchPlan(
+                rng, self.calendar, self.city.departments, t0, report, cat, grid, source, lead).drawn()
         return SimCase(source=source, external_id=ext, grid=grid, plan=plan)
+
+    def _routed(self, source: str, cat, grid: str, grade: int, t0: datetime) -> str | None:
+        """The lead department the router will give a case of ``source`` (None: the simulator dispatches it itself;
+        "": no rule routes it, it waits for a dispatcher, and the simulator sends nothing after the report)."""
+        if self.routing is None or source not in self.routing[0].sources:
+            return None
+        office = self.calendar.working_time_between(t0, t0 + timedelta(seconds=1)) > timedelta(0)
+        r = routing_rules.route(self.routing[0].rules, routing_rules.Facts(
+            cat.code, grid, self.grid_by_code[grid].kind, source, grade, office), self.routing[1])
+        return r.lead[0] if r.routed else ""
 
     def _draw_kind(self, kind: str | None, hotspot: Hotspot | None) -> tuple[bool, str, str, tuple | None]:
         """(on the spot?, category, source, a point to be near): a hotspot's trouble now and then, else by weight."""
@@ -542,8 +557,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     settings = get_settings()
     producer = Producer(get_redis(settings), settings, source="simulator")
-    sim = Simulator(get_city(), seed=args.seed, rate=args.rate, sensors=not args.no_sensors,
-                    devices_per_grid=args.devices_per_grid)
+    city = get_city()
+    routing = (load_routing_config(city, settings.routing_file), tables_of(city))
+    sim = Simulator(city, seed=args.seed, rate=args.rate, sensors=not args.no_sensors,
+                    devices_per_grid=args.devices_per_grid, routing=routing)
     stop = threading.Event()
 
     def _stop(signum, frame):  # noqa: ARG001

@@ -64,7 +64,7 @@ class DispatchPlan:
     :data:`P_LATE` of them run late. :meth:`drawn` draws it."""
 
     def __init__(self, rng: random.Random, calendar, departments, t0: datetime, report: dict, cat, grid: str,
-                 source: str):
+                 source: str, routed: str | None = None):
         self.rng, self.departments, self.report, self.cat, self.grid, self.source = (
             rng, departments, report, cat, grid, source)
         self.accept_due = calendar.add(t0, cat.accept_limit).due
@@ -74,14 +74,17 @@ class DispatchPlan:
         self.late = rng.random() < P_LATE
         self.late_accept = self.late and rng.random() < 0.4
         self.t = t0
-        self.dept = cat.department
+        self.dept = routed or cat.department
+        self.routed = routed is not None  # the router (智能分拨) registers and dispatches it: the plan starts at 签收
         self.plan: Plan = [(t0, "report", report)]
         self.extra: Plan = []  # events off the main line (check-ins), merged in by time at the end
 
     def drawn(self) -> Plan:
         rng = self.rng
-        for action in TO_DISPATCHED:
+        for action in () if self.routed else TO_DISPATCHED:
             self._step(action)
+        if self.routed:  # the router dispatches within seconds of the report; the department then takes its time
+            self.t = self.t + secs(max(20, rng.expovariate(1 / 120)))
         self._detour()
         for action in TO_CLOSED:
             self._step(action)

@@ -1,0 +1,212 @@
+"""智能分拨 at work: the router registers and dispatches the cases that arrive without departments, by the rules in
+config/routing.yaml, through the case stream and the worker; what no rule routes waits for a dispatcher (待分拨).
+
+Expected departments are read from the rules file itself (and departments.yaml for a street's unit), not from the
+routing code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+from sqlalchemy import select
+
+from core.routing import rule_of
+from ingest.router import Router
+from ingest.worker import Worker
+from store.schema import Case, CaseEvent
+from store.streams import Producer, ensure_groups
+from tests.events import report
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES = {r["name"]: r for r in yaml.safe_load((ROOT / "config/routing.yaml").read_text("utf-8"))["rules"]}
+UNITS = {d["street"]: d["code"] for d in yaml.safe_load((ROOT / "config/city/departments.yaml").read_text("utf-8"))
+         ["departments"] if d.get("street")}
+
+
+@contextlib.contextmanager
+def worker_running(city, settings, engine, r):
+    ensure_groups(r, settings)
+    w = Worker(city, settings, engine, r, name="dispatch-test")
+    stop = threading.Event()
+
+    def work():
+        while not stop.is_set():
+            w.run_once(50)
+
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    try:
+        yield w
+    finally:
+        stop.set()
+        t.join(10)
+
+
+def drain(city, settings, engine, r) -> None:
+    ensure_groups(r, settings)
+    w = Worker(city, settings, engine, r, name="dispatch-test")
+    while w.run_once(50):
+        pass
+
+
+def publish(settings, r, *records) -> None:
+    Producer(r, settings, source="test").cases(list(records))
+
+
+def case_of(engine, source: str, ext: str):
+    with engine.connect() as conn:
+        case = conn.execute(select(Case.__table__).where(Case.source == source, Case.external_id == ext)).one()
+        events = conn.execute(select(CaseEvent.event_key, CaseEvent.action, CaseEvent.actor, CaseEvent.departments,
+                                     CaseEvent.note).where(CaseEvent.case_id == case.id)
+                              .order_by(CaseEvent.id)).all()
+    return case, events
+
+
+def env_of(settings) -> dict[str, str]:
+    """The environment of a command that opens this test's store."""
+    env = {"PATH": "/usr/bin:/bin", "VAR_DIR": str(settings.var_dir), "REDIS_URL": settings.redis_url or ""}
+    if settings.database_url:
+        env["DATABASE_URL"] = settings.database_url
+    return env
+
+
+def grid_in_street(city, street: str):
+    return next(g for g in city.geography.areas("grid") if g.code.startswith(street))
+
+
+def category(city, code: str):
+    return city.categories[code]
+
+
+def test_a_citizen_case_is_registered_and_dispatched_by_the_first_rule_that_fits(city, settings, r, engine):
+    grid = grid_in_street(city, "440311003")
+    publish(settings, r, report(city, "c1", grid=grid, cat=category(city, "0101"), source="citizen"))
+    drain(city, settings, engine, r)
+    counts = Router(city, settings).route_once()
+    assert counts == {"routed": 1, "unrouted": 0, "waiting": 0}
+    drain(city, settings, engine, r)
+    case, events = case_of(engine, "citizen", "c1")
+    assert RULES["市容街面-街道执法队"]["lead"] == ["@street"]
+    assert case.status == "dispatched" and case.departments == [UNITS["440311003"]]
+    assert [(k, a, who) for k, a, who, _, _ in events][1:] == [("auto:register", "register", "gridwatch"),
+                                                                ("auto:dispatch", "dispatch", "gridwatch")]
+    assert rule_of(events[2].note) == "市容街面-街道执法队"
+
+
+def test_a_sensor_alarm_case_summons_the_rule_s_departments(city, settings, r, engine):
+    rule = RULES["电梯困人-应急联动"]
+    grid = city.geography.areas("grid")[3]
+    publish(settings, r, report(city, "lift-1", grid=grid, cat=category(city, "1305"), source="sensor"))
+    drain(city, settings, engine, r)
+    Router(city, settings).route_once()
+    drain(city, settings, engine, r)
+    case, events = case_of(engine, "sensor", "lift-1")
+    assert case.departments == rule["lead"] + rule["summon"]  # the whistle adds the summoned to the leads
+    whistle = next(e for e in events if e.action == "whistle")
+    assert whistle.departments == rule["summon"] and whistle.event_key == "auto:whistle"
+
+
+def test_a_case_no_rule_routes_waits_for_a_dispatcher_and_says_why_once(city, settings, r, engine):
+    assert RULES["矛盾纠纷-人工研判"].get("manual") is True
+    grid = city.geography.areas("grid")[7]
+    dispute = next(c for c in city.categories.values() if c.code.startswith("08") and not c.sensor_only)
+    publish(settings, r, report(city, "d1", grid=grid, cat=dispute, source="citizen"))
+    drain(city, settings, engine, r)
+    assert Router(city, settings).route_once()["unrouted"] == 1
+    drain(city, settings, engine, r)
+    again = Router(city, settings)  # a restarted router publishes the same note again: applied once
+    assert again.route_once()["unrouted"] == 1
+    assert again.route_once() == {"routed": 0, "unrouted": 0, "waiting": 1}  # not republished by the same router
+    drain(city, settings, engine, r)
+    case, events = case_of(engine, "citizen", "d1")
+    assert case.status == "reported" and case.departments == []
+    notes = [e for e in events if e.event_key == "auto:unrouted"]
+    assert len(notes) == 1 and "待分拨" in notes[0].note and "矛盾纠纷-人工研判" in notes[0].note
+
+
+def test_cases_that_carry_their_own_routing_are_left_alone(city, settings, r, engine):
+    grid = city.geography.areas("grid")[2]
+    cat = category(city, "0101")
+    publish(settings, r,
+            report(city, "h1", grid=grid, cat=cat, source="hotline12345"),  # not a source Gridwatch routes
+            report(city, "o1", grid=grid, cat=cat, source="citizen", onsite=True),  # the grid worker's, on the spot
+            report(city, "p1", grid=grid, cat=cat, source="citizen", departments=["cg"]))  # came with a department
+    drain(city, settings, engine, r)
+    assert Router(city, settings).route_once() == {"routed": 0, "unrouted": 0, "waiting": 0}
+
+
+def test_two_routers_and_a_restart_dispatch_each_case_once(city, settings, r, engine):
+    grids = city.geography.areas("grid")
+    cat = category(city, "0101")
+    publish(settings, r, *(report(city, f"m{i}", grid=grids[i], cat=cat, source="citizen") for i in range(30)))
+    drain(city, settings, engine, r)
+    one, two = Router(city, settings), Router(city, settings)
+    one.route_once()
+    two.route_once()
+    drain(city, settings, engine, r)
+    Router(city, settings).route_once()  # nothing waits any more
+    drain(city, settings, engine, r)
+    with engine.connect() as conn:
+        rows = conn.execute(select(CaseEvent.event_key).join(Case, Case.id == CaseEvent.case_id)
+                            .where(Case.source == "citizen")).scalars().all()
+        statuses = conn.execute(select(Case.status).where(Case.source == "citizen")).scalars().all()
+    assert rows.count("auto:dispatch") == 30 and rows.count("auto:register") == 30
+    assert statuses == ["dispatched"] * 30
+
+
+def test_cases_are_dispatched_while_the_router_and_worker_run(city, settings, r, engine):
+    router = Router(city, settings)
+    t = threading.Thread(target=router.run, args=(0.1,), daemon=True)
+    with worker_running(city, settings, engine, r):
+        t.start()
+        grid = city.geography.areas("grid")[11]
+        publish(settings, r, report(city, "live-1", grid=grid, cat=category(city, "0101"), source="citizen"))
+        import time  # noqa: PLC0415 - a deadline for the wait, not a timing under test
+
+        end = time.monotonic() + 20
+        while time.monotonic() < end:
+            with engine.connect() as conn:
+                status = conn.execute(select(Case.status).where(Case.external_id == "live-1")).scalar()
+            if status == "dispatched":
+                break
+            time.sleep(0.1)
+        router.stop()
+        t.join(5)
+    assert status == "dispatched"
+
+
+@pytest.mark.parametrize("how", ["case", "file"])
+def test_the_dry_run_names_the_rule(city, settings, r, engine, tmp_path, how):
+    grid = grid_in_street(city, "440311002")
+    rec = report(city, "x1", grid=grid, cat=category(city, "0101"), source="citizen")
+    if how == "case":
+        publish(settings, r, rec)
+        drain(city, settings, engine, r)
+        case, _ = case_of(engine, "citizen", "x1")
+        args = ["--case", str(case.id)]
+    else:
+        path = tmp_path / "one.json"
+        path.write_text(json.dumps(rec), "utf-8")
+        args = ["--explain", str(path)]
+    out = subprocess.run([sys.executable, "-m", "ingest", "route", *args], capture_output=True, text=True,
+                         cwd=ROOT, env=env_of(settings), timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "rule '市容街面-街道执法队'" in out.stdout and UNITS["440311002"] in out.stdout
+
+
+def test_a_case_id_that_is_not_there_is_a_clear_error(settings):
+    env = env_of(settings)
+    out = subprocess.run([sys.executable, "-m", "ingest", "route", "--case", "987654321"], capture_output=True,
+                         text=True, cwd=ROOT, env=env, timeout=120)
+    assert out.returncode == 2 and "no such case" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "ingest", "route", "--case", "abc"], capture_output=True,
+                         text=True, cwd=ROOT, env=env, timeout=120)
+    assert out.returncode == 2 and "positive whole number" in out.stderr
