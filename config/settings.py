@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     worker_name: str | None = Field(None, description="the worker's consumer name, stable across restarts so a restarted "
                                                       "worker re-applies what it left pending first (default: "
                                                       "<host>-worker; give each worker on one host its own)")
+    action_wait_seconds: float = Field(3.0, ge=0, le=30, description="how long an action's answer waits for the "
+                                       "worker to apply it (then 202: accepted, not yet applied)")
     hold_seconds: float = Field(60.0, gt=0, description="how long a case event whose case is not there yet (or whose "
                                                         "predecessor is still pending) waits before it is dead-lettered")
     max_payload_bytes: int = Field(64 * 1024, description="largest single record accepted")

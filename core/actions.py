@@ -154,14 +154,16 @@ def _due(raw: Any, action: Action, now: datetime) -> datetime | None:
     return due
 
 
-def request_key(user: str, case_id: int, body: Mapping[str, Any]) -> str:
-    """The id of a request that names none: the same user sending the same body for the same case again is the same
-    request (applied once). To repeat an action on purpose, send a new ``request_id``."""
+def request_key(user: str, case_id: int, phase: str, body: Mapping[str, Any]) -> str:
+    """The id of a request that names none: the same user sending the same body for the same case while its status
+    has not moved since (``phase``: the newest status move's event key) sends the same request, applied once; a
+    move sent again after it applied is refused by the lifecycle instead. To repeat an action on purpose in the same
+    phase, send a new ``request_id``."""
     canon = orjson.dumps({k: body.get(k) for k in sorted(FIELDS - {"request_id"})}, option=orjson.OPT_SORT_KEYS)
-    return hashlib.sha256(f"{user}\x00{case_id}\x00".encode() + canon).hexdigest()[:32]
+    return hashlib.sha256(f"{user}\x00{case_id}\x00{phase}\x00".encode() + canon).hexdigest()[:32]
 
 
-def check(body: Any, *, role: str | None, user: str, case_id: int, status: Status | str,
+def check(body: Any, *, role: str | None, user: str, case_id: int, status: Status | str, phase: str,
           departments: Collection[str], now: datetime) -> Request:
     """The request ``body`` (decoded JSON) checked: the fields, who asks, and whether the case's status allows it.
     Raises ActionError naming the field and the fix; nothing is published for a refused request."""
@@ -181,7 +183,7 @@ def check(body: Any, *, role: str | None, user: str, case_id: int, status: Statu
                             or not all(c.isalnum() or c in "-_" for c in rid)):
         raise ActionError(400, "request_id: 8–64 letters, digits, '-' or '_' (a UUID serves)", "request_id")
     req = Request(action, _departments(body.get("departments"), action, departments), _note(body.get("note"), action),
-                  _due(body.get("due_at"), action, now), rid or request_key(user, case_id, body))
+                  _due(body.get("due_at"), action, now), rid or request_key(user, case_id, phase, body))
     try:
         apply(Status(status), action)
     except TransitionError as exc:

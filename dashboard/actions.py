@@ -23,7 +23,7 @@ from store.streams import Producer
 log = logging.getLogger(__name__)
 
 SOURCE = "gridwatch"  # the stream entries' source: the dashboard itself
-WAIT_S = 3.0  # how long an answer waits to say the worker applied the action
+
 
 
 @dataclass
@@ -37,7 +37,7 @@ class Outcome:
 def _refused(exc: ActionError, v: Viewer, case_id: int, body: Any) -> Outcome:
     action = body.get("action") if isinstance(body, dict) else None
     audit("case_action", str(case_id), {"action": str(action)[:32], "refused": exc.message[:300]}, ok=False, who=v)
-    return Outcome(exc.status, {"error": exc.message, "parameter": exc.field})
+    return Outcome(exc.status, {"error": exc.message, **({"parameter": exc.field} if exc.field else {})})
 
 
 def _wait_applied(case_id: int, key: str, wait_s: float) -> dict[str, Any] | None:
@@ -52,7 +52,7 @@ def _wait_applied(case_id: int, key: str, wait_s: float) -> dict[str, Any] | Non
         delay = min(delay * 1.5, 0.2)
 
 
-def perform(v: Viewer | None, case_id: int, body: Any, *, wait_s: float = WAIT_S) -> Outcome:
+def perform(v: Viewer | None, case_id: int, body: Any, *, wait_s: float | None = None) -> Outcome:
     """Take the action ``body`` asks for on case ``case_id`` as viewer ``v``. 200: applied (or applied before: a
     replayed request); 202: accepted, the worker has not applied it yet; 4xx: refused, nothing published."""
     if v is None:
@@ -63,13 +63,13 @@ def perform(v: Viewer | None, case_id: int, body: Any, *, wait_s: float = WAIT_S
     now = datetime.now(UTC)
     try:
         rid = body.get("request_id") if isinstance(body, dict) else None
-        key = f"web:{rid or rules.request_key(v.username, case_id, body if isinstance(body, dict) else {})}"
+        key = f"web:{rid or rules.request_key(v.username, case_id, case['phase'], body if isinstance(body, dict) else {})}"
         before = applied_event(context.engine(), case_id, key) if isinstance(body, dict) else None
         if before is not None and before["actor"] == rules.actor(v.username, v.role):  # a replayed request: applied once, answered again
             return Outcome(200, {"applied": True, "replayed": True, "case_id": case_id, "event_key": key,
                                  "action": before["action"], "status": before["status_after"]})
         req = rules.check(body, role=v.role, user=v.username, case_id=case_id, status=case["status"],
-                          departments=context.city().departments, now=now)
+                          phase=case["phase"], departments=context.city().departments, now=now)
     except ActionError as exc:
         return _refused(exc, v, case_id, body)
     ev = rules.event(req, source=case["source"], external_id=case["external_id"], user=v.username, role=v.role,
@@ -78,6 +78,7 @@ def perform(v: Viewer | None, case_id: int, body: Any, *, wait_s: float = WAIT_S
     audit("case_action", str(case_id), {"action": req.action.value, "event_key": ev["event_id"],
                                         "departments": ev.get("departments"), "due_at": ev.get("due_at")}, who=v)
     log.info("case %s: %s by %s (%s), published as %s", case_id, req.action.value, v.username, v.role, ev["event_id"])
+    wait_s = context.settings().action_wait_seconds if wait_s is None else wait_s
     applied = _wait_applied(case_id, ev["event_id"], wait_s) if wait_s > 0 else None
     answer = {"applied": applied is not None, "case_id": case_id, "event_key": ev["event_id"],
               "action": req.action.value}
@@ -88,7 +89,7 @@ def perform(v: Viewer | None, case_id: int, body: Any, *, wait_s: float = WAIT_S
     return Outcome(202, answer)
 
 
-def perform_many(v: Viewer | None, case_ids: list[int], body: dict[str, Any], *, wait_s: float = WAIT_S
+def perform_many(v: Viewer | None, case_ids: list[int], body: dict[str, Any], *, wait_s: float | None = None
                  ) -> dict[int, Outcome]:
     """The same action on several cases (督办 / 催办 for a selection): each answered apart; one refused case does not
     stop the others. A request id, if given, is made per case."""
@@ -98,6 +99,7 @@ def perform_many(v: Viewer | None, case_ids: list[int], body: dict[str, Any], *,
         if one.get("request_id"):
             one["request_id"] = f"{one['request_id']}-{cid}"[:64]
         out[cid] = perform(v, cid, one, wait_s=0)
+    wait_s = context.settings().action_wait_seconds if wait_s is None else wait_s
     if wait_s > 0:
         end = time.monotonic() + wait_s
         for cid, o in out.items():

@@ -15,12 +15,13 @@ from sqlalchemy import JSON, Boolean, Float, Integer, String, Text
 
 from config.city import City
 from config.settings import Settings
+from core import actions as action_rules
 from core import kpis
 from core.coords import CRS_NAMES
 from core.geography import CODE_LENGTHS, LEVELS
 from core.lifecycle import Status
 from core.rankings import PERIODS
-from core.records import CASE_ID_DIGITS, CaseEvent, SensorReading
+from core.records import CASE_ID_DIGITS, LIMITS, MAX_DEPARTMENTS, CaseEvent, SensorReading
 from core.risk import PART_NAMES, RISK_LEVELS
 from dashboard import params
 from ingest.feeds.push import CRS_HEADER, SOURCE_HEADER
@@ -47,11 +48,13 @@ def routes() -> dict[str, tuple[str, ...]]:
         "/api/v1/definitions": (),
         "/api/v1/risk": ("level", "parent"),
         "/api/v1/risk/{code}/explain": ("limit",),
+        "/api/v1/routing": (),
         SPEC_PATH: (),
     }
 
 
 PUSH_ROUTES = {"/api/v1/ingest/cases": "CaseEvent", "/api/v1/ingest/sensors": "SensorReading"}
+ACTION_PATH = "/api/v1/cases/{case_id}/actions"
 
 
 # --------------------------------------------------------------------------- small schema helpers
@@ -398,13 +401,15 @@ def _get_operations() -> dict[str, dict[str, Any]]:
                          _json_ok(_ref("RiskPage"), "the areas' risk"), True),
         "/api/v1/risk/{code}/explain": ("explainRisk", "What makes up one area's risk score",
                                         _json_ok(_ref("RiskExplain"), "the area's risk explained"), True),
+        "/api/v1/routing": ("routing", "The routing rules (智能分拨) in the order they are tried",
+                            _json_ok(_ref("Routing"), "the rules"), False),
         SPEC_PATH: ("openapi", "This description (OpenAPI 3.1)",
                     _json_ok({"type": "object"}, "the OpenAPI description"), False),
     }
 
 
 def _path_parameters(city: City, path: str) -> list[dict[str, Any]]:
-    if path == "/api/v1/cases/{case_id}":
+    if path in ("/api/v1/cases/{case_id}", ACTION_PATH):
         return [{"name": "case_id", "in": "path", "required": True, "description": "the case's id",
                  "schema": {"type": "integer", "minimum": 1, "maximum": 10 ** CASE_ID_DIGITS - 1,
                             "examples": [1]}}]
@@ -448,6 +453,53 @@ def _push_operation(record: str) -> dict[str, Any]:
     }
 
 
+def _action_schemas(city: City) -> dict[str, dict[str, Any]]:
+    names = [a.value for a in action_rules.USER_ACTIONS]
+    body = _obj({
+        "action": {"type": "string", "enum": names, "description": "立案 register, 派遣 dispatch, 转派 transfer, 吹哨 "
+                   "whistle, 退回 return, 延期 extend, 挂起 suspend, 恢复 resume, 督办 supervise, 催办 remind, 结案 "
+                   "close, 重新办理 reopen, note"},
+        "departments": {"type": "array", "maxItems": MAX_DEPARTMENTS, "items": {"type": "string",
+                        "enum": sorted(city.departments)}, "description": "dispatch, transfer, whistle: required"},
+        "note": {"type": "string", "maxLength": LIMITS["note"],
+                 "description": "the 批示 of a supervise, the reason of a return, suspend or reopen: required there"},
+        "due_at": {**TIME, "description": "extend: the approved new deadline (required); supervise: its deadline; "
+                                          "in the future, with its offset"},
+        "request_id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{8,64}$",
+                       "description": "a request sent again with the same id is applied once (default: the same "
+                                      "user, case and body)"},
+    }, required=["action"], description="one action on one case")
+    result = _obj({"applied": BOOL, "replayed": BOOL, "case_id": INT, "event_key": STR, "action": STR,
+                   "status": STR, "note": STR}, required=["applied", "case_id", "event_key", "action"],
+                  description="the action published as a case event; applied: the worker has applied it")
+    who = {"type": "array", "items": _obj({"code": STR, "name": STR}, required=["code", "name"])}
+    rule = _obj({"order": INT, "name": STR, "when": {"type": "object"}, "lead": who, "summon": who,
+                 "onsite": _nullable(BOOL), "manual": BOOL}, required=["order", "name", "lead", "manual"])
+    routing = _obj({"file": STR, "auto_sources": {"type": "array", "items": STR},
+                    "rules": {"type": "array", "items": rule}, "default": {"type": "object"}},
+                   required=["rules", "auto_sources"], description="the routing rules, then the default")
+    return {"CaseAction": body, "ActionResult": result, "Routing": routing}
+
+
+def _action_operation(city: City) -> dict[str, Any]:
+    return {
+        "operationId": "caseAction", "tags": ["act"],
+        "summary": "在线督办: one action on a case, published as a case event the worker applies",
+        "parameters": _path_parameters(city, ACTION_PATH),
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("CaseAction")}}},
+        "responses": {
+            "200": _json_ok(_ref("ActionResult"), "applied (or applied before: a replayed request)"),
+            "202": _json_ok(_ref("ActionResult"), "accepted: published, the worker has not applied it yet"),
+            "400": {"$ref": "#/components/responses/BadRequest"},
+            "401": {"$ref": "#/components/responses/Unauthorized"},
+            "403": _error("this role may not take this action (or the CSRF token is missing)"),
+            "404": {"$ref": "#/components/responses/NotFound"},
+            "409": _error("the case's status does not allow the action: the lifecycle's reason"),
+            "413": _error("the body is larger than an action can be"),
+        },
+    }
+
+
 def spec(city: City, settings: Settings) -> dict[str, Any]:
     """The OpenAPI description for this city (its categories, grades, departments) and settings (push limits)."""
     parameters = _parameters(city)
@@ -465,6 +517,7 @@ def spec(city: City, settings: Settings) -> dict[str, Any]:
         paths[path] = {"get": op}
     for path, record in PUSH_ROUTES.items():
         paths[path] = {"post": _push_operation(record)}
+    paths[ACTION_PATH] = {"post": _action_operation(city)}
     return {
         "openapi": OPENAPI_VERSION,
         "info": {"title": "Gridwatch API", "version": "1",
@@ -473,6 +526,7 @@ def spec(city: City, settings: Settings) -> dict[str, Any]:
                                 "push feed. Times are ISO 8601 UTC. A refused request gets 4xx JSON "
                                 '{"error": ..., "parameter": ...} naming the parameter and the fix.'},
         "tags": [{"name": "read", "description": "the JSON API"},
+                 {"name": "act", "description": "actions on cases (dispatcher, admin; a leader 督办 and 催办)"},
                  {"name": "push", "description": "the HTTP push feed"}],
         "security": [{"cookieAuth": []}],
         "paths": paths,
@@ -485,6 +539,6 @@ def spec(city: City, settings: Settings) -> dict[str, Any]:
             },
             "parameters": parameters,
             "responses": RESPONSES,
-            "schemas": _schemas(settings),
+            "schemas": {**_schemas(settings), **_action_schemas(city)},
         },
     }

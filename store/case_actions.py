@@ -4,18 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.engine import Engine
 
 from store.schema import Case, CaseEvent
 
 
 def case_head(engine: Engine, case_id: int) -> dict[str, Any] | None:
-    """The case's id, key (source, external id), status and grid, or None when there is no such case."""
+    """The case's id, key (source, external id), status, grid and ``phase`` (the key of the newest event that moved
+    its status), or None when there is no such case."""
     with engine.connect() as conn:
         row = conn.execute(select(Case.id, Case.source, Case.external_id, Case.status, Case.grid_code,
                                   Case.departments).where(Case.id == case_id)).first()
-    return dict(row._mapping) if row is not None else None
+        if row is None:
+            return None
+        phase = conn.execute(select(CaseEvent.event_key).where(
+            CaseEvent.case_id == case_id,
+            or_(CaseEvent.status_before.is_(None), CaseEvent.status_before != CaseEvent.status_after))
+            .order_by(CaseEvent.id.desc()).limit(1)).scalar()
+    return {**row._mapping, "phase": phase or ""}
 
 
 def applied_event(engine: Engine, case_id: int, event_key: str) -> dict[str, Any] | None:
