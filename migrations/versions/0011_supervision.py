@@ -13,16 +13,17 @@ down_revision = "0010"
 branch_labels = None
 depends_on = None
 
+COLUMNS = ("supervised_at", "supervise_note", "supervise_due_at")
+
 
 def upgrade() -> None:
-    with op.batch_alter_table("cases") as batch:
-        batch.add_column(sa.Column("supervised_at", sa.DateTime(timezone=True), nullable=True))
-        batch.add_column(sa.Column("supervise_note", sa.Text(), nullable=True))
-        batch.add_column(sa.Column("supervise_due_at", sa.DateTime(timezone=True), nullable=True))
+    # plain ALTER TABLE ADD COLUMN: a batch copy of ``cases`` on SQLite would drop the old table, and with foreign
+    # keys on that deletes every case's timeline (ON DELETE CASCADE)
+    op.add_column("cases", sa.Column("supervised_at", sa.DateTime(timezone=True), nullable=True))
+    op.add_column("cases", sa.Column("supervise_note", sa.Text(), nullable=True))
+    op.add_column("cases", sa.Column("supervise_due_at", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("cases") as batch:
-        batch.drop_column("supervise_due_at")
-        batch.drop_column("supervise_note")
-        batch.drop_column("supervised_at")
+    for name in reversed(COLUMNS):  # plain ALTER TABLE DROP COLUMN (SQLite 3.35+), for the same reason
+        op.execute(f"ALTER TABLE cases DROP COLUMN {name}")
