@@ -210,3 +210,23 @@ def test_a_case_id_that_is_not_there_is_a_clear_error(settings):
     out = subprocess.run([sys.executable, "-m", "ingest", "route", "--case", "abc"], capture_output=True,
                          text=True, cwd=ROOT, env=env, timeout=120)
     assert out.returncode == 2 and "positive whole number" in out.stderr
+
+
+def test_the_simulator_leaves_the_routed_sources_to_the_router(city, settings):
+    from datetime import UTC, datetime, timedelta
+
+    from config.routing import load_routing_config, tables_of
+    from ingest.feeds.simulator import Simulator
+
+    sim = Simulator(city, seed=3, rate=2.0, sensors=False,
+                    routing=(load_routing_config(city, settings.routing_file), tables_of(city)))
+    start = datetime(2026, 12, 1, 9, tzinfo=UTC)
+    events = []
+    for n in range(1, 721):  # two simulated hours
+        cases, _ = sim.step(start + timedelta(seconds=10 * n), timedelta(seconds=10))
+        events += cases
+    onsite = {e["external_id"] for e in events if e["event"] == "report" and e.get("onsite")}  # the grid worker's
+    citizen = [e for e in events if e["source"] == "citizen" and e["external_id"] not in onsite]
+    assert sim.illegal == 0 and len({e["external_id"] for e in citizen}) > 20
+    assert not [e for e in citizen if e["event"] in ("register", "dispatch")]  # the router's to do
+    assert any(e["event"] in ("register", "dispatch") for e in events if e["source"] == "hotline12345")

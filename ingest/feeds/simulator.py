@@ -98,6 +98,7 @@ class SimCase:
     plan: list[tuple[datetime, str, dict[str, Any]]]
     status: Status | None = None
     emitted: int = 0
+    routed: bool = False  # the router registers and dispatches it after its report (智能分拨)
 
 
 @dataclass
@@ -269,6 +270,7 @@ class Simulator:
         ext = f"{ID_PREFIX.get(source, 'SIM')}-{self.run_tag}-{self._case_no:06d}"
         report = self._report(grid, cat, source, near)
         worker = self._worker[grid]
+        lead = None
         if onsite:
             report["onsite"] = True
             plan = simulator_plans.onsite_plan(rng, t0, report, cat, worker)
@@ -276,7 +278,7 @@ class Simulator:
             lead = self._routed(source, cat, grid, report["grade"], t0)
             plan = [(t0, "report", report)] if lead == "" else simulator_plans.DispatchPlan(
                 rng, self.calendar, self.city.departments, t0, report, cat, grid, source, lead).drawn()
-        return SimCase(source=source, external_id=ext, grid=grid, plan=plan)
+        return SimCase(source=source, external_id=ext, grid=grid, plan=plan, routed=bool(lead))
 
     def _routed(self, source: str, cat, grid: str, grade: int, t0: datetime) -> str | None:
         """The lead department the router will give a case of ``source`` (None: the simulator dispatches it itself;
@@ -392,6 +394,8 @@ class Simulator:
             case.emitted += 1
             try:
                 case.status = lifecycle.apply(case.status, action).status
+                if case.routed and action == "report":
+                    case.status = Status.DISPATCHED  # what the router's register and dispatch will make it
             except TransitionError as exc:  # never publish what the rule refuses
                 log.error("simulator bug: case %s: %s — dropping the rest of its plan", ext, exc.reason)
                 self.illegal += 1
