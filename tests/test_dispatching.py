@@ -228,5 +228,10 @@ def test_the_simulator_leaves_the_routed_sources_to_the_router(city, settings):
     onsite = {e["external_id"] for e in events if e["event"] == "report" and e.get("onsite")}  # the grid worker's
     citizen = [e for e in events if e["source"] == "citizen" and e["external_id"] not in onsite]
     assert sim.illegal == 0 and len({e["external_id"] for e in citizen}) > 20
-    assert not [e for e in citizen if e["event"] in ("register", "dispatch")]  # the router's to do
+    assert not [e for e in citizen if e["event"] == "register"]  # the router's to do
+    seen: dict[str, list[str]] = {}
+    for e in citizen:  # a dispatcher dispatches again only after a 退回 or a 重新办理
+        if e["event"] == "dispatch":
+            assert {"return", "reopen"} & set(seen.get(e["external_id"], [])), e
+        seen.setdefault(e["external_id"], []).append(e["event"])
     assert any(e["event"] in ("register", "dispatch") for e in events if e["source"] == "hotline12345")
