@@ -49,6 +49,7 @@ class Config:
 
 AUTO_ACTOR = "gridwatch"  # the actor of the events the router publishes
 AUTO_KEY = "auto:"  # their event ids start so: register, dispatch, whistle, unrouted
+UNROUTED_KEY = f"{AUTO_KEY}unrouted"  # the note on a case no rule routes: it waits for a dispatcher (待分拨)
 _NOTE_HEAD = "智能分拨 · 规则「"
 
 

@@ -22,7 +22,7 @@ from config.city import City, get_city
 from config.routing import load_routing_config, tables_of
 from config.settings import Settings, get_settings
 from core.lifecycle import Action
-from core.routing import AUTO_ACTOR, AUTO_KEY, Routing, auto_note, route
+from core.routing import AUTO_ACTOR, AUTO_KEY, UNROUTED_KEY, Routing, auto_note, route
 from ingest.route import facts_of
 from store import routing_reads
 from store.services import get_engine, get_redis
@@ -40,7 +40,7 @@ def events_for(case: dict[str, Any], r: Routing, now: datetime) -> list[dict[str
             "actor": AUTO_ACTOR}
     if not r.routed:
         why = r.why[-1] if r.why else "no rule applies"
-        return [{**base, "event": Action.NOTE.value, "event_id": f"{AUTO_KEY}unrouted",
+        return [{**base, "event": Action.NOTE.value, "event_id": UNROUTED_KEY,
                  "note": f"待分拨：智能分拨未能确定承办部门（{why}），请人工分拨"}]
     out = [{**base, "event": Action.REGISTER.value, "event_id": f"{AUTO_KEY}register"},
            {**base, "event": Action.DISPATCH.value, "event_id": f"{AUTO_KEY}dispatch", "departments": list(r.lead),
@@ -73,14 +73,17 @@ class Router:
 
     def route_once(self) -> dict[str, int]:
         """One pass over the waiting cases. Returns counts: routed, unrouted (published now), waiting (published
-        before, not yet applied)."""
+        before, not yet applied), with_dispatcher (unrouted before: in 待分拨)."""
         now_m, now = time.monotonic(), datetime.now(UTC)
         waiting = routing_reads.waiting(self.engine, self.sources)
         ids = {c["id"] for c in waiting}
         self.published = {k: v for k, v in self.published.items() if k in ids}
-        counts = {"routed": 0, "unrouted": 0, "waiting": 0}
+        counts = {"routed": 0, "unrouted": 0, "waiting": 0, "with_dispatcher": 0}
         out: list[dict[str, Any]] = []
         for case in waiting:
+            if case["noted"]:  # 待分拨: said once, now the dispatcher's
+                counts["with_dispatcher"] += 1
+                continue
             if now_m - self.published.get(case["id"], -REPUBLISH_S) < REPUBLISH_S:
                 counts["waiting"] += 1
                 continue

@@ -91,7 +91,7 @@ def test_a_citizen_case_is_registered_and_dispatched_by_the_first_rule_that_fits
     publish(settings, r, report(city, "c1", grid=grid, cat=category(city, "0101"), source="citizen"))
     drain(city, settings, engine, r)
     counts = Router(city, settings).route_once()
-    assert counts == {"routed": 1, "unrouted": 0, "waiting": 0}
+    assert counts == {"routed": 1, "unrouted": 0, "waiting": 0, "with_dispatcher": 0}
     drain(city, settings, engine, r)
     case, events = case_of(engine, "citizen", "c1")
     assert RULES["市容街面-街道执法队"]["lead"] == ["@street"]
@@ -120,12 +120,12 @@ def test_a_case_no_rule_routes_waits_for_a_dispatcher_and_says_why_once(city, se
     dispute = next(c for c in city.categories.values() if c.code.startswith("08") and not c.sensor_only)
     publish(settings, r, report(city, "d1", grid=grid, cat=dispute, source="citizen"))
     drain(city, settings, engine, r)
-    assert Router(city, settings).route_once()["unrouted"] == 1
+    first = Router(city, settings)
+    assert first.route_once()["unrouted"] == 1
+    assert first.route_once() == {"routed": 0, "unrouted": 0, "waiting": 1, "with_dispatcher": 0}  # not again
+    assert Router(city, settings).route_once()["unrouted"] == 1  # a second router, before the worker: again
     drain(city, settings, engine, r)
-    again = Router(city, settings)  # a restarted router publishes the same note again: applied once
-    assert again.route_once()["unrouted"] == 1
-    assert again.route_once() == {"routed": 0, "unrouted": 0, "waiting": 1}  # not republished by the same router
-    drain(city, settings, engine, r)
+    assert Router(city, settings).route_once() == {"routed": 0, "unrouted": 0, "waiting": 0, "with_dispatcher": 1}
     case, events = case_of(engine, "citizen", "d1")
     assert case.status == "reported" and case.departments == []
     notes = [e for e in events if e.event_key == "auto:unrouted"]
@@ -140,7 +140,7 @@ def test_cases_that_carry_their_own_routing_are_left_alone(city, settings, r, en
             report(city, "o1", grid=grid, cat=cat, source="citizen", onsite=True),  # the grid worker's, on the spot
             report(city, "p1", grid=grid, cat=cat, source="citizen", departments=["cg"]))  # came with a department
     drain(city, settings, engine, r)
-    assert Router(city, settings).route_once() == {"routed": 0, "unrouted": 0, "waiting": 0}
+    assert Router(city, settings).route_once() == {"routed": 0, "unrouted": 0, "waiting": 0, "with_dispatcher": 0}
 
 
 def test_two_routers_and_a_restart_dispatch_each_case_once(city, settings, r, engine):
@@ -235,3 +235,47 @@ def test_the_simulator_leaves_the_routed_sources_to_the_router(city, settings):
             assert {"return", "reopen"} & set(seen.get(e["external_id"], [])), e
         seen.setdefault(e["external_id"], []).append(e["event"])
     assert any(e["event"] in ("register", "dispatch") for e in events if e["source"] == "hotline12345")
+
+
+def test_a_killed_router_leaves_nothing_undispatched_or_doubled(city, settings, r, engine):
+    """SIGKILL the router process once its first dispatches are applied, with 300 cases waiting; a new one
+    publishes again what it finds still waiting: each case registered and dispatched exactly once."""
+    import os
+    import signal
+    import time
+
+    grids = city.geography.areas("grid")
+    cat = category(city, "0101")
+    publish(settings, r, *(report(city, f"k{i}", grid=grids[i % len(grids)], cat=cat, source="citizen")
+                           for i in range(300)))
+    drain(city, settings, engine, r)
+
+    def dispatched() -> int:
+        with engine.connect() as conn:
+            return len(conn.execute(select(Case.id).where(Case.source == "citizen", Case.status == "dispatched")
+                                    ).all())
+
+    env = {**os.environ, **env_of(settings), "STREAM_PREFIX": settings.stream_prefix}
+    with worker_running(city, settings, engine, r):
+        first = subprocess.Popen([sys.executable, "-m", "ingest", "router", "--interval", "0.2"], cwd=ROOT, env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        end = time.monotonic() + 60
+        while dispatched() == 0 and time.monotonic() < end:
+            time.sleep(0.02)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        at_kill = dispatched()
+        second = subprocess.Popen([sys.executable, "-m", "ingest", "router", "--interval", "0.2"], cwd=ROOT, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            end = time.monotonic() + 60
+            while dispatched() < 300 and time.monotonic() < end:
+                time.sleep(0.1)
+        finally:
+            second.terminate()
+            second.wait(10)
+    assert at_kill > 0 and dispatched() == 300
+    with engine.connect() as conn:
+        keys = conn.execute(select(CaseEvent.event_key).join(Case, Case.id == CaseEvent.case_id)
+                            .where(Case.source == "citizen", CaseEvent.event_key.like("auto:%"))).scalars().all()
+    assert sorted(set(keys)) == ["auto:dispatch", "auto:register"] and len(keys) == 600
