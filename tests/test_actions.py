@@ -269,3 +269,16 @@ def test_the_routing_rules_are_served(app):
     assert [r["name"] for r in body["rules"]] == names
     assert body["auto_sources"] == ["citizen", "sensor"]
     assert any(r["manual"] for r in body["rules"])
+
+
+def test_the_screen_never_acts(city, settings, r, engine, running, app):
+    from dashboard import auth
+
+    cid = new_case(city, settings, r, engine, "scr-1")
+    screen = app.server.test_client()
+    assert screen.get(f"/s/{auth.create_screen_link(engine, city, 'hall')}").status_code == 303
+    screen.environ_base["HTTP_X_CSRFTOKEN"] = screen.get_cookie("_csrf_token").value
+    before = counts(engine, r, settings)
+    for body in ({"action": "register"}, {"action": "note", "note": "x"}, {"action": "supervise", "note": "x"}):
+        assert act(screen, cid, **body)[0] == 403
+    assert counts(engine, r, settings) == before
