@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     feeds_file: Path = Field(ROOT / "config" / "feeds.yaml", description="pulling feeds (Open311 endpoints) and their mappings")
     rankings_file: Path = Field(ROOT / "config" / "rankings.yaml", description="department rankings: composite weights, minimum volume, list size")
     routing_file: Path = Field(ROOT / "config" / "routing.yaml", description="智能分拨: the rules that route a case without departments")
+    notify_file: Path = Field(ROOT / "config" / "notify.yaml", description="notifications: channels (Apprise URLs) "
+                                                                         "and the rules that send to them")
+    notify_base_url: str | None = Field(None, description="the address people open the links of notifications at "
+                                                          "(default: the file's base_url, else http://HOST:PORT)")
     screen_title: str | None = Field(None, description="big screen title (default: 光明区党建引领基层治理 · 实时风险预警图)")
     map_tile_url: str | None = Field(None, description="tile layer URL template drawn under the maps, e.g. an intranet tile server; none by default")
     sla_warn_share: float = Field(0.2, ge=0, le=1, description="a deadline is 'warning' when this share of its window is left")

@@ -12,7 +12,7 @@ import orjson
 
 from config.city import get_city
 from config.settings import get_settings
-from ingest import rebuild, redrive, route, router, scheduler, supervisor
+from ingest import notify, rebuild, redrive, route, router, scheduler, supervisor
 from ingest.feeds import mqtt, open311, replay, simulator, spreadsheet
 from ingest.worker import Worker
 from store.services import get_engine, get_redis, migrate
@@ -176,6 +176,7 @@ FEEDS = (
     ("export", replay, "export a stored period as canonical records (JSON lines) for replay"),
     ("open311", open311, "pull an Open311 GeoReport v2 endpoint (once, or every N seconds)"),
     ("mqtt", mqtt, "subscribe to sensor readings over MQTT"),
+    ("notify", notify, "deliver notifications (config/notify.yaml): find triggers, send, retry, rate-limit"),
 )
 
 

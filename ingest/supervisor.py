@@ -63,6 +63,7 @@ def children(args, backfill_hours: float = 0) -> list[Child]:
         Child("worker", [py, "-m", "ingest", "worker"]),
         Child("scheduler", [py, "-m", "ingest", "scheduler"]),
         Child("router", [py, "-m", "ingest", "router"]),
+        Child("notify", [py, "-m", "ingest", "notify"]),
         Child("simulator", sim),
         Child("web", [py, "-m", "gunicorn", "app:server", "--bind", f"{settings.host}:{settings.port}",
                       "--workers", str(args.web_workers), "--threads", "4", "--timeout", "60",
