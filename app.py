@@ -19,7 +19,7 @@ from config.city import get_city, load_city
 from config.settings import Settings, get_settings
 from core import access
 from core.risk import css_colors
-from dashboard import api, auth, context, i18n, web
+from dashboard import api, auth, context, i18n, notifications, web
 from ingest.feeds import push
 from layouts import briefings, case, compare, drill, live, screen
 
@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None) -> dash.Dash:
     server.register_blueprint(api.blueprint())
     server.register_blueprint(push.blueprint(context.city, context.redis_client, context.settings))
     server.register_blueprint(briefings.blueprint())
+    server.register_blueprint(notifications.blueprint())
 
     app = dash.Dash(
         __name__,

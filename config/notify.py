@@ -169,38 +169,44 @@ def _retry(data: Any, where: str, problems: list[str]) -> Retry:
     return Retry(attempts or Retry.attempts, float(first), float(most))
 
 
+def _twice(where: str, kind: str, names: list[str], why: str) -> list[str]:
+    return [f"{where}: {kind} name {n!r} is used twice; {why}" for n in sorted({n for n in names if names.count(n) > 1})]
+
+
+def _parse(data: dict, where: str, city: City, env: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
+    _unknown(where, data, TOP_KEYS, problems)
+    rate = _count(data.get("rate_per_minute"), where, "rate_per_minute", problems) or 20
+    lookback = _count(data.get("lookback_minutes"), where, "lookback_minutes", problems, least=0)
+    found = [_channel(i, e, where, city, rate, env, problems) for i, e in enumerate(_list(data.get("channels")))]
+    channels = [c for c in found if c is not None]
+    names = [c.name for c in channels]
+    problems += _twice(where, "channel", names, "names say where a message went")
+    rules = [r for i, e in enumerate(_list(data.get("rules"))) if (r := _rule(i, e, where, city, set(names), problems))]
+    problems += _twice(where, "rule", [r.name for r in rules], "names say which rule sent a message")
+    return {"channels": tuple(c for c in channels if c.url), "rules": tuple(rules),
+            "retry": _retry(data.get("retry"), where, problems), "lookback_minutes": 60 if lookback is None else lookback,
+            "disabled": tuple(c.name for c in channels if not c.url)}
+
+
 def load_notify(city: City, settings: config_settings.Settings | None = None, path: Path | str | None = None,
                 env: Mapping[str, str] | None = None) -> NotifyConfig:
     """The channels and rules of ``path`` (default NOTIFY_FILE); an absent or empty file means none. NOTIFY_BASE_URL
     wins over the file's ``base_url``. ``env``: where ``${VAR}`` is read (default: the environment)."""
     settings = settings or config_settings.get_settings()
-    base_url = settings.notify_base_url
     path = Path(path or settings.notify_file)
-    where, env = shown(path), os.environ if env is None else env
+    where = shown(path)
     data = read_yaml(path, NotifyConfigError)
+    base = settings.notify_base_url or (data.get("base_url") if isinstance(data, dict) else None)
+    base = str(base or _default_base(settings))
     if data is None or data == {}:
-        return NotifyConfig(base_url=base_url or _default_base(settings))
+        return NotifyConfig(base_url=base)
     if not isinstance(data, dict):
         raise NotifyConfigError([f"{where}: expected a mapping with channels and rules"])
     problems: list[str] = []
-    _unknown(where, data, TOP_KEYS, problems)
-    rate = _count(data.get("rate_per_minute"), where, "rate_per_minute", problems) or 20
-    lookback = _count(data.get("lookback_minutes"), where, "lookback_minutes", problems, least=0)
-    channels = [_channel(i, e, where, city, rate, env, problems) for i, e in enumerate(_list(data.get("channels")))]
-    channels = [c for c in channels if c is not None]
-    names = [c.name for c in channels]
-    problems += [f"{where}: channel name {n!r} is used twice; names say where a message went"
-                 for n in sorted({n for n in names if names.count(n) > 1})]
-    rules = [_rule(i, e, where, city, set(names), problems) for i, e in enumerate(_list(data.get("rules")))]
-    rule_names = [r.name for r in rules if r is not None]
-    problems += [f"{where}: rule name {n!r} is used twice; names say which rule sent a message"
-                 for n in sorted({n for n in rule_names if rule_names.count(n) > 1})]
-    retry = _retry(data.get("retry"), where, problems)
+    parsed = _parse(data, where, city, os.environ if env is None else env, problems)
     if problems:
         raise NotifyConfigError(problems)
-    return NotifyConfig(tuple(c for c in channels if c.url), tuple(r for r in rules if r is not None),
-                        str(base_url or data.get("base_url") or _default_base(settings)), retry,
-                        60 if lookback is None else lookback, tuple(c.name for c in channels if not c.url))
+    return NotifyConfig(base_url=base, **parsed)
 
 
 def _default_base(settings) -> str:

@@ -19,12 +19,15 @@ import re
 ROLES = ("screen", "leader", "dispatcher", "admin")
 PERSONAL = frozenset({"dispatcher", "admin"})  # the roles that see reporters' names and phones
 # what a role may open; pages by their router kind (app.page_of), "frame" the router (which then checks the page it
-# draws), "api" the JSON reads, "users" the user admin. A page's Dash callbacks are the page's: the same rule.
+# draws), "api" the JSON reads, "users" the user admin,
+# "notifications" the delivery log (page and API). A page's Dash callbacks are the page's: the same rule.
 ALLOWED: dict[str, frozenset[str]] = {
     "screen": frozenset({"frame", "screen"}),
     "leader": frozenset({"frame", "drill", "compare", "case", "briefings", "screen", "api", "missing"}),
-    "dispatcher": frozenset({"frame", "drill", "compare", "case", "briefings", "screen", "live", "api", "missing"}),
-    "admin": frozenset({"frame", "drill", "compare", "case", "briefings", "screen", "live", "api", "missing", "users"}),
+    "dispatcher": frozenset({"frame", "drill", "compare", "case", "briefings", "screen", "live", "api", "missing",
+                             "notifications"}),
+    "admin": frozenset({"frame", "drill", "compare", "case", "briefings", "screen", "live", "api", "missing", "users",
+                        "notifications"}),
 }
 WHOLE_DISTRICT = frozenset({"screen", "live"})  # pages that show the whole district: for a district-wide scope only
 

@@ -33,6 +33,7 @@ from core.whistle import whistle_reports
 from dashboard import accounts, actions, context, live, openapi, params, routing_view, viewers
 from dashboard.auth import COOKIE
 from dashboard.params import FILTER_PARAMS, RISK_TOP_DEFAULT, RISK_TOP_MAX, ApiError
+from store import notify as notify_store
 from store import queries
 
 log = logging.getLogger(__name__)
@@ -179,6 +180,7 @@ def _details(r, settings, body: dict[str, Any]) -> list[str]:
     body["last_event_at"] = _utc(live.last_event_at(r, settings))
     body["feeds"] = {source: _utc(at) for source, at in live.feeds(r, settings).items()}
     body["feed_status"] = live.feed_status(r, settings)
+    body["notify_channels"] = notify_store.channel_status(r, settings.stream_prefix)
     facts, applying = live.applying_reasons(r, settings)
     body["workers"] = {name: {**state, "alive": name in facts["alive"]} for name, state in facts["workers"].items()}
     return applying
@@ -294,7 +296,7 @@ def _error_routes(bp: Blueprint) -> None:
         # Without this, the Dash page's catch-all route would answer unknown API paths with HTML.
         return _error(404, f"no API route /api/{rest}; the routes are /api/v1/summary, /api/v1/areas, "
                            "/api/v1/cases, /api/v1/cases.csv, /api/v1/cases/<id>, /api/v1/sla, /api/v1/kpis, /api/v1/rankings, "
-                           "/api/v1/definitions, /api/v1/risk and /api/v1/risk/<code>/explain; all are described in "
+                           "/api/v1/definitions, /api/v1/risk, /api/v1/risk/<code>/explain and /api/v1/notifications; all are described in "
                            "/api/v1/openapi.json")
 
 
@@ -319,6 +321,9 @@ def _health_routes(bp: Blueprint) -> None:
         body["reasons"] += _stream_reasons(body["streams"], settings)
         body["reasons"] += applying
         body["reasons"] += _feed_reasons(body.get("feed_status", {}))
+        body["reasons"] += [f"notification channel {name}: {state.get('error') or 'failing'} ({state.get('failures', 1)} "
+                            "failures in a row)" for name, state in body.get("notify_channels", {}).items()
+                            if not state.get("ok")]
         if body["reasons"]:
             body["status"] = "degraded"
         warning = _calendar_warning(settings)

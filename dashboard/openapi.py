@@ -25,6 +25,7 @@ from core.records import CASE_ID_DIGITS, LIMITS, MAX_DEPARTMENTS, CaseEvent, Sen
 from core.risk import PART_NAMES, RISK_LEVELS
 from dashboard import params
 from ingest.feeds.push import CRS_HEADER, SOURCE_HEADER
+from store import notify as notify_store
 from store import queries
 from store.schema import UTCDateTime
 
@@ -49,6 +50,7 @@ def routes() -> dict[str, tuple[str, ...]]:
         "/api/v1/risk": ("level", "parent"),
         "/api/v1/risk/{code}/explain": ("limit",),
         "/api/v1/routing": (),
+        "/api/v1/notifications": ("delivery", "channel", "limit", "before"),
         SPEC_PATH: (),
     }
 
@@ -207,6 +209,13 @@ def _parameters(city: City) -> dict[str, dict[str, Any]]:
                     "the ranking period holding date; custom takes since and until instead"),
         "date": q("date", {"type": "string", "format": "date"},
                   f"a day of the period (city days; weeks run Monday–Sunday; {years}); default: today"),
+        "delivery": q("delivery", {"type": "string", "enum": list(notify_store.STATUSES)},
+                      "notifications of one delivery status: queued, sent, failed (retried with backoff, or given "
+                      "up when next_at is null), folded (told in a summary message)"),
+        "channel": q("channel", {"type": "string", "minLength": 1, "maxLength": 100},
+                     "notifications of one channel (its name in config/notify.yaml)"),
+        "before": q("before", {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+                    "notifications older than this id (next_before of the previous page)"),
         "risk_limit": q("limit", {"type": "integer", "minimum": 1, "maximum": params.RISK_TOP_MAX,
                                   "default": params.RISK_TOP_DEFAULT}, "items in each list"),
     }
@@ -342,6 +351,11 @@ def _schemas(settings: Settings) -> dict[str, dict[str, Any]]:
         **_figure_schemas(),
         **_risk_schemas(),
         **_push_schemas(settings),
+        "NotificationPage": _obj({
+            "items": _listed(_columns_schema([notify_store.N.c[c] for c in notify_store.LOG_COLUMNS],
+                                             description="one message to one channel; target and error masked")),
+            "next_before": _nullable({"type": "integer", "description": "pass as before for older ones; null on "
+                                                                        "the last page"})}),
     }
 
 
@@ -403,6 +417,9 @@ def _get_operations() -> dict[str, dict[str, Any]]:
                                         _json_ok(_ref("RiskExplain"), "the area's risk explained"), True),
         "/api/v1/routing": ("routing", "The routing rules (智能分拨) in the order they are tried",
                             _json_ok(_ref("Routing"), "the rules"), False),
+        "/api/v1/notifications": ("notifications", "The notifications' delivery log, newest first (admin and "
+                                  "dispatcher roles)", _json_ok(_ref("NotificationPage"), "a page of messages"),
+                                  False),
         SPEC_PATH: ("openapi", "This description (OpenAPI 3.1)",
                     _json_ok({"type": "object"}, "the OpenAPI description"), False),
     }
@@ -521,7 +538,7 @@ def spec(city: City, settings: Settings) -> dict[str, Any]:
     return {
         "openapi": OPENAPI_VERSION,
         "info": {"title": "Gridwatch API", "version": "1",
-                 "description": "Live figures, areas, cases, KPIs, rankings and risk of "
+                 "description": "Live figures, areas, cases, KPIs, rankings, risk and the notifications' log of "
                                 f"{city.geography.district.name} ({city.geography.district.code}), and the HTTP "
                                 "push feed. Times are ISO 8601 UTC. A refused request gets 4xx JSON "
                                 '{"error": ..., "parameter": ...} naming the parameter and the fix.'},

@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 RED = max(RISK_LEVELS)  # 红
 WHISTLE_WINDOW = timedelta(hours=24)  # a 报到 deadline further back than this is history, not news
 PAGE = 2000
+# the loggers that may name a channel's URL (urllib3 logs every request's path at DEBUG): their records are masked
+SCRUBBED = ("apprise", "urllib3.connectionpool", "urllib3.connection", "urllib3.util.retry", __name__)
 
 
 class _Scrub(logging.Filter):
@@ -70,12 +72,12 @@ class Notifier:
         self.names = {code: d.name for code, d in city.departments.items()}
         self.own = (city.county_code,)
         self._scrub = _Scrub(self.secrets)
-        for name in ("apprise", __name__):
+        for name in SCRUBBED:
             logging.getLogger(name).addFilter(self._scrub)
         self.targets = {c.name: self._target(c.url) for c in self.cfg.channels}
 
     def close(self) -> None:
-        for name in ("apprise", __name__):
+        for name in SCRUBBED:
             logging.getLogger(name).removeFilter(self._scrub)
 
     def _target(self, url: str) -> str:
