@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-BENCHES := ingest access briefing dispatch drilldown import rules screen
+BENCHES := ingest access briefing dispatch drilldown import rules screen notify
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 
 .PHONY: demo test lint bench city clean help browser fonts

@@ -10,6 +10,7 @@ import email.policy
 import http.server
 import socket
 import threading
+import time
 
 import orjson
 from aiosmtpd.controller import Controller
@@ -23,11 +24,12 @@ def free_port() -> int:
 
 
 class Webhook:
-    """POSTs to ``/hook/<token>`` are kept as (path, JSON body); another path gets 404 and is not kept."""
+    """POSTs to ``/hook/<token>`` are kept (the JSON body, and when it came); another path gets 404 and is not kept."""
 
     def __init__(self, token: str, port: int | None = None):
         self.token, self.port = token, port or free_port()
         self.received: list[dict] = []
+        self.arrived: list[float] = []  # time.perf_counter() of each kept POST (for the benchmark)
         self.refused = 0
         self._server: http.server.ThreadingHTTPServer | None = None
         self._lock = threading.Lock()
@@ -46,6 +48,7 @@ class Webhook:
                 with hook._lock:
                     if ok:
                         hook.received.append(orjson.loads(body))
+                        hook.arrived.append(time.perf_counter())
                     else:
                         hook.refused += 1
                 self.send_response(200 if ok else 404)
