@@ -177,15 +177,14 @@ class Notifier:
         a = apprise.Apprise()
         a.add(channel.url)
         try:
-            with apprise.LogCapture(level=logging.WARNING) as out:
-                ok = a.notify(body=body, title=subject)
-                said = out.getvalue().strip().splitlines()
+            with a.notify(body=body, title=subject) as result:  # the call's own log: what went wrong, per call
+                ok = bool(result)
+                said = [e.message for e in result.logs() if e.level in ("WARNING", "ERROR", "CRITICAL")]
         except Exception as exc:  # noqa: BLE001 - a plugin's own failure is this channel's, never the job's
             ok, said = False, [f"{type(exc).__name__}: {exc}"]
         if ok:
             return None
-        reason = said[-1].split(" - ", 2)[-1] if said else "the service refused the message"
-        return rules.scrub(reason, self.secrets)[:500]
+        return rules.scrub(said[-1] if said else "the service refused the message", self.secrets)[:500]
 
     def _failed(self, channel: rules.Channel, row, error: str, now: datetime) -> None:
         attempts = row.attempts + 1
@@ -241,6 +240,7 @@ class Notifier:
         if not lock.acquire(blocking=False):
             return {}
         try:
+            store.forget_channels(self.r, self.keys, self.targets)
             found = self.find(now)
             counts = {"found": len(found), "queued": self.queue(found, now)}
             counts.update(self.deliver(now))

@@ -264,6 +264,13 @@ def set_channel_status(r: redis.Redis, keys: NotifyKeys, channel: str, ok: bool,
     r.hset(keys.channels, channel, orjson.dumps(state))
 
 
+def forget_channels(r: redis.Redis, keys: NotifyKeys, keep: Iterable[str]) -> None:
+    """Drop the health of channels no longer configured (a removed channel must not keep /healthz degraded)."""
+    gone = [k for k in r.hkeys(keys.channels) if (k.decode() if isinstance(k, bytes) else k) not in set(keep)]
+    if gone:
+        r.hdel(keys.channels, *gone)
+
+
 def channel_status(r: redis.Redis, prefix: str) -> dict[str, dict[str, Any]]:
     """Channel → its health as the delivery job last saw it (for /healthz)."""
     raw = r.hgetall(NotifyKeys(prefix).channels)

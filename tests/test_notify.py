@@ -285,6 +285,8 @@ def test_no_secret_reaches_the_log_table_the_api_the_page_or_the_process_log(
     assert len(hook.received) == 1  # one channel works, two fail: both kinds went through the code
     assert "failed" in seen["table"] and "sent" in seen["table"] and "notification unrouted:" in caplog.text
     assert "****" in seen["table"]
+    errors = {row["channel"]: row["last_error"] for row in stored(engine) if row["status"] == "failed"}
+    assert "JSON" in errors["auth-hook"] and "JSON" not in errors["mail"], errors  # each channel's own reason
     for where, text in seen.items():
         for secret in (hook_token, smtp_password, web_password, robot):
             assert secret not in text, f"a secret in the {where}"
