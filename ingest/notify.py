@@ -75,6 +75,7 @@ class Notifier:
         for name in SCRUBBED:
             logging.getLogger(name).addFilter(self._scrub)
         self.targets = {c.name: self._target(c.url) for c in self.cfg.channels}
+        self._state: dict[str, Any] = {}  # where the cursors and the red areas move once a pass has queued
 
     def close(self) -> None:
         for name in SCRUBBED:
@@ -111,10 +112,11 @@ class Notifier:
                              self._area(code)[0], detail=detail)
 
     def _scan(self, name: str, read, now: datetime) -> list[dict[str, Any]]:
-        """Rows after the cursor ``name`` (the first time: of the lookback window), moving the cursor."""
+        """Rows after the cursor ``name`` (the first time: of the lookback window); the cursor's new place is kept
+        for :meth:`_save`, once what was found is queued."""
         after = store.cursors(self.r, self.keys).get(name, 0)
         since = now - timedelta(minutes=self.cfg.lookback_minutes)
-        top = store.last_event_id(self.engine) if name == "events" and not after else 0
+        top = store.last_id(self.engine, name) if not after else 0  # read first: nothing added meanwhile is skipped
         out: list[dict[str, Any]] = []
         while True:
             rows = read(self.engine, after, since, PAGE)
@@ -124,7 +126,7 @@ class Notifier:
             if len(rows) < PAGE:
                 break
         if after or top:
-            store.set_cursor(self.r, self.keys, name, max(after, top))
+            self._state[name] = max(after, top)
         return out
 
     def _red_triggers(self, now: datetime) -> list[rules.Trigger]:
@@ -132,10 +134,19 @@ class Notifier:
         levels = orjson.loads(raw) if raw else {}
         red = {code for code, level in levels.items() if level >= RED}
         before = store.red_areas(self.r, self.keys)
-        store.set_red_areas(self.r, self.keys, red)
+        self._state["red"] = red
         day = now.astimezone(CITY_TZ).strftime("%Y%m%d")
         return [rules.Trigger(rules.Reason.RED_RISK, f"red_risk:{code}:{day}", now, None, "", code, self._area(code)[0])
                 for code in sorted(red - before)]
+
+    def _save(self) -> None:
+        """Move the cursors and the red areas on, now that what they found is queued."""
+        for name, value in self._state.items():
+            if name == "red":
+                store.set_red_areas(self.r, self.keys, value)
+            else:
+                store.set_cursor(self.r, self.keys, name, value)
+        self._state = {}
 
     def _feed_triggers(self, now: datetime) -> list[rules.Trigger]:
         out = []
@@ -243,6 +254,7 @@ class Notifier:
             store.forget_channels(self.r, self.keys, self.targets)
             found = self.find(now)
             counts = {"found": len(found), "queued": self.queue(found, now)}
+            self._save()
             counts.update(self.deliver(now))
         finally:
             lock.release()

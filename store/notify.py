@@ -201,9 +201,11 @@ def case_events_after(engine: Engine, after: int, since: datetime, limit: int = 
     return [dict(r._mapping) for r in rows]
 
 
-def last_event_id(engine: Engine) -> int:
+def last_id(engine: Engine, what: str) -> int:
+    """The newest id of ``events`` (case_events) or ``alarms`` (sensor_alarms): where a first run's cursor starts."""
+    column = {"events": CaseEvent.id, "alarms": SensorAlarm.id}[what]
     with engine.connect() as conn:
-        return conn.scalar(select(func.max(CaseEvent.id))) or 0
+        return conn.scalar(select(func.max(column))) or 0
 
 
 def alarms_after(engine: Engine, after: int, since: datetime, limit: int = 2000) -> list[dict[str, Any]]:

@@ -366,3 +366,27 @@ def test_backoff_rate_plan_and_masking_rules():
     assert rules.scrub("post to dingtalk://AbCdEf123456/ failed (SEC999888)", found) == \
         "post to dingtalk://****/ failed (****)"
     assert rules.scrub("smtp://user:pa55word@host", set()) == "smtp://user:****@host"
+
+
+def test_a_restarted_job_goes_on_from_its_cursor_and_sends_nothing_twice(tmp_path, settings, r, engine, city, hook,
+                                                                          hook_token):
+    s, cfg = configure(tmp_path, settings, city, {"HOOK_TOKEN": hook_token}, {"hook": hook_channel(hook.port)},
+                       reasons=["unrouted", "alarm"], to=("hook",))
+    now = datetime.now(UTC).replace(microsecond=0)
+    grid = city.geography.areas("grid")[7]
+    publish(s, r, engine, city, cases=[report("a", grid, now, city=city), report("b", grid, now, city=city)])
+    add_event(engine, case_id(engine, "a"), "note", store.UNROUTED_KEY, now, actor="gridwatch")
+    first = Notifier(s, city, engine, r, cfg)
+    first.run_once(now)
+    first.close()
+    assert len(hook.received) == 1
+
+    add_event(engine, case_id(engine, "b"), "note", store.UNROUTED_KEY, now, actor="gridwatch")
+    again = Notifier(s, city, engine, r, cfg)
+    counts = again.run_once(now + timedelta(minutes=1))
+    r.delete(store.NotifyKeys(s.stream_prefix).cursor)  # Redis lost the cursors: the lookback finds both again
+    repeat = again.run_once(now + timedelta(minutes=2))
+    again.close()
+    assert counts["found"] == 1 and repeat["found"] == 2 and repeat["queued"] == 0
+    assert [m["message"].rsplit("/case/", 1)[1] for m in hook.received] == [str(case_id(engine, "a")),
+                                                                            str(case_id(engine, "b"))]
