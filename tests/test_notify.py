@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 import yaml
-from sqlalchemy import insert, select
+from sqlalchemy import select
 
 from config.notify import NotifyConfigError, load_notify
 from core import notify as rules
@@ -23,7 +23,7 @@ from ingest.feedhealth import FeedHealth
 from ingest.notify import Notifier
 from ingest.worker import Worker
 from store import notify as store
-from store.schema import Case, CaseEvent
+from store.schema import Case
 from store.streams import Producer, ensure_groups
 from tests import accounts
 from tests.api_dataset import drain
@@ -103,11 +103,11 @@ def case_id(engine, ext) -> int:
         return conn.scalar(select(Case.id).where(Case.external_id == ext))
 
 
-def add_event(engine, cid, action, key, now, **extra):
-    """A timeline row as the case actions write it (督办 and the router's unrouted note)."""
-    with engine.begin() as conn:
-        conn.execute(insert(CaseEvent).values(case_id=cid, event_key=key, action=action, source="test",
-                                              occurred_at=now, received_at=now, status_after="registered", **extra))
+def unrouted(settings, r, engine, city, *exts, at):
+    """The router's note on cases no rule could place (待分拨), published as the router publishes it."""
+    publish(settings, r, engine, city, cases=[
+        {"source": "test", "external_id": ext, "event": "note", "event_id": store.UNROUTED_KEY,
+         "occurred_at": at.isoformat(), "actor": "gridwatch", "note": "无匹配的分拨规则"} for ext in exts])
 
 
 def stored(engine) -> list[dict]:
@@ -134,9 +134,9 @@ def test_each_trigger_reaches_the_webhook_and_the_mail_once_in_chinese_with_its_
     ], sensors=[{"device_id": "smoke-n1", "type": "smoke", "value": city.sensor_types["smoke"].threshold + 2,
                  "ts": (now - timedelta(minutes=2)).isoformat(), "grid_code": grid.code}])
     deadline = now + timedelta(hours=4)
-    add_event(engine, case_id(engine, "boss"), "supervise", "supervise-9", now, actor="lead", departments=["cg"],
-              note="请于今日内完成整改并反馈", due_at=deadline)
-    add_event(engine, case_id(engine, "lost"), "note", store.UNROUTED_KEY, now, actor="gridwatch")
+    publish(s, r, engine, city, cases=[event("boss", "supervise", now, actor="lead", departments=["cg"],
+                                             note="请于今日内完成整改并反馈", due_at=deadline.isoformat())])
+    unrouted(s, r, engine, city, "lost", at=now)
     r.set(f"{s.stream_prefix}:live:risk_levels", orjson.dumps({street: 4, grid.code[:12]: 3}))  # the risk sweep's
     FeedHealth(r, s, "open311:test").failed("connection refused")
 
@@ -183,7 +183,7 @@ def test_a_receiver_that_is_down_is_retried_with_backoff_then_delivered_once(
     now = datetime.now(UTC).replace(microsecond=0)
     grid = city.geography.areas("grid")[0]
     publish(s, r, engine, city, cases=[report("lost", grid, now - timedelta(minutes=10), city=city)])
-    add_event(engine, case_id(engine, "lost"), "note", store.UNROUTED_KEY, now, actor="gridwatch")
+    unrouted(s, r, engine, city, "lost", at=now)
     n = Notifier(s, city, engine, r, cfg)
     client = accounts.client(s, app=app)
 
@@ -267,7 +267,7 @@ def test_no_secret_reaches_the_log_table_the_api_the_page_or_the_process_log(
     now = datetime.now(UTC).replace(microsecond=0)
     grid = city.geography.areas("grid")[0]
     publish(s, r, engine, city, cases=[report("lost", grid, now - timedelta(minutes=10), city=city)])
-    add_event(engine, case_id(engine, "lost"), "note", store.UNROUTED_KEY, now, actor="gridwatch")
+    unrouted(s, r, engine, city, "lost", at=now)
     caplog.set_level(logging.DEBUG)
     n = Notifier(s, city, engine, r, cfg)
     for step in range(3):
@@ -302,8 +302,7 @@ def test_the_log_is_for_admins_and_dispatchers_within_their_jurisdiction(tmp_pat
                                                          if not g.code.startswith(streets[0].code)))
     assert here.code.startswith(streets[0].code)
     publish(s, r, engine, city, cases=[report("a", here, now, city=city), report("b", there, now, city=city)])
-    for ext in ("a", "b"):
-        add_event(engine, case_id(engine, ext), "note", store.UNROUTED_KEY, now, actor="gridwatch")
+    unrouted(s, r, engine, city, "a", "b", at=now)
     n = Notifier(s, city, engine, r, cfg)
     n.run_once(now)
     n.close()
@@ -375,13 +374,13 @@ def test_a_restarted_job_goes_on_from_its_cursor_and_sends_nothing_twice(tmp_pat
     now = datetime.now(UTC).replace(microsecond=0)
     grid = city.geography.areas("grid")[7]
     publish(s, r, engine, city, cases=[report("a", grid, now, city=city), report("b", grid, now, city=city)])
-    add_event(engine, case_id(engine, "a"), "note", store.UNROUTED_KEY, now, actor="gridwatch")
+    unrouted(s, r, engine, city, "a", at=now)
     first = Notifier(s, city, engine, r, cfg)
     first.run_once(now)
     first.close()
     assert len(hook.received) == 1
 
-    add_event(engine, case_id(engine, "b"), "note", store.UNROUTED_KEY, now, actor="gridwatch")
+    unrouted(s, r, engine, city, "b", at=now)
     again = Notifier(s, city, engine, r, cfg)
     counts = again.run_once(now + timedelta(minutes=1))
     r.delete(store.NotifyKeys(s.stream_prefix).cursor)  # Redis lost the cursors: the lookback finds both again
