@@ -389,3 +389,23 @@ def test_a_restarted_job_goes_on_from_its_cursor_and_sends_nothing_twice(tmp_pat
     assert counts["found"] == 1 and repeat["found"] == 2 and repeat["queued"] == 0
     assert [m["message"].rsplit("/case/", 1)[1] for m in hook.received] == [str(case_id(engine, "a")),
                                                                             str(case_id(engine, "b"))]
+
+
+def test_rules_reach_channels_by_name_role_area_and_department():
+    street, other = "440311001", "440311002"
+    channels = [rules.Channel("ops", "json://h/a", role="dispatcher"), rules.Channel("st1", "json://h/b", area=street),
+                rules.Channel("st2", "json://h/c", area=other), rules.Channel("cg", "json://h/d", department="cg"),
+                rules.Channel("mail", "mailto://h", role="admin")]
+    overdue = rules.Trigger(rules.Reason.OVERDUE, "overdue:1:x", datetime(2026, 12, 1, tzinfo=UTC), 1, "t",
+                            f"{street}001001", departments=("cg", "sw"))
+    red = rules.Trigger(rules.Reason.RED_RISK, "red_risk:x", datetime(2026, 12, 1, tzinfo=UTC), area_code=street)
+    table = [rules.Rule("by-area", rules.Reason.OVERDUE, ("@area",)),
+             rules.Rule("by-dept", rules.Reason.OVERDUE, ("@departments", "st1")),
+             rules.Rule("by-role", rules.Reason.OVERDUE, ("role:dispatcher",), areas=(other,)),
+             rules.Rule("red-grids", rules.Reason.RED_RISK, ("mail",), levels=frozenset({"grid"})),
+             rules.Rule("red-streets", rules.Reason.RED_RISK, ("ops",), levels=frozenset({"street"}))]
+    assert [(rule.name, c.name) for rule, c in rules.route(table, channels, overdue)] == [
+        ("by-area", "st1"), ("by-dept", "cg")]  # st1 once, by the first rule; by-role: the case is not in its area
+    assert [(rule.name, c.name) for rule, c in rules.route(table, channels, red, "street")] == [("red-streets", "ops")]
+    subject, body = rules.render(table[0], overdue, "https://x.cn/", CITY_TZ, {"cg": "城管局"})
+    assert subject == "【超期】案件 1 t" and "责任单位：城管局、sw" in body and body.endswith("https://x.cn/case/1")
