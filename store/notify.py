@@ -33,12 +33,12 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, mapped_column
 
+from core.routing import UNROUTED_KEY
 from store.schema import Base, BigId, Case, CaseAssignment, CaseEvent, Device, SensorAlarm, UTCDateTime
 from store.writes import insert_ignoring
 
 STATUSES = ("queued", "sent", "failed", "folded")
 EVENT_ACTIONS = ("overdue", "escalate", "supervise")
-UNROUTED_KEY = "auto:unrouted"
 
 
 class Notification(Base):

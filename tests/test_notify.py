@@ -19,6 +19,7 @@ from sqlalchemy import select
 from config.notify import NotifyConfigError, load_notify
 from core import notify as rules
 from core.records import CITY_TZ
+from core.routing import UNROUTED_KEY
 from ingest.feedhealth import FeedHealth
 from ingest.notify import Notifier
 from ingest.worker import Worker
@@ -106,7 +107,7 @@ def case_id(engine, ext) -> int:
 def unrouted(settings, r, engine, city, *exts, at):
     """The router's note on cases no rule could place (待分拨), published as the router publishes it."""
     publish(settings, r, engine, city, cases=[
-        {"source": "test", "external_id": ext, "event": "note", "event_id": store.UNROUTED_KEY,
+        {"source": "test", "external_id": ext, "event": "note", "event_id": UNROUTED_KEY,
          "occurred_at": at.isoformat(), "actor": "gridwatch", "note": "无匹配的分拨规则"} for ext in exts])
 
 
