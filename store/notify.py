@@ -101,14 +101,15 @@ class NotifyKeys:
 def queue(engine: Engine, rows: Sequence[dict[str, Any]]) -> int:
     """Log new messages as queued; one whose (key, channel) is there already is left as it is. Returns how many
     were new."""
-    if not rows:
-        return 0
+    new = 0
     with engine.begin() as conn:
-        before = conn.scalar(select(func.count()).select_from(N))
         for i in range(0, len(rows), 500):
-            conn.execute(insert_ignoring(conn, N).on_conflict_do_nothing(index_elements=["key", "channel"]),
-                         list(rows[i : i + 500]))
-        return conn.scalar(select(func.count()).select_from(N)) - before
+            chunk = list(rows[i : i + 500])
+            there = {(k, c) for k, c in conn.execute(select(N.c.key, N.c.channel).where(
+                N.c.key.in_({r["key"] for r in chunk})))}
+            new += len({(r["key"], r["channel"]) for r in chunk} - there)
+            conn.execute(insert_ignoring(conn, N).on_conflict_do_nothing(index_elements=["key", "channel"]), chunk)
+    return new
 
 
 def due(engine: Engine, channel: str, now: datetime, limit: int) -> list[Any]:
