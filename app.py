@@ -21,7 +21,7 @@ from core import access
 from core.risk import css_colors
 from dashboard import api, auth, context, i18n, notifications, web
 from ingest.feeds import push
-from layouts import briefings, case, compare, drill, live, screen
+from layouts import briefings, case, compare, dispatch, drill, live, screen
 
 ROOT = Path(__file__).resolve().parent
 
@@ -52,7 +52,8 @@ def create_app(settings: Settings | None = None) -> dash.Dash:
         city = load_city(settings.city_dir)
         app.validation_layout = html.Div([
             frame(), drill.layout(settings, city, {}), live.layout(i18n.texts(i18n.DEFAULT_LANG), district.name),
-            screen.layout(settings, city, {}), compare.skeleton(), briefings.skeleton(),
+            screen.layout(settings, city, {}), compare.skeleton(), briefings.skeleton(), case.skeleton(city),
+            dispatch.skeleton(city),
         ])
 
     # every callback is recorded as its page's: the gate refuses a callback whose page the viewer may not open
@@ -72,7 +73,8 @@ def create_app(settings: Settings | None = None) -> dash.Dash:
         clientside_callback("function(t) { if (t) { document.title = t; } return window.dash_clientside.no_update; }",
                             Output(ROUTER_TITLE, "id"), Input(ROUTER_TITLE, "data"))
     for kind, register in (("live", live.register), ("screen", screen.register), ("drill", drill.register),
-                           ("compare", compare.register), ("briefings", briefings.register)):
+                           ("compare", compare.register), ("briefings", briefings.register), ("case", case.register),
+                           ("dispatch", dispatch.register)):
         with auth.callbacks_of(app, kind):
             register(app)
     server.config[web.CSP_HASHES] = app.csp_hashes()  # Dash's inline scripts, allowed by hash in the CSP
@@ -81,7 +83,7 @@ def create_app(settings: Settings | None = None) -> dash.Dash:
 
 ROUTER_URL, ROUTER_KIND, ROUTER_TITLE, ROUTER_CONTENT = "page-url", "page-kind", "page-title", "page-content"
 STAYS = {"drill"}  # pages that follow their URL themselves instead of being drawn again
-# the case page (/case/<id>) is drawn whole on the server: a new URL draws it again
+# the case page (/case/<id>) is drawn on the server: a new URL draws it again (its own callbacks redraw its parts)
 
 
 def frame(user=None) -> html.Div:
@@ -128,6 +130,8 @@ def page_of(pathname: str | None) -> str:
         return "compare"
     if path == "/briefings":
         return "briefings"
+    if path == "/dispatch":
+        return "dispatch"
     return "missing"
 
 
@@ -152,6 +156,8 @@ def render(kind: str, pathname: str | None, query: dict[str, str]):
         return compare.layout(settings, city, query)
     if kind == "briefings":
         return briefings.layout(settings, city, query)
+    if kind == "dispatch":
+        return dispatch.layout(settings, city, query)
     t = i18n.texts(query.get("lang"))
     return html.Div([html.H1(t["dr_bad_path"]), html.P(str(pathname)[:80]),
                      dcc.Link(t["dr_go_home"], href="/", className="dr-button")], className="dr dr-missing")
@@ -169,6 +175,8 @@ def page_title(kind: str, query: dict[str, str]) -> str:
         return compare.title(lang)
     if kind == "briefings":
         return briefings.title(lang)
+    if kind == "dispatch":
+        return dispatch.title(lang)
     return drill.title(lang)
 
 

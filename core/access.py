@@ -24,10 +24,10 @@ PERSONAL = frozenset({"dispatcher", "admin"})  # the roles that see reporters' n
 ALLOWED: dict[str, frozenset[str]] = {
     "screen": frozenset({"frame", "screen"}),
     "leader": frozenset({"frame", "drill", "compare", "case", "briefings", "screen", "api", "missing"}),
-    "dispatcher": frozenset({"frame", "drill", "compare", "case", "briefings", "screen", "live", "api", "missing",
-                             "notifications"}),
-    "admin": frozenset({"frame", "drill", "compare", "case", "briefings", "screen", "live", "api", "missing", "users",
-                        "notifications"}),
+    "dispatcher": frozenset({"frame", "drill", "compare", "case", "briefings", "screen", "live", "dispatch", "api",
+                             "missing", "notifications"}),
+    "admin": frozenset({"frame", "drill", "compare", "case", "briefings", "screen", "live", "dispatch", "api", "missing",
+                        "users", "notifications"}),
 }
 WHOLE_DISTRICT = frozenset({"screen", "live"})  # pages that show the whole district: for a district-wide scope only
 

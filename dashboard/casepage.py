@@ -27,7 +27,10 @@ REWINDS = frozenset({Action.RETURN, Action.REOPEN})
 FIELDS = ("id", "source", "external_id", "title", "category", "grade", "status", "description", "address", "lon",
           "lat", "district_code", "street_code", "community_code", "grid_code", "located", "departments", "onsite",
           "overdue", "escalated", "warned", "due_provisional", "suspended_at", "rating", "flags", "reported_at",
-          "accept_due_at", "due_at", "accepted_at", "resolved_at", "closed_at", "updated_at")
+          "accept_due_at", "due_at", "accepted_at", "resolved_at", "closed_at", "updated_at", "supervised_at",
+          "supervise_note", "supervise_due_at")
+AUTO_ACTOR = "gridwatch"  # the timeline's actor of the system's own steps (智能分拨's dispatches among them)
+ROUTED_BY = frozenset({Action.DISPATCH, Action.TRANSFER, Action.WHISTLE})
 
 
 def _seconds(a: datetime, b: datetime) -> float:
@@ -158,6 +161,20 @@ def _evaluation(events: list[dict[str, Any]]) -> dict[str, Any] | None:
     return found
 
 
+def auto_route(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The newest dispatch the auto-router (智能分拨) made: when, to whom, and its note (which names the rule)."""
+    for e in reversed(events):
+        if e["action"] in ROUTED_BY and e.get("actor") == AUTO_ACTOR:
+            return {"at": e["occurred_at"], "departments": e.get("departments") or [], "note": e.get("note")}
+    return None
+
+
+def version(view: dict[str, Any]) -> str:
+    """What changes whenever the case does: the page redraws only then."""
+    c = view["case"]
+    return f"{c['updated_at'].isoformat() if c['updated_at'] else ''}|{len(view['events'])}|{c['status']}"
+
+
 def case_view(engine, settings, case_id: int, now: datetime | None = None, *,
               personal: bool = False) -> dict[str, Any] | None:
     """Everything the case page shows about one case, or None if there is no such case. The reporter's name and
@@ -191,6 +208,7 @@ def case_view(engine, settings, case_id: int, now: datetime | None = None, *,
         "extensions": _extensions(events),
         "suspensions": spans,
         "evaluation": _evaluation(events),
+        "auto_route": auto_route(events),
     }
 
 

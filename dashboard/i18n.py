@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dashboard.i18n_acting import ACTING
+
 DEFAULT_LANG = "zh"
 LANGS = ("zh", "en")
 
@@ -581,8 +583,7 @@ TEXTS["en"].update({
     "cmp_two_areas": "Two areas · one period",
     "cmp_two_periods": "One area · two periods",
     "cmp_go": "Compare",
-    "cmp_hint": "Period and filters come from the drill-down; for two periods, B is the period just before (or give "
-                "since_b / until_b)",
+    "cmp_hint": "Period and filters come from the drill-down; for two periods, B is the period just before (or give since_b / until_b)",
     "cmp_figure": "Figure",
     "cmp_difference": "B vs A",
     "cmp_kpis": "Key figures",
@@ -640,16 +641,14 @@ TEXTS["en"].update({
     "br_kind_week": "Weekly",
     "br_kind_month": "Monthly",
     "br_go": "Generate",
-    "br_hint": "Writes the briefing (PDF and Excel) of the day, week (Monday–Sunday) or month holding the date; when it "
-               "is done it can be downloaded and is kept in the archive.",
+    "br_hint": "Writes the briefing (PDF and Excel) of the day, week (Monday–Sunday) or month holding the date; when it is done it can be downloaded and is kept in the archive.",
     "br_step_queued": "Queued…",
     "br_step_read": "Reading the figures…",
     "br_step_pdf": "Laying out the PDF…",
     "br_step_xlsx": "Writing the spreadsheet…",
     "br_step_done": "Done",
     "br_made": "Ready: {area} · {kind} · {label}",
-    "br_busy": "This briefing is being generated already (another request started it); please wait — it will appear "
-               "in the archive when it is done.",
+    "br_busy": "This briefing is being generated already (another request started it); please wait — it will appear in the archive when it is done.",
     "br_bad_input": "Cannot generate: please check the form",
     "br_no_font": "Cannot lay out the PDF: no Chinese font is installed on the server",
     "br_failed": "Generating failed",
@@ -666,6 +665,8 @@ TEXTS["en"].update({
     "br_col_files": "Download",
     "br_week_days": "{a} to {b}",
 })
+for _lang in LANGS:  # 在线督办's texts live apart
+    TEXTS[_lang].update(ACTING[_lang])
 
 def lang_of(value: object) -> str:
     """A supported language code (anything else → the default)."""

@@ -1,5 +1,8 @@
 """The case page (/case/<id>): fields, map pin, timeline, stages against their limits, departments, whistles,
-extensions, suspensions and evaluation, drawn whole on the server from dashboard/casepage.py's view model.
+extensions, suspensions and evaluation, drawn on the server from dashboard/casepage.py's view model; and 在线督办:
+the actions the viewer's role may take now (core.actions.allowed_for), each with a small form, taken through
+dashboard.actions.perform. After an action (and every few seconds while the page is open, when the case changed)
+the page draws the case again without a reload.
 
 A bad or unknown id, or a case outside the viewer's jurisdiction, shows a message with a way back; ``?lang=en``.
 """
@@ -11,11 +14,14 @@ from datetime import datetime
 from typing import Any
 
 import dash_leaflet as dl
-from dash import html
+from dash import ALL, Input, Output, State, ctx, dcc, html
+from dash.exceptions import PreventUpdate
 
+from core.actions import allowed_for, may_act
 from core.lifecycle import ACTION_LABELS, STATUS_LABELS, Action, Status
 from core.records import CITY_TZ, case_id_of
-from dashboard import auth, casepage, i18n
+from dashboard import auth, casepage, context, i18n
+from layouts import components
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +42,21 @@ class ID:
     suspensions = "case-suspensions"
     evaluation = "case-evaluation"
     message = "case-message"
+    live = "case-live"  # the header and the actions: drawn again after an action
+    detail = "case-detail"  # the rest: drawn again with them
+    acting = "case-acting"
+    auto = "case-auto"
+    supervised = "case-supervised"
+    button = "case-act"  # the action buttons' pattern type
+    case = "case-id"
+    lang = "case-lang-store"
+    version = "case-version"
+    done = "case-done"
+    tick = "case-tick"
+
+
+FORM = components.FormIds("case")
+TICK_MS = 5000  # how often an open page looks whether its case changed
 
 
 def title(lang: str = i18n.DEFAULT_LANG) -> str:
@@ -405,15 +426,41 @@ def _evaluation(f: _Fmt, view: dict[str, Any]):
     ], className="case-fields case-eval", id=ID.evaluation)
 
 
-def render(view: dict[str, Any], settings, city, lang: str) -> html.Div:
-    """The page for one case's view model (dashboard/casepage.py)."""
-    f = _Fmt(city, lang)
+def _acting(f: _Fmt, view: dict[str, Any], role: str | None) -> html.Section | None:
+    """在线督办: where 智能分拨 routed the case, the newest 督办 with its 批示, and the actions the role may take now."""
+    t, c = f.t, view["case"]
+    lines: list = []
+    auto = view.get("auto_route")
+    if auto is not None:
+        lines.append(html.Div([_badge(f.action(Action.DISPATCH), "run"),
+                               html.Span(t["act_auto"].format(note=auto["note"] or f.departments(auto["departments"])),
+                                         className="case-auto-note")], id=ID.auto, className="case-act-line"))
+    if c.get("supervised_at") is not None:
+        due = c.get("supervise_due_at")
+        lines.append(html.Div([
+            _badge(f.action(Action.SUPERVISE), "bad"),
+            html.Span(f"{t['act_supervised']}：{c.get('supervise_note') or '—'}" if f.lang == "zh"
+                      else f"{t['act_supervised']}: {c.get('supervise_note') or '—'}", className="case-sup-note"),
+            html.Span(f"{t['act_supervised_at']} {f.time(c['supervised_at'])}", className="case-muted"),
+            html.Span(f"{t['act_supervised_due']} {f.time(due)}", className="case-sup-due") if due else None,
+        ], id=ID.supervised, className="case-act-line"))
+    may = allowed_for(role, c["status"])
+    if role is not None and any(may_act(role, a) for a in Action):
+        buttons = components.action_buttons(may, c["id"], f.lang, ID.button) or [
+            html.Span(t["act_none"], className="case-muted")]
+        lines.append(html.Div(buttons, className="case-act-buttons"))
+    if not lines:
+        return None
+    return html.Section([html.H2(t["act_heading"]), *lines], id=ID.acting, className="case-section case-acting")
+
+
+def _live(f: _Fmt, city, view: dict[str, Any], role: str | None) -> list:
+    return [_header(f, city, view), _acting(f, view, role)]
+
+
+def _detail(f: _Fmt, settings, city, view: dict[str, Any]) -> list:
     t = f.t
-    c = view["case"]
-    case_id = str(c["id"])
-    return html.Div([
-        _top(t, _crumbs(f, city.geography, c), _lang_href(case_id, lang)),
-        _header(f, city, view),
+    return [
         html.Div([
             _section(t["case_fields"], _fields(f, city, view), cls="case-fields-section"),
             _section(t["case_map"], _map(f, settings, city, view), cls="case-map-section"),
@@ -429,6 +476,24 @@ def render(view: dict[str, Any], settings, city, lang: str) -> html.Div:
                 _section(t["case_evaluation"], _evaluation(f, view)),
             ], className="case-side"),
         ], className="case-row case-row-lower"),
+    ]
+
+
+def render(view: dict[str, Any], settings, city, lang: str, role: str | None = None) -> html.Div:
+    """The page for one case's view model (dashboard/casepage.py), with the actions ``role`` may take."""
+    f = _Fmt(city, lang)
+    t = f.t
+    c = view["case"]
+    case_id = str(c["id"])
+    acts = role is not None and any(may_act(role, a) for a in Action)
+    return html.Div([
+        dcc.Store(id=ID.case, data=c["id"]), dcc.Store(id=ID.lang, data=lang),
+        dcc.Store(id=ID.version, data=casepage.version(view)), dcc.Store(id=ID.done, data=0),
+        dcc.Interval(id=ID.tick, interval=TICK_MS),
+        _top(t, _crumbs(f, city.geography, c), _lang_href(case_id, lang)),
+        html.Div(_live(f, city, view, role), id=ID.live),
+        components.action_form(FORM, city, t) if acts else None,
+        html.Div(_detail(f, settings, city, view), id=ID.detail),
     ], id=ID.page, className="case-page", lang="zh-CN" if lang == "zh" else "en", **{"data-case": case_id})
 
 
@@ -449,4 +514,72 @@ def layout(settings, city, case_id: str, query: dict[str, str]) -> html.Div:
     if view is None or not auth.in_scope(view["case"]["grid_code"]):  # outside the jurisdiction: as if absent
         return _message(t, lang, t["case_not_found"].format(id=number), t["case_not_found_hint"], str(number))
     auth.audit("case_view", str(number), {"via": "page"})
-    return render(view, settings, city, lang)
+    v = auth.viewer()
+    return render(view, settings, city, lang, v.role if v is not None else None)
+
+
+# --------------------------------------------------------------------------- callbacks: acting, and drawing again
+
+
+def skeleton(city) -> html.Div:
+    """The page's controls, for the app's validation layout (the page itself is drawn per case)."""
+    t = i18n.texts(i18n.DEFAULT_LANG)
+    return html.Div([dcc.Store(id=ID.case), dcc.Store(id=ID.lang), dcc.Store(id=ID.version), dcc.Store(id=ID.done),
+                     dcc.Interval(id=ID.tick), html.Div(id=ID.live), html.Div(id=ID.detail),
+                     html.Button(id={"type": ID.button, "case": 0, "action": "note"}),
+                     components.action_form(FORM, city, t)])
+
+
+def open_form(clicks, lang) -> tuple:
+    """A button pressed: its action's form, with a fresh request id."""
+    trig = ctx.triggered_id
+    if not isinstance(trig, dict) or not any(isinstance(n, int) and n > 0 for n in clicks or []):
+        raise PreventUpdate  # buttons drawn again, not pressed
+    lang = i18n.lang_of(lang)
+    try:
+        return components.form_for(trig.get("action"), trig.get("case"), i18n.texts(lang), lang)
+    except (ValueError, TypeError):
+        raise PreventUpdate from None
+
+
+def submit(_n, choice, departments, note, due, lang, done) -> tuple:
+    """确定: the action taken as the viewer of this request; the answer shown, the case drawn again."""
+    if not _n:
+        raise PreventUpdate
+    lang = i18n.lang_of(lang)
+    shown, ok = components.act(choice, departments, note, due, i18n.texts(lang), lang)
+    return shown, components.HIDE if ok else components.SHOW, (done or 0) + (1 if ok else 0)
+
+
+def redraw(_done, _tick, case_id, lang, version) -> tuple:
+    """The header, actions and details drawn again when the case changed since the page last drew it."""
+    if not isinstance(case_id, int):
+        raise PreventUpdate
+    view = casepage.page_view(case_id, personal=auth.personal())
+    if view is None or not auth.in_scope(view["case"]["grid_code"]):
+        raise PreventUpdate
+    now = casepage.version(view)
+    if now == version and ctx.triggered_id != ID.done:
+        raise PreventUpdate
+    f = _Fmt(context.city(), i18n.lang_of(lang))
+    v = auth.viewer()
+    return _live(f, f.city, view, v.role if v else None), _detail(f, context.settings(), f.city, view), now
+
+
+def register(app) -> None:
+    app.callback(Output(FORM.choice, "data"), Output(FORM.form, "style"), Output(FORM.title, "children"),
+                 Output(FORM.depts_row, "style"), Output(FORM.note_row, "style"), Output(FORM.due_row, "style"),
+                 Output(FORM.note_label, "children"), Output(FORM.note, "placeholder"), Output(FORM.depts, "value"),
+                 Output(FORM.note, "value"), Output(FORM.due, "value"), Output(FORM.result, "children"),
+                 Input({"type": ID.button, "case": ALL, "action": ALL}, "n_clicks"), State(ID.lang, "data"),
+                 prevent_initial_call=True)(open_form)
+    app.callback(Output(FORM.form, "style", allow_duplicate=True), Input(FORM.cancel, "n_clicks"),
+                 prevent_initial_call=True)(lambda n: components.HIDE if n else components.SHOW)
+    app.callback(Output(FORM.result, "children", allow_duplicate=True),
+                 Output(FORM.form, "style", allow_duplicate=True), Output(ID.done, "data"),
+                 Input(FORM.submit, "n_clicks"), State(FORM.choice, "data"), State(FORM.depts, "value"),
+                 State(FORM.note, "value"), State(FORM.due, "value"), State(ID.lang, "data"), State(ID.done, "data"),
+                 prevent_initial_call=True)(submit)
+    app.callback(Output(ID.live, "children"), Output(ID.detail, "children"), Output(ID.version, "data"),
+                 Input(ID.done, "data"), Input(ID.tick, "n_intervals"), State(ID.case, "data"),
+                 State(ID.lang, "data"), State(ID.version, "data"), prevent_initial_call=True)(redraw)

@@ -1,13 +1,18 @@
 """What several pages draw alike: number and change formats, bar lists and day columns, the problem notice, the
-area picker's options and a map's bounds. Components and formatters only: nothing here reads a store."""
+area picker's options, a map's bounds and the action form of 在线督办. Components and formatters only: nothing here reads a store."""
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime
 from typing import Any
 
 from dash import dcc, html
 
-from dashboard import auth, drill
+from core.actions import MAY_DUE, NEEDS_DEPARTMENTS, NEEDS_NOTE
+from core.lifecycle import ACTION_LABELS, STATUS_LABELS, Action, Status
+from core.records import CITY_TZ
+from dashboard import actions, auth, drill, i18n
 
 LOWER_IS_BETTER = {"overdue_open", "handling_mean_s", "handling_median_s"}
 NEUTRAL = {"cases_total", "resolved"}  # more or fewer cases is neither good nor bad
@@ -110,3 +115,124 @@ def map_bounds(geo, code: str | None) -> list[list[float]]:
     """[[south, west], [north, east]] of an area (None or the district: the whole city) for a Leaflet map."""
     x0, y0, x1, y1 = geo.geometry(code).bounds if code and code != geo.district.code else geo.bounds
     return [[y0, x0], [y1, x1]]
+
+
+# --------------------------------------------------------------------------- 在线督办: the action form
+# One small form per page (ids under a page's prefix): the fields an action needs, shown when its button is pressed.
+# A fresh request id per opening, so a double click on 确定 acts once (the server answers the replay again).
+
+def action_label(action: str, lang: str) -> str:
+    try:
+        return i18n.pick(ACTION_LABELS[Action(action)], lang)
+    except ValueError:
+        return action
+
+
+def department_options(city) -> list[dict[str, str]]:
+    """The city's departments for a picker: their Chinese short names (the name on hover), by code."""
+    return [{"label": d.short or d.name, "value": d.code, "title": d.name} for d in city.departments.values()]
+
+
+class FormIds:
+    """The component ids of one page's action form (``prefix``: the page's)."""
+
+    def __init__(self, prefix: str):
+        p = f"{prefix}-act"
+        self.form, self.title, self.choice, self.result = f"{p}-form", f"{p}-title", f"{p}-choice", f"{p}-result"
+        self.depts_row, self.depts = f"{p}-depts-row", f"{p}-depts"
+        self.note_row, self.note_label, self.note = f"{p}-note-row", f"{p}-note-label", f"{p}-note"
+        self.due_row, self.due = f"{p}-due-row", f"{p}-due"
+        self.submit, self.cancel = f"{p}-submit", f"{p}-cancel"
+
+
+HIDE, SHOW = {"display": "none"}, {}
+
+
+def action_form(ids: FormIds, city, t: dict[str, str]) -> html.Div:
+    """The (hidden) form and the answer line below it."""
+    return html.Div([
+        dcc.Store(id=ids.choice),
+        html.Div([
+            html.H3(id=ids.title, className="act-title"),
+            html.Label([html.Span(t["act_depts"], className="act-label"),
+                        dcc.Dropdown(department_options(city), [], id=ids.depts, multi=True,
+                                     placeholder=t["act_depts_hint"], className="act-depts")],
+                       id=ids.depts_row, className="act-row", style=HIDE),
+            html.Label([html.Span(t["act_note"], id=ids.note_label, className="act-label"),
+                        dcc.Textarea(id=ids.note, value="", maxLength=2000, className="act-note",
+                                     placeholder=t["act_note_hint"])],
+                       id=ids.note_row, className="act-row", style=HIDE),
+            html.Label([html.Span(t["act_due"], className="act-label"),
+                        dcc.Input(id=ids.due, type="datetime-local", value="", className="act-due"),
+                        html.Span(t["act_due_hint"], className="act-hint")],
+                       id=ids.due_row, className="act-row", style=HIDE),
+            html.Div([html.Button(t["act_submit"], id=ids.submit, n_clicks=0, className="act-submit"),
+                      html.Button(t["act_cancel"], id=ids.cancel, n_clicks=0, className="act-cancel")],
+                     className="act-buttons"),
+        ], id=ids.form, className="act-form", style=HIDE),
+        html.Div(id=ids.result, className="act-result", role="status"),
+    ], className="act-box")
+
+
+def form_for(action: str, case_id: int | str, t: dict[str, str], lang: str) -> tuple:
+    """What opening the form of ``action`` on case ``case_id`` sets: (the choice with a fresh request id, the form's
+    style, its title, the departments / note / due rows' styles, the note's label and hint, cleared fields and answer)."""
+    a = Action(action)
+    supervise = a is Action.SUPERVISE
+    choice = {"case": int(case_id), "action": a.value, "request_id": uuid.uuid4().hex}
+    return (choice, SHOW, t["act_form_title"].format(action=action_label(a.value, lang)),
+            SHOW if a in NEEDS_DEPARTMENTS else HIDE,
+            SHOW if a in NEEDS_NOTE or a is Action.REMIND else HIDE,
+            SHOW if a in MAY_DUE else HIDE,
+            t["act_note_supervise" if supervise else "act_note"],
+            t["act_note_supervise_hint" if supervise else "act_note_hint"], [], "", "", None)
+
+
+def city_time(value: str | None) -> str | None:
+    """A datetime-local input's value (the city's wall time) as ISO 8601 with the city's offset (+08:00)."""
+    if not value:
+        return None
+    return datetime.fromisoformat(value).replace(tzinfo=CITY_TZ).isoformat()
+
+
+def body_of(choice: dict[str, Any], departments, note: str | None, due: str | None) -> dict[str, Any]:
+    """The request for dashboard.actions.perform from the form's fields (only those the action takes)."""
+    a = Action(choice["action"])
+    body: dict[str, Any] = {"action": a.value, "request_id": choice["request_id"]}
+    if a in NEEDS_DEPARTMENTS:
+        body["departments"] = [d for d in departments or [] if isinstance(d, str)]
+    if note and note.strip():
+        body["note"] = note
+    if a in MAY_DUE and due:
+        body["due_at"] = city_time(due)
+    return body
+
+
+def answer(outcome: actions.Outcome, action: str, t: dict[str, str], lang: str) -> html.Div:
+    """The server's answer as a line on the page: done (with the new status), accepted, or its reason."""
+    label = action_label(action, lang)
+    if outcome.status == 200:
+        status = outcome.body.get("status")
+        shown = i18n.pick(STATUS_LABELS[Status(status)], lang) if status else "—"
+        return html.Div(t["act_done"].format(action=label, status=shown), className="act-ok")
+    if outcome.status == 202:
+        return html.Div(t["act_accepted"].format(action=label), className="act-wait")
+    return html.Div(t["act_refused"].format(error=outcome.body.get("error") or outcome.status), className="act-bad")
+
+
+def act(choice: Any, departments, note, due, t: dict[str, str], lang: str) -> tuple[html.Div, bool]:
+    """Take the form's action as the viewer of this request: (the answer, whether it was applied or accepted)."""
+    if not isinstance(choice, dict) or not isinstance(choice.get("case"), int):
+        return html.Div(t["act_pick_none"], className="act-bad"), False
+    try:
+        body = body_of(choice, departments, note, due)
+    except ValueError:
+        return html.Div(t["act_bad_due"], className="act-bad"), False
+    outcome = actions.perform(auth.viewer(), choice["case"], body)
+    return answer(outcome, body["action"], t, lang), outcome.status in (200, 202)
+
+
+def action_buttons(actions_now, case_id: int, lang: str, kind: str) -> list[html.Button]:
+    """A button per action (pattern ids ``{"type": kind, "case": id, "action": name}``)."""
+    return [html.Button(action_label(a, lang), id={"type": kind, "case": case_id, "action": str(a)}, n_clicks=0,
+                        className=f"act-button act-{a}") for a in actions_now]
