@@ -444,7 +444,8 @@ def _acting(f: _Fmt, view: dict[str, Any], role: str | None) -> html.Section | N
             html.Span(f"{t['act_supervised_at']} {f.time(c['supervised_at'])}", className="case-muted"),
             html.Span(f"{t['act_supervised_due']} {f.time(due)}", className="case-sup-due") if due else None,
         ], id=ID.supervised, className="case-act-line"))
-    may = allowed_for(role, c["status"])
+    held = c.get("suspended_at") is not None  # 挂起 while running, 恢复 while held
+    may = [a for a in allowed_for(role, c["status"]) if a != (Action.SUSPEND if held else Action.RESUME)]
     if role is not None and any(may_act(role, a) for a in Action):
         buttons = components.action_buttons(may, c["id"], f.lang, ID.button) or [
             html.Span(t["act_none"], className="case-muted")]

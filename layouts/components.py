@@ -159,7 +159,7 @@ def action_form(ids: FormIds, city, t: dict[str, str]) -> html.Div:
                                      placeholder=t["act_depts_hint"], className="act-depts")],
                        id=ids.depts_row, className="act-row", style=HIDE),
             html.Label([html.Span(t["act_note"], id=ids.note_label, className="act-label"),
-                        dcc.Textarea(id=ids.note, value="", maxLength=2000, className="act-note",
+                        dcc.Textarea(id=ids.note, value="", maxLength=2000, className="act-text",
                                      placeholder=t["act_note_hint"])],
                        id=ids.note_row, className="act-row", style=HIDE),
             html.Label([html.Span(t["act_due"], className="act-label"),

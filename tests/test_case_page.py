@@ -318,3 +318,138 @@ def test_stages_follow_returns_reopens_and_on_the_spot_resolutions(steps, expect
     assert len(running) == 1 and running[0]["start"] == events[-1]["occurred_at"]
     if steps[-1][0] == "onsite":
         assert stages[0]["deadline"] == t0 + 2 * H and stages[0]["met"] is True
+
+
+# --------------------------------------------------------------------------- 在线督办 on the case page
+
+ACTS = """
+const q = s => Array.from(document.querySelectorAll(s));
+const res = document.getElementById('case-act-result'), form = document.getElementById('case-act-form');
+return {buttons: q('#case-acting .case-act-buttons .act-button').map(b => b.textContent),
+        status: (document.querySelector('.case-header .case-status') || {}).textContent,
+        rows: q('#case-timeline .case-ev-action').map(e => e.textContent),
+        depts: q('#case-timeline .case-ev-depts').map(e => e.textContent),
+        result: res ? res.textContent : null, form: form ? form.style.display !== 'none' : null,
+        supervised: (document.getElementById('case-supervised') || {}).textContent || null};
+"""
+
+
+@pytest.fixture
+def reported(loaded, settings, r, engine, city):
+    """One more case, only reported (no department): the dispatcher's to register and dispatch."""
+    rec = {"source": "citizen", "external_id": "act-1", "event": "report", "occurred_at": (NOW - H).isoformat(),
+           "category": full_case(city)[0]["category"], "title": "绿化带垃圾堆积", "grid_code": case_grid(city).code}
+    Producer(r, settings, source="t").cases([rec])
+    w = Worker(city, settings, engine, r, name="act")
+    while w.run_once(50):
+        pass
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT id FROM cases WHERE external_id = 'act-1'")).scalar_one()
+
+
+@pytest.fixture
+def dispatcher_server(reported, settings, engine, r, city):
+    srv = LiveServer(settings, engine, r, city, role="dispatcher")
+    srv.start()
+    yield srv
+    srv.close()
+
+
+def _label(action: str, lang: int = 0) -> str:
+    from core.lifecycle import ACTION_LABELS, Action
+
+    return ACTION_LABELS[Action(action)][lang]
+
+
+def _press(browser, action: str) -> None:
+    """Press the action's button and wait for its form."""
+    browser.find_element("css selector", f"#case-acting .act-{action}").click()
+    assert wait(lambda: js(browser, ACTS)["form"]), js(browser, ACTS)
+
+
+def _submit(browser) -> dict:
+    browser.find_element("id", "case-act-submit").click()
+    return wait(lambda: (s := js(browser, ACTS))["result"] and s, 20)
+
+
+def test_a_dispatcher_registers_dispatches_and_supervises_from_the_case_page(dispatcher_server, browser, reported,
+                                                                            city):
+    from core.actions import allowed_for
+    from core.lifecycle import STATUS_LABELS, Status
+
+    size(browser, 1920, 1080)
+    dispatcher_server.open(browser, f"/case/{reported}")
+    state = wait(lambda: (s := js(browser, ACTS))["buttons"] and s)
+    assert state["buttons"] == [_label(a) for a in allowed_for("dispatcher", "reported") if a != "resume"]
+    assert state["status"] == STATUS_LABELS[Status.REPORTED][0] and state["form"] is False
+
+    _press(browser, "register")
+    _submit(browser)
+    done = wait(lambda: (s := js(browser, ACTS))["status"] == STATUS_LABELS[Status.REGISTERED][0] and s, 20)
+    assert done, js(browser, ACTS)
+    assert done["rows"][-1] == _label("register") and _label("register") in done["result"]
+    assert done["buttons"] == [_label(a) for a in allowed_for("dispatcher", "registered") if a != "resume"]  # not held
+
+    _press(browser, "dispatch")
+    browser.find_element("id", "case-act-depts").click()
+    option = wait(lambda: [o for o in browser.find_elements("css selector", ".dash-dropdown-option")
+                           if o.text.strip() == city.departments["cg"].short])
+    assert option, "the department picker shows no 城管"
+    option[0].click()
+    from selenium.webdriver.common.keys import Keys
+
+    browser.find_element("tag name", "body").send_keys(Keys.ESCAPE)
+    _submit(browser)
+    sent = wait(lambda: (s := js(browser, ACTS))["status"] == STATUS_LABELS[Status.DISPATCHED][0] and s, 20)
+    assert sent, js(browser, ACTS)
+    assert sent["rows"][-1] == _label("dispatch") and sent["depts"][-1] == city.departments["cg"].name
+
+    _press(browser, "supervise")
+    browser.find_element("id", "case-act-note").send_keys("请三日内清理完毕")
+    _submit(browser)
+    sup = wait(lambda: (s := js(browser, ACTS))["supervised"] and s, 20)
+    assert sup and "请三日内清理完毕" in sup["supervised"] and sup["rows"][-1] == _label("supervise")
+    assert sup["status"] == STATUS_LABELS[Status.DISPATCHED][0]  # 督办 marks, it does not move the case
+    assert errors(browser) == []
+    shot(browser, "case-acting.png")
+    _press(browser, "extend")
+    shot(browser, "case-acting-form.png")
+    size(browser, 390, 844)
+    shot(browser, "case-acting-phone.png")
+
+
+def test_a_leader_may_only_supervise_remind_and_note_and_a_refusal_shows_the_reason(live_server, browser, loaded):
+    _, ids = loaded
+    size(browser, 1920, 1080)
+    live_server.open(browser, f"/case/{ids['late-1']}")
+    state = wait(lambda: (s := js(browser, ACTS))["buttons"] and s)
+    assert state["buttons"] == [_label("supervise"), _label("remind"), _label("note")]
+
+    _press(browser, "supervise")  # no 批示: the server refuses and says why
+    refused = _submit(browser)
+    assert "note: required for supervise" in refused["result"] and refused["form"] is True
+    assert refused["supervised"] is None
+
+    browser.find_element("id", "case-act-note").send_keys("限期整改")
+    _submit(browser)
+    sup = wait(lambda: (s := js(browser, ACTS))["supervised"] and s, 20)
+    assert sup and "限期整改" in sup["supervised"] and sup["rows"][-1] == _label("supervise")
+    assert errors(browser) == []
+
+
+def test_a_viewer_who_may_not_act_sees_no_buttons_and_the_server_refuses_anyway(loaded, settings, city, app):
+    from dashboard import actions
+    from dashboard.viewers import Viewer
+
+    _, ids = loaded
+    leader = _rendered(settings, city, str(ids["late-1"]))
+    assert "case-act-buttons" in leader and '"action": "supervise"' in leader
+    assert '"action": "dispatch"' not in leader and '"action": "transfer"' not in leader
+    shown = _rendered(settings, city, str(ids["late-1"]), role="screen")
+    assert "case-act-buttons" not in shown and "case-act-form" not in shown
+    district = city.geography.district.code
+    with accounts.request(app, "screen"):
+        out = actions.perform(Viewer("wall", "screen", district), ids["late-1"], {"action": "remind"}, wait_s=0)
+    assert out.status == 403 and "may not remind" in out.body["error"]

@@ -144,6 +144,7 @@ def test_dispatching_from_the_desk_moves_the_case_on(desk, browser, queued, city
                            if o.text.strip() == city.departments["cg"].short])
     assert option, "the picker shows no 城管"
     option[0].click()
+    shot(browser, "dispatch-desk-picking.png")
     from selenium.webdriver.common.keys import Keys
 
     browser.find_element("tag name", "body").send_keys(Keys.ESCAPE)
