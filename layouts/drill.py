@@ -22,7 +22,7 @@ from core.lifecycle import STATUS_LABELS, Status
 from core.records import CITY_TZ
 from core.risk import RISK_LEVELS
 from dashboard import auth, context, drill, i18n
-from layouts import components
+from layouts import components, drill_actions
 from layouts.components import bars, map_bounds, problem, trend
 
 log = logging.getLogger(__name__)
@@ -280,7 +280,7 @@ def _table(t: dict[str, str]) -> html.Section:
                    defaultColDef={"resizable": True, "suppressHeaderMenuButton": True},
                    dashGridOptions={"pagination": True, "paginationPageSize": PAGE_SIZE,
                                     "cacheBlockSize": PAGE_SIZE, "maxBlocksInCache": 20,
-                                    "rowHeight": 34, "tooltipShowDelay": 300,
+                                    "rowHeight": 34, "tooltipShowDelay": 300, "rowSelection": drill_actions.SELECTION,
                                     "localeText": {"page": t["dr_page"], "of": "/", "to": "–",
                                                    "more": "…", "noRowsToShow": t["dr_no_rows"],
                                                    "loadingOoo": t["dr_loading"]}},
@@ -301,7 +301,7 @@ def layout(settings, city, query: dict[str, str]) -> html.Div:
         _filters(t, _options(city, lang)),
         html.Div(id=ID.message, className="dr-message", style={"display": "none"}),
         html.Div([_map(t, geo), _panels(t)], className="dr-body", id=ID.body),
-        _table(t),
+        drill_actions.bar(t, lang), _table(t),
     ], className="dr", lang="zh-CN" if lang == "zh" else "en")
 
 
@@ -333,7 +333,7 @@ def overdue_list(rows: list[dict[str, Any]], now: datetime, t: dict[str, str]) -
     for r in rows:
         late = now - r["due_at"]
         items.append(html.Tr([
-            html.Td(dcc.Link(f"#{r['id']}", href=f"/case/{r['id']}")),
+            html.Td(drill_actions.pick(r["id"])), html.Td(dcc.Link(f"#{r['id']}", href=f"/case/{r['id']}")),
             html.Td(html.Span(className=f"dr-dot dr-l{r['grade']}")),
             html.Td(r["title"], className="dr-ellipsis", title=r["title"]),
             html.Td(r.get("grid_name") or "—"),
@@ -577,6 +577,7 @@ def register(app) -> None:
     _register_sync(app)
     _register_frame(app)
     _register_data(app)
+    drill_actions.register(app)
 
 
 def frame_of(pathname, search, mode="risk") -> tuple:
