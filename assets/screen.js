@@ -104,6 +104,12 @@
     return c.areas.join(" · ");
   }
   function gradeCls(g) { return "scr-g" + g; }
+  // 督办: a red badge, and (withNote) the 批示 beside it, shortened by the server
+  function supMark(c, t, withNote) {
+    if (!c.sup) return null;
+    return h("span", {className: "scr-sup-mark", title: c.note || ""}, [h("b", {className: "scr-sup"}, t.scr_sup),
+      withNote && c.note ? h("span", {className: "scr-sup-note"}, c.note) : null]);
+  }
 
   var api = {
     gridStyle: function (feature, context) {
@@ -132,6 +138,7 @@
         return h("div", {className: "scr-tk", "data-case": String(c.id)}, [
           h("span", {className: "scr-tg " + gradeCls(c.grade)}, "■ " + (grades[c.grade - 1] || c.grade)),
           h("span", {className: "scr-tt"}, hm(c.reported)),
+          supMark(c, t, true),
           h("span", {className: "scr-tp"}, place(c, t)),
           h("span", {className: "scr-tx"}, "— " + c.title),
           h("span", {className: "scr-td"}, c.dept ? "→ " + c.dept : "")]);
@@ -205,7 +212,8 @@
           var left = (c.due - now) / 1000;
           var total = (c.due - c.reported) / 1000;
           var cls = left < 0 ? "over" : (total > 0 && left <= 0.2 * total ? "warn" : "ok");
-          return h("tr", {className: cls}, [h("td", {}, [h("span", {className: "scr-tg " + gradeCls(c.grade)}, "■ "), c.title]),
+          return h("tr", {className: cls, "data-case": String(c.id)}, [h("td", {}, [h("span", {className: "scr-tg " + gradeCls(c.grade)}, "■ "),
+            supMark(c, t, false), c.title]),
             h("td", {}, c.dept || "—"), h("td", {className: "scr-cd " + cls}, dur(left))]);
         });
         sla = rows.length ? h("table", {className: "scr-table scr-sla"}, [

@@ -19,7 +19,7 @@ from sqlalchemy import false, func, select
 from config.rankings import get_rules
 from config.risk import get_risk_model
 from core import rankings as rk
-from core.access import free_text
+from core.access import free_text, mask_text
 from core.lifecycle import OPEN_STATUSES
 from core.livestate import LiveKeys
 from core.records import CITY_TZ
@@ -150,7 +150,9 @@ def _alarms(r, settings, engine, city) -> list[dict[str, Any]]:
 
 
 _CASE_COLUMNS = (_C.c.id, _C.c.source, _C.c.category, _C.c.grade, _C.c.title, _C.c.status, _C.c.grid_code, _C.c.lon,
-                 _C.c.lat, _C.c.departments, _C.c.reported_at, _C.c.created_at, _C.c.due_at)
+                 _C.c.lat, _C.c.departments, _C.c.reported_at, _C.c.created_at, _C.c.due_at, _C.c.supervised_at,
+                 _C.c.supervise_note)
+SUP_NOTE_CHARS = 24  # the 批示 as the wall shows it: shortened
 
 
 def _cases(engine, city, now: datetime) -> tuple[list, list, list]:
@@ -177,8 +179,17 @@ def _case_row(city, c) -> dict[str, Any]:
     row = {"id": c.id, "title": c.title, "grade": c.grade, "category": getattr(cat, "name", c.category),
            "source": c.source, "status": c.status, "grid": c.grid_code, "areas": _area_names(city, c.grid_code),
            "dept": (dept.short or dept.name) if dept is not None else None, "reported": _ms(c.reported_at),
-           "due": _ms(c.due_at)}
-    return free_text(row, False, (city.county_code,))  # a public screen: masked for every viewer
+           "due": _ms(c.due_at), "sup": c.supervised_at is not None,
+           "note": _short(mask_text(c.supervise_note, (city.county_code,)))}  # masked whole, then shortened
+    return free_text(row, False, (city.county_code,))  # a public screen: masked for every viewer (the 批示 too)
+
+
+def _short(note: str | None) -> str | None:
+    """A 督办's 批示 as the wall shows it: one line, at most SUP_NOTE_CHARS characters."""
+    if not note:
+        return None
+    line = " ".join(note.split())
+    return line if len(line) <= SUP_NOTE_CHARS else line[:SUP_NOTE_CHARS - 1] + "…"
 
 
 def _feeds(r, settings, now: datetime) -> list[dict[str, Any]]:

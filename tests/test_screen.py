@@ -381,3 +381,36 @@ def test_rotation_cycles_the_map_through_the_streets(live_server, browser, city)
         time.sleep(0.5)
     assert len(seen) >= 2 and seen <= streets  # two streets in turn, each named on the map
     assert errors(browser) == []
+
+
+# --------------------------------------------------------------------------- 督办 on the wall
+
+SUPERVISED = """
+const marks = s => Array.from(document.querySelectorAll(s)).map(e => e.textContent);
+const tips = s => Array.from(document.querySelectorAll(s)).map(e => e.title);
+return {ticker: marks('#scr-ticker .scr-tk .scr-sup-mark'), sla: marks('#scr-sla tbody tr .scr-sup-mark'),
+        sla_tips: tips('#scr-sla tbody tr .scr-sup-mark'),
+        ticker_rows: document.querySelectorAll('#scr-ticker .scr-tk').length};
+"""
+
+
+def test_a_supervised_case_carries_the_mark_and_its_shortened_instruction(live_server, browser, loaded, screen_settings,
+                                                                          r, city):
+    from dashboard import screen as model
+
+    now, recs, _ = loaded
+    note = "请街道办于今日内完成整改并回复 联系13812345678 逾期问责处理"
+    masked_short = "请街道办于今日内完成整改并回复 联系138****5678"[:model.SUP_NOTE_CHARS - 1] + "…"
+    sup = [{"source": x["source"], "external_id": x["external_id"], "event": "supervise", "note": note,
+            "occurred_at": (now - timedelta(seconds=10)).isoformat(), "actor": "leader-1 (leader)"}
+           for x in recs if x["event"] == "report" and x["external_id"] in ("s1", "s23")]
+    Producer(r, screen_settings, source="t").cases(sup)
+    size(browser, 1920, 1080)
+    live_server.open(browser, "/screen")
+    state = wait(lambda: (s := js(browser, SUPERVISED))["ticker"] and s["sla"] and s)
+    assert state, js(browser, SUPERVISED)
+    assert state["ticker"] == ["督" + masked_short]  # s23 is among the newest; s1 is past its deadline
+    assert state["sla"] == ["督"] and state["sla_tips"] == [masked_short]  # the board keeps the title in view
+    assert "13812345678" not in browser.page_source
+    shot(browser, "screen-supervised.png")
+    assert errors(browser) == []
