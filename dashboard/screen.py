@@ -179,8 +179,9 @@ def _case_row(city, c) -> dict[str, Any]:
     row = {"id": c.id, "title": c.title, "grade": c.grade, "category": getattr(cat, "name", c.category),
            "source": c.source, "status": c.status, "grid": c.grid_code, "areas": _area_names(city, c.grid_code),
            "dept": (dept.short or dept.name) if dept is not None else None, "reported": _ms(c.reported_at),
-           "due": _ms(c.due_at), "sup": c.supervised_at is not None,
-           "note": _short(mask_text(c.supervise_note, (city.county_code,)))}  # masked whole, then shortened
+           "due": _ms(c.due_at)}
+    if c.supervised_at is not None:  # 督办: the mark and its 批示, masked whole, then shortened (absent otherwise)
+        row.update(sup=True, note=_short(mask_text(c.supervise_note, (city.county_code,))))
     return free_text(row, False, (city.county_code,))  # a public screen: masked for every viewer (the 批示 too)
 
 
