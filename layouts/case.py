@@ -432,9 +432,10 @@ def _acting(f: _Fmt, view: dict[str, Any], role: str | None) -> html.Section | N
     lines: list = []
     auto = view.get("auto_route")
     if auto is not None:
-        lines.append(html.Div([_badge(f.action(Action.DISPATCH), "run"),
-                               html.Span(t["act_auto"].format(note=auto["note"] or f.departments(auto["departments"])),
-                                         className="case-auto-note")], id=ID.auto, className="case-act-line"))
+        lines.append(html.Div([_badge(t["act_auto"], "run"),
+                               html.Span(auto["note"] or "—", className="case-auto-note"),  # it names the rule
+                               html.Span(f"→ {f.departments(auto['departments'])} · {f.time(auto['at'])}",
+                                         className="case-muted")], id=ID.auto, className="case-act-line"))
     if c.get("supervised_at") is not None:
         due = c.get("supervise_due_at")
         lines.append(html.Div([

@@ -436,6 +436,12 @@ def test_a_leader_may_only_supervise_remind_and_note_and_a_refusal_shows_the_rea
     _submit(browser)
     sup = wait(lambda: (s := js(browser, ACTS))["supervised"] and s, 20)
     assert sup and "限期整改" in sup["supervised"] and sup["rows"][-1] == _label("supervise")
+
+    _press(browser, "note")  # a double click on 确定 acts once: one request id per opening of the form
+    browser.find_element("id", "case-act-note").send_keys("已电话联系水务")
+    js(browser, "const b = document.getElementById('case-act-submit'); b.click(); b.click(); return 1;")
+    noted = wait(lambda: (s := js(browser, ACTS))["rows"][-1] == _label("note") and s, 20)
+    assert noted and noted["rows"].count(_label("note")) == sup["rows"].count(_label("note")) + 1
     assert errors(browser) == []
 
 
@@ -449,7 +455,51 @@ def test_a_viewer_who_may_not_act_sees_no_buttons_and_the_server_refuses_anyway(
     assert '"action": "dispatch"' not in leader and '"action": "transfer"' not in leader
     shown = _rendered(settings, city, str(ids["late-1"]), role="screen")
     assert "case-act-buttons" not in shown and "case-act-form" not in shown
+    other = next(s.code for s in city.geography.areas("street") if not case_grid(city, 9).code.startswith(s.code))
+    outside = _rendered(settings, city, str(ids["late-1"]), area=other)  # a leader of another street
+    assert "case-act-buttons" not in outside and f"没有编号为 {ids['late-1']} 的案件" in outside
     district = city.geography.district.code
     with accounts.request(app, "screen"):
         out = actions.perform(Viewer("wall", "screen", district), ids["late-1"], {"action": "remind"}, wait_s=0)
     assert out.status == 403 and "may not remind" in out.body["error"]
+
+
+def test_the_page_shows_the_auto_routing_and_the_newest_supervision(loaded, settings, r, engine, city):
+    from datetime import timedelta
+
+    from core.records import CITY_TZ
+
+    due = (NOW + timedelta(days=2)).replace(minute=0, second=0)
+    base = {"source": "citizen", "external_id": "auto-1"}
+    recs = [
+        {**base, "event": "report", "occurred_at": (NOW - 2 * H).isoformat(), "title": "路面塌陷",
+         "category": full_case(city)[0]["category"], "grid_code": case_grid(city).code},
+        {**base, "event": "register", "event_id": "auto:r", "occurred_at": (NOW - 2 * H + M).isoformat(),
+         "actor": "gridwatch"},
+        {**base, "event": "dispatch", "event_id": "auto:d", "occurred_at": (NOW - 2 * H + 2 * M).isoformat(),
+         "actor": "gridwatch", "departments": ["zj"], "note": "智能分拨 · 规则「塌陷归住建」"},
+        {**base, "event": "supervise", "event_id": "s1", "occurred_at": (NOW - H).isoformat(),
+         "actor": "leader-a (leader)", "note": "先前的批示"},
+        {**base, "event": "supervise", "event_id": "s2", "occurred_at": (NOW - 30 * M).isoformat(),
+         "actor": "leader-b (leader)", "note": "后来的批示：两日内修复", "due_at": due.isoformat()},
+    ]
+    Producer(r, settings, source="t").cases(recs)
+    w = Worker(city, settings, engine, r, name="auto")
+    while w.run_once(50):
+        pass
+    assert read_dead(r, settings) == []
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        cid = conn.execute(text("SELECT id FROM cases WHERE external_id = 'auto-1'")).scalar_one()
+    page = _rendered(settings, city, str(cid))
+    assert "智能分拨 · 规则「塌陷归住建」" in page and city.departments["zj"].name in page
+    assert "后来的批示：两日内修复" in page and due.astimezone(CITY_TZ).strftime("%Y-%m-%d %H:%M:%S") in page
+    from dashboard.casepage import case_view
+    from layouts import case
+
+    acting = case._acting(case._Fmt(city, "zh"), case_view(engine, settings, cid), "leader")
+    line = json.dumps(acting, cls=plotly.utils.PlotlyJSONEncoder, ensure_ascii=False)
+    assert "后来的批示" in line and "先前的批示" not in line  # the newest order only (the timeline keeps both)
+    en = _rendered(settings, city, str(cid), {"lang": "en"})
+    assert "Auto-routed" in en and "Supervision instruction" in en
