@@ -133,6 +133,11 @@ def department_options(city) -> list[dict[str, str]]:
     return [{"label": d.short or d.name, "value": d.code, "title": d.name} for d in city.departments.values()]
 
 
+def picker_labels(t: dict[str, str]) -> dict[str, str]:
+    """A department picker's own words (search, select all…) in the page's language."""
+    return {k[3:]: v for k, v in t.items() if k.startswith("dd_")}
+
+
 class FormIds:
     """The component ids of one page's action form (``prefix``: the page's)."""
 
@@ -156,7 +161,8 @@ def action_form(ids: FormIds, city, t: dict[str, str]) -> html.Div:
             html.H3(id=ids.title, className="act-title"),
             html.Label([html.Span(t["act_depts"], className="act-label"),
                         dcc.Dropdown(department_options(city), [], id=ids.depts, multi=True,
-                                     placeholder=t["act_depts_hint"], className="act-depts")],
+                                     placeholder=t["act_depts_hint"], className="act-depts",
+                                     labels=picker_labels(t))],
                        id=ids.depts_row, className="act-row", style=HIDE),
             html.Label([html.Span(t["act_note"], id=ids.note_label, className="act-label"),
                         dcc.Textarea(id=ids.note, value="", maxLength=2000, className="act-text",

@@ -70,12 +70,14 @@ def _when(r: dict[str, Any], name: str, now: datetime, t: dict[str, str]) -> str
 
 def _acts(r: dict[str, Any], city, lang: str) -> list:
     out: list = []
+    t = i18n.texts(lang)
     token = uuid.uuid4().hex[:12]  # one per drawing: a double click on a drawn button acts once
     for a in r["actions"]:
         label = components.action_label(a, lang)
         if a == "dispatch":
             out.append(dcc.Dropdown(components.department_options(city), [], id={"type": ID.dept, "case": r["id"]},
-                                    multi=True, placeholder=i18n.texts(lang)["dp_pick"], className="dp-picker"))
+                                    multi=True, placeholder=t["dp_pick"], className="dp-picker",
+                                    labels=components.picker_labels(t)))
         kind = ID.do if a in DIRECT else ID.form
         out.append(html.Button(label, id={"type": kind, "case": r["id"], "action": a, "rid": token}, n_clicks=0,
                                className=f"act-button act-{a}"))

@@ -157,3 +157,25 @@ def test_dispatching_from_the_desk_moves_the_case_on(desk, browser, queued, city
     shot(browser, "dispatch-desk-after.png")
     size(browser, 390, 844)
     shot(browser, "dispatch-desk-phone.png")
+
+
+def test_the_desk_speaks_chinese_first_and_english_on_request(app, city, queued):
+    import json
+
+    import plotly.utils
+
+    from layouts import dispatch
+
+    def text(query):
+        with accounts.request(app, "dispatcher"):
+            page = dispatch.layout(None, city, query)
+            body = dispatch.refresh(0, 0, query.get("lang"), None)
+        return json.dumps([page, body], cls=plotly.utils.PlotlyJSONEncoder, ensure_ascii=False)
+
+    zh = text({})
+    for word in ("分拨工作台", "待分拨", "待签收", "超期", "报到未到", "未分拨的井盖缺失", "立案", "催办", "督办"):
+        assert word in zh, word
+    en = text({"lang": "en"})
+    for word in ("Dispatch desk", "To dispatch", "Not accepted", "Overdue", "Not reported in", "Register", "Reminder"):
+        assert word in en, word
+    assert "待分拨" not in en
