@@ -213,6 +213,7 @@ def _header(t: dict[str, str], lang: str, district_name: str) -> html.Header:
             html.A(t["dr_compare"], id=ID.compare, href="/compare", className="dr-link"),
             *([html.A(t["dr_screen"], href="/screen", className="dr-link", target="_blank")]
               if auth.whole_district() else []),  # the wall is the district's
+            *drill_actions.desk_link(t, lang),
             html.A(t["dr_briefings"], id=ID.briefings, href="/briefings" + ("?lang=en" if lang == "en" else ""),
                    className="dr-link"),
             html.A(t["switch"], id=f"{ID.lang}-switch", href="?lang=" + ("zh" if lang == "en" else "en"),

@@ -10,6 +10,7 @@ from typing import Any
 from dash import ALL, Input, Output, State, ctx, dcc, html
 from dash.exceptions import PreventUpdate
 
+from core import access
 from dashboard import actions, auth, i18n
 from layouts import components
 
@@ -20,6 +21,15 @@ NOTE, SUPERVISE, REMIND = "drill-act-note", "drill-act-supervise", "drill-act-re
 RESULT, COUNT = "drill-act-result", "drill-act-count"
 SELECTION = {"mode": "multiRow", "checkboxes": True, "headerCheckbox": False, "enableClickSelection": False}
 MAX_SELECTED = 200
+
+
+def desk_link(t: dict[str, str], lang: str) -> list:
+    """The link to the dispatcher's desk (/dispatch), for the roles that may open it."""
+    v = auth.viewer()
+    if v is None or not access.may_open(v.role, v.area, "dispatch"):
+        return []
+    return [html.A(t["dp_title"], href="/dispatch" + ("?lang=en" if lang == "en" else ""), className="dr-link",
+                   id="drill-desk")]
 
 
 def pick(case_id: int) -> dcc.Checklist:

@@ -94,6 +94,18 @@ def test_the_inline_actions_follow_the_role_and_the_status(app, queued):
     assert acts[("overdue", queued["late-1"])] == ["remind", "supervise"]
 
 
+def test_a_leader_may_not_use_the_desks_callbacks(app, settings, queued):
+    from dashboard.callback_guard import CALLBACK_PAGES
+
+    key = next(k for k, cb in app.callback_map.items()
+               if any(i["id"] == "dp-act-submit" for i in cb["inputs"]))  # the desk's 确定
+    assert app.server.config[CALLBACK_PAGES][key] == "dispatch"
+    body = {"output": key, "outputs": [], "inputs": [{"id": "dp-act-submit", "property": "n_clicks", "value": 1}],
+            "state": [], "changedPropIds": ["dp-act-submit.n_clicks"]}
+    refused = accounts.client(settings, "leader", app=app).post("/_dash-update-component", json=body)
+    assert refused.status_code == 403 and "dispatch page" in refused.get_data(as_text=True)
+
+
 def test_only_dispatchers_and_admins_may_open_the_desk(settings, queued):
     for role, ok in (("leader", False), ("dispatcher", True), ("admin", True)):
         c = accounts.client(settings, role)
@@ -153,6 +165,14 @@ def test_dispatching_from_the_desk_moves_the_case_on(desk, browser, queued, city
     assert moved, js(browser, ROWS)
     assert moved["counts"][:2] == ["0", "3"]
     assert "派遣" in js(browser, "return document.getElementById('dp-act-result').textContent")
+    # a new unrouted case shows up on its own (the desk polls)
+    from tests.events import public_categories
+
+    grid = city.geography.areas("grid")[0]
+    Producer(desk.r, desk.settings, source="t").cases([report(city, "unrouted-2", grid=grid, title="新上报的占道经营",
+                                                              cat=public_categories(city)[0])])
+    new = wait(lambda: (s := js(browser, ROWS))["unrouted"] and s, 20)
+    assert new and len(new["unrouted"]) == 1 and new["counts"][0] == "1"
     assert errors(browser) == []
     shot(browser, "dispatch-desk-after.png")
     size(browser, 390, 844)
