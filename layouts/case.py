@@ -535,7 +535,7 @@ def skeleton(city) -> html.Div:
 def open_form(clicks, lang) -> tuple:
     """A button pressed: its action's form, with a fresh request id."""
     trig = ctx.triggered_id
-    if not isinstance(trig, dict) or not any(isinstance(n, int) and n > 0 for n in clicks or []):
+    if not isinstance(trig, dict) or not components.pressed(clicks):
         raise PreventUpdate  # buttons drawn again, not pressed
     lang = i18n.lang_of(lang)
     try:
@@ -550,12 +550,12 @@ def submit(_n, choice, departments, note, due, lang, done) -> tuple:
         raise PreventUpdate
     lang = i18n.lang_of(lang)
     shown, ok = components.act(choice, departments, note, due, i18n.texts(lang), lang)
-    return shown, components.HIDE if ok else components.SHOW, (done or 0) + (1 if ok else 0)
+    return shown, components.HIDE if ok else components.SHOW, components.count_of(done) + (1 if ok else 0)
 
 
 def redraw(_done, _tick, case_id, lang, version) -> tuple:
     """The header, actions and details drawn again when the case changed since the page last drew it."""
-    if not isinstance(case_id, int):
+    if not isinstance(case_id, int) or isinstance(case_id, bool):
         raise PreventUpdate
     view = casepage.page_view(case_id, personal=auth.personal())
     if view is None or not auth.in_scope(view["case"]["grid_code"]):

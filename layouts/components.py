@@ -226,12 +226,38 @@ def answer(outcome: actions.Outcome, action: str, t: dict[str, str], lang: str) 
     return html.Div(t["act_refused"].format(error=outcome.body.get("error") or outcome.status), className="act-bad")
 
 
+def pressed(clicks) -> bool:
+    """Whether a pattern of buttons (ALL) holds one really pressed: drawn again, they all start at 0."""
+    return isinstance(clicks, list) and any(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in clicks)
+
+
+def count_of(done) -> int:
+    """A page's counter of actions taken (a store), whatever a crafted request put there."""
+    return done if isinstance(done, int) and not isinstance(done, bool) and 0 <= done < 10**9 else 0
+
+
+def _choice(choice: Any) -> dict[str, Any] | None:
+    """The form's choice as opening it stored it, or None when it is not (a crafted request, a stale page)."""
+    if not isinstance(choice, dict):
+        return None
+    case, action, rid = choice.get("case"), choice.get("action"), choice.get("request_id")
+    if not isinstance(case, int) or isinstance(case, bool) or not isinstance(action, str) or not isinstance(rid, str):
+        return None
+    try:
+        Action(action)
+    except ValueError:
+        return None
+    return {"case": case, "action": action, "request_id": rid}
+
+
 def act(choice: Any, departments, note, due, t: dict[str, str], lang: str) -> tuple[html.Div, bool]:
     """Take the form's action as the viewer of this request: (the answer, whether it was applied or accepted)."""
-    if not isinstance(choice, dict) or not isinstance(choice.get("case"), int):
+    choice = _choice(choice)
+    if choice is None:
         return html.Div(t["act_pick_none"], className="act-bad"), False
+    departments = departments if isinstance(departments, list) else []
     try:
-        body = body_of(choice, departments, note, due)
+        body = body_of(choice, departments, note if isinstance(note, str) else None, due if isinstance(due, str) else None)
     except ValueError:
         return html.Div(t["act_bad_due"], className="act-bad"), False
     outcome = actions.perform(auth.viewer(), choice["case"], body)

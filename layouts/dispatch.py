@@ -165,33 +165,52 @@ def refresh(_tick, _done, lang, digest) -> tuple:
     return (*bodies, *counts, updated, new)
 
 
+def _picked(case_id, picked) -> list[str]:
+    """The departments picked in the row of ``case_id`` (the pickers' states, matched by their ids)."""
+    states = ctx.states_list[0] if ctx.states_list and isinstance(ctx.states_list[0], list) else []
+    values = picked if isinstance(picked, list) else []
+    for s, v in zip(states, values, strict=False):
+        if isinstance(s, dict) and isinstance(s.get("id"), dict) and s["id"].get("case") == case_id:
+            return [d for d in v if isinstance(d, str)] if isinstance(v, list) else []
+    return []
+
+
+def _trigger() -> dict[str, Any]:
+    trig = ctx.triggered_id
+    if not isinstance(trig, dict) or not isinstance(trig.get("case"), int) or not isinstance(trig.get("action"), str):
+        raise PreventUpdate
+    return trig
+
+
 def direct(clicks, picked, lang, done) -> tuple:
     """立案, 派遣 (with the row's departments) or 催办, straight from a row."""
-    trig = ctx.triggered_id
-    if not isinstance(trig, dict) or not any(isinstance(n, int) and n > 0 for n in clicks or []):
+    if not components.pressed(clicks):
+        raise PreventUpdate
+    trig = _trigger()
+    if trig["action"] not in DIRECT:
         raise PreventUpdate
     lang = i18n.lang_of(lang)
-    t = i18n.texts(lang)
-    body: dict[str, Any] = {"action": trig["action"], "request_id": f"dp{trig['rid']}{trig['case']}"[:64]}
+    body: dict[str, Any] = {"action": trig["action"], "request_id": f"dp{trig.get('rid')}{trig['case']}"[:64]}
     if trig["action"] == "dispatch":
-        chosen = next((v for s, v in zip(ctx.states_list[0], picked or [], strict=False)
-                       if s["id"].get("case") == trig["case"]), None)
-        body["departments"] = [d for d in chosen or [] if isinstance(d, str)]
-    outcome = actions.perform(auth.viewer(), int(trig["case"]), body)
-    shown = components.answer(outcome, trig["action"], t, lang)
-    return shown, (done or 0) + 1
+        body["departments"] = _picked(trig["case"], picked)
+    outcome = actions.perform(auth.viewer(), trig["case"], body)
+    return components.answer(outcome, trig["action"], i18n.texts(lang), lang), components.count_of(done) + 1
 
 
 def open_form(clicks, lang) -> tuple:
-    trig = ctx.triggered_id
-    if not isinstance(trig, dict) or not any(isinstance(n, int) and n > 0 for n in clicks or []):
+    """督办 or 转派 from a row: the action form for its case, with a fresh request id (and a 批示 to start from)."""
+    if not components.pressed(clicks):
         raise PreventUpdate
+    trig = _trigger()
     lang = i18n.lang_of(lang)
     t = i18n.texts(lang)
-    out = list(components.form_for(trig["action"], trig["case"], t, lang))
+    try:
+        out = list(components.form_for(trig["action"], trig["case"], t, lang))
+    except ValueError:
+        raise PreventUpdate from None
     out[2] = f"{out[2]} · #{trig['case']}"
     if trig["action"] == "supervise":
-        out[9] = t["dp_supervise_note"]  # a 批示 to start from
+        out[9] = t["dp_supervise_note"]
     return tuple(out)
 
 
@@ -200,7 +219,7 @@ def submit(n, choice, departments, note, due, lang, done) -> tuple:
         raise PreventUpdate
     lang = i18n.lang_of(lang)
     shown, ok = components.act(choice, departments, note, due, i18n.texts(lang), lang)
-    return shown, components.HIDE if ok else components.SHOW, (done or 0) + 1
+    return shown, components.HIDE if ok else components.SHOW, components.count_of(done) + 1
 
 
 def register(app) -> None:

@@ -54,8 +54,11 @@ def bar(t: dict[str, str], lang: str) -> html.Div:
 
 def selected(picks, rows) -> list[int]:
     """The selected case ids: the overdue list's ticks and the table's selected rows, each once, in order."""
-    ids = [v for p in picks or [] for v in (p or []) if isinstance(v, int)]
-    ids += [r.get("id") for r in rows or [] if isinstance(r, dict) and isinstance(r.get("id"), int)]
+    picks = picks if isinstance(picks, list) else []
+    rows = rows if isinstance(rows, list) else []
+    ids = [v for p in picks if isinstance(p, list) for v in p if isinstance(v, int) and not isinstance(v, bool)]
+    ids += [r["id"] for r in rows if isinstance(r, dict) and isinstance(r.get("id"), int)
+            and not isinstance(r["id"], bool)]
     return list(dict.fromkeys(ids))[:MAX_SELECTED]
 
 
@@ -80,7 +83,7 @@ def take(_s, _r, picks, rows, note, lang) -> list:
         return [html.Div(t["act_pick_none"], className="act-bad")]
     body: dict[str, Any] = {"action": "supervise" if which == SUPERVISE else "remind",
                             "request_id": uuid.uuid4().hex[:24]}
-    if note and note.strip():
+    if isinstance(note, str) and note.strip():
         body["note"] = note
     return outcome_text(actions.perform_many(auth.viewer(), ids, body), t)
 

@@ -153,13 +153,13 @@ def test_every_dash_callback_keeps_out_of_jurisdiction_data_out(app, planted, se
 # product's rules (the wall link: the wall only; leaders: not the stream overview; the wall and the overview are the
 # whole district's), not read from the code.
 PAGE_BY_PREFIX = {"page-": "frame", "live-": "live", "scr-": "screen", "drill-": "drill", "cmp-": "compare",
-                  "br-": "briefings"}
+                  "br-": "briefings", "case-": "case", "dp-": "dispatch"}
 MAY_USE = {
     "screen": {"frame", "screen"},
-    "leader": {"frame", "drill", "compare", "briefings", "screen"},
-    "street-leader": {"frame", "drill", "compare", "briefings"},
-    "dispatcher": {"frame", "drill", "compare", "briefings", "screen", "live"},
-    "admin": {"frame", "drill", "compare", "briefings", "screen", "live"},
+    "leader": {"frame", "drill", "compare", "briefings", "screen", "case"},
+    "street-leader": {"frame", "drill", "compare", "briefings", "case"},
+    "dispatcher": {"frame", "drill", "compare", "briefings", "screen", "live", "case", "dispatch"},
+    "admin": {"frame", "drill", "compare", "briefings", "screen", "live", "case", "dispatch"},
 }
 
 
