@@ -503,3 +503,27 @@ def test_the_page_shows_the_auto_routing_and_the_newest_supervision(loaded, sett
     assert "后来的批示" in line and "先前的批示" not in line  # the newest order only (the timeline keeps both)
     en = _rendered(settings, city, str(cid), {"lang": "en"})
     assert "Auto-routed" in en and "Supervision instruction" in en
+
+
+@pytest.mark.parametrize(("action", "depts", "note", "due", "expected"), [
+    ("extend", ["cg"], "协调供电", "2026-12-07T18:00",
+     {"note": "协调供电", "due_at": "2026-12-07T18:00:00+08:00"}),  # the city's wall time, sent with its offset
+    ("supervise", [], "限期整改", "2026-12-08T09:30", {"note": "限期整改", "due_at": "2026-12-08T09:30:00+08:00"}),
+    ("supervise", [], "限期整改", "", {"note": "限期整改"}),
+    ("dispatch", ["cg", "sw"], "", "2026-12-08T09:30", {"departments": ["cg", "sw"]}),  # no deadline to send
+    ("remind", ["cg"], "   ", None, {}),
+])
+def test_the_form_sends_only_the_fields_its_action_takes(action, depts, note, due, expected):
+    from layouts import components
+
+    choice = {"case": 7, "action": action, "request_id": "r" * 32}
+    assert components.body_of(choice, depts, note, due) == {"action": action, "request_id": "r" * 32, **expected}
+
+
+def test_each_opening_of_the_form_has_its_own_request_id():
+    from dashboard import i18n
+    from layouts import components
+
+    t = i18n.texts("zh")
+    first, second = (components.form_for("remind", 7, t, "zh")[0] for _ in range(2))
+    assert first["case"] == second["case"] == 7 and first["request_id"] != second["request_id"]
