@@ -165,6 +165,16 @@ def test_dispatching_from_the_desk_moves_the_case_on(desk, browser, queued, city
     assert moved, js(browser, ROWS)
     assert moved["counts"][:2] == ["0", "3"]
     assert "派遣" in js(browser, "return document.getElementById('dp-act-result').textContent")
+    # 督办 from the overdue row: the form opens with a 批示 to start from; the row then carries the 督 mark
+    late = queued["late-1"]
+    browser.find_element("css selector", f"#dp-list-overdue tr[data-case='{late}'] .act-supervise").click()
+    assert wait(lambda: js(browser, "return document.getElementById('dp-act-form').style.display !== 'none'"))
+    assert browser.find_element("id", "dp-act-note").get_attribute("value") == "请尽快办理"
+    assert f"#{late}" in browser.find_element("id", "dp-act-title").text
+    browser.find_element("id", "dp-act-submit").click()
+    marked = f"return document.querySelector(\"#dp-list-overdue tr[data-case='{late}'] .dp-sup\") !== null"
+    assert wait(lambda: js(browser, marked), 20), js(browser, "return document.getElementById('dp-act-result').textContent")
+    assert "督办" in js(browser, "return document.getElementById('dp-act-result').textContent")
     # a new unrouted case shows up on its own (the desk polls)
     from tests.events import public_categories
 
