@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
+from dash import ALL, Input, Output, State, clientside_callback, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from core.records import CITY_TZ
@@ -245,3 +245,8 @@ def register(app) -> None:
                  Input(FORM.submit, "n_clicks"), State(FORM.choice, "data"), State(FORM.depts, "value"),
                  State(FORM.note, "value"), State(FORM.due, "value"), State(ID.lang, "data"), State(ID.done, "data"),
                  prevent_initial_call=True)(submit)
+    clientside_callback(  # the form opens at the top of the desk: bring it into view from a row far below
+        "function(s) { var f = document.getElementById('dp-act-form');"
+        " if (f && s && s.display !== 'none') { f.scrollIntoView({block: 'nearest'}); }"
+        " return window.dash_clientside.no_update; }",
+        Output(FORM.form, "title"), Input(FORM.form, "style"), prevent_initial_call=True)
