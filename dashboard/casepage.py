@@ -12,6 +12,7 @@ from typing import Any
 from core import sla
 from core.kpis import SATISFIED
 from core.lifecycle import OPEN_STATUSES, Action, Status
+from core.routing import AUTO_ACTOR, rule_of
 from core.whistle import whistle_reports
 from dashboard import context
 from store import queries
@@ -29,7 +30,6 @@ FIELDS = ("id", "source", "external_id", "title", "category", "grade", "status",
           "overdue", "escalated", "warned", "due_provisional", "suspended_at", "rating", "flags", "reported_at",
           "accept_due_at", "due_at", "accepted_at", "resolved_at", "closed_at", "updated_at", "supervised_at",
           "supervise_note", "supervise_due_at")
-AUTO_ACTOR = "gridwatch"  # the timeline's actor of the system's own steps (智能分拨's dispatches among them)
 ROUTED_BY = frozenset({Action.DISPATCH, Action.TRANSFER, Action.WHISTLE})
 
 
@@ -162,10 +162,16 @@ def _evaluation(events: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def auto_route(events: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The newest dispatch the auto-router (智能分拨) made: when, to whom, and its note (which names the rule)."""
+    """What the auto-router (智能分拨) last said of the case: the dispatch it made (when, to whom, its note and the
+    rule that note names), or its note that no rule could place the case (``unrouted``: it waits for a dispatcher)."""
     for e in reversed(events):
-        if e["action"] in ROUTED_BY and e.get("actor") == AUTO_ACTOR:
-            return {"at": e["occurred_at"], "departments": e.get("departments") or [], "note": e.get("note")}
+        if e.get("actor") != AUTO_ACTOR:
+            continue
+        if e["action"] in ROUTED_BY:
+            return {"at": e["occurred_at"], "departments": e.get("departments") or [], "note": e.get("note"),
+                    "rule": rule_of(e.get("note")), "unrouted": False}
+        if e["action"] == Action.NOTE:
+            return {"at": e["occurred_at"], "departments": [], "note": e.get("note"), "rule": None, "unrouted": True}
     return None
 
 

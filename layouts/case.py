@@ -432,10 +432,12 @@ def _acting(f: _Fmt, view: dict[str, Any], role: str | None) -> html.Section | N
     lines: list = []
     auto = view.get("auto_route")
     if auto is not None:
-        lines.append(html.Div([_badge(t["act_auto"], "run"),
-                               html.Span(auto["note"] or "—", className="case-auto-note"),  # it names the rule
-                               html.Span(f"→ {f.departments(auto['departments'])} · {f.time(auto['at'])}",
-                                         className="case-muted")], id=ID.auto, className="case-act-line"))
+        said = t["act_rule"].format(rule=auto["rule"]) if auto["rule"] else (auto["note"] or "—")
+        where = "" if auto["unrouted"] else f"→ {f.departments(auto['departments'])} · "
+        lines.append(html.Div([_badge(t["act_auto"], "warn" if auto["unrouted"] else "run"),
+                               html.Span(said, className="case-auto-note"),
+                               html.Span(where + f.time(auto["at"]), className="case-muted")],
+                              id=ID.auto, className="case-act-line"))
     if c.get("supervised_at") is not None:
         due = c.get("supervise_due_at")
         lines.append(html.Div([

@@ -468,6 +468,8 @@ def test_the_page_shows_the_auto_routing_and_the_newest_supervision(loaded, sett
     from datetime import timedelta
 
     from core.records import CITY_TZ
+    from dashboard.casepage import case_view
+    from layouts import case
 
     due = (NOW + timedelta(days=2)).replace(minute=0, second=0)
     base = {"source": "citizen", "external_id": "auto-1"}
@@ -493,16 +495,38 @@ def test_the_page_shows_the_auto_routing_and_the_newest_supervision(loaded, sett
     with engine.connect() as conn:
         cid = conn.execute(text("SELECT id FROM cases WHERE external_id = 'auto-1'")).scalar_one()
     page = _rendered(settings, city, str(cid))
-    assert "智能分拨 · 规则「塌陷归住建」" in page and city.departments["zj"].name in page
+    acting_zh = json.dumps(case._acting(case._Fmt(city, "zh"), case_view(engine, settings, cid), "leader"),
+                           cls=plotly.utils.PlotlyJSONEncoder, ensure_ascii=False)
+    assert "规则「塌陷归住建」" in acting_zh and "智能分拨" in acting_zh and city.departments["zj"].name in acting_zh
     assert "后来的批示：两日内修复" in page and due.astimezone(CITY_TZ).strftime("%Y-%m-%d %H:%M:%S") in page
-    from dashboard.casepage import case_view
-    from layouts import case
-
     acting = case._acting(case._Fmt(city, "zh"), case_view(engine, settings, cid), "leader")
     line = json.dumps(acting, cls=plotly.utils.PlotlyJSONEncoder, ensure_ascii=False)
     assert "后来的批示" in line and "先前的批示" not in line  # the newest order only (the timeline keeps both)
     en = _rendered(settings, city, str(cid), {"lang": "en"})
-    assert "Auto-routed" in en and "Supervision instruction" in en
+    assert "Auto-routed" in en and "Supervision instruction" in en and "rule “塌陷归住建”" in en
+
+
+def test_a_case_no_rule_could_place_shows_the_routers_note(loaded, settings, r, engine, city):
+    from core.routing import AUTO_ACTOR
+    from dashboard.casepage import case_view
+
+    base = {"source": "citizen", "external_id": "unrouted-9"}
+    why = "待分拨：智能分拨未能确定承办部门（无匹配规则），请人工分拨"
+    Producer(r, settings, source="t").cases([
+        {**base, "event": "report", "occurred_at": (NOW - H).isoformat(), "title": "邻里纠纷",
+         "category": full_case(city)[0]["category"], "grid_code": case_grid(city).code},
+        {**base, "event": "note", "event_id": "auto:unrouted", "occurred_at": (NOW - H + M).isoformat(),
+         "actor": AUTO_ACTOR, "note": why}])
+    w = Worker(city, settings, engine, r, name="unrouted")
+    while w.run_once(50):
+        pass
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        cid = conn.execute(text("SELECT id FROM cases WHERE external_id = 'unrouted-9'")).scalar_one()
+    auto = case_view(engine, settings, cid)["auto_route"]
+    assert auto["unrouted"] is True and auto["note"] == why and auto["rule"] is None
+    assert why in _rendered(settings, city, str(cid), role="dispatcher")
 
 
 @pytest.mark.parametrize(("action", "depts", "note", "due", "expected"), [
