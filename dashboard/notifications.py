@@ -12,6 +12,7 @@ from typing import Any
 from flask import Blueprint, Response, request
 from markupsafe import escape
 
+from config.notify import NotifyConfigError, load_notify
 from core.notify import REASON_LABELS, Reason
 from core.records import CITY_TZ
 from dashboard import context, i18n, params, viewers
@@ -28,13 +29,17 @@ TEXTS = {
            "at": "时间", "reason": "原因", "channel": "渠道", "target": "目标", "subject": "主题", "status": "状态",
            "attempts": "尝试", "error": "最后错误", "sent": "发送时间", "all": "全部", "older": "更早的记录",
            "queued": "待发送", "sent_s": "已发送", "failed": "发送失败", "folded": "已汇总", "summary": "汇总",
-           "switch": "English", "forbidden": "无权查看通知记录（仅管理员和调度员）", "failures": "连续失败"},
+           "switch": "English", "forbidden": "无权查看通知记录（仅管理员和调度员）", "failures": "连续失败",
+           "waiting": "尚未发送", "disabled": "未配置（设置其环境变量并重启通知进程，见 config/notify.yaml）",
+           "no_channels": "未配置任何渠道：在 config/notify.yaml 中添加渠道"},
     "en": {"title": "Notifications", "channels": "Channels", "ok": "ok", "failing": "failing", "none": "No notifications",
            "at": "Created", "reason": "Reason", "channel": "Channel", "target": "Target", "subject": "Subject",
            "status": "Status", "attempts": "Tries", "error": "Last error", "sent": "Sent", "all": "All",
            "older": "Older", "queued": "queued", "sent_s": "sent", "failed": "failed", "folded": "folded",
            "summary": "Summary", "switch": "中文", "forbidden": "Notifications are for admins and dispatchers only",
-           "failures": "failures in a row"},
+           "failures": "failures in a row", "waiting": "nothing sent yet",
+           "disabled": "not configured (set its environment variable and restart the notify job; see "
+                       "config/notify.yaml)", "no_channels": "no channel configured: add one to config/notify.yaml"},
 }
 STATUS_TEXT = {"queued": "queued", "sent": "sent_s", "failed": "failed", "folded": "folded"}
 
@@ -66,7 +71,24 @@ def log_page(p: dict[str, str]) -> dict[str, Any]:
 
 
 def channels() -> dict[str, dict[str, Any]]:
-    return store.channel_status(context.redis_client(), context.settings().stream_prefix)
+    """Each configured channel's state: its delivery health, "waiting" (nothing sent yet) or "disabled" (its URL's
+    variable is unset, so the job leaves it out)."""
+    health = store.channel_status(context.redis_client(), context.settings().stream_prefix)
+    try:
+        config = load_notify(context.city(), context.settings())
+    except NotifyConfigError:
+        return health
+    out = {c.name: health.get(c.name, {"waiting": True}) for c in config.channels}
+    out.update({name: {"disabled": True} for name in config.disabled})
+    return {**health, **out}
+
+
+def _channel_item(name: str, s: dict[str, Any], t: dict[str, str]) -> str:
+    if s.get("disabled") or s.get("waiting"):
+        return f'<li><b>{escape(name)}</b> <span class="idle">{escape(t["disabled" if s.get("disabled") else "waiting"])}</span></li>'
+    state = f'<span class="{"good" if s.get("ok") else "bad"}">{escape(t["ok"] if s.get("ok") else t["failing"])}</span>'
+    detail = "" if s.get("ok") else f' ({s.get("failures", 1)} {escape(t["failures"])}: {escape(s.get("error") or "")})'
+    return f"<li><b>{escape(name)}</b> {state}{detail}</li>"
 
 
 def _row(n: dict[str, Any], t: dict[str, str], lang: str) -> str:
@@ -87,18 +109,15 @@ STYLE = """body{font-family:"Noto Sans CJK SC","Source Han Sans SC",sans-serif;m
 h1{font-size:22px;color:#0b3a75}table{border-collapse:collapse;width:100%;background:#fff;font-size:13px}
 td,th{border:1px solid #e2e8f0;padding:5px 7px;text-align:left;vertical-align:top}th{background:#f1f5f9}
 .st-sent{color:#15803d}.st-failed{color:#b91c1c;font-weight:bold}.st-queued{color:#92400e}.st-folded{color:#64748b}
-.bad{color:#b91c1c}.good{color:#15803d}nav a{margin-right:12px}"""
+.bad{color:#b91c1c}.good{color:#15803d}.idle{color:#64748b}nav a{margin-right:12px}a{color:#1d4ed8}"""
 
 
 def page_html(lang: str, p: dict[str, str]) -> str:
     t = TEXTS[lang]
     data, health = log_page(p), channels()
     suffix = "&lang=en" if lang == "en" else ""
-    health_items = "".join(
-        f'<li><b>{escape(name)}</b> <span class="{"good" if s.get("ok") else "bad"}">'
-        f'{escape(t["ok"] if s.get("ok") else t["failing"])}</span>'
-        + ("" if s.get("ok") else f' ({s.get("failures", 1)} {escape(t["failures"])}: {escape(s.get("error") or "")})')
-        + "</li>" for name, s in health.items())
+    health_items = "".join(_channel_item(name, s, t) for name, s in health.items()) or f'<li>{escape(t["no_channels"])}</li>'
+
     nav = "".join(f'<a href="/notifications?delivery={s}{suffix}">{escape(t[STATUS_TEXT[s]])}</a>'
                   for s in store.STATUSES)
     rows = "".join(_row(n, t, lang) for n in data["items"])

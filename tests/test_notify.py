@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import secrets
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import orjson
 import pytest
@@ -56,6 +57,9 @@ def mailbox(smtp_password):
     m = Mailbox("gw", smtp_password).start()
     yield m
     m.stop()
+
+
+ROOT_DIR = Path(__file__).resolve().parent.parent
 
 
 def configure(tmp_path, settings, city, env, channels, reasons=ALL, to=("hook", "mail")):
@@ -351,6 +355,17 @@ def test_a_channel_whose_variable_is_unset_is_left_out(tmp_path, settings, city)
     s, cfg = configure(tmp_path, settings, city, {}, {"hook": {"url": "${NOT_SET}"}}, reasons=["overdue"],
                        to=("hook",))
     assert cfg.channels == () and cfg.disabled == ("hook",)
+
+
+def test_the_page_names_each_channel_and_says_which_are_not_configured(settings, r, engine, monkeypatch):
+    """The shipped config/notify.yaml reads its channels' URLs from variables: unset, the page says so."""
+    names = [c["name"] for c in yaml.safe_load((ROOT_DIR / "config/notify.yaml").read_text("utf-8"))["channels"]]
+    for var in ("NOTIFY_DINGTALK_URL", "NOTIFY_MAIL_URL", "NOTIFY_CG_WECOM_URL"):
+        monkeypatch.delenv(var, raising=False)
+    from app import create_app
+
+    page = accounts.client(app=create_app(settings), role="dispatcher").get("/notifications").get_data(as_text=True)
+    assert all(n in page for n in names) and page.count("未配置") == len(names)
 
 
 def test_backoff_rate_plan_and_masking_rules():
