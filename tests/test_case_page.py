@@ -551,3 +551,69 @@ def test_each_opening_of_the_form_has_its_own_request_id():
     t = i18n.texts("zh")
     first, second = (components.form_for("remind", 7, t, "zh")[0] for _ in range(2))
     assert first["case"] == second["case"] == 7 and first["request_id"] != second["request_id"]
+
+
+def _pick(browser, city, codes) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    browser.find_element("id", "case-act-depts").click()
+    for code in codes:
+        option = wait(lambda c=code: [o for o in browser.find_elements("css selector", ".dash-dropdown-option")
+                                      if o.text.strip() == city.departments[c].short])
+        assert option, f"the department picker shows no {code}"
+        option[0].click()
+    browser.find_element("tag name", "body").send_keys(Keys.ESCAPE)
+
+
+SET_DUE = """const el = document.getElementById('case-act-due');
+Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, 'value').set.call(el, arguments[0]);
+el.dispatchEvent(new Event('input', {bubbles: true})); return el.value;"""
+
+
+def test_every_action_a_dispatcher_may_take_by_clicking(dispatcher_server, browser, reported, city, settings, r):
+    """Each of the dispatcher's actions through its button and form, in a case's whole handling; the status and the
+    timeline's newest row after each are the lifecycle's (core.lifecycle.TRANSITIONS read for the expected status)."""
+    from datetime import timedelta
+
+    from core.lifecycle import STATUS_LABELS, TRANSITIONS, Action, Status
+    from core.records import CITY_TZ
+
+    due = (NOW.astimezone(CITY_TZ) + timedelta(days=5)).strftime("%Y-%m-%dT%H:%M")
+    steps = [("register", {}), ("dispatch", {"depts": ["cg"]}), ("transfer", {"depts": ["zj"]}),
+             ("whistle", {"depts": ["ga"]}), ("remind", {"note": "请加快办理"}), ("suspend", {"note": "等待业主配合"}),
+             ("resume", {}), ("extend", {"due": due}), ("return", {"note": "非本单位职责"}),
+             ("dispatch", {"depts": ["cg"]}), ("note", {"note": "已电话联系报事人"})]
+    size(browser, 1920, 1080)
+    dispatcher_server.open(browser, f"/case/{reported}")
+    status = Status.REPORTED
+    for action, fields in steps:
+        wait(lambda a=action: browser.find_elements("css selector", f"#case-acting .act-{a}"), 20)
+        _press(browser, action)
+        if "depts" in fields:
+            _pick(browser, city, fields["depts"])
+        if "note" in fields:
+            browser.find_element("id", "case-act-note").send_keys(fields["note"])
+        if "due" in fields:
+            assert browser.execute_script(SET_DUE, fields["due"]) == fields["due"]
+        _submit(browser)
+        status = TRANSITIONS[Action(action)][1] if Action(action) in TRANSITIONS else status
+        done = wait(lambda a=action, st=status: (s := js(browser, ACTS))["rows"][-1] == _label(a)
+                    and s["status"] == STATUS_LABELS[st][0] and s, 20)
+        assert done, (action, js(browser, ACTS))
+    # the department does its part (a feed's events), then the dispatcher checks and closes, and reopens
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC) - 5 * M  # before the close the dispatcher is about to click
+    Producer(r, settings, source="t").cases([
+        {"source": "citizen", "external_id": "act-1", "event": e, "event_id": f"dept-{e}",
+         "occurred_at": (now + i * M).isoformat(), "actor": "城管"} for i, e in enumerate(("accept", "resolve"))])
+    wait(lambda: browser.find_elements("css selector", "#case-acting .act-close"), 30)
+    for action, note, st in (("close", None, Status.CLOSED), ("reopen", "回访不满意", Status.REGISTERED)):
+        _press(browser, action)
+        if note:
+            browser.find_element("id", "case-act-note").send_keys(note)
+        _submit(browser)
+        done = wait(lambda a=action, s_=st: (s := js(browser, ACTS))["rows"][-1] == _label(a)
+                    and s["status"] == STATUS_LABELS[s_][0] and s, 20)
+        assert done, (action, js(browser, ACTS))
+    assert errors(browser) == []
