@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
 STREET_UNIT = "@street"  # in a rule's lead or summon: the case's own street's unit
 DEFAULT_RULE = "default"  # the name of the fallback: the 小类's own department
@@ -153,3 +155,22 @@ def route(rules: Sequence[Rule], f: Facts, t: Tables) -> Routing:
         why.append(f"{DEFAULT_RULE}: category {f.category} names no department")
         return Routing("", (), (), False, tuple(why))
     return Routing(DEFAULT_RULE, (department,), (), t.category_onsite.get(f.category, False), tuple(why))
+
+
+def auto_events(source: str, external_id: str, r: Routing, at: datetime) -> list[dict[str, Any]]:
+    """The case events that carry out routing ``r`` for the case (source, external_id) at ``at``: 立案 register,
+    派遣 dispatch to the lead and 吹哨 whistle to the summoned (the dispatch's note naming the rule), or, for a case
+    nothing routes, a note saying why it waits for a dispatcher. Fixed event ids: publishing them again changes
+    nothing."""
+    base = {"source": source, "external_id": external_id, "occurred_at": at.isoformat(), "actor": AUTO_ACTOR}
+    if not r.routed:
+        why = r.why[-1] if r.why else "no rule applies"
+        return [{**base, "event": "note", "event_id": UNROUTED_KEY,
+                 "note": f"待分拨：智能分拨未能确定承办部门（{why}），请人工分拨"}]
+    out = [{**base, "event": "register", "event_id": f"{AUTO_KEY}register"},
+           {**base, "event": "dispatch", "event_id": f"{AUTO_KEY}dispatch", "departments": list(r.lead),
+            "note": auto_note(r.rule)}]
+    if r.summon:
+        out.append({**base, "event": "whistle", "event_id": f"{AUTO_KEY}whistle", "departments": list(r.summon),
+                    "note": auto_note(r.rule)})
+    return out

@@ -21,8 +21,7 @@ from config.calendar import get_calendar
 from config.city import City, get_city
 from config.routing import load_routing_config, tables_of
 from config.settings import Settings, get_settings
-from core.lifecycle import Action
-from core.routing import AUTO_ACTOR, AUTO_KEY, UNROUTED_KEY, Routing, auto_note, route
+from core.routing import auto_events, route
 from ingest.route import facts_of
 from store import routing_reads
 from store.services import get_engine, get_redis
@@ -32,23 +31,6 @@ log = logging.getLogger(__name__)
 
 SOURCE = "gridwatch"  # the stream entries' source
 REPUBLISH_S = 60.0  # a case still waiting this long after its events were published gets them again
-
-
-def events_for(case: dict[str, Any], r: Routing, now: datetime) -> list[dict[str, Any]]:
-    """The events that carry out routing ``r`` for ``case`` (a row of routing_reads.waiting)."""
-    base = {"source": case["source"], "external_id": case["external_id"], "occurred_at": now.isoformat(),
-            "actor": AUTO_ACTOR}
-    if not r.routed:
-        why = r.why[-1] if r.why else "no rule applies"
-        return [{**base, "event": Action.NOTE.value, "event_id": UNROUTED_KEY,
-                 "note": f"待分拨：智能分拨未能确定承办部门（{why}），请人工分拨"}]
-    out = [{**base, "event": Action.REGISTER.value, "event_id": f"{AUTO_KEY}register"},
-           {**base, "event": Action.DISPATCH.value, "event_id": f"{AUTO_KEY}dispatch", "departments": list(r.lead),
-            "note": auto_note(r.rule)}]
-    if r.summon:
-        out.append({**base, "event": Action.WHISTLE.value, "event_id": f"{AUTO_KEY}whistle",
-                    "departments": list(r.summon), "note": auto_note(r.rule)})
-    return out
 
 
 def case_facts(case: dict[str, Any], city: City, calendar):
@@ -88,7 +70,7 @@ class Router:
                 counts["waiting"] += 1
                 continue
             r = route(self.rules, case_facts(case, self.city, self.calendar), self.tables)
-            out += events_for(case, r, now)
+            out += auto_events(case["source"], case["external_id"], r, now)
             self.published[case["id"]] = now_m
             counts["routed" if r.routed else "unrouted"] += 1
             if r.routed:

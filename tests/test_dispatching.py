@@ -12,12 +12,14 @@ import json
 import subprocess
 import sys
 import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import yaml
 from sqlalchemy import select
 
+from config.routing import load_routing_config, tables_of
 from core.routing import rule_of
 from ingest.router import Router
 from ingest.worker import Worker
@@ -212,21 +214,21 @@ def test_a_case_id_that_is_not_there_is_a_clear_error(settings):
     assert out.returncode == 2 and "positive whole number" in out.stderr
 
 
-def test_the_simulator_leaves_the_routed_sources_to_the_router(city, settings):
-    from datetime import UTC, datetime, timedelta
-
-    from config.routing import load_routing_config, tables_of
+def _simulated(city, settings, start):
     from ingest.feeds.simulator import Simulator
 
     sim = Simulator(city, seed=3, rate=2.0, sensors=False,
                     routing=(load_routing_config(city, settings.routing_file), tables_of(city)))
-    start = datetime(2026, 12, 1, 9, tzinfo=UTC)
     events = []
     for n in range(1, 721):  # two simulated hours
         cases, _ = sim.step(start + timedelta(seconds=10 * n), timedelta(seconds=10))
         events += cases
     onsite = {e["external_id"] for e in events if e["event"] == "report" and e.get("onsite")}  # the grid worker's
-    citizen = [e for e in events if e["source"] == "citizen" and e["external_id"] not in onsite]
+    return sim, events, [e for e in events if e["source"] == "citizen" and e["external_id"] not in onsite]
+
+
+def test_the_simulator_leaves_the_routed_sources_to_the_router(city, settings):
+    sim, events, citizen = _simulated(city, settings, datetime.now(UTC))
     assert sim.illegal == 0 and len({e["external_id"] for e in citizen}) > 20
     assert not [e for e in citizen if e["event"] == "register"]  # the router's to do
     seen: dict[str, list[str]] = {}
@@ -235,6 +237,17 @@ def test_the_simulator_leaves_the_routed_sources_to_the_router(city, settings):
             assert {"return", "reopen"} & set(seen.get(e["external_id"], [])), e
         seen.setdefault(e["external_id"], []).append(e["event"])
     assert any(e["event"] in ("register", "dispatch") for e in events if e["source"] == "hotline12345")
+
+
+def test_a_backfill_carries_what_the_router_did_back_then(city, settings):
+    """History published at once cannot wait for the router: the simulator sends the router's own events (the same
+    fixed ids, so a router that also gets there changes nothing)."""
+    sim, _events, citizen = _simulated(city, settings, datetime.now(UTC) - timedelta(hours=3))
+    assert sim.illegal == 0
+    auto = [e for e in citizen if e.get("event_id", "").startswith("auto:")]
+    assert auto and all(e["actor"] == "gridwatch" for e in auto)
+    assert {e["event_id"] for e in auto} <= {"auto:register", "auto:dispatch", "auto:whistle"}
+    assert all(rule_of(e["note"]) in RULES or rule_of(e["note"]) == "default" for e in auto if e["event"] != "register")
 
 
 def test_a_killed_router_leaves_nothing_undispatched_or_doubled(city, settings, r, engine):

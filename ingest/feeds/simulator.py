@@ -59,6 +59,7 @@ N_HOTSPOTS = 4
 # (a grid worker also handles minor 随手拍 / 12345 reports in their grid on the spot).
 DISPATCH_SOURCES = (("hotline12345", 0.40), ("citizen", 0.22), ("citymgmt", 0.23), ("patrol", 0.15))
 ONSITE_SOURCES = (("patrol", 0.78), ("citymgmt", 0.10), ("citizen", 0.08), ("hotline12345", 0.04))
+HISTORY = timedelta(minutes=1)  # a case reported longer ago than this is history: a backfill's
 ID_PREFIX = {"hotline12345": "RX", "citizen": "SSP", "citymgmt": "SZCG", "patrol": "WG"}
 KIND_WEIGHT = {"村宅小区": 1.3, "企业园区": 0.9, "商贸": 1.5, "公共设施": 0.7, "山湖林田水": 0.35}
 
@@ -270,25 +271,31 @@ class Simulator:
         ext = f"{ID_PREFIX.get(source, 'SIM')}-{self.run_tag}-{self._case_no:06d}"
         report = self._report(grid, cat, source, near)
         worker = self._worker[grid]
-        lead = None
+        routed = None
         if onsite:
             report["onsite"] = True
             plan = simulator_plans.onsite_plan(rng, t0, report, cat, worker)
         else:
-            lead = self._routed(source, cat, grid, report["grade"], t0)
-            plan = [(t0, "report", report)] if lead == "" else simulator_plans.DispatchPlan(
-                rng, self.calendar, self.city.departments, t0, report, cat, grid, source, lead).drawn()
-        return SimCase(source=source, external_id=ext, grid=grid, plan=plan, routed=bool(lead))
+            routed = self._routed(source, cat, grid, report["grade"], t0)
+            plan = [(t0, "report", report)] if routed is not None and not routed.routed else \
+                simulator_plans.DispatchPlan(rng, self.calendar, self.city.departments, t0, report, cat, grid, source,
+                                             routed.lead[0] if routed else None).drawn()
+        by_router = bool(routed and routed.routed)
+        if by_router and t0 < datetime.now(UTC) - HISTORY:  # the past (a backfill): what the router did back then
+            plan = sorted([*plan, *((t0 + timedelta(seconds=2), ev["event"], {k: v for k, v in ev.items() if k not in (
+                "source", "external_id", "event", "occurred_at")}) for ev in routing_rules.auto_events(
+                source, ext, routed, t0))], key=lambda step: step[0])
+            by_router = False
+        return SimCase(source=source, external_id=ext, grid=grid, plan=plan, routed=by_router)
 
-    def _routed(self, source: str, cat, grid: str, grade: int, t0: datetime) -> str | None:
-        """The lead department the router will give a case of ``source`` (None: the simulator dispatches it itself;
-        "": no rule routes it, it waits for a dispatcher, and the simulator sends nothing after the report)."""
+    def _routed(self, source: str, cat, grid: str, grade: int, t0: datetime) -> routing_rules.Routing | None:
+        """What the router will do with a case of ``source`` (None: nothing, the simulator dispatches it itself; not
+        routed: it waits for a dispatcher, and the simulator sends nothing after the report)."""
         if self.routing is None or source not in self.routing[0].sources:
             return None
         office = self.calendar.working_time_between(t0, t0 + timedelta(seconds=1)) > timedelta(0)
-        r = routing_rules.route(self.routing[0].rules, routing_rules.Facts(
+        return routing_rules.route(self.routing[0].rules, routing_rules.Facts(
             cat.code, grid, self.grid_by_code[grid].kind, source, grade, office), self.routing[1])
-        return r.lead[0] if r.routed else ""
 
     def _draw_kind(self, kind: str | None, hotspot: Hotspot | None) -> tuple[bool, str, str, tuple | None]:
         """(on the spot?, category, source, a point to be near): a hotspot's trouble now and then, else by weight."""
