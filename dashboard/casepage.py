@@ -30,7 +30,6 @@ FIELDS = ("id", "source", "external_id", "title", "category", "grade", "status",
           "overdue", "escalated", "warned", "due_provisional", "suspended_at", "rating", "flags", "reported_at",
           "accept_due_at", "due_at", "accepted_at", "resolved_at", "closed_at", "updated_at", "supervised_at",
           "supervise_note", "supervise_due_at")
-ROUTED_BY = frozenset({Action.DISPATCH, Action.TRANSFER, Action.WHISTLE})
 
 
 def _seconds(a: datetime, b: datetime) -> float:
@@ -162,16 +161,20 @@ def _evaluation(events: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def auto_route(events: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """What the auto-router (智能分拨) last said of the case: the dispatch it made (when, to whom, its note and the
-    rule that note names), or its note that no rule could place the case (``unrouted``: it waits for a dispatcher)."""
-    for e in reversed(events):
-        if e.get("actor") != AUTO_ACTOR:
-            continue
-        if e["action"] in ROUTED_BY:
-            return {"at": e["occurred_at"], "departments": e.get("departments") or [], "note": e.get("note"),
-                    "rule": rule_of(e.get("note")), "unrouted": False}
-        if e["action"] == Action.NOTE:
-            return {"at": e["occurred_at"], "departments": [], "note": e.get("note"), "rule": None, "unrouted": True}
+    """What the auto-router (智能分拨) said of the case: its dispatch (when, the lead departments, the departments it
+    summoned, its note and the rule that note names), or its note that no rule could place the case (``unrouted``:
+    it waits for a dispatcher)."""
+    auto = [e for e in events if e.get("actor") == AUTO_ACTOR]
+    dispatch = next((e for e in reversed(auto) if e["action"] == Action.DISPATCH), None)
+    if dispatch is not None:
+        whistle = next((e for e in reversed(auto) if e["action"] == Action.WHISTLE), None)
+        return {"at": dispatch["occurred_at"], "departments": dispatch.get("departments") or [],
+                "summoned": (whistle.get("departments") or []) if whistle else [], "note": dispatch.get("note"),
+                "rule": rule_of(dispatch.get("note")), "unrouted": False}
+    note = next((e for e in reversed(auto) if e["action"] == Action.NOTE), None)
+    if note is not None:
+        return {"at": note["occurred_at"], "departments": [], "summoned": [], "note": note.get("note"), "rule": None,
+                "unrouted": True}
     return None
 
 

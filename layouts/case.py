@@ -434,6 +434,8 @@ def _acting(f: _Fmt, view: dict[str, Any], role: str | None) -> html.Section | N
     if auto is not None:
         said = t["act_rule"].format(rule=auto["rule"]) if auto["rule"] else (auto["note"] or "—")
         where = "" if auto["unrouted"] else f"→ {f.departments(auto['departments'])} · "
+        if auto.get("summoned"):
+            where += f"{t['act_summoned']} {f.departments(auto['summoned'])} · "
         lines.append(html.Div([_badge(t["act_auto"], "warn" if auto["unrouted"] else "run"),
                                html.Span(said, className="case-auto-note"),
                                html.Span(where + f.time(auto["at"]), className="case-muted")],

@@ -617,3 +617,33 @@ def test_every_action_a_dispatcher_may_take_by_clicking(dispatcher_server, brows
                     and s["status"] == STATUS_LABELS[s_][0] and s, 20)
         assert done, (action, js(browser, ACTS))
     assert errors(browser) == []
+
+
+def test_a_routed_case_names_its_lead_and_the_departments_the_rule_summoned(loaded, settings, r, engine, city):
+    import yaml
+    from sqlalchemy import text
+
+    from dashboard.casepage import case_view
+    from ingest.router import Router
+    from tests.test_dispatching import ROOT
+
+    rule = next(x for x in yaml.safe_load((ROOT / "config/routing.yaml").read_text("utf-8"))["rules"]
+                if x["name"] == "电梯困人-应急联动")
+    Producer(r, settings, source="t").cases([
+        {"source": "sensor", "external_id": "lift-9", "event": "report", "occurred_at": (NOW - H).isoformat(),
+         "title": "电梯困人", "category": "1305", "grid_code": case_grid(city).code}])
+
+    def drain():
+        w = Worker(city, settings, engine, r, name="lift")
+        while w.run_once(50):
+            pass
+
+    drain()
+    Router(city, settings).route_once()
+    drain()
+    with engine.connect() as conn:
+        cid = conn.execute(text("SELECT id FROM cases WHERE external_id = 'lift-9'")).scalar_one()
+    auto = case_view(engine, settings, cid)["auto_route"]
+    assert (auto["rule"], auto["departments"], auto["summoned"]) == (rule["name"], rule["lead"], rule["summon"])
+    page = _rendered(settings, city, str(cid), role="dispatcher")
+    assert all(city.departments[d].name in page for d in rule["lead"] + rule["summon"]) and "吹哨" in page
