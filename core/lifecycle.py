@@ -188,6 +188,11 @@ def allowed_actions(status: Status | None) -> list[Action]:
     return out
 
 
+def starts_of(action: Action) -> frozenset[Status]:
+    """The statuses a move may start from (empty for an annotation: any existing case)."""
+    return frozenset(s for s in TRANSITIONS[action][0] if s is not None) if action in TRANSITIONS else frozenset()
+
+
 def is_open(status: Status | str) -> bool:
     return Status(status) in OPEN_STATUSES
 

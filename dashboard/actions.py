@@ -37,7 +37,13 @@ class Outcome:
 def _refused(exc: ActionError, v: Viewer, case_id: int, body: Any) -> Outcome:
     action = body.get("action") if isinstance(body, dict) else None
     audit("case_action", str(case_id), {"action": str(action)[:32], "refused": exc.message[:300]}, ok=False, who=v)
-    return Outcome(exc.status, {"error": exc.message, **({"parameter": exc.field} if exc.field else {})})
+    return Outcome(exc.status, {"error": exc.message, "error_zh": exc.zh,
+                                **({"parameter": exc.field} if exc.field else {})})
+
+
+def error_text(body: dict[str, Any], lang: str) -> str | None:
+    """A refusal's reason in the page's language."""
+    return (body.get("error_zh") if lang == "zh" else None) or body.get("error")
 
 
 def _wait_applied(case_id: int, key: str, wait_s: float) -> dict[str, Any] | None:
@@ -56,10 +62,11 @@ def perform(v: Viewer | None, case_id: int, body: Any, *, wait_s: float | None =
     """Take the action ``body`` asks for on case ``case_id`` as viewer ``v``. 200: applied (or applied before: a
     replayed request); 202: accepted, the worker has not applied it yet; 4xx: refused, nothing published."""
     if v is None:
-        return Outcome(401, {"error": "log in first"})
+        return Outcome(401, {"error": "log in first", "error_zh": "请先登录"})
     case = case_head(context.engine(), case_id)
     if case is None or not access.within(v.area, case["grid_code"]):  # outside: as if absent (no probing)
-        return Outcome(404, {"error": f"id: no case with id {case_id} in your jurisdiction", "parameter": "id"})
+        return Outcome(404, {"error": f"id: no case with id {case_id} in your jurisdiction", "parameter": "id",
+                             "error_zh": f"您的辖区内没有编号为 {case_id} 的案件"})
     now = datetime.now(UTC)
     try:
         rid = body.get("request_id") if isinstance(body, dict) else None

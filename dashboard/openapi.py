@@ -344,7 +344,9 @@ def _schemas(settings: Settings) -> dict[str, dict[str, Any]]:
     return {
         **defs.get("$defs", {}),
         "Error": _obj({"error": {"type": "string", "description": "what is wrong and how to fix it"},
-                       "parameter": {"type": "string", "description": "the parameter at fault, if one is"}},
+                       "parameter": {"type": "string", "description": "the parameter at fault, if one is"},
+                       "error_zh": {"type": "string", "description": "an action's refusal in Chinese, as the "
+                                                                      "screens show it"}},
                       required=["error"], description="a refused request: never a traceback"),
         **_case_schemas(),
         **_live_schemas(),

@@ -223,7 +223,8 @@ def answer(outcome: actions.Outcome, action: str, t: dict[str, str], lang: str) 
         return html.Div(t["act_done"].format(action=label, status=shown), className="act-ok")
     if outcome.status == 202:
         return html.Div(t["act_accepted"].format(action=label), className="act-wait")
-    return html.Div(t["act_refused"].format(error=outcome.body.get("error") or outcome.status), className="act-bad")
+    return html.Div(t["act_refused"].format(error=actions.error_text(outcome.body, lang) or outcome.status),
+                    className="act-bad")
 
 
 def pressed(clicks) -> bool:

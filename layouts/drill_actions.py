@@ -62,13 +62,14 @@ def selected(picks, rows) -> list[int]:
     return list(dict.fromkeys(ids))[:MAX_SELECTED]
 
 
-def outcome_text(outcomes: dict[int, actions.Outcome], t: dict[str, str]) -> list:
+def outcome_text(outcomes: dict[int, actions.Outcome], t: dict[str, str], lang: str = "zh") -> list:
     ok = [c for c, o in outcomes.items() if o.status in (200, 202)]
     bad = [(c, o) for c, o in outcomes.items() if o.status not in (200, 202)]
     lines: list[Any] = [html.Div(t["act_many_done"].format(ok=len(ok), bad=len(bad)),
                                  className="act-ok" if not bad else "act-bad")]
     if bad:
-        lines.append(html.Ul([html.Li(t["act_many_reason"].format(id=c, error=o.body.get("error") or o.status))
+        lines.append(html.Ul([html.Li(t["act_many_reason"].format(id=c, error=actions.error_text(o.body, lang)
+                                                                  or o.status))
                               for c, o in bad[:10]], className="act-many"))
     return lines
 
@@ -77,7 +78,8 @@ def take(_s, _r, picks, rows, note, lang) -> list:
     which = ctx.triggered_id
     if which not in (SUPERVISE, REMIND) or not (_s if which == SUPERVISE else _r):
         raise PreventUpdate
-    t = i18n.texts(i18n.lang_of(lang))
+    lang = i18n.lang_of(lang)
+    t = i18n.texts(lang)
     ids = selected(picks, rows)
     if not ids:
         return [html.Div(t["act_pick_none"], className="act-bad")]
@@ -85,7 +87,7 @@ def take(_s, _r, picks, rows, note, lang) -> list:
                             "request_id": uuid.uuid4().hex[:24]}
     if isinstance(note, str) and note.strip():
         body["note"] = note
-    return outcome_text(actions.perform_many(auth.viewer(), ids, body), t)
+    return outcome_text(actions.perform_many(auth.viewer(), ids, body), t, lang)
 
 
 def count(picks, rows, lang) -> str:

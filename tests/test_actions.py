@@ -7,6 +7,7 @@ requests say why and change nothing: neither the stream nor the store.
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -175,6 +176,7 @@ def test_close_and_reopen_and_a_closed_case_refuses_what_it_cannot_take(city, se
     before = counts(engine, r, settings)
     status, body = act(c, cid, action="supervise", note="督办")
     assert status == 409 and "closed" in body["error"] and body["parameter"] == "action"
+    assert body["error_zh"] == "案件当前为「核查结案」，已停止计时，不能督办"
     status, body = act(c, cid, action="extend", due_at=(datetime.now(CITY_TZ) + timedelta(days=1)).isoformat())
     assert status == 409 and "closed" in body["error"]
     assert counts(engine, r, settings) == before
@@ -210,6 +212,7 @@ def test_bad_requests_are_refused_with_the_reason_and_change_nothing(city, setti
     answer = orjson.loads(resp.data)
     assert resp.status_code == status and words in answer["error"], answer
     assert answer.get("parameter") == field
+    assert re.search(r"[\u4e00-\u9fff]", answer["error_zh"]), answer  # the screens' reason, in Chinese
     assert counts(engine, r, settings) == before
 
 
@@ -246,6 +249,7 @@ def test_who_may_do_what(city, settings, r, engine, running, app):
     leader = accounts.client(app=app, role="leader", area=STREET)
     status, body = act(leader, cid, action="register")
     assert status == 403 and "may not register" in body["error"] and "supervise" in body["error"]
+    assert body["error_zh"] == "您的角色无权立案"
     assert act(leader, cid, action="supervise", note="限期整改")[0] == 200
     assert act(leader, cid, action="remind", note="请加快")[0] == 200
     assert act(leader, other, action="supervise", note="越权")[0] == 404  # another street's case: as if absent

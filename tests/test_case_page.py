@@ -429,7 +429,7 @@ def test_a_leader_may_only_supervise_remind_and_note_and_a_refusal_shows_the_rea
 
     _press(browser, "supervise")  # no 批示: the server refuses and says why
     refused = _submit(browser)
-    assert "note: required for supervise" in refused["result"] and refused["form"] is True
+    assert "督办需要填写批示" in refused["result"] and refused["form"] is True  # the server's reason, in Chinese
     assert refused["supervised"] is None
 
     browser.find_element("id", "case-act-note").send_keys("限期整改")

@@ -43,7 +43,7 @@ def test_a_leader_supervises_the_selected_cases(leader_server, browser, queued, 
     browser.find_element("css selector", "#drill-overdue .drill-pick input").click()
     assert wait(lambda: js(browser, STATE)["count"] == "已选 1 件")
     browser.find_element("id", "drill-act-supervise").click()  # no 批示: each case refused with the reason
-    assert wait(lambda: "note: required for supervise" in js(browser, STATE)["result"], 20), js(browser, STATE)
+    assert wait(lambda: "督办需要填写批示" in js(browser, STATE)["result"], 20), js(browser, STATE)
 
     sent = queued["sent-1"]
     index = wait(lambda: js(browser, "const rows = Array.from(document.querySelectorAll('#drill-grid .ag-row'));"
