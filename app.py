@@ -38,6 +38,10 @@ def create_app(settings: Settings | None = None) -> dash.Dash:
     server.register_blueprint(briefings.blueprint())
     server.register_blueprint(notifications.blueprint())
 
+    # what is worth compressing (flask-compress, below): text of every kind, the CSV export included
+    server.config["COMPRESS_MIMETYPES"] = [
+        "text/html", "text/css", "text/plain", "text/csv", "text/xml", "text/javascript", "application/javascript",
+        "application/json", "application/xml", "image/svg+xml"]
     app = dash.Dash(
         __name__,
         server=server,
@@ -45,6 +49,7 @@ def create_app(settings: Settings | None = None) -> dash.Dash:
         title=drill.title(i18n.DEFAULT_LANG, district.name),
         update_title=None,
         suppress_callback_exceptions=False,
+        compress=True,  # gzip / brotli for every answer a client accepts them for (flask-compress)
     )
     app.layout = root  # a function: drawn per page load, with who is logged in
     # every page's components, so the callbacks of pages not shown are still checked against real ids
