@@ -214,7 +214,7 @@
           var cls = left < 0 ? "over" : (total > 0 && left <= 0.2 * total ? "warn" : "ok");
           return h("tr", {className: cls, "data-case": String(c.id)}, [h("td", {}, [h("span", {className: "scr-tg " + gradeCls(c.grade)}, "■ "),
             supMark(c, t, false), c.title]),
-            h("td", {}, c.dept || "—"), h("td", {className: "scr-cd " + cls}, dur(left))]);
+            h("td", {className: c.dept ? "" : "scr-undispatched"}, c.dept || t.scr_undispatched), h("td", {className: "scr-cd " + cls}, dur(left))]);
         });
         sla = rows.length ? h("table", {className: "scr-table scr-sla"}, [
           h("thead", {}, h("tr", {}, [h("th", {}, t.scr_sla_case), h("th", {}, t.scr_sla_dept), h("th", {}, t.scr_sla_left)])),

@@ -7,6 +7,7 @@ from __future__ import annotations
 ACTING: dict[str, dict[str, str]] = {
     "zh": {
         "act_heading": "在线督办",
+        "scr_undispatched": "待派遣",
         "act_none": "当前状态下没有可办理的操作",
         "act_depts": "部门",
         "act_depts_hint": "选择部门（可多选）",
@@ -65,6 +66,7 @@ ACTING: dict[str, dict[str, str]] = {
         "dd_no_options_found": "没有匹配的部门",
     },
     "en": {
+        "scr_undispatched": "Not dispatched",
         "act_heading": "Act on this case",
         "act_none": "No action can be taken in this status",
         "act_depts": "Departments",

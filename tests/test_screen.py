@@ -414,3 +414,20 @@ def test_a_supervised_case_carries_the_mark_and_its_shortened_instruction(live_s
     assert "13812345678" not in browser.page_source
     shot(browser, "screen-supervised.png")
     assert errors(browser) == []
+
+
+def test_the_sla_board_says_which_cases_no_department_holds_yet(live_server, browser, loaded, screen_settings, engine):
+    from sqlalchemy import text
+
+    size(browser, 1920, 1080)
+    live_server.open(browser, "/screen")
+    read = ("return Array.from(document.querySelectorAll('#scr-sla tbody tr'))"
+            ".map(r => [r.querySelector('td').textContent, r.querySelectorAll('td')[1].textContent])")
+    rows = wait(lambda: js(browser, read))
+    assert rows and all(dept != "—" for _, dept in rows)
+    with engine.connect() as conn:  # the open cases without a department, by title, straight from SQL
+        bare = {t for t, d in conn.execute(text("SELECT title, departments FROM cases WHERE status IN "
+                                                 "('reported', 'registered')")).all()}
+    shown_bare = [title for title, dept in rows if dept == "待派遣"]
+    assert shown_bare and all(any(title.endswith(b) or b in title for b in bare) for title in shown_bare)
+    assert errors(browser) == []
