@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from datetime import UTC, datetime, timedelta
 
 from ingest.worker import Worker
@@ -24,3 +26,23 @@ def drain(city, settings, engine, r) -> None:
     worker = Worker(city, settings, engine, r, name="t")
     while worker.run_once(50):
         pass
+
+
+@contextlib.contextmanager
+def worker_running(city, settings, engine, r, name: str = "t"):
+    """A worker applying the streams in a thread while the block runs."""
+    ensure_groups(r, settings)
+    worker = Worker(city, settings, engine, r, name=name)
+    stop = threading.Event()
+
+    def work():
+        while not stop.is_set():
+            worker.run_once(50)
+
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    try:
+        yield worker
+    finally:
+        stop.set()
+        t.join(10)

@@ -8,7 +8,6 @@ requests say why and change nothing: neither the stream nor the store.
 from __future__ import annotations
 
 import re
-import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -17,11 +16,11 @@ import pytest
 from sqlalchemy import select
 
 from core.records import CITY_TZ
-from ingest.worker import Worker
 from store.schema import AuditEntry, Case, CaseAssignment, CaseEvent
-from store.streams import Producer, StreamNames, ensure_groups
+from store.streams import Producer, StreamNames
 from tests import accounts
 from tests.events import report
+from tests.pushed import worker_running
 
 STREET = "440311001"
 OTHER_STREET = "440311004"
@@ -30,19 +29,8 @@ OTHER_STREET = "440311004"
 @pytest.fixture
 def running(city, settings, engine, r):
     """A worker applying the streams while the test runs."""
-    ensure_groups(r, settings)
-    w = Worker(city, settings, engine, r, name="actions")
-    stop = threading.Event()
-
-    def work():
-        while not stop.is_set():
-            w.run_once(50)
-
-    t = threading.Thread(target=work, daemon=True)
-    t.start()
-    yield w
-    stop.set()
-    t.join(10)
+    with worker_running(city, settings, engine, r, name="actions") as w:
+        yield w
 
 
 def grid_in(city, street):

@@ -7,7 +7,6 @@ routing code.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import sys
@@ -22,41 +21,15 @@ from sqlalchemy import select
 from config.routing import load_routing_config, tables_of
 from core.routing import rule_of
 from ingest.router import Router
-from ingest.worker import Worker
 from store.schema import Case, CaseEvent
-from store.streams import Producer, ensure_groups
+from store.streams import Producer
 from tests.events import report
+from tests.pushed import drain, worker_running
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = {r["name"]: r for r in yaml.safe_load((ROOT / "config/routing.yaml").read_text("utf-8"))["rules"]}
 UNITS = {d["street"]: d["code"] for d in yaml.safe_load((ROOT / "config/city/departments.yaml").read_text("utf-8"))
          ["departments"] if d.get("street")}
-
-
-@contextlib.contextmanager
-def worker_running(city, settings, engine, r):
-    ensure_groups(r, settings)
-    w = Worker(city, settings, engine, r, name="dispatch-test")
-    stop = threading.Event()
-
-    def work():
-        while not stop.is_set():
-            w.run_once(50)
-
-    t = threading.Thread(target=work, daemon=True)
-    t.start()
-    try:
-        yield w
-    finally:
-        stop.set()
-        t.join(10)
-
-
-def drain(city, settings, engine, r) -> None:
-    ensure_groups(r, settings)
-    w = Worker(city, settings, engine, r, name="dispatch-test")
-    while w.run_once(50):
-        pass
 
 
 def publish(settings, r, *records) -> None:
